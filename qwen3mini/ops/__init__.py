@@ -1,0 +1,119 @@
+"""The op layer: the few operations whose speed matters, behind one small contract.
+
+The model calls ``ops.rms_norm``, ``ops.attention_prefill`` and friends; this module picks the backend that
+runs them. The contract (shapes, dtypes, numerics) is written once, in ``reference.py``; the porting guide is
+``csrc/README.md``.
+
+Backend choice, per call:
+  * ``QWEN3MINI_BACKEND=<name>`` (environment) or ``ops.use_backend(name)`` forces one backend everywhere;
+  * otherwise the fastest backend registered for the tensor's device type that imported cleanly;
+  * anything that needs gradients (training) always runs the reference ops: kernels are forward-only.
+"""
+import os
+import sys
+from contextlib import contextmanager
+
+import torch
+
+from .reference import ReferenceBackend
+
+_REFERENCE = ReferenceBackend()
+_BACKENDS = {"reference": _REFERENCE}           # name -> backend object
+_PREFERRED = {}                                 # device type -> backend names, best first
+_forced = None
+
+
+def register_backend(name: str, backend, device_types) -> None:
+    """Make ``backend`` available as ``name`` and prefer it on ``device_types`` (latest registration wins)."""
+    _BACKENDS[name] = backend
+    for device_type in device_types:
+        _PREFERRED.setdefault(device_type, []).insert(0, name)
+
+
+def available_backends() -> list:
+    return list(_BACKENDS)
+
+
+def get_backend(name: str):
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown op backend {name!r}; available: {available_backends()}")
+    return _BACKENDS[name]
+
+
+def use_backend(name):
+    """Force backend ``name`` for every op (``None`` returns to automatic choice)."""
+    global _forced
+    _forced = None if name is None else get_backend(name)
+
+
+@contextmanager
+def backend(name):
+    """``with ops.backend("cpp"): ...`` runs the block on one backend."""
+    global _forced
+    previous = _forced
+    use_backend(name)
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def _select(tensor, *more):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (tensor, *more) if t is not None):
+        return _REFERENCE
+    if _forced is not None:
+        return _forced
+    for name in _PREFERRED.get(tensor.device.type, ()):
+        return _BACKENDS[name]
+    return _REFERENCE
+
+
+def rms_norm(x, weight, eps):
+    return _select(x, weight).rms_norm(x, weight, eps)
+
+
+def add_rms_norm(x, residual, weight, eps):
+    return _select(x, residual, weight).add_rms_norm(x, residual, weight, eps)
+
+
+def apply_rope(x, cos, sin):
+    return _select(x).apply_rope(x, cos, sin)
+
+
+def attention_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, scale):
+    return _select(q, k, v).attention_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
+
+
+def attention_decode(q, k_cache, v_cache, cache_seqlens, scale):
+    return _select(q, k_cache, v_cache).attention_decode(q, k_cache, v_cache, cache_seqlens, scale)
+
+
+def linear(x, weight):
+    return _select(x, weight).linear(x, weight)
+
+
+def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down):
+    return _select(x, topk_weights, w_gate_up, w_down).moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
+
+
+def _register_builtin_backends():
+    """Import the compiled backends if they were built; say so in one line if they were not.
+
+    A backend module raises ImportError only when its extension should exist and does not (``cuda`` on a
+    machine without CUDA imports cleanly and registers nothing)."""
+    missing = []
+    for module_name in ("cpp", "cuda"):
+        try:
+            module = __import__(f"{__name__}.{module_name}", fromlist=["register"])
+        except ImportError as error:
+            missing.append(f"{module_name} ({error})")
+            continue
+        module.register()
+    wanted = os.environ.get("QWEN3MINI_BACKEND")
+    if missing:
+        print(f"qwen3mini.ops: compiled backends unavailable: {'; '.join(missing)}", file=sys.stderr)
+    if wanted:
+        use_backend(wanted)
+
+
+_register_builtin_backends()
