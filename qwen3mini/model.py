@@ -1,0 +1,419 @@
+"""The Qwen3 model, dense and MoE (technical report §2; spec §1 and the numerics checklist §7).
+
+Read it top to bottom beside the paper: RMSNorm, rotary embedding (with YaRN), grouped-query attention with
+QK-Norm, the SwiGLU MLP, the mixture-of-experts block with its router, the decoder layer, the model and the
+language-model head.
+
+Every tensor inside the model is *packed*: the tokens of all sequences of a batch lie one after another,
+``[N, hidden]``, and an attention context says where each sequence starts (``cu_seqlens``, as in
+FlashAttention's varlen API). One code path thus serves training on equal-length rows, batched prefill of
+prompts of unequal length, and single-token decode against a KV cache. The few operations whose speed matters
+go through the op layer (``qwen3mini.ops``: reference PyTorch, C++ or CUDA backends, same contract), so
+swapping kernels never touches this file.
+
+Numerics follow Hugging Face ``transformers`` (the reference implementation): parameters and activations in
+the model dtype, fp32 only where HF uses it (norm statistics, RoPE angles, attention softmax, router softmax).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops
+from .config import Qwen3Config
+
+
+class Linear(nn.Linear):
+    """A bias-free projection (Qwen3 has no biases, spec §1) computed by ``ops.linear``."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x):
+        return ops.linear(x, self.weight)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm (spec §1.2): fp32 statistics, rounded to the model dtype *before* the weight multiply."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x):
+        return ops.rms_norm(x, self.weight, self.eps)
+
+
+# ---------------------------------------------------------------------------------------------- RoPE
+def rope_inv_freq(config: Qwen3Config) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies [D/2] (fp32) and the attention factor that scales cos and sin (spec §1.4, §5).
+
+    Plain RoPE: ``inv_freq[i] = theta^(-2i/D)``. YaRN ("NTK-by-parts") keeps the high-frequency dims (which
+    rotate many times within the original context), divides the low-frequency ones by ``factor`` (position
+    interpolation) and blends linearly in between; cos and sin are multiplied by ``0.1 ln(factor) + 1``.
+
+    ``factor`` is read as the current transformers (5.x) does: ``rope_scaling["factor"]``, and only when that
+    is absent ``max_position_embeddings / original_max_position_embeddings``. transformers 4.51–4.55 always
+    used that ratio when ``original_max_position_embeddings`` was present (huggingface/transformers#38224),
+    which is why Qwen's docs ask to set ``max_position_embeddings = factor * 32768`` alongside YaRN: with that
+    setting both readings agree.
+    """
+    dim, base = config.head_dim, config.rope_theta
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
+    inv_freq = 1.0 / (base ** exponents)
+    scaling = config.rope_scaling
+    if scaling is None:
+        return inv_freq, 1.0
+
+    original = scaling.get("original_max_position_embeddings", config.max_position_embeddings)
+    factor = scaling.get("factor") or config.max_position_embeddings / original
+    attention_factor = scaling.get("attention_factor")
+    if attention_factor is None:
+        def mscale(scale, m=1.0):
+            return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+        m, m_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        attention_factor = mscale(factor, m) / mscale(factor, m_all) if m and m_all else mscale(factor)
+
+    # Dimension index at which a frequency completes `rotations` turns over the original context.
+    def correction_dim(rotations):
+        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(scaling.get("beta_fast") or 32), correction_dim(scaling.get("beta_slow") or 1)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
+    extrapolate = 1 - ramp                  # 1 for high-frequency dims (kept), 0 for low ones (interpolated)
+    inv_freq = (inv_freq / factor) * ramp + inv_freq * extrapolate
+    return inv_freq, float(attention_factor)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos and sin [N, D] for the given positions: fp32 angles, scaled, then cast to the model dtype."""
+
+    def __init__(self, config: Qwen3Config):
+        super().__init__()
+        inv_freq, self.attention_factor = rope_inv_freq(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype):
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]          # [N, D/2]
+        angles = torch.cat((freqs, freqs), dim=-1)                            # split-halves layout
+        cos = angles.cos() * self.attention_factor
+        sin = angles.sin() * self.attention_factor
+        return cos.to(dtype), sin.to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------- attention
+class PrefillContext:
+    """Attention over packed sequences, optionally appending to a KV cache (prefill / training).
+
+    Without a cache every sequence attends to its own tokens (causal). With a cache, row ``rows[b]`` already
+    holds ``starts[b]`` tokens: the new keys/values are written after them and the new queries attend to the
+    whole row (``Lk = start + Lq``, causal aligned to the end; see ``ops.attention_prefill``).
+    """
+
+    def __init__(self, cu_seqlens, cache=None, rows=None, starts=None):
+        self.cu_seqlens_q = cu_seqlens
+        self.cache, self.rows, self.starts = cache, rows, starts
+        bounds = cu_seqlens.tolist() if cache is not None else None
+        self.spans = list(zip(bounds[:-1], bounds[1:])) if cache is not None else None
+        if cache is not None and any(starts):
+            lengths = [start + (b - a) for start, (a, b) in zip(starts, self.spans)]
+            total = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0)
+            self.cu_seqlens_k = total.to(device=cu_seqlens.device, dtype=torch.int32)
+        else:
+            self.cu_seqlens_k = cu_seqlens
+
+    def attend(self, layer: int, q, k, v, scale: float):
+        if self.cache is None:
+            return ops.attention_prefill(q, k, v, self.cu_seqlens_q, self.cu_seqlens_k, scale)
+        cache_k, cache_v = self.cache.k[layer], self.cache.v[layer]
+        for row, start, (a, b) in zip(self.rows, self.starts, self.spans):
+            cache_k[row, start:start + b - a] = k[a:b]
+            cache_v[row, start:start + b - a] = v[a:b]
+        if any(self.starts):  # continue after cached prefixes: gather each row's whole history
+            k = torch.cat([cache_k[row, :start + b - a] for row, start, (a, b) in zip(self.rows, self.starts, self.spans)])
+            v = torch.cat([cache_v[row, :start + b - a] for row, start, (a, b) in zip(self.rows, self.starts, self.spans)])
+        return ops.attention_prefill(q, k, v, self.cu_seqlens_q, self.cu_seqlens_k, scale)
+
+
+class DecodeContext:
+    """One new token per cache row: write its K/V at position ``lengths[b]``, attend to ``lengths[b] + 1``.
+
+    Positions stay on the device (no ``.item()``), so a decode step can be captured in a CUDA graph."""
+
+    def __init__(self, cache):
+        self.cache = cache
+        self.rows = torch.arange(cache.lengths.shape[0], device=cache.lengths.device)
+        self.positions = cache.lengths.long()
+        self.seqlens = cache.lengths + 1
+
+    def attend(self, layer: int, q, k, v, scale: float):
+        self.cache.k[layer].index_put_((self.rows, self.positions), k)
+        self.cache.v[layer].index_put_((self.rows, self.positions), v)
+        return ops.attention_decode(q, self.cache.k[layer], self.cache.v[layer], self.seqlens, scale)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with QK-Norm (spec §1.3).
+
+    q, k, v projections -> per-head RMSNorm of q and k (QK-Norm, *before* RoPE) -> RoPE -> causal attention,
+    query head h reading KV head h // (nH / nKV) -> output projection. Scale 1/sqrt(head_dim).
+    """
+
+    def __init__(self, config: Qwen3Config, layer: int):
+        super().__init__()
+        H, D = config.hidden_size, config.head_dim
+        self.layer, self.head_dim = layer, D
+        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.scale = D ** -0.5
+        self.q_proj = Linear(H, self.num_heads * D)
+        self.k_proj = Linear(H, self.num_kv_heads * D)
+        self.v_proj = Linear(H, self.num_kv_heads * D)
+        self.o_proj = Linear(self.num_heads * D, H)
+        self.q_norm = RMSNorm(D, config.rms_norm_eps)
+        self.k_norm = RMSNorm(D, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, context):
+        n = x.shape[0]
+        q = self.q_norm(self.q_proj(x).view(n, self.num_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(n, self.num_kv_heads, self.head_dim))
+        v = self.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
+        q, k = ops.apply_rope(q, cos, sin), ops.apply_rope(k, cos, sin)
+        out = context.attend(self.layer, q, k, v, self.scale)
+        return self.o_proj(out.reshape(n, self.num_heads * self.head_dim))
+
+
+# ---------------------------------------------------------------------------------------------- feed-forward
+class MLP(nn.Module):
+    """SwiGLU feed-forward (spec §1.5): ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_proj = Linear(hidden_size, intermediate_size)
+        self.up_proj = Linear(hidden_size, intermediate_size)
+        self.down_proj = Linear(intermediate_size, hidden_size)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Experts(nn.Module):
+    """E SwiGLU experts with their weights stacked: ``gate_up_proj`` [E, 2I, H] (gate rows first) and
+    ``down_proj`` [E, H, I]; the checkpoint stores them per expert (``checkpoint.py`` stacks them)."""
+
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
+
+    def forward(self, x, topk_ids, topk_weights):
+        return ops.moe_experts(x, topk_ids, topk_weights, self.gate_up_proj, self.down_proj)
+
+
+class MoE(nn.Module):
+    """Sparse mixture-of-experts block (spec §1.7), no shared expert (paper §2).
+
+    Router: ``logits = x W_g^T`` (model dtype) -> softmax in fp32 over all experts -> top-k -> renormalise
+    if ``norm_topk_prob`` -> cast to the model dtype. Each token's output is the weighted sum of its k experts.
+    The router logits [N, E] are returned for the load-balancing loss (paper §2, spec §1.8).
+    """
+
+    def __init__(self, config: Qwen3Config):
+        super().__init__()
+        self.top_k, self.norm_topk_prob = config.num_experts_per_tok, config.norm_topk_prob
+        self.gate = Linear(config.hidden_size, config.num_experts)
+        self.experts = Experts(config.num_experts, config.hidden_size, config.moe_intermediate_size)
+
+    def route(self, x):
+        """(router logits [N, E], top-k expert ids int64 [N, k], their weights [N, k] in x.dtype)."""
+        logits = self.gate(x)
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        weights, ids = torch.topk(probs, self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return logits, ids, weights.to(x.dtype)
+
+    def forward(self, x):
+        logits, ids, weights = self.route(x)
+        return self.experts(x, ids, weights), logits
+
+
+# ---------------------------------------------------------------------------------------------- layers
+class DecoderLayer(nn.Module):
+    """Pre-norm block (spec §1.6): ``h = x + Attn(norm(x)); y = h + MLP(norm(h))``.
+
+    The residual add is fused with the norm that follows it (``ops.add_rms_norm``), so a layer takes and
+    returns the pair (normalised input of this block's attention, residual stream) in the style of
+    nano-vllm; the sums are rounded to the model dtype exactly as in HF.
+    """
+
+    def __init__(self, config: Qwen3Config, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, layer)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.is_moe = config.is_moe_layer(layer)
+        self.mlp = MoE(config) if self.is_moe else MLP(config.hidden_size, config.intermediate_size)
+
+    def forward(self, x, residual, cos, sin, context):
+        """x: this layer's input; residual: the stream still to be added to it (None in the first layer).
+
+        Returns (mlp output, stream before it, router logits or None); the caller adds the two."""
+        if residual is None:
+            residual, h = x, self.input_layernorm(x)
+        else:
+            h, residual = ops.add_rms_norm(x, residual, self.input_layernorm.weight, self.input_layernorm.eps)
+        h = self.self_attn(h, cos, sin, context)
+        h, residual = ops.add_rms_norm(h, residual, self.post_attention_layernorm.weight,
+                                       self.post_attention_layernorm.eps)
+        router_logits = None
+        if self.is_moe:
+            h, router_logits = self.mlp(h)
+        else:
+            h = self.mlp(h)
+        return h, residual, router_logits
+
+
+class Qwen3Model(nn.Module):
+    """Embedding -> decoder layers -> final RMSNorm (no embedding scaling, no soft-capping; spec §1.6)."""
+
+    def __init__(self, config: Qwen3Config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, layer) for layer in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary = RotaryEmbedding(config)
+
+    def forward(self, tokens, positions, context):
+        """tokens, positions: [N] (packed). Returns (final hidden states [N, H], router logits per MoE layer)."""
+        x = self.embed_tokens(tokens)
+        cos, sin = self.rotary(positions, x.dtype)
+        residual, router_logits = None, []
+        for layer in self.layers:
+            x, residual, logits = layer(x, residual, cos, sin, context)
+            if logits is not None:
+                router_logits.append(logits)
+        x, _ = ops.add_rms_norm(x, residual, self.norm.weight, self.norm.eps)
+        return x, router_logits
+
+
+class Qwen3ForCausalLM(nn.Module):
+    """The causal language model: ``Qwen3Model`` plus the head (tied to the embedding or separate).
+
+    Entry points: ``forward`` (no cache; training and scoring), ``prefill`` and ``decode_step`` (against a
+    ``generation.KVCache``) and ``generate``.
+    """
+
+    def __init__(self, config: Qwen3Config):
+        super().__init__()
+        self.config = config
+        self.model = Qwen3Model(config)
+        self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size)
+        if self.model.embed_tokens.weight.device.type != "meta":
+            self.init_weights()
+
+    # -------------------------------------------------------------- weights
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    @torch.no_grad()
+    def init_weights(self):
+        """Training from scratch: normal(0, initializer_range) matrices, ones for norms (as HF does)."""
+        std = self.config.initializer_range
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    def logits(self, hidden):
+        return ops.linear(hidden, self.head_weight)
+
+    # -------------------------------------------------------------- no-cache forward
+    def forward(self, input_ids: torch.Tensor, return_router_logits: bool = False):
+        """input_ids LongTensor [B, T] (all rows the same length, no padding) -> logits [B, T, vocab].
+
+        With ``return_router_logits`` also returns the router logits of every MoE layer, each [B*T, E]
+        (an empty list for a dense model) for the load-balancing loss.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
+        batch, time = input_ids.shape
+        self._check_positions(time)
+        device = input_ids.device
+        positions = torch.arange(time, device=device).repeat(batch)
+        cu_seqlens = torch.arange(0, batch + 1, device=device, dtype=torch.int32) * time
+        hidden, router_logits = self.model(input_ids.reshape(-1), positions, PrefillContext(cu_seqlens))
+        logits = self.logits(hidden).view(batch, time, -1)
+        return (logits, router_logits) if return_router_logits else logits
+
+    # -------------------------------------------------------------- cached inference
+    @torch.no_grad()
+    def prefill(self, sequences, cache, rows=None) -> torch.Tensor:
+        """Append token sequences (unequal lengths) to cache rows in one packed pass.
+
+        sequences: list of lists of ints / 1-D LongTensors, one per entry of ``rows`` (default: rows 0..n-1),
+        each non-empty. Row r continues after the ``cache.lengths[r]`` tokens it already holds.
+        Returns the logits of each sequence's last token, [len(rows), vocab]. ``cache.lengths`` is advanced
+        only after the whole pass succeeded.
+        """
+        rows = list(range(len(sequences))) if rows is None else list(rows)
+        if len(rows) != len(sequences):
+            raise ValueError(f"prefill got {len(sequences)} sequences for {len(rows)} rows")
+        device = self.device
+        seqs = [torch.as_tensor(s, dtype=torch.long).reshape(-1) for s in sequences]
+        lengths = [len(s) for s in seqs]
+        if any(n == 0 for n in lengths):
+            raise ValueError("prefill: every sequence needs at least one token")
+        starts = cache.lengths[rows].tolist()
+        for row, start, n in zip(rows, starts, lengths):
+            if start + n > cache.max_seq_len:
+                raise ValueError(f"prefill: row {row} would hold {start + n} tokens; the KV cache holds "
+                                 f"{cache.max_seq_len} (max_seq_len)")
+        self._check_positions(max(s + n for s, n in zip(starts, lengths)))
+        tokens = torch.cat(seqs).to(device)
+        positions = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lengths)]).to(device)
+        cu_seqlens = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0).to(device, torch.int32)
+        context = PrefillContext(cu_seqlens, cache, rows, starts)
+        hidden, _ = self.model(tokens, positions, context)
+        logits = self.logits(hidden[cu_seqlens[1:].long() - 1])
+        cache.lengths[rows] += torch.tensor(lengths, dtype=torch.int32, device=cache.lengths.device)
+        return logits
+
+    @torch.no_grad()
+    def decode_step(self, tokens: torch.Tensor, cache) -> torch.Tensor:
+        """One token per cache row: tokens LongTensor [B] -> next-token logits [B, vocab].
+
+        Positions come from ``cache.lengths`` on the device and the lengths are advanced in place at the end,
+        with no host synchronisation, so the step can be captured in a CUDA graph. The caller makes sure no
+        row is full (``Generator`` checks on the host)."""
+        positions = cache.lengths.long()
+        hidden, _ = self.model(tokens.reshape(-1), positions, DecodeContext(cache))
+        logits = self.logits(hidden)
+        cache.lengths += 1
+        return logits
+
+    def _check_positions(self, length: int):
+        if length > self.config.max_position_embeddings:
+            raise ValueError(f"sequence length {length} exceeds the model's context "
+                             f"(max_position_embeddings={self.config.max_position_embeddings})")
+
+    def generate(self, input_ids, max_new_tokens: int, temperature: float = 0.0, **kwargs):
+        """Greedy or sampled continuation; see ``qwen3mini.generation.generate`` for the options."""
+        from .generation import generate
+        return generate(self, input_ids, max_new_tokens, temperature=temperature, **kwargs)
