@@ -1,0 +1,159 @@
+"""Token-for-token equality with tiktoken and `tokenizers` on Qwen's real vocabulary (spec §3)."""
+import os
+import unicodedata
+
+import pytest
+from hypothesis import given, strategies as st
+
+from qwen3mini.tokenizer import load_tokenizer
+from qwen3mini.tokenizer.pretokenize import pretokenize
+
+CORPUS = {
+    "english": "The quick brown fox jumps over the lazy dog. It's John's book; they'll say we've I'm he'd IT'S.",
+    "code": 'def fib(n: int) -> int:\n    """Return F(n)."""\n    if n < 2:\n        return n\n'
+            "    return fib(n - 1) + fib(n - 2)\n\nprint({k: v ** 2 for k, v in x.items()}) # 0x1F == 31\n",
+    "chinese": "你好，世界！今天天气很好，我们去公园散步吧。机器学习是人工智能的一个分支。",
+    "japanese": "こんにちは、世界。東京は日本の首都です。カタカナとひらがな、漢字を混ぜて書きます。",
+    "korean": "안녕하세요, 세계! 한국어 텍스트를 토큰화합니다.",
+    "arabic": "مرحبا بالعالم. اللغة العربية تكتب من اليمين إلى اليسار.",
+    "hindi": "नमस्ते दुनिया। हिन्दी देवनागरी लिपि में लिखी जाती है।",
+    "russian": "Привет, мир! Съешь же ещё этих мягких французских булок, да выпей чаю.",
+    "emoji": "Family: 👨‍👩‍👧‍👦 flags 🇯🇵🇺🇸 skin 👍🏽 heart ❤️ keycap 1️⃣ 🏳️‍🌈 done😀😀😀",
+    "combining": "Cafe\u0301 nai\u0308ve A\u030a e\u0301\u0301 \u1100\u1161\u11a8 Z\u0351\u0352 n\u0303",
+    "crlf_tabs": "line one\r\nline two\r\n\r\n\tindented\t\ttabs\n\n\n  \n end\r",
+    "spaces_digits": "a" + " " * 37 + "b    c \n    \n" + "1234567890" * 7 + " 3.14159 1,000,000 ٣٤٥ ⅷ ²",
+    "controls": "nul\x00 bell\x07 esc\x1b[31m del\x7f \x1c\x1d\x1e\x1f sep\u2028para\u2029 nbsp\xa0x \ufeffbom",
+    "added_tokens": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\nhmm\n</think>\n\n"
+                    "<tool_call>{}</tool_call><|endoftext|><|im_end|><|im_end|>x<|fim_prefix|><|im_start",
+    "contractions_edge": "'s 'S 'ſ 'RE 're' ''ll 'LL 'Ve 'd'm 'x ' s",
+    "mixed_scripts": "GPT-4o和Claude3.5在2024年发布了。Ünïcödé ΑΒΓ αβγ Ελληνικά שלום עולם ไทย",
+    "whitespace_only": " \t \n\u3000 \u2003",
+    "punctuation": "!!!??? ...,,, --- *** ((([[[{{{ ''' \"\"\" ``` ~~~ @@@ ### $$$ %%%\n\n;;;\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_matches_tiktoken_and_tokenizers(name, tok, ref_tiktoken, ref_tokenizers):
+    text = CORPUS[name]
+    ours = tok.encode(text)
+    assert ours == ref_tiktoken.encode(unicodedata.normalize("NFC", text), allowed_special="all")
+    assert ours == ref_tokenizers.encode(text, add_special_tokens=False).ids
+    assert tok.decode(ours) == ref_tokenizers.decode(ours, skip_special_tokens=False)
+
+
+def test_whole_corpus_and_python_path(tok, tok_py, ref_tiktoken):
+    text = "\n".join(CORPUS.values()) * 3
+    ours = tok.encode(text)
+    assert ours == tok_py.encode(text)
+    assert ours == ref_tiktoken.encode(unicodedata.normalize("NFC", text), allowed_special="all")
+
+
+def test_long_runs_use_the_same_merges(tok, tok_py, ref_tokenizers):
+    # Pieces longer than the C++ scan limit take its heap path; the Python loop is the scan.
+    for text in [" " * 1000, "a" * 777, "ab" * 300 + "!", "1" * 200, "\n" * 300, "你好" * 200, "😀" * 100,
+                 "Ġ" * 100, "-" * 513]:
+        ids = tok.encode(text)
+        assert ids == tok_py.encode(text) == ref_tokenizers.encode(text, add_special_tokens=False).ids
+
+
+def test_special_flags_and_skip(tok, ref_tokenizers, added_ids):
+    ids = tok.encode("<|im_start|>assistant\n<think>\nx\n</think>\n\n<tool_call>y</tool_call>ok<|im_end|>")
+    assert ids[0] == added_ids["<|im_start|>"] and ids[-1] == added_ids["<|im_end|>"]
+    skipped = tok.decode(ids, skip_special_tokens=True)
+    assert skipped == "assistant\n<think>\nx\n</think>\n\n<tool_call>y</tool_call>ok"  # think/tool are not special
+    assert skipped == ref_tokenizers.decode(ids, skip_special_tokens=True)
+    assert tok.vocab_size == 151669 and tok.decode([151668]) == "</think>"
+
+
+def test_bad_ids_are_named(tok):
+    with pytest.raises(ValueError, match="999999"):
+        tok.decode([1, 999999])
+    with pytest.raises(ValueError, match="-1"):
+        tok.decode([-1])
+
+
+def test_pretokenizer_cpp_matches_regex(tok):
+    if tok._fast is None:
+        pytest.skip("C++ extension not built")
+    for text in CORPUS.values():
+        assert tok._fast.pretokenize(text) == pretokenize(text)
+
+
+_any_text = st.text(st.characters(codec="utf-8"), max_size=200)
+_texty = st.text(st.sampled_from(list("aZ 1\n\r\t'sSreLLdmſ.,!?-_你好é\u0301 \u3000\u00a0😀‍🏽٣")), max_size=80)
+
+
+@given(st.one_of(_any_text, _texty))
+def test_pretokenizer_cpp_matches_regex_random(tok, text):
+    if tok._fast is None:
+        pytest.skip("C++ extension not built")
+    assert tok._fast.pretokenize(text) == pretokenize(text)
+
+
+@given(st.one_of(_any_text, _texty))
+def test_unicode_roundtrip_to_nfc(tok, tok_py, text):
+    ids = tok.encode(text)
+    assert tok.decode(ids) == unicodedata.normalize("NFC", text)
+    assert ids == tok_py.encode(text)
+
+
+@given(st.one_of(_any_text, _texty))
+def test_random_text_matches_tiktoken(tok, ref_tiktoken, text):
+    assert tok.encode(text) == ref_tiktoken.encode(unicodedata.normalize("NFC", text), allowed_special="all")
+
+
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_decode(tok, data):
+    ids = [tok.bpe.byte_ids[b] for b in data]
+    assert tok.decode(ids) == data.decode("utf-8", errors="replace")
+
+
+@given(st.lists(st.integers(0, 151668), max_size=40), st.booleans())
+def test_streaming_equals_whole_decode(tok, ids, skip):
+    dec = tok.incremental_decoder(skip_special_tokens=skip)
+    parts = [dec.feed(i) for i in ids] + [dec.flush()]
+    assert "".join(parts) == tok.decode(ids, skip_special_tokens=skip)
+    assert all("\ufffd" not in p or "\ufffd" in tok.decode(ids, skip) for p in parts)
+
+
+def test_streaming_never_splits_a_character(tok):
+    text = "你好😀 é"
+    dec = tok.incremental_decoder()
+    byte_ids = [tok.bpe.byte_ids[b] for b in text.encode("utf-8")]  # worst case: one byte per token
+    parts = [dec.feed(i) for i in byte_ids]
+    assert "".join(parts) + dec.flush() == text
+    assert all("\ufffd" not in p for p in parts)
+
+
+def test_loaders_agree(tok, qwen_dir, qwen_tiktoken, tmp_path):
+    """tokenizer.json, vocab.json + merges.txt and the rank file give the same tokenizer."""
+    text = "\n".join(CORPUS.values())
+    expected = tok.encode(text)
+    slow_dir = tmp_path / "slow"
+    slow_dir.mkdir()
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        (slow_dir / name).write_bytes(open(os.path.join(qwen_dir, name), "rb").read())
+    assert load_tokenizer(slow_dir).encode(text) == expected
+    assert load_tokenizer(os.path.join(qwen_dir, "tokenizer.json")).encode(text) == expected
+    assert load_tokenizer(qwen_tiktoken).bpe.merges == tok.bpe.merges
+
+
+def test_saved_files_load_in_tokenizers_and_transformers(tok, qwen_dir):
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    text = "\n".join(CORPUS.values())
+    expected = tok.encode(text)
+    assert tokenizers.Tokenizer.from_file(os.path.join(qwen_dir, "tokenizer.json")).encode(
+        text, add_special_tokens=False).ids == expected
+    hf = transformers.AutoTokenizer.from_pretrained(qwen_dir)
+    assert hf.encode(text, add_special_tokens=False) == expected
+    assert hf.decode(expected, skip_special_tokens=True) == tok.decode(expected, skip_special_tokens=True)
+    assert hf.eos_token == "<|im_end|>" and hf.pad_token == "<|endoftext|>"
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="merges.txt"):
+        (tmp_path / "vocab.json").write_text("{}")
+        load_tokenizer(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_tokenizer(tmp_path / "nowhere")
