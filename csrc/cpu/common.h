@@ -1,0 +1,41 @@
+// Shared by the per-ISA kernel builds (kernels_generic.cpp, kernels_avx2.cpp) and the ATen glue (ops.cpp).
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+// bf16 as raw bits; ops.cpp reinterprets at::BFloat16 storage as this (same layout, no ATen in the kernels).
+struct bf16_t {
+    uint16_t bits;
+};
+
+// Strided 3-D view [rows, heads, D] with a contiguous last dim (q, k, v may be slices of a fused projection).
+template <class T>
+struct View3 {
+    const T* data;
+    int64_t s0, s1;
+    const T* row(int64_t r, int64_t h) const { return data + r * s0 + h * s1; }
+};
+
+// Every kernel of one ISA for one dtype T (float or bf16_t). Argument meanings: kernels.h.
+template <class T>
+struct KernelTable {
+    void (*linear)(const float* x, int M, const T* w, int N, int K, T* out);
+    void (*rms_norm)(const T* x, const T* w, float eps, int64_t N, int H, T* out);
+    void (*add_rms_norm)(const T* x, const T* residual, const T* w, float eps, int64_t N, int H, T* out, T* summed);
+    void (*apply_rope)(const T* x, int64_t sx0, int64_t sx1, const T* cos, const T* sin, int64_t N, int heads,
+                       int D, T* out);
+    void (*attention_prefill)(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, const int32_t* cu_k, int B,
+                              int nH, int nKV, int D, float scale, T* out);
+    void (*attention_decode)(View3<T> q, const T* k_cache, const T* v_cache, int64_t cs0, int64_t cs1, int64_t cs2,
+                             const int32_t* lengths, int B, int nH, int nKV, int D, float scale, T* out);
+    void (*moe_experts)(const T* x, int64_t N, int H, const int64_t* ids, const T* weights, int top_k,
+                        const T* w_gate_up, const T* w_down, int E, int I, T* out);
+};
+
+namespace generic { template <class T> KernelTable<T> table(); }
+namespace avx2 { template <class T> KernelTable<T> table(); }

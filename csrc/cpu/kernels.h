@@ -1,0 +1,413 @@
+// The CPU kernels of the op contract (csrc/README.md), written once and compiled once per instruction set.
+//
+// This header is included by kernels_generic.cpp (portable: whatever the compiler's baseline is, SSE2 on
+// x86-64) and by kernels_avx2.cpp (under `#pragma GCC target("avx2,fma")`), each time inside its own
+// namespace QWEN3MINI_ISA. ops.cpp picks one at run time with __builtin_cpu_supports, so the same binary
+// runs on any x86-64 (or non-x86) CPU and uses 256-bit FMA where the CPU has it.
+//
+// The kernels are plain C++ over raw pointers: no ATen in here. Vectors are GCC vector extensions
+// (`v8f` = 8 floats); the compiler maps them to one ymm register under AVX2 and to two xmm registers otherwise.
+//
+// Numerics (the rules the reference backend follows, spec §7): every dot product accumulates in fp32, and a
+// value is rounded to the activation dtype T exactly where the reference rounds it (round_to<T>). For
+// T = float rounding is the identity, so one template serves fp32 and bf16.
+//
+// The including file includes common.h first (standard headers, bf16_t, View3, KernelTable).
+
+namespace QWEN3MINI_ISA {
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef uint16_t v8h __attribute__((vector_size(16)));
+
+// ------------------------------------------------------------------ dtype plumbing: fp32 and bf16
+
+// bf16 is the top half of an fp32: widening is a 16-bit shift, narrowing rounds to nearest-even (as torch).
+inline float to_float(float x) { return x; }
+inline float to_float(bf16_t x) {
+    uint32_t bits = uint32_t(x.bits) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+template <class T> inline T from_float(float x);
+template <> inline float from_float<float>(float x) { return x; }
+template <> inline bf16_t from_float<bf16_t>(float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, 4);
+    if (x != x) return bf16_t{0x7fc0};                            // NaN stays NaN
+    return bf16_t{uint16_t((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16)};
+}
+
+// The value x would have after the reference stored it in dtype T.
+template <class T> inline float round_to(float x) { return to_float(from_float<T>(x)); }
+
+inline v8f load8(const float* p) { v8f v; std::memcpy(&v, p, sizeof v); return v; }
+inline v8f load8(const bf16_t* p) {
+    v8h h;
+    std::memcpy(&h, p, sizeof h);
+    return (v8f)(__builtin_convertvector(h, v8u) << 16);
+}
+inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+inline void store8(bf16_t* p, v8f v) {
+    v8u bits = (v8u)v;
+    v8u rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    v8u is_nan = (v8u)(v != v);
+    rounded = (rounded & ~is_nan) | (0x7fc0u & is_nan);
+    v8h h = __builtin_convertvector(rounded, v8h);
+    std::memcpy(p, &h, sizeof h);
+}
+
+inline float hsum(v8f v) {
+    float s = 0.f;
+    for (int i = 0; i < 8; ++i) s += v[i];
+    return s;
+}
+
+template <class T> inline float dot(const float* a, const T* b, int n) {
+    v8f acc = {};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc += load8(a + i) * load8(b + i);
+    float s = hsum(acc);
+    for (; i < n; ++i) s += a[i] * to_float(b[i]);
+    return s;
+}
+
+template <class T> inline void to_float_row(const T* src, float* dst, int n, float scale = 1.f) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) store8(dst + i, load8(src + i) * scale);
+    for (; i < n; ++i) dst[i] = to_float(src[i]) * scale;
+}
+
+// ------------------------------------------------------------------ linear: out = x @ W^T (few rows of x)
+//
+// Decode is bound by reading the weights, so W is streamed exactly once: each thread takes blocks of 4
+// output features (4 rows of W) and multiplies them with *all* M rows of x while those 4 rows sit in L1.
+// x arrives already widened to fp32 (it is small). The micro-kernel keeps 4 x MR accumulators.
+
+template <int NR, int MR, class T>
+inline void dot_tile(const float* x, int64_t ldx, const T* w, int64_t ldw, int K, float* result /*[MR][NR]*/) {
+    v8f acc[MR][NR] = {};
+    int i = 0;
+    for (; i + 8 <= K; i += 8) {
+        v8f wv[NR];
+        for (int n = 0; n < NR; ++n) wv[n] = load8(w + n * ldw + i);
+        for (int m = 0; m < MR; ++m) {
+            v8f xv = load8(x + m * ldx + i);
+            for (int n = 0; n < NR; ++n) acc[m][n] += xv * wv[n];
+        }
+    }
+    for (int m = 0; m < MR; ++m)
+        for (int n = 0; n < NR; ++n) {
+            float s = hsum(acc[m][n]);
+            for (int j = i; j < K; ++j) s += x[m * ldx + j] * to_float(w[n * ldw + j]);
+            result[m * NR + n] = s;
+        }
+}
+
+// out[m, n0:n0+NR] for all m < M, rounded to T and stored as OutT (T itself, or fp32 scratch in the MoE).
+template <int NR, class T, class OutT>
+inline void linear_rows(const float* x, int64_t ldx, int M, const T* w, int64_t ldw, int K, int n0,
+                        OutT* out, int64_t ldo) {
+    float result[4 * NR];
+    for (int m0 = 0; m0 < M; m0 += 4) {
+        int mr = std::min(4, M - m0);
+        const float* xm = x + m0 * ldx;
+        const T* wn = w + n0 * ldw;
+        switch (mr) {
+            case 1: dot_tile<NR, 1>(xm, ldx, wn, ldw, K, result); break;
+            case 2: dot_tile<NR, 2>(xm, ldx, wn, ldw, K, result); break;
+            case 3: dot_tile<NR, 3>(xm, ldx, wn, ldw, K, result); break;
+            default: dot_tile<NR, 4>(xm, ldx, wn, ldw, K, result); break;
+        }
+        for (int m = 0; m < mr; ++m)
+            for (int n = 0; n < NR; ++n)
+                out[(m0 + m) * ldo + n0 + n] = from_float<OutT>(round_to<T>(result[m * NR + n]));
+    }
+}
+
+// Rows [n_begin, n_end) of the output, in blocks of 4 (then single rows for the tail).
+template <class T, class OutT>
+inline void linear_block(const float* x, int64_t ldx, int M, const T* w, int64_t ldw, int K, int n_begin,
+                         int n_end, OutT* out, int64_t ldo) {
+    int n = n_begin;
+    for (; n + 4 <= n_end; n += 4) linear_rows<4>(x, ldx, M, w, ldw, K, n, out, ldo);
+    for (; n < n_end; ++n) linear_rows<1>(x, ldx, M, w, ldw, K, n, out, ldo);
+}
+
+template <class T>
+void linear(const float* x, int M, const T* w, int N, int K, T* out) {
+    const int blocks = (N + 15) / 16;                     // 16 features per task: enough tasks, little overhead
+#pragma omp parallel for schedule(static) if (int64_t(N) * K * std::max(M, 1) > 32768)
+    for (int b = 0; b < blocks; ++b)
+        linear_block(x, K, M, w, K, K, b * 16, std::min(N, b * 16 + 16), out, N);
+}
+
+// ------------------------------------------------------------------ RMSNorm (+ residual add)
+
+// out = w * round_T(x * rsqrt(mean(x²) + eps)), the product rounded to T (HF Qwen3RMSNorm).
+template <class T>
+inline void rms_norm_row(const T* x, const T* w, float eps, int H, T* out) {
+    v8f ss = {};
+    int i = 0;
+    for (; i + 8 <= H; i += 8) { v8f v = load8(x + i); ss += v * v; }
+    float sum = hsum(ss);
+    for (; i < H; ++i) sum += to_float(x[i]) * to_float(x[i]);
+    const float r = 1.f / std::sqrt(sum / H + eps);
+    for (i = 0; i < H; ++i) out[i] = from_float<T>(to_float(w[i]) * round_to<T>(to_float(x[i]) * r));
+}
+
+template <class T>
+void rms_norm(const T* x, const T* w, float eps, int64_t N, int H, T* out) {
+#pragma omp parallel for schedule(static) if (N * H > 65536)
+    for (int64_t t = 0; t < N; ++t) rms_norm_row(x + t * H, w, eps, H, out + t * H);
+}
+
+// summed = round_T(x + residual); out = rms_norm(summed).
+template <class T>
+void add_rms_norm(const T* x, const T* residual, const T* w, float eps, int64_t N, int H, T* out, T* summed) {
+#pragma omp parallel for schedule(static) if (N * H > 65536)
+    for (int64_t t = 0; t < N; ++t) {
+        T* s = summed + t * H;
+        for (int i = 0; i < H; ++i) s[i] = from_float<T>(to_float(x[t * H + i]) + to_float(residual[t * H + i]));
+        rms_norm_row(s, w, eps, H, out + t * H);
+    }
+}
+
+// ------------------------------------------------------------------ RoPE (split halves)
+
+// out = round(round(x*cos) + round(rotate_half(x)*sin)): the three roundings of the bf16 reference.
+template <class T>
+void apply_rope(const T* x, int64_t sx0, int64_t sx1, const T* cos, const T* sin, int64_t N, int heads, int D,
+                T* out) {
+    const int half = D / 2;
+#pragma omp parallel for schedule(static) if (N * heads * D > 65536)
+    for (int64_t t = 0; t < N; ++t)
+        for (int h = 0; h < heads; ++h) {
+            const T* xr = x + t * sx0 + h * sx1;
+            const T* c = cos + t * D;
+            const T* s = sin + t * D;
+            T* o = out + (t * heads + h) * D;
+            for (int j = 0; j < D; ++j) {
+                float rotated = j < half ? -to_float(xr[j + half]) : to_float(xr[j - half]);
+                float a = round_to<T>(to_float(xr[j]) * to_float(c[j]));
+                float b = round_to<T>(rotated * to_float(s[j]));
+                o[j] = from_float<T>(a + b);
+            }
+        }
+}
+
+// ------------------------------------------------------------------ attention with online softmax
+//
+// Both attention kernels share one inner step (FlashAttention's recurrence, Dao et al. 2022): for a block
+// of keys, compute the scores of one query row, raise the running max, rescale the running sum and the fp32
+// output accumulator, add the new probabilities times V. The T x T score matrix never exists: a thread holds
+// the scores of one row and one key block (kBlock floats) at a time.
+
+constexpr int kBlock = 64;                                 // keys per block (K and V widened to fp32 once)
+
+struct RowState {                                          // one query row of one head
+    float max, sum;
+    float* acc;                                            // [D] fp32
+};
+
+// keys [0, n) of the current block; kf, vf: [n][D] fp32; q already multiplied by the softmax scale.
+inline void online_softmax_step(const float* q, const float* kf, const float* vf, int n, int D, RowState& st,
+                                float* scores) {
+    float block_max = -INFINITY;
+    for (int j = 0; j < n; ++j) {
+        scores[j] = dot(q, kf + j * D, D);
+        block_max = std::max(block_max, scores[j]);
+    }
+    const float new_max = std::max(st.max, block_max);
+    const float correction = std::exp(st.max - new_max);  // exp(-inf) = 0 on the first block
+    float sum = 0.f;
+    for (int j = 0; j < n; ++j) { scores[j] = std::exp(scores[j] - new_max); sum += scores[j]; }
+    st.sum = st.sum * correction + sum;
+    st.max = new_max;
+    int i = 0;
+    for (; i + 8 <= D; i += 8) {
+        v8f a = load8(st.acc + i) * correction;
+        for (int j = 0; j < n; ++j) a += scores[j] * load8(vf + j * D + i);
+        store8(st.acc + i, a);
+    }
+    for (; i < D; ++i) {
+        float a = st.acc[i] * correction;
+        for (int j = 0; j < n; ++j) a += scores[j] * vf[j * D + i];
+        st.acc[i] = a;
+    }
+}
+
+template <class T>
+inline void finish_row(const RowState& st, int D, T* out) {
+    const float inv = 1.f / st.sum;
+    for (int i = 0; i < D; ++i) out[i] = from_float<T>(st.acc[i] * inv);
+}
+
+template <class T>
+inline void widen_block(View3<T> src, int64_t row0, int n, int64_t head, int D, float* dst) {
+    for (int j = 0; j < n; ++j) to_float_row(src.row(row0 + j, head), dst + j * D, D);
+}
+
+// Prefill. One task = (sequence, KV head, block of kQRows query rows): its whole query group shares each
+// widened K/V block. Query row i of a sequence sees keys j <= i + (Lk - Lq) (causal, bottom-right aligned).
+template <class T>
+void attention_prefill(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, const int32_t* cu_k, int B,
+                       int nH, int nKV, int D, float scale, T* out) {
+    constexpr int kQRows = 16;
+    const int group = nH / nKV;
+    struct Task { int b, kv_head, row0; };
+    std::vector<Task> tasks;
+    for (int b = 0; b < B; ++b)
+        for (int g = 0; g < nKV; ++g)
+            for (int r = 0; r < cu_q[b + 1] - cu_q[b]; r += kQRows) tasks.push_back({b, g, r});
+
+#pragma omp parallel
+    {
+        std::vector<float> qf(kQRows * group * D), acc(kQRows * group * D), kf(kBlock * D), vf(kBlock * D);
+        std::vector<float> scores(kBlock);
+        std::vector<RowState> state(kQRows * group);
+#pragma omp for schedule(dynamic)
+        for (size_t task = 0; task < tasks.size(); ++task) {
+            const Task tk = tasks[task];
+            const int lq = cu_q[tk.b + 1] - cu_q[tk.b], lk = cu_k[tk.b + 1] - cu_k[tk.b];
+            const int rows = std::min(kQRows, lq - tk.row0), offset = lk - lq;
+            for (int r = 0; r < rows; ++r)
+                for (int h = 0; h < group; ++h) {
+                    const int s = r * group + h;
+                    to_float_row(q.row(cu_q[tk.b] + tk.row0 + r, tk.kv_head * group + h), &qf[s * D], D, scale);
+                    state[s] = {-INFINITY, 0.f, &acc[s * D]};
+                    std::fill_n(state[s].acc, D, 0.f);
+                }
+            const int key_end = tk.row0 + rows + offset;     // keys the last row of the task sees
+            for (int j0 = 0; j0 < key_end; j0 += kBlock) {
+                const int n = std::min(kBlock, key_end - j0);
+                widen_block(k, cu_k[tk.b] + j0, n, tk.kv_head, D, kf.data());
+                widen_block(v, cu_k[tk.b] + j0, n, tk.kv_head, D, vf.data());
+                for (int r = 0; r < rows; ++r) {
+                    const int visible = std::min(n, tk.row0 + r + offset + 1 - j0);
+                    if (visible <= 0) continue;
+                    for (int h = 0; h < group; ++h) {
+                        const int s = r * group + h;
+                        online_softmax_step(&qf[s * D], kf.data(), vf.data(), visible, D, state[s], scores.data());
+                    }
+                }
+            }
+            for (int r = 0; r < rows; ++r)
+                for (int h = 0; h < group; ++h)
+                    finish_row(state[r * group + h], D,
+                               out + ((int64_t(cu_q[tk.b]) + tk.row0 + r) * nH + tk.kv_head * group + h) * D);
+        }
+    }
+}
+
+// Decode. One task = (sequence, KV head): each K/V row of the cache is read from memory once and used by all
+// `group` query heads that share it (GQA), instead of once per query head.
+template <class T>
+void attention_decode(View3<T> q /*[B, nH, D]*/, const T* k_cache, const T* v_cache, int64_t cs0, int64_t cs1,
+                      int64_t cs2, const int32_t* lengths, int B, int nH, int nKV, int D, float scale, T* out) {
+    const int group = nH / nKV;
+#pragma omp parallel
+    {
+        std::vector<float> qf(group * D), acc(group * D), kf(kBlock * D), vf(kBlock * D), scores(kBlock);
+        std::vector<RowState> state(group);
+#pragma omp for schedule(dynamic) collapse(2)
+        for (int b = 0; b < B; ++b)
+            for (int g = 0; g < nKV; ++g) {
+                for (int h = 0; h < group; ++h) {
+                    to_float_row(q.row(b, g * group + h), &qf[h * D], D, scale);
+                    state[h] = {-INFINITY, 0.f, &acc[h * D]};
+                    std::fill_n(state[h].acc, D, 0.f);
+                }
+                const View3<T> kb{k_cache + b * cs0 + g * cs2, cs1, 0}, vb{v_cache + b * cs0 + g * cs2, cs1, 0};
+                for (int j0 = 0; j0 < lengths[b]; j0 += kBlock) {
+                    const int n = std::min(kBlock, lengths[b] - j0);
+                    widen_block(kb, j0, n, 0, D, kf.data());
+                    widen_block(vb, j0, n, 0, D, vf.data());
+                    for (int h = 0; h < group; ++h)
+                        online_softmax_step(&qf[h * D], kf.data(), vf.data(), n, D, state[h], scores.data());
+                }
+                for (int h = 0; h < group; ++h) finish_row(state[h], D, out + (int64_t(b) * nH + g * group + h) * D);
+            }
+    }
+}
+
+// ------------------------------------------------------------------ MoE dispatch
+//
+// 1. sort the (token, slot) pairs by expert (counting sort: stable, so tokens stay ascending);
+// 2. for every expert that got tokens, gate_up = x_e @ W_gu[e]^T, h = silu(gate) * up, y = h @ W_down[e]^T
+//    (each phase is one parallel loop over (expert, block of output features), so every selected weight
+//    row is read once and unselected experts are never touched);
+// 3. out[t] = sum over its experts in ascending id of round(y * weight), accumulated in T (HF order).
+
+template <class T>
+void moe_experts(const T* x, int64_t N, int H, const int64_t* ids, const T* weights, int top_k, const T* w_gate_up,
+                 const T* w_down, int E, int I, T* out) {
+    const int64_t P = N * top_k;                           // (token, slot) pairs
+    std::vector<int64_t> start(E + 1, 0), pair_of(P), token_of(P);
+    for (int64_t p = 0; p < P; ++p) start[ids[p] + 1]++;
+    for (int e = 0; e < E; ++e) start[e + 1] += start[e];
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t p = 0; p < P; ++p) {
+        const int64_t row = fill[ids[p]]++;
+        pair_of[p] = row;                                  // where pair p's results live in the sorted buffers
+        token_of[row] = p / top_k;
+    }
+    std::vector<int> active;
+    for (int e = 0; e < E; ++e)
+        if (start[e + 1] > start[e]) active.push_back(e);
+
+    std::vector<float> xs(P * H), gate_up(P * 2 * I), hidden(P * I), y(P * H);
+#pragma omp parallel for schedule(static) if (P * H > 65536)
+    for (int64_t row = 0; row < P; ++row) to_float_row(x + token_of[row] * H, &xs[row * H], H);
+
+    // One task per (active expert, 16 output features); `rows` output features in all.
+    auto for_each_block = [&](int rows, auto&& body) {
+        const int per_expert = (rows + 15) / 16;
+        const int tasks = int(active.size()) * per_expert;
+#pragma omp parallel for schedule(dynamic)
+        for (int task = 0; task < tasks; ++task) {
+            const int e = active[task / per_expert], n0 = (task % per_expert) * 16;
+            body(e, start[e], int(start[e + 1] - start[e]), n0, std::min(rows, n0 + 16));
+        }
+    };
+    for_each_block(2 * I, [&](int e, int64_t row0, int count, int n0, int n1) {
+        linear_block(&xs[row0 * H], H, count, w_gate_up + int64_t(e) * 2 * I * H, H, H, n0, n1,
+                     &gate_up[row0 * 2 * I], 2 * I);
+    });
+#pragma omp parallel for schedule(static) if (P * I > 65536)
+    for (int64_t row = 0; row < P; ++row)
+        for (int i = 0; i < I; ++i) {
+            const float g = gate_up[row * 2 * I + i], u = gate_up[row * 2 * I + I + i];
+            hidden[row * I + i] = round_to<T>(round_to<T>(g / (1.f + std::exp(-g))) * u);
+        }
+    for_each_block(H, [&](int e, int64_t row0, int count, int n0, int n1) {
+        linear_block(&hidden[row0 * I], I, count, w_down + int64_t(e) * H * I, I, I, n0, n1, &y[row0 * H], H);
+    });
+#pragma omp parallel for schedule(static) if (P * H > 65536)
+    for (int64_t t = 0; t < N; ++t) {
+        int slots[64];                                     // top_k <= 64, checked by the caller
+        for (int j = 0; j < top_k; ++j) slots[j] = j;
+        std::sort(slots, slots + top_k, [&](int a, int b) { return ids[t * top_k + a] < ids[t * top_k + b]; });
+        for (int i = 0; i < H; ++i) {
+            float acc = 0.f;
+            for (int j = 0; j < top_k; ++j) {
+                const int64_t p = t * top_k + slots[j];
+                acc = round_to<T>(acc + round_to<T>(y[pair_of[p] * H + i] * to_float(weights[p])));
+            }
+            out[t * H + i] = from_float<T>(acc);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the table ops.cpp dispatches through
+
+template <class T>
+KernelTable<T> table() {
+    return {linear<T>, rms_norm<T>, add_rms_norm<T>, apply_rope<T>, attention_prefill<T>, attention_decode<T>,
+            moe_experts<T>};
+}
+
+}  // namespace QWEN3MINI_ISA

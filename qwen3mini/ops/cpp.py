@@ -1,0 +1,122 @@
+"""The C++ CPU backend: the op contract (``reference.py``) on the kernels of ``csrc/cpu`` (``qwen3mini._C``).
+
+Importing this module raises ImportError when the extension was not built; ``qwen3mini.ops`` then prints a
+one-line notice and keeps the reference backend. ``register()`` makes it the default for CPU tensors.
+
+Layout of the work: this file allocates every output with ``torch.empty`` and the C++ op fills it (the
+conformance suite poisons those allocations with NaN, so an element a kernel forgets is caught), and it keeps
+the cases the kernels do not serve on the reference or on torch:
+  * fp16 (and any other dtype) runs the reference ops;
+  * ``linear`` with many rows (prefill) runs torch's fp32 GEMM on the weights widened to fp32 a slab at a time:
+    on CPUs without native bf16 matmul that is several times faster than torch's bf16 path, and the
+    matrix-vector kernel of ``_C`` is only the better choice while the weights dominate the traffic.
+``QWEN3MINI_CPU_ISA=generic`` forces the portable (non-AVX2) kernels, e.g. to test them.
+"""
+import os
+
+import torch
+
+from .reference import ReferenceBackend
+
+try:
+    from .. import _C
+except ImportError as error:  # the dispatcher turns this into its one-line notice
+    raise ImportError(f"qwen3mini._C is not built ({error}); pip install --no-build-isolation -e .") from error
+
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+# Rows of x up to which the C++ matrix-vector kernel beats widening W to fp32 + torch GEMM (bench: linear sweep).
+_LINEAR_MAX_ROWS = 16
+_WIDEN_SLAB = 4096                                  # weight rows widened to fp32 at a time (bounds the scratch)
+
+
+def _kernel_ok(*tensors) -> bool:
+    """True when the C++ kernels serve these tensors: CPU, one kernel dtype shared by all."""
+    dtype = tensors[0].dtype
+    return dtype in _KERNEL_DTYPES and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+
+
+class CppBackend:
+    """Forward-only CPU kernels: AVX2+FMA where the CPU has it, a portable build otherwise, OpenMP threads."""
+
+    name = "cpp"
+
+    def __init__(self):
+        self._reference = ReferenceBackend()
+
+    # ---------------------------------------------------------------- normalisation
+    def rms_norm(self, x, weight, eps):
+        if not _kernel_ok(x, weight):
+            return self._reference.rms_norm(x, weight, eps)
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        _C.rms_norm(x, weight.contiguous(), float(eps), out)
+        return out
+
+    def add_rms_norm(self, x, residual, weight, eps):
+        if not _kernel_ok(x, residual, weight):
+            return self._reference.add_rms_norm(x, residual, weight, eps)
+        x, residual = x.contiguous(), residual.contiguous()
+        out, summed = torch.empty_like(x), torch.empty_like(x)
+        _C.add_rms_norm(x, residual, weight.contiguous(), float(eps), out, summed)
+        return out, summed
+
+    # ---------------------------------------------------------------- rotary embedding
+    def apply_rope(self, x, cos, sin):
+        if not _kernel_ok(x, cos, sin):
+            return self._reference.apply_rope(x, cos, sin)
+        if x.dim() == 3 and x.stride(-1) != 1:
+            x = x.contiguous()
+        out = torch.empty(x.shape, dtype=x.dtype)
+        _C.apply_rope(x, cos.contiguous(), sin.contiguous(), out)
+        return out
+
+    # ---------------------------------------------------------------- attention
+    def attention_prefill(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale):
+        if not _kernel_ok(q, k, v):
+            return self._reference.attention_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
+        q, k, v = (t if t.dim() != 3 or t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+        out = torch.empty(q.shape, dtype=q.dtype)
+        _C.attention_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, float(scale), out)
+        return out
+
+    def attention_decode(self, q, k_cache, v_cache, cache_seqlens, scale):
+        if not _kernel_ok(q, k_cache, v_cache):
+            return self._reference.attention_decode(q, k_cache, v_cache, cache_seqlens, scale)
+        q = q if q.dim() != 3 or q.stride(-1) == 1 else q.contiguous()
+        out = torch.empty(q.shape, dtype=q.dtype)
+        _C.attention_decode(q, k_cache, v_cache, cache_seqlens, float(scale), out)
+        return out
+
+    # ---------------------------------------------------------------- feed-forward
+    def linear(self, x, weight):
+        if not _kernel_ok(x, weight):
+            return self._reference.linear(x, weight)
+        weight = weight.contiguous()
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        out = torch.empty(x2.shape[0], weight.shape[0], dtype=x.dtype)
+        if x2.shape[0] <= _LINEAR_MAX_ROWS:
+            _C.linear(x2, weight, out)
+        elif x.dtype == torch.float32:
+            torch.mm(x2, weight.t(), out=out)
+        else:
+            x32 = x2.float()
+            for n0 in range(0, weight.shape[0], _WIDEN_SLAB):
+                out[:, n0:n0 + _WIDEN_SLAB] = x32 @ weight[n0:n0 + _WIDEN_SLAB].float().t()
+        return out.view(*x.shape[:-1], weight.shape[0])
+
+    def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
+        if not _kernel_ok(x, topk_weights, w_gate_up, w_down):
+            return self._reference.moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        _C.moe_experts(x, topk_ids.long().contiguous(), topk_weights.contiguous(), w_gate_up.contiguous(),
+                       w_down.contiguous(), out)
+        return out
+
+
+def register():
+    """Make the C++ kernels the default backend for CPU tensors (``QWEN3MINI_CPU_ISA`` may force an ISA)."""
+    from . import register_backend
+    if os.environ.get("QWEN3MINI_CPU_ISA"):
+        _C.set_isa(os.environ["QWEN3MINI_CPU_ISA"])
+    register_backend("cpp", CppBackend(), ["cpu"])

@@ -1,0 +1,163 @@
+"""The op contract (qwen3mini/ops/reference.py, csrc/README.md) checked for every backend, on random shapes.
+
+Each test draws shapes with hypothesis and values from a seeded torch generator, runs the backend with
+NaN-poisoned output allocations, and compares with the reference in float64 by the rule of kernel_checks.py.
+Inputs a kernel must not read (cache slots past a row's length, weights of experts nobody chose) are NaN too.
+"""
+import os
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from qwen3mini import ops
+
+from kernel_checks import COMPILED, DTYPES, SETTINGS, backend_device, check_op, poisoned_allocations, randn
+
+dtypes = st.sampled_from(DTYPES)
+seeds = st.integers(0, 2 ** 31 - 1)
+head_dims = st.sampled_from([64, 128, 20])              # the contract's 64 and 128, plus a vector-tail size
+hidden_sizes = st.one_of(st.integers(1, 160), st.sampled_from([256, 1024]))
+
+
+def setup(backend, seed):
+    if backend not in ops.available_backends():
+        pytest.fail(f"backend {backend!r} is required (QWEN3MINI_REQUIRE_EXT=1) but not built: "
+                    f"pip install --no-build-isolation -e .")
+    return torch.Generator().manual_seed(seed), backend_device(backend)
+
+
+def test_required_extensions_built():
+    """CI builds the extensions; a silent fallback to the reference would make the whole suite vacuous."""
+    if os.environ.get("QWEN3MINI_REQUIRE_EXT") != "1":
+        pytest.skip("QWEN3MINI_REQUIRE_EXT is not set")
+    wanted = [name for name, device in COMPILED.items() if device == "cpu" or torch.cuda.is_available()]
+    missing = [name for name in wanted if name not in ops.available_backends()]
+    assert not missing, f"compiled backends missing: {missing}"
+
+
+# ---------------------------------------------------------------- normalisation
+@SETTINGS
+@given(dtype=dtypes, lead=st.lists(st.integers(1, 5), min_size=1, max_size=3), hidden=hidden_sizes,
+       eps=st.sampled_from([1e-6, 1e-5]), seed=seeds)
+def test_rms_norm(backend, dtype, lead, hidden, eps, seed):
+    g, dev = setup(backend, seed)
+    x = randn(g, *lead, hidden, dtype=dtype, device=dev, scale=3.0)
+    w = randn(g, hidden, dtype=dtype, device=dev, scale=0.5) + 1
+    check_op(backend, "rms_norm", x, w, eps)
+
+
+@SETTINGS
+@given(dtype=dtypes, lead=st.lists(st.integers(1, 5), min_size=1, max_size=3), hidden=hidden_sizes, seed=seeds)
+def test_add_rms_norm(backend, dtype, lead, hidden, seed):
+    g, dev = setup(backend, seed)
+    x = randn(g, *lead, hidden, dtype=dtype, device=dev)
+    residual = randn(g, *lead, hidden, dtype=dtype, device=dev, scale=4.0)
+    w = randn(g, hidden, dtype=dtype, device=dev, scale=0.5) + 1
+    check_op(backend, "add_rms_norm", x, residual, w, 1e-6)
+
+
+# ---------------------------------------------------------------- rotary embedding
+@SETTINGS
+@given(dtype=dtypes, tokens=st.integers(1, 9), heads=st.integers(1, 6), head_dim=head_dims,
+       strided=st.booleans(), factor=st.sampled_from([1.0, 1.2]), seed=seeds)
+def test_apply_rope(backend, dtype, tokens, heads, head_dim, strided, factor, seed):
+    """Real rotary tables (YaRN-style attention factor too); x possibly a slice of a fused projection."""
+    g, dev = setup(backend, seed)
+    positions = torch.randint(0, 40000, (tokens,), generator=g).double()
+    inv_freq = 1e6 ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.cat([positions[:, None] * inv_freq] * 2, dim=-1)
+    cos, sin = ((f(angles) * factor).to(dtype=dtype, device=dev) for f in (torch.cos, torch.sin))
+    x = randn(g, tokens, heads + 2 if strided else heads, head_dim, dtype=dtype, device=dev)
+    if strided:
+        x = x[:, 1:heads + 1]                          # rows of heads with a gap: not contiguous
+    check_op(backend, "apply_rope", x, cos, sin)
+
+
+# ---------------------------------------------------------------- attention
+gqa = st.tuples(st.integers(1, 3), st.sampled_from([1, 2, 3, 4, 8]))   # (KV heads, query heads per KV head)
+
+
+@SETTINGS
+@given(dtype=dtypes, q_lens=st.lists(st.one_of(st.integers(0, 9), st.integers(10, 140)), min_size=1, max_size=4),
+       prefixes=st.lists(st.one_of(st.just(0), st.integers(1, 80)), min_size=4, max_size=4), heads=gqa,
+       head_dim=head_dims, fused=st.booleans(), sharpness=st.sampled_from([1.0, 4.0]), seed=seeds)
+def test_attention_prefill(backend, dtype, q_lens, prefixes, heads, head_dim, fused, sharpness, seed):
+    """Packed sequences of different lengths (incl. 0, 1, odd, beyond one key block), optionally continuing
+    after a cached prefix (Lk > Lq), any GQA ratio; q/k/v possibly slices of one fused projection."""
+    g, dev = setup(backend, seed)
+    n_kv, group = heads
+    n_h = n_kv * group
+    k_lens = [lq + p for lq, p in zip(q_lens, prefixes)]
+    if sum(k_lens) == 0:
+        k_lens[0] = q_lens[0] = 1
+    n, m = sum(q_lens), sum(k_lens)
+    if fused:   # one [N, (nH + 2 nKV) D] projection split into q, k, v (needs Lk == Lq)
+        k_lens = q_lens
+        m = n
+        qkv = randn(g, n, n_h + 2 * n_kv, head_dim, dtype=dtype, device=dev)
+        q, k, v = qkv[:, :n_h], qkv[:, n_h:n_h + n_kv], qkv[:, n_h + n_kv:]
+    else:
+        q = randn(g, n, n_h, head_dim, dtype=dtype, device=dev)
+        k = randn(g, m, n_kv, head_dim, dtype=dtype, device=dev)
+        v = randn(g, m, n_kv, head_dim, dtype=dtype, device=dev)
+    cu_q = torch.tensor([0] + q_lens, dtype=torch.int64).cumsum(0).to(dtype=torch.int32, device=dev)
+    cu_k = torch.tensor([0] + k_lens, dtype=torch.int64).cumsum(0).to(dtype=torch.int32, device=dev)
+    check_op(backend, "attention_prefill", q, k, v, cu_q, cu_k, sharpness * head_dim ** -0.5)
+
+
+@SETTINGS
+@given(dtype=dtypes, batch=st.integers(1, 4), capacity=st.one_of(st.integers(1, 9), st.integers(10, 200)),
+       heads=gqa, head_dim=head_dims, sharpness=st.sampled_from([1.0, 4.0]), seed=seeds, data=st.data())
+def test_attention_decode(backend, dtype, batch, capacity, heads, head_dim, sharpness, seed, data):
+    """Rows of different lengths (1 ... capacity); cache slots past a row's length hold NaN (must not be read)."""
+    g, dev = setup(backend, seed)
+    n_kv, group = heads
+    lengths = data.draw(st.lists(st.integers(1, capacity), min_size=batch, max_size=batch), label="lengths")
+    q = randn(g, batch, n_kv * group, head_dim, dtype=dtype, device=dev)
+    k_cache = randn(g, batch, capacity, n_kv, head_dim, dtype=dtype, device=dev)
+    v_cache = randn(g, batch, capacity, n_kv, head_dim, dtype=dtype, device=dev)
+    for b, length in enumerate(lengths):
+        k_cache[b, length:] = float("nan")
+        v_cache[b, length:] = float("nan")
+    seqlens = torch.tensor(lengths, dtype=torch.int32, device=dev)
+    check_op(backend, "attention_decode", q, k_cache, v_cache, seqlens, sharpness * head_dim ** -0.5)
+
+
+# ---------------------------------------------------------------- feed-forward
+@SETTINGS
+@given(dtype=dtypes, lead=st.lists(st.integers(1, 12), min_size=1, max_size=2), features_in=hidden_sizes,
+       features_out=st.one_of(st.integers(1, 70), st.just(4099)), seed=seeds)
+def test_linear(backend, dtype, lead, features_in, features_out, seed):
+    """Decode shapes (a few rows) and prefill shapes (more rows than the matrix-vector kernels take)."""
+    g, dev = setup(backend, seed)
+    x = randn(g, *lead, features_in, dtype=dtype, device=dev)
+    w = randn(g, features_out, features_in, dtype=dtype, device=dev, scale=features_in ** -0.5)
+    check_op(backend, "linear", x, w)
+
+
+@SETTINGS
+@given(dtype=dtypes, tokens=st.integers(1, 12), hidden=st.integers(1, 72), inter=st.integers(1, 40),
+       experts=st.integers(1, 12), seed=seeds, data=st.data())
+def test_moe_experts(backend, dtype, tokens, hidden, inter, experts, seed, data):
+    """Distinct top-k experts per token, many experts without tokens; those experts' weights are NaN."""
+    g, dev = setup(backend, seed)
+    top_k = data.draw(st.integers(1, min(experts, 8)), label="top_k")
+    ids = torch.stack([torch.randperm(experts, generator=g)[:top_k] for _ in range(tokens)])
+    weights = torch.softmax(torch.randn(tokens, top_k, generator=g), -1).to(dtype=dtype, device=dev)
+    x = randn(g, tokens, hidden, dtype=dtype, device=dev)
+    w_gate_up = randn(g, experts, 2 * inter, hidden, dtype=dtype, device=dev, scale=hidden ** -0.5)
+    w_down = randn(g, experts, hidden, inter, dtype=dtype, device=dev, scale=inter ** -0.5)
+    unused = [e for e in range(experts) if e not in ids]
+    w_gate_up[unused] = float("nan")
+    w_down[unused] = float("nan")
+    check_op(backend, "moe_experts", x, ids.to(dev), weights, w_gate_up, w_down)
+
+
+# ---------------------------------------------------------------- the suite itself
+def test_poisoned_allocations_are_nan():
+    """The premise of the poisoning: inside run_backend, torch.empty* hand out NaN-filled memory."""
+    with poisoned_allocations():
+        fresh = [torch.empty(5), torch.empty_like(torch.zeros(2, 3, dtype=torch.bfloat16)),
+                 torch.zeros(1).new_empty(4)]
+    assert all(torch.isnan(t).all() for t in fresh)
