@@ -34,6 +34,11 @@ def available_backends() -> list:
     return list(_BACKENDS)
 
 
+def backend_device_types(name: str) -> list:
+    """Device types ``name`` was registered for (empty for the reference, which runs everywhere)."""
+    return [device_type for device_type, names in _PREFERRED.items() if name in names]
+
+
 def get_backend(name: str):
     if name not in _BACKENDS:
         raise ValueError(f"unknown op backend {name!r}; available: {available_backends()}")
