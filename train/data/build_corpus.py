@@ -1,0 +1,209 @@
+"""Build the pre-training corpora of the three stages (paper §3) from Debian packages and synthetic text.
+
+    python -m train.data.build_corpus            # all steps: fetch, extract, synth, mix
+    python -m train.data.build_corpus fetch      # apt-get download + dpkg-deb -x   -> data/raw/
+    python -m train.data.build_corpus extract    # packages -> documents            -> data/corpus/sources/*.jsonl
+    python -m train.data.build_corpus synth      # synthetic S2 text                -> data/corpus/sources/synthetic.jsonl
+    python -m train.data.build_corpus mix        # stage mixes                       -> data/corpus/{s1,s2,s3}/{train,validation}.jsonl
+
+Every file is JSON Lines, one document per line: {"id": ..., "text": ...}. Everything is deterministic: sorted
+file lists, ordered parallel maps, hash-based split and sampling, seeded generators. The stage mixes follow
+the report's recipe at our scale:
+
+* S1 general: all extracted sources (prose, technical manuals, translations, some code) plus a little synthetic.
+* S2 reasoning: STEM manuals, all code, all synthetic problems, and a sample of the general text so S1's
+  knowledge is rehearsed.
+* S3 long context: long documents only: natural ones and concatenations of related documents (same manual
+  directory, same Python package, consecutive dictionary chunks), each at least `S3_MIN_CHARS` long.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from . import sources, synthetic
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "data"
+SPLITS = ("train", "validation")
+
+# Fraction of each domain's documents that goes into a stage (documents chosen by hash, never repeated).
+STAGE_MIX = {
+    "s1": {"prose": 1.0, "tech": 1.0, "multilingual": 1.0, "stem": 1.0, "code": 0.5, "synthetic": 0.05},
+    "s2": {"prose": 0.25, "tech": 0.25, "multilingual": 0.1, "stem": 1.0, "code": 1.0, "synthetic": 1.0},
+}
+# S3 documents: at least ~2k tokens (4 characters per token is typical of our 16k BPE on English), at most
+# ~32k tokens; longer concatenations are cut into pieces of this size.
+S3_MIN_CHARS = 8_000
+S3_MAX_CHARS = 128_000
+
+
+# --------------------------------------------------------------------------------------------------- I/O
+
+def write_jsonl(path: Path, docs: Iterable[dict]) -> int:
+    """Write documents atomically (tmp file + rename); returns the number written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, n = path.with_suffix(path.suffix + ".tmp"), 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for doc in docs:
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def keep_fraction(doc_id: str, fraction: float, salt: str) -> bool:
+    """Deterministic Bernoulli(fraction) selection of a document, independent per stage (`salt`)."""
+    h = int.from_bytes(hashlib.sha1(f"{salt}:{doc_id}".encode()).digest()[:8], "little")
+    return h < fraction * 2**64
+
+
+# ------------------------------------------------------------------------------------------------- steps
+
+def fetch(raw: Path = DATA / "raw") -> None:
+    """Download the Debian packages (`apt-get download`, needs `apt-get update` once) and unpack them."""
+    debs, root = raw / "debs", raw / "root"
+    debs.mkdir(parents=True, exist_ok=True)
+    wanted = sources.packages()
+    missing = [p for p in wanted if not list(debs.glob(f"{p}_*.deb"))]
+    if missing:
+        subprocess.run(["apt-get", "download", *missing], cwd=debs, check=True)
+    for pkg in tqdm(wanted, desc="unpack", unit="pkg"):
+        (deb,) = sorted(debs.glob(f"{pkg}_*.deb"))[-1:]
+        target = root / pkg
+        if not target.is_dir():
+            tmp = root / f".{pkg}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+            tmp.rename(target)
+
+
+def extract_sources(names: list[str] | None = None, root: Path = DATA / "raw" / "root",
+                    out: Path = DATA / "corpus" / "sources") -> None:
+    """Convert every source (or the named ones) into data/corpus/sources/<name>.jsonl."""
+    chosen = [s for s in sources.SOURCES if names is None or s.name in names]
+    for src in tqdm(chosen, desc="sources", unit="src"):
+        docs = ({"id": i, "text": t} for i, t in sources.source_documents(src, root))
+        n = write_jsonl(out / f"{src.name}.jsonl", docs)
+        tqdm.write(f"{src.name}: {n} documents, {(out / f'{src.name}.jsonl').stat().st_size / 1e6:.1f} MB")
+
+
+def synth(out: Path = DATA / "corpus" / "sources", n_docs: int = synthetic.DEFAULT_DOCS, seed: int = 0) -> None:
+    """Write the synthetic S2 corpus (see synthetic.py), deterministic in `seed`."""
+    docs = tqdm(synthetic.corpus(n_docs, seed), total=n_docs, desc="synthetic", unit="doc")
+    write_jsonl(out / "synthetic.jsonl", ({"id": i, "text": t} for i, t in docs))
+
+
+def _domain_files(src_dir: Path) -> list[tuple[str, Path]]:
+    pairs = [(s.domain, src_dir / f"{s.name}.jsonl") for s in sources.SOURCES]
+    pairs.append(("synthetic", src_dir / "synthetic.jsonl"))
+    for _, path in pairs:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `python -m train.data.build_corpus extract synth`")
+    return pairs
+
+
+def mix_stage(stage: str, src_dir: Path, out: Path) -> dict[str, int]:
+    """Write data/corpus/<stage>/{train,validation}.jsonl for S1 or S2 from the per-source files."""
+    fractions = STAGE_MIX[stage]
+    counts = {}
+    for split in SPLITS:
+        def docs():
+            for domain, path in _domain_files(src_dir):
+                for doc in read_jsonl(path):
+                    if sources.split_of(doc["id"]) == split and keep_fraction(doc["id"], fractions[domain], stage):
+                        yield doc
+        counts[split] = write_jsonl(out / stage / f"{split}.jsonl", tqdm(docs(), desc=f"{stage}/{split}", unit="doc"))
+    return counts
+
+
+def group_key(doc_id: str) -> str:
+    """Documents that belong together: same directory inside a package, or same chunked file (ids '...#n')."""
+    return doc_id.split("#")[0] if "#" in doc_id else doc_id.rsplit("/", 1)[0]
+
+
+def long_documents(docs: Iterable[dict]) -> Iterator[dict]:
+    """S3 documents: concatenate related documents (same `group_key`, in id order) and cut the result into
+    pieces of at most `S3_MAX_CHARS` at paragraph boundaries; keep pieces of at least `S3_MIN_CHARS`.
+
+    `docs` must come sorted by id (the per-source files are), so groups are contiguous runs.
+    """
+    def flush(key, texts):
+        text = "\n\n".join(texts)
+        start = 0
+        while len(text) - start >= S3_MIN_CHARS:
+            end = len(text) if len(text) - start <= S3_MAX_CHARS else text.rfind("\n\n", start, start + S3_MAX_CHARS)
+            end = start + S3_MAX_CHARS if end <= start else end
+            yield {"id": f"{key}@{start}", "text": text[start:end]}
+            start = end + 2
+
+    key, texts = None, []
+    for doc in docs:
+        k = group_key(doc["id"])
+        if k != key and texts:
+            yield from flush(key, texts)
+            texts = []
+        key = k
+        texts.append(doc["text"])
+    if texts:
+        yield from flush(key, texts)
+
+
+def mix_long(src_dir: Path, out: Path) -> dict[str, int]:
+    """Write data/corpus/s3/{train,validation}.jsonl: long documents from every non-synthetic source.
+    Concatenation happens within a split, so train and validation stay disjoint."""
+    counts = {}
+    for split in SPLITS:
+        def docs():
+            for domain, path in _domain_files(src_dir):
+                if domain != "synthetic":
+                    yield from long_documents(d for d in read_jsonl(path) if sources.split_of(d["id"]) == split)
+        counts[split] = write_jsonl(out / "s3" / f"{split}.jsonl", tqdm(docs(), desc=f"s3/{split}", unit="doc"))
+    return counts
+
+
+def mix(src_dir: Path = DATA / "corpus" / "sources", out: Path = DATA / "corpus") -> None:
+    stats = {stage: mix_stage(stage, src_dir, out) for stage in STAGE_MIX}
+    stats["s3"] = mix_long(src_dir, out)
+    for stage, counts in stats.items():
+        sizes = {s: f"{(out / stage / f'{s}.jsonl').stat().st_size / 1e6:.1f} MB" for s in SPLITS}
+        print(f"{stage}: documents {counts}, sizes {sizes}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("steps", nargs="*", default=["fetch", "extract", "synth", "mix"],
+                        choices=["fetch", "extract", "synth", "mix"])
+    parser.add_argument("--sources", nargs="*", help="extract only these sources (default: all)")
+    parser.add_argument("--synthetic-docs", type=int, default=synthetic.DEFAULT_DOCS)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generators")
+    args = parser.parse_args(argv)
+    for step in args.steps:
+        if step == "fetch":
+            fetch()
+        elif step == "extract":
+            extract_sources(args.sources)
+        elif step == "synth":
+            synth(n_docs=args.synthetic_docs, seed=args.seed)
+        elif step == "mix":
+            mix()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

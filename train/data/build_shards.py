@@ -1,0 +1,100 @@
+"""Tokenize the stage corpora once into memory-mapped uint16 token shards (format: shards.py).
+
+    python -m train.data.build_shards --tokenizer checkpoints/tokenizer-16k
+    python -m train.data.build_shards --tokenizer checkpoints/tokenizer-16k --stages s3 --corpus data/corpus --out data/shards
+
+Reads data/corpus/<stage>/<split>.jsonl (or .jsonl.xz, the compressed form carried to the GPU machine) and
+writes data/shards/<stage>/<split>.{bin,docs.npy,json}. Tokenization uses the Rust `tokenizers` library on
+the tokenizer.json we trained (the reference implementation of the format; batches run on all cores and the
+output does not depend on the number of threads), with no special tokens added; every document is followed
+by `<|endoftext|>`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import lzma
+import time
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from .shards import write_shard
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ("s1", "s2", "s3")
+SPLITS = ("train", "validation")
+BATCH_DOCS = 256
+
+
+def corpus_file(corpus: Path, stage: str, split: str) -> Path:
+    for name in (f"{split}.jsonl", f"{split}.jsonl.xz"):
+        if (corpus / stage / name).exists():
+            return corpus / stage / name
+    raise FileNotFoundError(f"no {corpus / stage / split}.jsonl[.xz]: run `python -m train.data.build_corpus` "
+                            f"or unpack the carried corpus (train/data/README.md)")
+
+
+def read_texts(path: Path) -> Iterator[str]:
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)["text"]
+
+
+def load_tokenizer(path: Path):
+    """The trained tokenizer as a `tokenizers.Tokenizer`, plus its `<|endoftext|>` id and vocabulary size."""
+    from tokenizers import Tokenizer
+
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"tokenizer file {file} does not exist (train it with train.data.train_tokenizer)")
+    tok = Tokenizer.from_file(str(file))
+    eot = tok.token_to_id("<|endoftext|>")
+    if eot is None:
+        raise ValueError(f"{file}: no <|endoftext|> token")
+    return tok, eot, tok.get_vocab_size(with_added_tokens=True), hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def tokenize_file(tok, path: Path) -> Iterator[list[int]]:
+    texts = read_texts(path)
+    while batch := list(itertools.islice(texts, BATCH_DOCS)):
+        for enc in tok.encode_batch(batch, add_special_tokens=False):
+            yield enc.ids
+
+
+def build(tokenizer: Path, corpus: Path, out: Path, stages=STAGES, splits=SPLITS) -> dict:
+    tok, eot, vocab_size, tok_hash = load_tokenizer(tokenizer)
+    summary = {}
+    for stage in stages:
+        for split in splits:
+            src = corpus_file(corpus, stage, split)
+            t0 = time.time()
+            docs = tqdm(tokenize_file(tok, src), desc=f"tokenize {stage}/{split}", unit="doc")
+            meta = write_shard(out / stage / split, docs, eot, vocab_size,
+                               {"tokenizer_sha256": tok_hash, "source": f"{stage}/{src.name}"})
+            summary[f"{stage}/{split}"] = {"tokens": meta["num_tokens"], "docs": meta["num_docs"]}
+            tqdm.write(f"{stage}/{split}: {meta['num_docs']} docs, {meta['num_tokens']:,} tokens "
+                       f"({time.time() - t0:.0f} s)")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", type=Path, default=REPO / "checkpoints" / "tokenizer-16k",
+                        help="directory with tokenizer.json (or the file)")
+    parser.add_argument("--corpus", type=Path, default=REPO / "data" / "corpus")
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "shards")
+    parser.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES)
+    args = parser.parse_args(argv)
+    summary_file = args.out / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    summary.update(build(args.tokenizer, args.corpus, args.out, args.stages))
+    summary_file.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
