@@ -4,6 +4,7 @@
 //   Encoder.merge        == tokenizer/bpe.py          BPE.merge()
 //   Encoder.encode       == tokenizer/tokenizer.py    Tokenizer.encode_ordinary()
 //   count_pretokens      == tokenizer/trainer.py      count_pretokens()
+//   train_merges         == tokenizer/trainer.py      learn_merges()
 // Profiling the pure-Python path shows the regex split costs about as much as everything else, so the split
 // is done here too, by a hand-written matcher of Qwen's pattern (spec §3):
 //   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
@@ -261,6 +262,86 @@ static void count_pretokens(const py::str& text, py::dict counts) {
   }
 }
 
+// The merge loop of tokenizer/trainer.py learn_merges(), same rule: merge the most frequent pair (ties: the
+// smaller pair), re-count only the words that contain it. `where` may list a word twice or after it lost the
+// pair; `seen` and a containment check skip those.
+static std::vector<std::pair<int, int>> train_merges(const std::vector<std::string>& pieces,
+                                                     const std::vector<long long>& counts, int num_merges,
+                                                     long long min_frequency, py::object progress) {
+  if (pieces.size() != counts.size()) throw std::invalid_argument("pieces and counts differ in length");
+  auto key = [](int a, int b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b); };
+  std::vector<std::vector<int>> words(pieces.size());
+  std::unordered_map<uint64_t, long long> pair_counts;
+  std::unordered_map<uint64_t, std::vector<int>> where;
+  for (size_t w = 0; w < pieces.size(); ++w) {
+    for (unsigned char ch : pieces[w]) words[w].push_back(ch);
+    for (size_t i = 0; i + 1 < words[w].size(); ++i) {
+      uint64_t k = key(words[w][i], words[w][i + 1]);
+      pair_counts[k] += counts[w];
+      where[k].push_back(static_cast<int>(w));
+    }
+  }
+  using Entry = std::pair<long long, uint64_t>;  // (count, pair); best = highest count, then smallest pair
+  auto worse = [](const Entry& x, const Entry& y) { return x.first != y.first ? x.first < y.first : x.second > y.second; };
+  std::priority_queue<Entry, std::vector<Entry>, decltype(worse)> heap(worse);
+  for (auto& [k, c] : pair_counts) heap.emplace(c, k);
+  std::vector<int> seen(words.size(), -1);
+  std::vector<std::pair<int, int>> merges;
+  std::vector<int> merged;
+  std::vector<uint64_t> gained;
+  while (static_cast<int>(merges.size()) < num_merges && !heap.empty()) {
+    auto [count, k] = heap.top();
+    heap.pop();
+    auto it = pair_counts.find(k);
+    long long current = it == pair_counts.end() ? 0 : it->second;
+    if (current != count) {  // stale entry
+      if (current > 0) heap.emplace(current, k);
+      continue;
+    }
+    if (current < min_frequency) break;
+    const int a = static_cast<int>(k >> 32), b = static_cast<int>(k & 0xFFFFFFFFu);
+    const int fresh = 256 + static_cast<int>(merges.size());
+    merges.emplace_back(a, b);
+    gained.clear();
+    std::vector<int> members = std::move(where[k]);
+    where.erase(k);
+    for (int w : members) {
+      if (seen[w] == fresh) continue;
+      seen[w] = fresh;
+      std::vector<int>& word = words[w];
+      bool found = false;
+      for (size_t i = 0; i + 1 < word.size() && !found; ++i) found = word[i] == a && word[i + 1] == b;
+      if (!found) continue;
+      merged.clear();
+      for (size_t i = 0; i < word.size();) {
+        if (i + 1 < word.size() && word[i] == a && word[i + 1] == b) merged.push_back(fresh), i += 2;
+        else merged.push_back(word[i]), i += 1;
+      }
+      const long long n = counts[w];
+      for (size_t i = 0; i + 1 < word.size(); ++i) pair_counts[key(word[i], word[i + 1])] -= n;
+      for (size_t i = 0; i + 1 < merged.size(); ++i) {
+        uint64_t p = key(merged[i], merged[i + 1]);
+        pair_counts[p] += n;
+        if (merged[i] == fresh || merged[i + 1] == fresh) {  // only pairs with the new token are new here
+          where[p].push_back(w);
+          gained.push_back(p);
+        }
+      }
+      word.swap(merged);
+    }
+    pair_counts.erase(k);
+    std::sort(gained.begin(), gained.end());
+    gained.erase(std::unique(gained.begin(), gained.end()), gained.end());
+    for (uint64_t p : gained) {
+      long long c = pair_counts[p];
+      if (c > 0) heap.emplace(c, p);
+    }
+    if (!progress.is_none() && (merges.size() % 256 == 0)) progress(merges.size());
+  }
+  if (!progress.is_none()) progress(num_merges);
+  return merges;
+}
+
 static py::list to_list(const std::vector<int>& ids) {
   py::list out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) PyList_SET_ITEM(out.ptr(), i, PyLong_FromLong(ids[i]));
@@ -285,4 +366,7 @@ PYBIND11_MODULE(_bpe, m) {
            }, "the pre-tokens of text, as the Python regex splits it");
   m.def("count_pretokens", &count_pretokens, py::arg("text"), py::arg("counts"),
         "add the count of each distinct pre-token (bytes) of text into the dict counts");
+  m.def("train_merges", &train_merges, py::arg("pieces"), py::arg("counts"), py::arg("num_merges"),
+        py::arg("min_frequency"), py::arg("progress") = py::none(),
+        "BPE merges [(left, right)] learned from distinct pre-tokens (bytes) and their counts");
 }
