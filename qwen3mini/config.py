@@ -150,6 +150,8 @@ class Qwen3Config:
             kwargs.setdefault("mlp_only_layers", [])
         else:
             kwargs["num_experts"] = 0
+        if d.get("num_key_value_heads") is None:                  # HF: absent means plain multi-head
+            kwargs["num_key_value_heads"] = d["num_attention_heads"]
         if d.get("head_dim") is None:
             kwargs["head_dim"] = d["hidden_size"] // d["num_attention_heads"]
         if d.get("use_sliding_window"):

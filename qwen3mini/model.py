@@ -61,8 +61,8 @@ def rope_inv_freq(config: Qwen3Config) -> tuple[torch.Tensor, float]:
     setting both readings agree.
     """
     dim, base = config.head_dim, config.rope_theta
-    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
-    inv_freq = 1.0 / (base ** exponents)
+    wavelength_ratio = base ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim)
+    inv_freq = 1.0 / wavelength_ratio
     scaling = config.rope_scaling
     if scaling is None:
         return inv_freq, 1.0
@@ -87,8 +87,10 @@ def rope_inv_freq(config: Qwen3Config) -> tuple[torch.Tensor, float]:
     if low == high:
         high += 0.001
     ramp = ((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
-    extrapolate = 1 - ramp                  # 1 for high-frequency dims (kept), 0 for low ones (interpolated)
-    inv_freq = (inv_freq / factor) * ramp + inv_freq * extrapolate
+    keep = 1 - ramp                         # 1 for high-frequency dims (kept), 0 for low ones (interpolated)
+    interpolated = 1.0 / (factor * wavelength_ratio)
+    # (written in transformers' order of operations, so that inv_freq agrees to the last bit)
+    inv_freq = interpolated * (1 - keep) + inv_freq * keep
     return inv_freq, float(attention_factor)
 
 
