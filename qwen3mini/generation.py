@@ -255,7 +255,7 @@ class Generator:
         """Sample up to ``max_new_tokens`` tokens, yielding each (an int) once it is in the cache.
 
         Stops after yielding a token of ``stop_token_ids`` (that token is in the cache too, as the chat
-        template needs ``<|im_end|>`` in the history)."""
+        template needs ``<|im_end|>`` in the history). Bad arguments raise here, not at the first ``next``."""
         if self.cache.batch_size != 1:
             raise ValueError("stream needs batch_size 1; use generate() for batches")
         if not self.tokens[0]:
@@ -263,8 +263,9 @@ class Generator:
         if self.length + max_new_tokens > self.max_seq_len:
             raise ValueError(f"{self.length} cached tokens + max_new_tokens={max_new_tokens} exceed "
                              f"max_seq_len={self.max_seq_len}")
-        params = params or SamplingParams()
-        stops = set(stop_token_ids)
+        return self._stream(max_new_tokens, params or SamplingParams(), set(stop_token_ids))
+
+    def _stream(self, max_new_tokens: int, params: SamplingParams, stops: set):
         sampler = Sampler(params, 1, self.model.config.vocab_size, self.model.device)
         logits = self._current_logits()
         for _ in range(max_new_tokens):
