@@ -1,0 +1,182 @@
+"""Benchmarks of the CUDA kernels (csrc/cuda) against their peers and the device's physical limits.
+
+    python bench/bench_cuda_kernels.py [--quick]   # on a CUDA machine with qwen3mini._cuda built
+
+Measures, in one run: the two ceilings (device-to-device copy bandwidth, counting bytes read + written; bf16
+matmul TFLOP/s), prefill attention vs torch SDPA (flash and cuDNN backends, same shapes), decode attention
+bytes/s vs the copy, and the MoE block at the Qwen3-30B-A3B shape vs transformers' Qwen3MoeSparseMoeBlock
+(eager loop) and its torch._grouped_mm path. Times are medians of CUDA-event-timed repeats
+(triton.testing.do_bench) after warm-up; inputs are random, never zeros. Prints a table; see bench/RESULTS.md.
+"""
+import argparse
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+from qwen3mini.ops import cuda as cuda_ops
+from qwen3mini.ops.reference import ReferenceBackend
+
+REF = ReferenceBackend()
+ROWS = []
+
+
+def timed(fn, reps_ms=200):
+    return do_bench(fn, warmup=50, rep=reps_ms, return_mode="median") * 1e-3  # seconds
+
+
+def record(area, case, seconds, metric, value, peer=None, peer_value=None, limit=None, note=""):
+    row = dict(area=area, case=case, ms=seconds * 1e3, metric=metric, value=value, peer=peer,
+               peer_value=peer_value, ratio=(value / peer_value) if peer_value else None, limit=limit, note=note)
+    ROWS.append(row)
+    ratio = f"{row['ratio']:.2f}x" if row["ratio"] else ""
+    print(f"{area:8s} {case:44s} {seconds*1e3:9.3f} ms  {value:9.1f} {metric:8s} "
+          f"{(peer or ''):22s} {peer_value or 0:9.1f}  {ratio:7s} {note}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ ceilings
+def ceilings():
+    src = torch.randn(512 * 2**20 // 4, device="cuda")  # 512 MiB
+    dst = torch.empty_like(src)
+    t = timed(lambda: dst.copy_(src))
+    copy_bw = 2 * src.numel() * 4 / t
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    t_mm = timed(lambda: a @ b)
+    mm = 2 * 8192**3 / t_mm
+    record("ceiling", "d2d copy 512 MiB (read+write)", t, "GB/s", copy_bw / 1e9)
+    record("ceiling", "bf16 matmul 8192^3", t_mm, "TFLOP/s", mm / 1e12)
+    return copy_bw, mm
+
+
+# ------------------------------------------------------------------------------------------------- prefill
+def sdpa_time(q, k, v, backend):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    chosen = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
+    try:
+        with sdpa_kernel([chosen]):
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    except RuntimeError as error:
+        print(f"  sdpa {backend} unavailable: {str(error)[:100]}")
+        return None
+
+
+def bench_prefill(batch, length, n_heads, n_kv, d, mm_peak):
+    backend = cuda_ops.CudaBackend()
+    dtype = torch.bfloat16
+    q = torch.randn(batch * length, n_heads, d, device="cuda", dtype=dtype)
+    k = torch.randn(batch * length, n_kv, d, device="cuda", dtype=dtype)
+    v = torch.randn(batch * length, n_kv, d, device="cuda", dtype=dtype)
+    cu = torch.arange(0, batch + 1, device="cuda", dtype=torch.int32) * length
+    scale = d ** -0.5
+    t = timed(lambda: backend.attention_prefill(q, k, v, cu, cu, scale))
+    flops = 4 * d * n_heads * batch * length * (length + 1) / 2  # causal: only visible (q, k) pairs
+    # SDPA on the same shapes, K/V expanded to all heads (the flash backend takes no GQA)
+    qs = q.view(batch, length, n_heads, d).transpose(1, 2)
+    ks = k.view(batch, length, n_kv, d).transpose(1, 2).repeat_interleave(n_heads // n_kv, 1)
+    vs = v.view(batch, length, n_kv, d).transpose(1, 2).repeat_interleave(n_heads // n_kv, 1)
+    case = f"B{batch} L{length} h{n_heads}/{n_kv} d{d} causal"
+    peers = {name: sdpa_time(qs, ks, vs, name) for name in ("flash", "cudnn")}
+    for name, tp in peers.items():
+        if tp is not None:
+            record("prefill", case, t, "TFLOP/s", flops / t / 1e12, f"sdpa-{name}", flops / tp / 1e12,
+                   note=f"matmul ceiling {mm_peak/1e12:.0f}")
+
+
+# -------------------------------------------------------------------------------------------------- decode
+def bench_decode(batch, context, n_heads, n_kv, d, copy_bw):
+    backend = cuda_ops.CudaBackend()
+    dtype = torch.bfloat16
+    q = torch.randn(batch, n_heads, d, device="cuda", dtype=dtype)
+    kc = torch.randn(batch, context, n_kv, d, device="cuda", dtype=dtype)
+    vc = torch.randn(batch, context, n_kv, d, device="cuda", dtype=dtype)
+    lens = torch.full((batch,), context, device="cuda", dtype=torch.int32)
+    t = timed(lambda: backend.attention_decode(q, kc, vc, lens, d ** -0.5))
+    nbytes = 2 * kc.numel() * 2 + 2 * q.numel() * 2
+    record("decode", f"B{batch} ctx{context} h{n_heads}/{n_kv} d{d}", t, "GB/s", nbytes / t / 1e9,
+           "d2d copy", copy_bw / 1e9)
+
+
+# ----------------------------------------------------------------------------------------------------- MoE
+def hf_moe_block(experts_impl, hidden, experts, top_k, inter, weights):
+    from transformers.models.qwen3_moe.configuration_qwen3_moe import Qwen3MoeConfig
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+    config = Qwen3MoeConfig(hidden_size=hidden, num_experts=experts, num_experts_per_tok=top_k,
+                            moe_intermediate_size=inter, norm_topk_prob=True)
+    config._experts_implementation = experts_impl
+    block = Qwen3MoeSparseMoeBlock(config).to(device="cuda", dtype=torch.bfloat16)
+    router, w_gate_up, w_down = weights
+    with torch.no_grad():
+        block.gate.weight.copy_(router)
+        block.experts.gate_up_proj.copy_(w_gate_up)
+        block.experts.down_proj.copy_(w_down)
+    return block
+
+
+def our_moe_block(x, router, w_gate_up, w_down, top_k, backend):
+    """Router as in HF (fp32 softmax, top-k, renormalise) + the fused expert dispatch."""
+    logits = F.linear(x, router)
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float)
+    topv, topi = probs.topk(top_k, dim=-1)
+    topv = (topv / topv.sum(-1, keepdim=True)).to(x.dtype)
+    return backend.moe_experts(x, topi, topv, w_gate_up, w_down)
+
+
+def bench_moe(tokens, copy_bw, hidden=2048, experts=128, top_k=8, inter=768):
+    backend = cuda_ops.CudaBackend()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    dtype = torch.bfloat16
+    router = (torch.randn(experts, hidden, device="cuda", generator=g) * hidden ** -0.5).to(dtype)
+    w_gate_up = (torch.randn(experts, 2 * inter, hidden, device="cuda", generator=g) * hidden ** -0.5).to(dtype)
+    w_down = (torch.randn(experts, hidden, inter, device="cuda", generator=g) * inter ** -0.5).to(dtype)
+    x = torch.randn(tokens, hidden, device="cuda", generator=g).to(dtype)
+    ours = lambda: our_moe_block(x, router, w_gate_up, w_down, top_k, backend)
+    out = ours()
+    t = timed(ours)
+    # bytes that must move: the weights of the experts actually chosen, the router, x in and out
+    with torch.no_grad():
+        chosen = torch.softmax(F.linear(x, router).float(), -1).topk(top_k, -1).indices.unique().numel()
+    nbytes = chosen * 3 * inter * hidden * 2 + router.numel() * 2 + 2 * x.numel() * 2
+    flops = 2 * tokens * top_k * 3 * inter * hidden
+    case = f"N{tokens} (H{hidden} E{experts} k{top_k} I{inter}) {chosen} active"
+    record("moe", case, t, "GB/s", nbytes / t / 1e9, "d2d copy", copy_bw / 1e9,
+           note=f"{flops / t / 1e12:.1f} TFLOP/s")
+    for impl in ("eager", "grouped_mm"):
+        try:
+            block = hf_moe_block(impl, hidden, experts, top_k, inter, (router, w_gate_up, w_down))
+            with torch.no_grad():
+                ref = block(x[None])[0]
+                tp = timed(lambda: block(x[None]), reps_ms=100 if impl == "eager" else 200)
+        except Exception as error:  # an older transformers without the grouped_mm experts path
+            print(f"  transformers {impl} unavailable: {str(error)[:120]}")
+            continue
+        err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+        record("moe", case, t, "1/ms", 1e-3 / t, f"transformers-{impl}", 1e-3 / tp,
+               note=f"rel diff vs it {err:.1e}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer shapes")
+    parser.add_argument("--json", default=None, help="write all rows here")
+    args = parser.parse_args()
+    assert cuda_ops._cuda is not None, f"qwen3mini._cuda not built: {cuda_ops._IMPORT_ERROR}"
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    copy_bw, mm_peak = ceilings()
+    for batch, length, d in ([(4, 4096, 128), (16, 1024, 128), (4, 4096, 64)] if not args.quick else [(4, 4096, 128)]):
+        bench_prefill(batch, length, 32, 8, d, mm_peak)
+    for batch, context in ([(1, 8192), (16, 4096), (64, 2048)] if not args.quick else [(16, 4096)]):
+        bench_decode(batch, context, 32, 8, 128, copy_bw)
+    bench_decode(1, 4096, 16, 8, 128, copy_bw)  # Qwen3-0.6B heads
+    for tokens in (1, 64, 4096):
+        bench_moe(tokens, copy_bw)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(ROWS, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

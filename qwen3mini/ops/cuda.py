@@ -1,0 +1,105 @@
+"""The CUDA backend of the op layer: thin wrappers around the kernels in ``csrc/cuda`` (module ``qwen3mini._cuda``).
+
+Kernels exist for bf16 and fp16 (the dtypes a GPU model runs in); fp32 inputs, shapes a kernel does not cover
+(head_dim other than 64/128, sizes not a multiple of 8) and CPU tensors run the reference ops instead, so every
+call computes the contract of ``reference.py`` whatever it is given. ``linear`` is cuBLAS through ``F.linear``:
+a hand-written GEMM would only be slower.
+
+Importing this module never fails on a machine without CUDA or without the built extension (``register`` then
+registers nothing), except when ``QWEN3MINI_REQUIRE_EXT=1`` and a GPU is present: then a missing extension is
+an ImportError, so that CI and the device tests fail instead of silently testing the reference.
+"""
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .reference import ReferenceBackend
+
+try:
+    from qwen3mini import _cuda
+    _IMPORT_ERROR = None
+except ImportError as error:  # not built (CPU machine, or no nvcc at install time)
+    _cuda, _IMPORT_ERROR = None, error
+
+if _cuda is None and os.environ.get("QWEN3MINI_REQUIRE_EXT") == "1" and torch.cuda.is_available():
+    raise ImportError(f"qwen3mini._cuda is required (QWEN3MINI_REQUIRE_EXT=1) but failed to import: {_IMPORT_ERROR}")
+
+_KERNEL_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _on_gpu(*tensors) -> bool:
+    """True when the kernels can take these tensors: all on a CUDA device, in bf16/fp16."""
+    return all(t.is_cuda and t.dtype in _KERNEL_DTYPES for t in tensors)
+
+
+class CudaBackend(ReferenceBackend):
+    """Fused CUDA kernels where they exist; the inherited reference ops everywhere else."""
+
+    name = "cuda"
+
+    def rms_norm(self, x, weight, eps):
+        if not (_on_gpu(x, weight) and x.shape[-1] % 8 == 0):
+            return super().rms_norm(x, weight, eps)
+        return _cuda.add_rms_norm(x, None, weight, eps)[0]
+
+    def add_rms_norm(self, x, residual, weight, eps):
+        if not (_on_gpu(x, residual, weight) and x.shape[-1] % 8 == 0 and x.shape == residual.shape):
+            return super().add_rms_norm(x, residual, weight, eps)
+        normed, summed = _cuda.add_rms_norm(x, residual, weight, eps)
+        return normed, summed
+
+    def apply_rope(self, x, cos, sin):
+        if not (_on_gpu(x, cos, sin) and x.dim() == 3 and x.shape[-1] % 2 == 0):
+            return super().apply_rope(x, cos, sin)
+        return _cuda.apply_rope(x, cos, sin)
+
+    def attention_prefill(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale):
+        if not (_on_gpu(q, k, v) and q.shape[-1] in (64, 128) and q.dtype == k.dtype == v.dtype):
+            return super().attention_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
+        # One small device-to-host copy: the grid size needs the longest query run, and the bounds are
+        # validated here because the kernel trusts them. (Prefill is never inside a CUDA graph.)
+        if cu_seqlens_q.shape != cu_seqlens_k.shape or cu_seqlens_q.dim() != 1:
+            raise ValueError(f"attention_prefill: cu_seqlens_q {tuple(cu_seqlens_q.shape)} and cu_seqlens_k "
+                             f"{tuple(cu_seqlens_k.shape)} must both be [B+1]")
+        bounds = torch.stack([cu_seqlens_q, cu_seqlens_k]).to(torch.int64).cpu()
+        lengths = bounds.diff(dim=1)
+        if bounds[0, 0] != 0 or bounds[1, 0] != 0 or (lengths < 0).any():
+            raise ValueError("attention_prefill: cu_seqlens_q/k must be non-decreasing prefix sums starting at 0")
+        if bounds[0, -1] > q.shape[0] or bounds[1, -1] > k.shape[0]:
+            raise ValueError(f"attention_prefill: cu_seqlens end at {bounds[0, -1].item()}/{bounds[1, -1].item()} "
+                             f"but q has {q.shape[0]} rows and k {k.shape[0]}")
+        if (lengths[1] < lengths[0]).any():
+            raise ValueError("attention_prefill: every sequence needs Lk >= Lq (keys = cached prefix + queries)")
+        max_q = int(lengths[0].max()) if lengths.numel() else 0
+        return _cuda.attention_prefill(q, k, v, cu_seqlens_q.to(torch.int32).contiguous(),
+                                       cu_seqlens_k.to(torch.int32).contiguous(), float(scale), max_q)
+
+    def attention_decode(self, q, k_cache, v_cache, cache_seqlens, scale):
+        group = q.shape[1] // max(k_cache.shape[2], 1)
+        if not (_on_gpu(q, k_cache, v_cache) and q.shape[-1] in (64, 128) and group <= 16
+                and q.dtype == k_cache.dtype == v_cache.dtype):
+            return super().attention_decode(q, k_cache, v_cache, cache_seqlens, scale)
+        # No validation that needs the lengths' values: this runs inside captured CUDA graphs. Lengths above
+        # the cache capacity are clamped to it by the kernel.
+        return _cuda.attention_decode(q, k_cache, v_cache, cache_seqlens.to(torch.int32), float(scale))
+
+    def linear(self, x, weight):
+        return F.linear(x, weight)
+
+    def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
+        hidden, inter, experts = x.shape[-1], w_down.shape[-1], w_gate_up.shape[0]
+        if not (_on_gpu(x, topk_weights, w_gate_up, w_down) and x.dim() == 2 and hidden % 8 == 0
+                and inter % 8 == 0 and experts <= 1024 and topk_ids.is_cuda):
+            return super().moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
+        # Out-of-range expert ids are dropped by the kernel rather than checked here (a check would need a
+        # host sync, which CUDA-graph decode cannot have); the router can only produce valid ids.
+        return _cuda.moe_experts(x, topk_ids.to(torch.int64), topk_weights, w_gate_up, w_down)
+
+
+def register():
+    """Register the backend for device type "cuda" when both a GPU and the built extension are present."""
+    if _cuda is None or not torch.cuda.is_available():
+        return
+    from . import register_backend
+    register_backend("cuda", CudaBackend(), ["cuda"])

@@ -1,0 +1,210 @@
+"""Focused GPU tests of the CUDA backend (csrc/cuda) against the reference ops of ``qwen3mini/ops/reference.py``.
+
+Every case draws fresh random inputs (hypothesis), and the caching allocator is filled with NaN first so that an
+output element the kernel forgets to write shows up as NaN. The error bound is relative to a float64 truth:
+bf16/fp16 kernels must stay within a small multiple of the reference op's own rounding error.
+
+Run on a GPU machine:  pytest tests/kernels/test_cuda_kernels.py   (QWEN3MINI_CUDA_EXAMPLES=300 for more cases)
+"""
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qwen3mini.ops.reference import ReferenceBackend
+
+REF = ReferenceBackend()
+EXAMPLES = int(os.environ.get("QWEN3MINI_CUDA_EXAMPLES", "25"))
+gpu_settings = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
+                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, needs_cuda]
+
+DTYPES = [torch.bfloat16, torch.float16]
+
+
+@pytest.fixture(scope="module")
+def cuda_backend():
+    from qwen3mini.ops import cuda as cuda_ops
+    if cuda_ops._cuda is None:
+        if os.environ.get("QWEN3MINI_REQUIRE_EXT") == "1":
+            pytest.fail(f"qwen3mini._cuda missing: {cuda_ops._IMPORT_ERROR}")
+        pytest.skip(f"qwen3mini._cuda not built: {cuda_ops._IMPORT_ERROR}")
+    return cuda_ops.CudaBackend()
+
+
+def poison_allocator(nbytes: int) -> None:
+    """Fill cached, free device memory with NaN so that unwritten outputs read back as NaN."""
+    block = torch.full((nbytes // 2 + 1024,), float("nan"), dtype=torch.float16, device="cuda")
+    del block
+
+
+def rel_error(out, truth):
+    return ((out.double() - truth).norm() / truth.norm().clamp_min(1e-30)).item()
+
+
+def check_close(out, reference_out, truth, what):
+    """out (kernel) and reference_out (reference op, same dtype) against a float64 truth."""
+    assert not torch.isnan(out).any(), f"{what}: NaN in output (unwritten elements?)"
+    err, ref_err = rel_error(out, truth), rel_error(reference_out, truth)
+    assert err <= 2.0 * ref_err + 2e-3, f"{what}: relative error {err:.2e} vs reference's own {ref_err:.2e}"
+
+
+def rand(*shape, dtype, generator):
+    return torch.randn(*shape, generator=generator, device="cuda", dtype=torch.float32).to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------- attention
+@st.composite
+def prefill_case(draw):
+    d = draw(st.sampled_from([64, 128]))
+    n_kv = draw(st.sampled_from([1, 2, 4]))
+    group = draw(st.sampled_from([1, 2, 4, 8]))
+    batch = draw(st.integers(1, 4))
+    lq = [draw(st.integers(0 if b else 1, 200)) for b in range(batch)]  # empty sequences allowed
+    prefix = [draw(st.sampled_from([0, 0, 1, 37, 130])) for _ in range(batch)]
+    return d, n_kv, group, lq, [a + p for a, p in zip(lq, prefix)], draw(st.sampled_from(DTYPES)), draw(st.integers(0, 2**31))
+
+
+@needs_cuda
+@gpu_settings
+@given(prefill_case())
+def test_attention_prefill(cuda_backend, case):
+    d, n_kv, group, lq, lk, dtype, seed = case
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    n, m, n_h = sum(lq), sum(lk), n_kv * group
+    # q as a strided view (as after splitting a fused qkv projection): the kernel must honour strides
+    q = rand(n, n_h + 2, d, dtype=dtype, generator=g)[:, 1:n_h + 1]
+    k, v = rand(m, n_kv, d, dtype=dtype, generator=g), rand(m, n_kv, d, dtype=dtype, generator=g)
+    cu_q = torch.tensor([0] + lq, device="cuda").cumsum(0).to(torch.int32)
+    cu_k = torch.tensor([0] + lk, device="cuda").cumsum(0).to(torch.int32)
+    scale = d ** -0.5
+    poison_allocator(q.numel() * 2)
+    out = cuda_backend.attention_prefill(q, k, v, cu_q, cu_k, scale)
+    ref = REF.attention_prefill(q, k, v, cu_q, cu_k, scale)
+    truth = REF.attention_prefill(q.double(), k.double(), v.double(), cu_q, cu_k, scale)
+    assert out.shape == q.shape and out.dtype == dtype
+    check_close(out, ref, truth, f"prefill d={d} nkv={n_kv} group={group} lq={lq} lk={lk} {dtype}")
+
+
+@st.composite
+def decode_case(draw):
+    d = draw(st.sampled_from([64, 128]))
+    n_kv = draw(st.sampled_from([1, 2, 8]))
+    group = draw(st.sampled_from([1, 2, 4, 8, 16]))
+    batch = draw(st.integers(1, 5))
+    capacity = draw(st.sampled_from([1, 7, 64, 300, 1000]))
+    lengths = [draw(st.integers(1, capacity)) for _ in range(batch)]
+    return d, n_kv, group, capacity, lengths, draw(st.sampled_from(DTYPES)), draw(st.integers(0, 2**31))
+
+
+@needs_cuda
+@gpu_settings
+@given(decode_case())
+def test_attention_decode(cuda_backend, case):
+    d, n_kv, group, capacity, lengths, dtype, seed = case
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    batch, n_h = len(lengths), n_kv * group
+    q = rand(batch, n_h, d, dtype=dtype, generator=g)
+    k = rand(batch, capacity, n_kv, d, dtype=dtype, generator=g)
+    v = rand(batch, capacity, n_kv, d, dtype=dtype, generator=g)
+    seqlens = torch.tensor(lengths, device="cuda", dtype=torch.int32)
+    poison_allocator(k.numel() * 2)
+    out = cuda_backend.attention_decode(q, k, v, seqlens, d ** -0.5)
+    ref = REF.attention_decode(q, k, v, seqlens, d ** -0.5)
+    truth = REF.attention_decode(q.double(), k.double(), v.double(), seqlens, d ** -0.5)
+    check_close(out, ref, truth, f"decode d={d} nkv={n_kv} group={group} S={capacity} lens={lengths} {dtype}")
+
+
+# ----------------------------------------------------------------------------------------------------- MoE
+@st.composite
+def moe_case(draw):
+    experts = draw(st.integers(1, 16))
+    top_k = draw(st.integers(1, min(experts, 8)))
+    tokens = draw(st.sampled_from([1, 2, 3, 17, 64, 300]))
+    hidden = draw(st.sampled_from([64, 128, 200]))
+    inter = draw(st.sampled_from([32, 64, 96]))
+    return experts, top_k, tokens, hidden, inter, draw(st.sampled_from(DTYPES)), draw(st.integers(0, 2**31))
+
+
+@needs_cuda
+@gpu_settings
+@given(moe_case())
+def test_moe_experts(cuda_backend, case):
+    experts, top_k, tokens, hidden, inter, dtype, seed = case
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = rand(tokens, hidden, dtype=dtype, generator=g)
+    # a skewed router, so that some experts get many tokens and some none
+    logits = torch.randn(tokens, experts, generator=g, device="cuda") + torch.linspace(3, -3, experts, device="cuda")
+    weights, ids = torch.softmax(logits, -1).topk(top_k, dim=-1)
+    weights = weights.to(dtype)
+    w_gate_up = rand(experts, 2 * inter, hidden, dtype=dtype, generator=g) * hidden ** -0.5
+    w_down = rand(experts, hidden, inter, dtype=dtype, generator=g) * inter ** -0.5
+    poison_allocator(tokens * top_k * max(hidden, inter) * 2)
+    out = cuda_backend.moe_experts(x, ids, weights, w_gate_up, w_down)
+    ref = REF.moe_experts(x, ids, weights, w_gate_up, w_down)
+    truth = REF.moe_experts(x.double(), ids, weights.double(), w_gate_up.double(), w_down.double())
+    check_close(out, ref, truth, f"moe E={experts} k={top_k} N={tokens} H={hidden} I={inter} {dtype}")
+
+
+@needs_cuda
+@pytest.mark.parametrize("tokens", [1, 4096])
+def test_moe_experts_qwen3_30b_shape(cuda_backend, tokens):
+    """The Qwen3-30B-A3B block (H 2048, 128 experts, top-8, I 768): decode and big-batch tile configurations."""
+    g = torch.Generator(device="cuda").manual_seed(tokens)
+    dtype, experts, hidden, inter = torch.bfloat16, 128, 2048, 768
+    x = rand(tokens, hidden, dtype=dtype, generator=g)
+    weights, ids = torch.softmax(torch.randn(tokens, experts, generator=g, device="cuda"), -1).topk(8, dim=-1)
+    weights = weights.to(dtype)
+    w_gate_up = rand(experts, 2 * inter, hidden, dtype=dtype, generator=g) * hidden ** -0.5
+    w_down = rand(experts, hidden, inter, dtype=dtype, generator=g) * inter ** -0.5
+    out = cuda_backend.moe_experts(x, ids, weights, w_gate_up, w_down)
+    ref = REF.moe_experts(x, ids, weights, w_gate_up, w_down)
+    truth = REF.moe_experts(x.float(), ids, weights.float(), w_gate_up.float(), w_down.float()).double()
+    check_close(out, ref, truth, f"moe 30B-A3B N={tokens}")
+
+
+# ------------------------------------------------------------------------------------- norms and rotary
+@needs_cuda
+@gpu_settings
+@given(st.sampled_from([8, 64, 1024, 2056, 4096]), st.integers(1, 70), st.sampled_from(DTYPES), st.booleans(),
+       st.integers(0, 2**31))
+def test_rms_norm(cuda_backend, hidden, rows, dtype, fused, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x, res = rand(rows, hidden, dtype=dtype, generator=g) * 3, rand(rows, hidden, dtype=dtype, generator=g)
+    w = rand(hidden, dtype=dtype, generator=g)
+    poison_allocator(x.numel() * 4)
+    if fused:
+        out, summed = cuda_backend.add_rms_norm(x, res, w, 1e-6)
+        ref, ref_sum = REF.add_rms_norm(x, res, w, 1e-6)
+        assert torch.equal(summed, ref_sum)
+    else:
+        out, ref = cuda_backend.rms_norm(x, w, 1e-6), REF.rms_norm(x, w, 1e-6)
+    # same rounding steps as the reference: at most one unit in the last place apart
+    assert not torch.isnan(out).any()
+    torch.testing.assert_close(out, ref, rtol=1e-2 if dtype == torch.bfloat16 else 2e-3, atol=1e-2)
+
+
+@needs_cuda
+@gpu_settings
+@given(st.integers(1, 50), st.sampled_from([1, 4, 16]), st.sampled_from([64, 128]), st.sampled_from(DTYPES),
+       st.integers(0, 2**31))
+def test_apply_rope(cuda_backend, tokens, heads, d, dtype, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = rand(tokens, heads, d, dtype=dtype, generator=g)
+    angles = torch.rand(tokens, d // 2, generator=g, device="cuda") * 100
+    cos, sin = torch.cat([angles.cos()] * 2, -1).to(dtype), torch.cat([angles.sin()] * 2, -1).to(dtype)
+    poison_allocator(x.numel() * 2)
+    out = cuda_backend.apply_rope(x, cos, sin)
+    assert torch.equal(out, REF.apply_rope(x, cos, sin)), "rope: same rounding steps, must match exactly"
+
+
+@needs_cuda
+def test_backend_registered_for_cuda_tensors(cuda_backend):
+    from qwen3mini import ops
+    assert "cuda" in ops.available_backends()
+    x = torch.randn(3, 64, device="cuda", dtype=torch.bfloat16)
+    assert ops._select(x).name == "cuda"
