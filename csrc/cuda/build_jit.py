@@ -12,7 +12,9 @@ from torch.utils.cpp_extension import load
 
 here = os.path.dirname(os.path.abspath(__file__))
 sources = sorted(glob.glob(os.path.join(here, "*.cu")) + glob.glob(os.path.join(here, "*.cpp")))
-module = load("_cuda", sources, build_directory=os.environ.get("QWEN3MINI_BUILD_DIR", "/tmp/qwen3mini_cuda_build"),
+build_dir = os.environ.get("QWEN3MINI_BUILD_DIR", "/tmp/qwen3mini_cuda_build")
+os.makedirs(build_dir, exist_ok=True)
+module = load("_cuda", sources, build_directory=build_dir,
               extra_cflags=["-O3"],
               extra_cuda_cflags=["-O3", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr", "-Xptxas=-v"],
               verbose=True)
