@@ -27,6 +27,22 @@ def timed(fn, reps_ms=200):
     return do_bench(fn, warmup=50, rep=reps_ms, return_mode="median") * 1e-3  # seconds
 
 
+def graph_time(fns):
+    """Seconds per call of ``fns`` captured back to back in one CUDA graph (no launch gaps; inputs rotate
+    through several sets so that repeated replays do not just re-read the L2 cache)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for fn in fns:
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for fn in fns:
+            fn()
+    return timed(graph.replay) / len(fns)
+
+
 def record(area, case, seconds, metric, value, peer=None, peer_value=None, limit=None, note=""):
     row = dict(area=area, case=case, ms=seconds * 1e3, metric=metric, value=value, peer=peer,
                peer_value=peer_value, ratio=(value / peer_value) if peer_value else None, limit=limit, note=note)
@@ -90,14 +106,20 @@ def bench_prefill(batch, length, n_heads, n_kv, d, mm_peak):
 def bench_decode(batch, context, n_heads, n_kv, d, copy_bw):
     backend = cuda_ops.CudaBackend()
     dtype = torch.bfloat16
-    q = torch.randn(batch, n_heads, d, device="cuda", dtype=dtype)
-    kc = torch.randn(batch, context, n_kv, d, device="cuda", dtype=dtype)
-    vc = torch.randn(batch, context, n_kv, d, device="cuda", dtype=dtype)
-    lens = torch.full((batch,), context, device="cuda", dtype=torch.int32)
-    t = timed(lambda: backend.attention_decode(q, kc, vc, lens, d ** -0.5))
-    nbytes = 2 * kc.numel() * 2 + 2 * q.numel() * 2
-    record("decode", f"B{batch} ctx{context} h{n_heads}/{n_kv} d{d}", t, "GB/s", nbytes / t / 1e9,
-           "d2d copy", copy_bw / 1e9)
+    nbytes = 2 * batch * context * n_kv * d * 2 + 2 * batch * n_heads * d * 2
+    sets = max(1, min(8, int(256e6 // nbytes)))  # rotate through >= 256 MB of caches (L2 is 50 MB)
+    calls = []
+    for _ in range(sets):
+        q = torch.randn(batch, n_heads, d, device="cuda", dtype=dtype)
+        kc = torch.randn(batch, context, n_kv, d, device="cuda", dtype=dtype)
+        vc = torch.randn(batch, context, n_kv, d, device="cuda", dtype=dtype)
+        lens = torch.full((batch,), context, device="cuda", dtype=torch.int32)
+        calls.append(lambda q=q, kc=kc, vc=vc, lens=lens: backend.attention_decode(q, kc, vc, lens, d ** -0.5))
+    case = f"B{batch} ctx{context} h{n_heads}/{n_kv} d{d}"
+    t = timed(calls[0])
+    record("decode", case + " eager", t, "GB/s", nbytes / t / 1e9, "d2d copy", copy_bw / 1e9)
+    t = graph_time(calls)
+    record("decode", case + f" graph x{sets}", t, "GB/s", nbytes / t / 1e9, "d2d copy", copy_bw / 1e9)
 
 
 # ----------------------------------------------------------------------------------------------------- MoE
@@ -132,18 +154,26 @@ def bench_moe(tokens, copy_bw, hidden=2048, experts=128, top_k=8, inter=768):
     router = (torch.randn(experts, hidden, device="cuda", generator=g) * hidden ** -0.5).to(dtype)
     w_gate_up = (torch.randn(experts, 2 * inter, hidden, device="cuda", generator=g) * hidden ** -0.5).to(dtype)
     w_down = (torch.randn(experts, hidden, inter, device="cuda", generator=g) * inter ** -0.5).to(dtype)
-    x = torch.randn(tokens, hidden, device="cuda", generator=g).to(dtype)
-    ours = lambda: our_moe_block(x, router, w_gate_up, w_down, top_k, backend)
+    xs = [torch.randn(tokens, hidden, device="cuda", generator=g).to(dtype) for _ in range(4)]
+    x = xs[0]
+    ours = lambda x=x: our_moe_block(x, router, w_gate_up, w_down, top_k, backend)
     out = ours()
     t = timed(ours)
     # bytes that must move: the weights of the experts actually chosen, the router, x in and out
-    with torch.no_grad():
-        chosen = torch.softmax(F.linear(x, router).float(), -1).topk(top_k, -1).indices.unique().numel()
-    nbytes = chosen * 3 * inter * hidden * 2 + router.numel() * 2 + 2 * x.numel() * 2
+    def active_bytes(x):
+        with torch.no_grad():
+            chosen = torch.softmax(F.linear(x, router).float(), -1).topk(top_k, -1).indices.unique().numel()
+        return chosen, chosen * 3 * inter * hidden * 2 + router.numel() * 2 + 2 * x.numel() * 2
+    chosen, nbytes = active_bytes(x)
     flops = 2 * tokens * top_k * 3 * inter * hidden
     case = f"N{tokens} (H{hidden} E{experts} k{top_k} I{inter}) {chosen} active"
-    record("moe", case, t, "GB/s", nbytes / t / 1e9, "d2d copy", copy_bw / 1e9,
+    record("moe", case + " eager", t, "GB/s", nbytes / t / 1e9, "d2d copy", copy_bw / 1e9,
            note=f"{flops / t / 1e12:.1f} TFLOP/s")
+    # graph-captured, rotating over 4 inputs (different experts), router included
+    t_graph = graph_time([lambda x=x: our_moe_block(x, router, w_gate_up, w_down, top_k, backend) for x in xs])
+    graph_bytes = sum(active_bytes(x)[1] for x in xs) / len(xs)
+    record("moe", case + " graph x4", t_graph, "GB/s", graph_bytes / t_graph / 1e9, "d2d copy", copy_bw / 1e9,
+           note=f"{flops / t_graph / 1e12:.1f} TFLOP/s")
     for impl in ("eager", "grouped_mm"):
         try:
             block = hf_moe_block(impl, hidden, experts, top_k, inter, (router, w_gate_up, w_down))

@@ -1,0 +1,162 @@
+"""End-to-end GPU inference on a Qwen3-0.6B-shaped model (random weights, bf16): qwen3mini vs transformers.
+
+    python bench/bench_cuda_e2e.py [--batch 64 --min-len 100 --max-len 512 --new 256]
+
+1. parity: our logits (CUDA backend) vs transformers' on the same weights (saved by checkpoint.save_model and
+   loaded with from_pretrained), and greedy continuations compared token by token;
+2. batch-1 decode tokens/s: ours eager, ours with the CUDA-graph decoder, transformers' generate, and the
+   bandwidth bound (weight + KV bytes per token over the measured device-to-device copy bandwidth);
+3. batched generation: B prompts of random lengths, a fixed number of new tokens each (no early stop, so both
+   sides do the same work): ours (packed prefill + graph decode) vs transformers' generate (left padding).
+"""
+import argparse
+import tempfile
+import time
+
+import torch
+
+from qwen3mini.checkpoint import save_model
+from qwen3mini.config import PRESETS
+from qwen3mini.cuda_graphs import GraphDecoder, generate_graphed
+from qwen3mini.generation import KVCache
+from qwen3mini.model import Qwen3ForCausalLM
+
+
+def copy_bandwidth():
+    src = torch.randn(512 * 2**20 // 4, device="cuda")
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * src.numel() * 4 * 20 / (start.elapsed_time(end) * 1e-3)
+
+
+def build_models(preset):
+    config = PRESETS[preset]
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(config).to("cuda")          # normal(0, 0.02) init; the rotary buffer stays fp32
+    for p in model.parameters():
+        p.requires_grad_(False)
+        p.data = p.data.to(torch.bfloat16)
+    model.eval()
+    from transformers import AutoModelForCausalLM
+    with tempfile.TemporaryDirectory() as directory:
+        save_model(model, directory)
+        hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).to("cuda").eval()
+    return model, hf
+
+
+def sync_time(fn):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0, result
+
+
+@torch.no_grad()
+def parity(model, hf, vocab):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab, (2, 64), generator=g).cuda()
+    ours = model(ids).float()
+    theirs = hf(ids).logits.float()
+    rel = ((ours - theirs).norm() / theirs.norm()).item()
+    greedy_ours = model.generate(ids[:1], max_new_tokens=32, stop_token_ids=[])[0, 64:]
+    greedy_hf = hf.generate(ids[:1], max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                            pad_token_id=0)[0, 64:]
+    agree = int((greedy_ours == greedy_hf).cumprod(0).sum())
+    print(f"parity: logits rel diff {rel:.2e}; greedy tokens identical for the first {agree}/32", flush=True)
+    return rel, agree
+
+
+@torch.no_grad()
+def decode_batch1(model, hf, vocab, copy_bw, prompt_len=128, steps=256):
+    g = torch.Generator().manual_seed(2)
+    prompt = torch.randint(0, vocab, (prompt_len,), generator=g).tolist()
+    cache = KVCache.for_model(model, 1, prompt_len + steps + 8)
+    decoder = GraphDecoder(model, cache)
+
+    def ours(graphed):
+        cache.reset()
+        token = model.prefill([prompt], cache).argmax(-1)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            logits = decoder.step(token) if graphed else model.decode_step(token, cache)
+            token = logits.argmax(-1)
+        torch.cuda.synchronize()
+        return steps / (time.perf_counter() - t0)
+
+    results = {}
+    for graphed in (False, True):
+        ours(graphed)                                     # warm-up (and graph capture)
+        results["ours-graph" if graphed else "ours-eager"] = ours(graphed)
+    ids = torch.tensor([prompt], device="cuda")
+    run = lambda n: hf.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    run(8)
+    t_short, _ = sync_time(lambda: run(1))
+    t_long, _ = sync_time(lambda: run(steps))
+    results["transformers"] = (steps - 1) / (t_long - t_short)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    config = model.config
+    kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * (prompt_len + steps / 2)
+    bound = copy_bw / (weight_bytes + kv_bytes)
+    print(f"batch-1 decode ({prompt_len}-token prompt, {steps} steps): " +
+          ", ".join(f"{k} {v:.0f} tok/s" for k, v in results.items()) +
+          f"; bound {bound:.0f} tok/s ({(weight_bytes + kv_bytes) / 1e9:.2f} GB/token at {copy_bw / 1e12:.2f} TB/s)")
+    print(f"  ours-graph = {results['ours-graph'] / bound:.0%} of the bound, "
+          f"{results['ours-graph'] / results['transformers']:.1f}x transformers", flush=True)
+    return results, bound
+
+
+@torch.no_grad()
+def batched(model, hf, vocab, batch, min_len, max_len, new):
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(min_len, max_len + 1, (batch,), generator=g).tolist()
+    prompts = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
+    generate_graphed(model, prompts[:2], 4, stop_token_ids=[])  # warm-up
+    t_ours, rows = sync_time(lambda: generate_graphed(model, prompts, new, stop_token_ids=[]))
+    assert all(len(r) == len(p) + new for r, p in zip(rows, prompts))
+    longest = max(lengths)
+    ids = torch.zeros(batch, longest, dtype=torch.long)
+    mask = torch.zeros(batch, longest, dtype=torch.long)
+    for i, p in enumerate(prompts):  # left padding, as transformers' generate wants for decoder-only models
+        ids[i, longest - len(p):] = torch.tensor(p)
+        mask[i, longest - len(p):] = 1
+    ids, mask = ids.cuda(), mask.cuda()
+    hf.generate(ids[:2], attention_mask=mask[:2], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    t_hf, _ = sync_time(lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                                            do_sample=False, pad_token_id=0))
+    tokens = batch * new
+    print(f"batched generation ({batch} prompts of {min_len}-{max_len} tokens, {new} new each): ours "
+          f"{t_ours:.2f} s ({tokens / t_ours:.0f} tok/s), transformers {t_hf:.2f} s ({tokens / t_hf:.0f} tok/s): "
+          f"{t_hf / t_ours:.1f}x", flush=True)
+    return t_ours, t_hf
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="Qwen3-0.6B")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--min-len", type=int, default=100)
+    parser.add_argument("--max-len", type=int, default=512)
+    parser.add_argument("--new", type=int, default=256)
+    args = parser.parse_args()
+    from qwen3mini import ops
+    assert "cuda" in ops.available_backends(), "the CUDA backend is not registered (qwen3mini._cuda not built?)"
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  preset {args.preset}")
+    copy_bw = copy_bandwidth()
+    model, hf = build_models(args.preset)
+    vocab = model.config.vocab_size
+    parity(model, hf, vocab)
+    decode_batch1(model, hf, vocab, copy_bw)
+    batched(model, hf, vocab, args.batch, args.min_len, args.max_len, args.new)
+
+
+if __name__ == "__main__":
+    main()
