@@ -111,36 +111,44 @@ def _some(names: list, limit: int = 8) -> str:
 
 # ---------------------------------------------------------------------------------------------- loading
 class _Shards:
-    """Open safetensors files lazily, keep them open, read one tensor at a time (memory-mapped)."""
+    """Read tensors from safetensors files through their memory maps.
+
+    A tensor that safetensors returns is a view of the file's mapping, and mapped pages stay resident while
+    anything references the mapping. So: when a tensor is already in the target dtype on the CPU, the
+    parameter *is* that view of one shared mapping per file (no copy at all); when it must be converted or
+    moved, it is read through a private mapping that is released as soon as the converted copy exists (so
+    loading bf16 weights into fp32, or onto a GPU, never holds the whole file in memory as well)."""
 
     def __init__(self, files: dict):
         self.files, self.handles = files, {}
 
-    def get(self, key: str) -> torch.Tensor:
+    def read(self, key: str, shape, dtype, device) -> torch.Tensor:
         path = self.files[key]
         if path not in self.handles:
             self.handles[path] = safe_open(path, framework="pt", device="cpu")
-        return self.handles[path].get_tensor(key)
+        stored = self.handles[path].get_slice(key)
+        if tuple(stored.get_shape()) != tuple(shape):
+            raise ValueError(f"{path}: tensor {key} has shape {tuple(stored.get_shape())}, the config "
+                             f"expects {tuple(shape)}")
+        if _SAFETENSORS_DTYPES.get(stored.get_dtype()) == dtype and device.type == "cpu":
+            return self.handles[path].get_tensor(key)
+        with safe_open(path, framework="pt", device="cpu") as private:
+            return private.get_tensor(key).to(device=device, dtype=dtype)
 
 
-def _read(shards: _Shards, key: str, shape, dtype, device) -> torch.Tensor:
-    tensor = shards.get(key)
-    if tuple(tensor.shape) != tuple(shape):
-        raise ValueError(f"{shards.files[key]}: tensor {key} has shape {tuple(tensor.shape)}, the config "
-                         f"expects {tuple(shape)}")
-    return tensor.to(device=device, dtype=dtype)
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
 def _materialise(shards, name, keys, shape, dtype, device) -> torch.Tensor:
     if len(keys) == 1:
-        return _read(shards, keys[0], shape, dtype, device)
+        return shards.read(keys[0], shape, dtype, device)
     # Stacked experts: fill a [E, rows, cols] buffer one expert (and gate/up half) at a time.
     out = torch.empty(shape, dtype=dtype, device=device)
     parts = len(keys) // shape[0]
     rows = shape[1] // parts
     for i, key in enumerate(keys):
         e, part = divmod(i, parts)
-        out[e, part * rows:(part + 1) * rows].copy_(_read(shards, key, (rows, shape[2]), dtype, device))
+        out[e, part * rows:(part + 1) * rows].copy_(shards.read(key, (rows, shape[2]), dtype, device))
     return out
 
 

@@ -24,14 +24,29 @@ from . import ops
 from .config import Qwen3Config
 
 
-class Linear(nn.Linear):
-    """A bias-free projection (Qwen3 has no biases, spec §1) computed by ``ops.linear``."""
+# Modules allocate their parameters with torch.empty and leave initialisation to
+# Qwen3ForCausalLM.init_weights: the checkpoint loader builds the model on the meta device, where random init
+# would be wasted work (and, on meta, pulls in torch's compiler stack at import time).
+class Linear(nn.Module):
+    """A bias-free projection (Qwen3 has no biases, spec §1): ``x @ weight.T`` via ``ops.linear``."""
 
     def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features, bias=False)
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
 
     def forward(self, x):
         return ops.linear(x, self.weight)
+
+
+class Embedding(nn.Module):
+    """Token id -> row of the embedding matrix [vocab, hidden] (no scaling, spec §1.6)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, hidden_size))
+
+    def forward(self, tokens):
+        return F.embedding(tokens, self.weight)
 
 
 class RMSNorm(nn.Module):
@@ -287,7 +302,7 @@ class Qwen3Model(nn.Module):
 
     def __init__(self, config: Qwen3Config):
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, layer) for layer in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary = RotaryEmbedding(config)

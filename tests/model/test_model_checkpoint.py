@@ -232,3 +232,29 @@ def test_error_repo_id_unreachable(monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"could not fetch repo Qwen/Qwen3-0\.6B .*network is unreachable"
                                                 r".*huggingface-cli download"):
         qwen3mini.load_model("Qwen/Qwen3-0.6B")
+
+
+def test_peak_memory_of_loading_stays_near_the_weights(tmp_path):
+    """Load a ~100M-parameter bf16 checkpoint in a fresh process: the peak resident set above the baseline
+    stays under 1.5x the weights, even after a forward pass touched every page (bench/bench_model_load.py
+    measures the 0.6B shape)."""
+    import subprocess
+    import sys
+    model = Qwen3ForCausalLM(PRESETS["small"]).to(torch.bfloat16)
+    save_model(model, tmp_path)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    del model
+    child = (
+        "import sys, torch, qwen3mini\n"
+        "def hwm():\n"
+        "    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+        "def rss():\n"
+        "    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmRSS'))\n"
+        "base = rss()\n"
+        "model = qwen3mini.load_model(sys.argv[1])\n"
+        "with torch.no_grad():\n"
+        "    model(torch.zeros(1, 4, dtype=torch.long))\n"
+        "print(hwm() - base)\n")
+    out = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True, check=True)
+    peak = int(out.stdout.split()[-1])
+    assert peak < 1.5 * weights, f"peak {peak / 2**20:.0f} MiB for {weights / 2**20:.0f} MiB of weights"
