@@ -21,7 +21,7 @@ for step in "${@:-build test memcheck conformance bench}"; do for s in $step; do
             --error-exitcode 9 $PY -m pytest tests/kernels/test_cuda_kernels.py -q -p no:cacheprovider -x -k "not 4096" \
             > "$OUT/memcheck.log" 2>&1; echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.log" | tail -5 ;;
     conformance) QWEN3MINI_REQUIRE_EXT=1 QWEN3MINI_KERNEL_EXAMPLES=${CONF_EXAMPLES:-200} timeout ${CONF_TIMEOUT:-240} \
-            $PY -m pytest tests/kernels --backend cuda -q -p no:cacheprovider -rf -k "not test_required_extensions_built" 2>&1 | tee "$OUT/conformance.log" | tail -15 ;;
+            $PY -m pytest tests/kernels --backend cuda -q -p no:cacheprovider -rf --hypothesis-show-statistics -k "not test_required_extensions_built" 2>&1 | tee "$OUT/conformance.log" | tail -4 ;;
     e2e) timeout ${E2E_TIMEOUT:-240} $PY bench/bench_cuda_e2e.py ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e.log" ;;
     bench) timeout ${BENCH_TIMEOUT:-240} $PY bench/bench_cuda_kernels.py ${BENCH_ARGS:-} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" ;;
   esac

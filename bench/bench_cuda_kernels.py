@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
+from bench_cuda_profile import kernel_breakdown
 from qwen3mini.ops import cuda as cuda_ops
 from qwen3mini.ops.reference import ReferenceBackend
 
@@ -172,6 +173,8 @@ def bench_moe(tokens, copy_bw, hidden=2048, experts=128, top_k=8, inter=768):
     # graph-captured, rotating over 4 inputs (different experts), router included
     t_graph = graph_time([lambda x=x: our_moe_block(x, router, w_gate_up, w_down, top_k, backend) for x in xs])
     graph_bytes = sum(active_bytes(x)[1] for x in xs) / len(xs)
+    if tokens == 1:
+        kernel_breakdown(ours, "MoE block, 1 token")
     record("moe", case + " graph x4", t_graph, "GB/s", graph_bytes / t_graph / 1e9, "d2d copy", copy_bw / 1e9,
            note=f"{flops / t_graph / 1e12:.1f} TFLOP/s")
     for impl in ("eager", "grouped_mm"):

@@ -307,7 +307,7 @@ void run_moe_sized(const torch::Tensor& x, const torch::Tensor& ids, const torch
   const int64_t pairs = x.size(0) * ids.size(1);
   const int64_t rows_per_expert = pairs / std::min<int64_t>(pairs, w_gate_up.size(0));
   if (rows_per_expert <= 32)  // decode-like: a weight stream with a handful of rows each
-    run_moe<T, 16, 64, 1, 4, 4>(x, ids, weights, w_gate_up, w_down, out);
+    run_moe<T, 16, 64, 1, 4, 6>(x, ids, weights, w_gate_up, w_down, out);
   else
     run_moe<T, 128, 128, 2, 4, 3>(x, ids, weights, w_gate_up, w_down, out);
 }
