@@ -44,14 +44,20 @@ def bytes_to_unicode() -> dict:
 
 BYTE_TO_UNICODE = bytes_to_unicode()
 UNICODE_TO_BYTE = {c: b for b, c in BYTE_TO_UNICODE.items()}
+# str.translate table: byte-level character -> the Latin-1 character of its byte, so that
+# ``token.translate(table).encode("latin-1")`` gives the bytes; characters that are not byte-level (such as a
+# raw space) are sent to U+FFFF, which Latin-1 cannot encode, so they fail loudly.
+_TO_LATIN1 = {cp: "\uffff" for cp in range(256)}
+_TO_LATIN1.update({ord(c): chr(b) for c, b in UNICODE_TO_BYTE.items()})
 
 
 def token_to_bytes(token: str) -> bytes:
     """A byte-level token string (as in vocab.json) -> the raw bytes it stands for."""
     try:
-        return bytes(UNICODE_TO_BYTE[c] for c in token)
-    except KeyError as e:
-        raise ValueError(f"token {token!r} contains {e.args[0]!r}, which is not a byte-level character") from None
+        return token.translate(_TO_LATIN1).encode("latin-1")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"token {token!r} contains {token[e.start]!r}, which is not a byte-level character") \
+            from None
 
 
 def bytes_to_token(data: bytes) -> str:

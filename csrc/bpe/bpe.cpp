@@ -153,6 +153,10 @@ class Encoder {
     std::string key_buf;
     for (auto [s, e] : pieces_) {
       std::string_view piece = text.substr(s, e - s);
+      if (piece.size() == 1) {  // digits, lone spaces, ASCII punctuation: no merge possible
+        out.push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
+        continue;
+      }
       if (piece.size() > kCacheMaxBytes) {  // long runs are rare; caching them would only waste memory
         auto ids = merge(piece);
         out.insert(out.end(), ids.begin(), ids.end());

@@ -104,8 +104,9 @@ def test_streaming_never_splits_a_character(tok):
     assert all("\ufffd" not in p for p in parts)
 
 
-def test_loaders_agree(tok, qwen_dir, qwen_tiktoken, tmp_path):
-    """tokenizer.json, vocab.json + merges.txt and the rank file give the same tokenizer."""
+def test_loaders_agree(tok, qwen_dir, tmp_path):
+    """tokenizer.json and vocab.json + merges.txt give the same tokenizer (qwen_dir itself comes from the
+    rank file; test_trainer.py checks a rank file round trip)."""
     text = "\n".join(CORPUS.values())
     expected = tok.encode(text)
     slow_dir = tmp_path / "slow"
@@ -114,7 +115,6 @@ def test_loaders_agree(tok, qwen_dir, qwen_tiktoken, tmp_path):
         (slow_dir / name).write_bytes(open(os.path.join(qwen_dir, name), "rb").read())
     assert load_tokenizer(slow_dir).encode(text) == expected
     assert load_tokenizer(os.path.join(qwen_dir, "tokenizer.json")).encode(text) == expected
-    assert load_tokenizer(qwen_tiktoken).bpe.merges == tok.bpe.merges
 
 
 def test_saved_files_load_in_tokenizers_and_transformers(tok, qwen_dir):

@@ -1,4 +1,5 @@
 """The BPE trainer: C++ and Python learn the same merges, and `tokenizers`/`transformers` load the result."""
+import base64
 import glob
 import os
 import subprocess
@@ -57,6 +58,11 @@ def test_saved_tokenizer_loads_in_tokenizers_and_transformers(corpus_files, held
     hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert hf.encode(held_out, add_special_tokens=False) == ids
     assert load_tokenizer(tmp_path).encode(held_out) == ids
+    # The same ranks as a tiktoken file: merges are derived back from ranks alone.
+    rank_file = tmp_path / "small.tiktoken"
+    rank_file.write_bytes(b"".join(base64.b64encode(t) + b" %d\n" % i for i, t in enumerate(tok.vocab)))
+    from_ranks = load_tokenizer(rank_file)
+    assert from_ranks.bpe.merges == tok.bpe.merges and from_ranks.encode(held_out) == ids
 
 
 def test_merges_only_shorten(corpus_files, held_out):
