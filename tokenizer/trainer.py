@@ -36,7 +36,7 @@ _CHUNK_BYTES = 1 << 20
 # --------------------------------------------------------------------------------------- 1. count pre-tokens
 def _iter_chunks(texts_or_files):
     """Yield (text, size in bytes) chunks. Elements that are paths of existing files are read in ~1 MB
-    chunks cut at line ends; other strings are texts."""
+    chunks; other strings are texts."""
     if isinstance(texts_or_files, (str, os.PathLike)):
         texts_or_files = [texts_or_files]
     for item in texts_or_files:
@@ -48,12 +48,26 @@ def _iter_chunks(texts_or_files):
             yield item, len(item.encode("utf-8"))
             continue
         with open(item, encoding="utf-8", errors="replace") as f:
-            while True:
-                chunk = f.read(_CHUNK_BYTES)
-                if not chunk:
-                    break
-                chunk += f.readline()  # finish the line so that no word is cut in two
-                yield chunk, len(chunk.encode("utf-8"))
+            yield from _file_chunks(f)
+
+
+def _file_chunks(f):
+    """~1 MB chunks of an open text file, each cut just before a line that starts with a non-space
+    character: no pre-token spans such a cut, so counting chunk by chunk equals counting the whole file."""
+    carry = ""
+    while True:
+        chunk = carry + f.read(_CHUNK_BYTES)
+        carry = ""
+        if not chunk:
+            return
+        chunk += f.readline()  # finish the current line
+        while True:
+            line = f.readline()
+            if not line or not line[0].isspace():
+                carry = line
+                break
+            chunk += line  # a line starting with whitespace may continue a whitespace pre-token
+        yield chunk, len(chunk.encode("utf-8"))
 
 
 def _total_bytes(texts_or_files):

@@ -88,3 +88,22 @@ def test_cli(corpus_files, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "qwen3mini.tokenizer.trainer", "--input", str(tmp_path / "nope"),
                           "--vocab-size", "600", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode != 0 and "nope" in bad.stderr
+
+
+def test_file_chunks_do_not_cut_pretokens(monkeypatch):
+    import io
+    import random
+
+    from qwen3mini.tokenizer import trainer
+    from qwen3mini.tokenizer.trainer import _file_chunks, count_pretokens
+    monkeypatch.setattr(trainer, "_CHUNK_BYTES", 50)
+    rng = random.Random(0)
+    text = "".join(rng.choice(["word ", "x\n", "\n", "  ", "\t\n", " y", "1.", "\r\n", "你好", "\n\n  z", "!\n"])
+                   for _ in range(3000))
+    chunks = [c for c, _ in _file_chunks(io.StringIO(text))]
+    assert len(chunks) > 10 and "".join(chunks) == text
+    whole, parts = {}, {}
+    count_pretokens(text, whole)
+    for c in chunks:
+        count_pretokens(c, parts)
+    assert parts == whole
