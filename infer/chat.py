@@ -180,9 +180,12 @@ def load(model: str, device=None, dtype=None):
     dtype = names.get(dtype, dtype) or ("float32" if device == "cpu" else "bfloat16")
     try:
         tokenizer = qwen3mini.load_tokenizer(path)
+    except Exception as error:  # one clear line, whatever went wrong
+        raise ChatError(f"--model {path}: could not load the tokenizer: {error}") from None
+    try:
         net = qwen3mini.load_model(path, device=device, dtype=getattr(torch, dtype))
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise ChatError(f"--model {path}: could not load: {error}") from None
+    except Exception as error:
+        raise ChatError(f"--model {path}: could not load the model on {device} as {dtype}: {error}") from None
     net.eval()
     return net, tokenizer
 
@@ -553,6 +556,8 @@ def main(argv=None) -> int:
     except ChatError as error:
         print(f"chat.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     if args.seed is not None:
         import torch
         torch.manual_seed(args.seed)
