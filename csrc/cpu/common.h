@@ -8,6 +8,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>  // usable inside functions compiled for AVX2 (kernels_avx2.cpp)
+#endif
+
 // bf16 as raw bits; ops.cpp reinterprets at::BFloat16 storage as this (same layout, no ATen in the kernels).
 struct bf16_t {
     uint16_t bits;

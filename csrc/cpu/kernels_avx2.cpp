@@ -5,6 +5,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #pragma GCC target("avx2,fma")
 #define QWEN3MINI_ISA avx2
+#define QWEN3MINI_AVX2  // g++ does not define __AVX2__ under the pragma: tell kernels.h itself
 #include "kernels.h"
 
 template KernelTable<float> avx2::table<float>();
