@@ -17,7 +17,9 @@ here, once:
   data position, RNG states) from which a killed run resumes to the same losses (``Trainer.save_checkpoint``).
 
 A batch source is any object with ``next_batch() -> (inputs, targets)`` (LongTensors [B, T]) and
-``state_dict()`` / ``load_state_dict()`` giving its position, such as ``train/data/shards.py``'s loader.
+``state_dict()`` / ``load_state_dict()`` giving its position; ``ShardBatches`` makes one of
+``train/data/shards.py``'s ``TokenShards``. ``run_stage`` is the whole of a stage after its model and data
+exist: wrap, train, save the model in the HF layout (``save_pretrained``), plot, summarise.
 """
 import argparse
 import dataclasses
@@ -103,6 +105,40 @@ def _parse_bool(text):
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+# ====================================================================== model shapes trained from scratch
+# The vocabulary is the small tokenizer's (train/data: 16,384 ids); head_dim 64 instead of Qwen3's 128 keeps
+# a few heads in a narrow model. "base" is the shipped dense model (~19M parameters, 38 MB in bf16);
+# "base-moe" has the same active parameters per token (top-2 of 8 experts of half the dense MLP width);
+# "100m" is the ~100M-parameter shape the throughput benchmark uses.
+MODEL_SHAPES = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16),
+    "tiny-moe": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=16, num_experts=8, num_experts_per_tok=2,
+                     moe_intermediate_size=64),
+    "base": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
+                 num_key_value_heads=2, head_dim=64),
+    "base-moe": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
+                     num_key_value_heads=2, head_dim=64, num_experts=8, num_experts_per_tok=2,
+                     moe_intermediate_size=512),
+    "100m": dict(hidden_size=768, intermediate_size=2560, num_hidden_layers=12, num_attention_heads=12,
+                 num_key_value_heads=4, head_dim=64),
+}
+
+
+def model_config(shape: str, vocab_size: int, **fields):
+    """A ``Qwen3Config`` of a named shape for a vocabulary of ``vocab_size`` ids (fp32 master weights,
+    tied embeddings, RoPE base 10,000 as in S1/S2 before ABF; paper §3)."""
+    from .config import Qwen3Config
+    if shape not in MODEL_SHAPES:
+        raise ValueError(f"model shape {shape!r}: expected one of {sorted(MODEL_SHAPES)}")
+    values = dict(vocab_size=vocab_size, tie_word_embeddings=True, torch_dtype="float32", rope_theta=10_000.0,
+                  max_position_embeddings=4096, norm_topk_prob=True, bos_token_id=None, eos_token_id=None)
+    values.update(MODEL_SHAPES[shape])
+    values.update(fields)
+    return Qwen3Config(**values)
 
 
 # ====================================================================== processes
@@ -578,3 +614,111 @@ def model_flops_per_token(config, seq_len: int) -> float:
     matrix_params += config.vocab_size * config.hidden_size                     # lm_head is a matmul
     attention = 12 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * seq_len
     return 6 * matrix_params + attention
+
+
+# ====================================================================== data, saving, one stage
+class ShardBatches:
+    """Batch source over a ``TokenShards`` (train/data/shards.py): its ``batch`` (fixed windows) or, with
+    ``long=True``, its ``long_batch`` (S3's length mix). The position (samples drawn by all ranks) is the
+    whole state; rank r reads slice r of each global micro-batch, so DDP sees what one process would."""
+
+    def __init__(self, shards, micro_batch: int, seq_len: int, info: DistInfo, long: bool = False):
+        self.shards, self.micro_batch, self.seq_len, self.info = shards, micro_batch, seq_len, info
+        self.sample = shards.long_batch if long else shards.batch
+        self.position = 0
+
+    def next_batch(self):
+        batch = self.sample(self.position, self.micro_batch, self.seq_len, rank=self.info.rank,
+                            world_size=self.info.world_size)
+        self.position += self.micro_batch * self.info.world_size
+        return batch
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+def special_token_ids(tokenizer_dir: str) -> dict:
+    """Ids of ``<|endoftext|>`` and ``<|im_end|>`` in a tokenizer (they differ from Qwen3's in a small vocab)."""
+    from . import load_tokenizer
+    tok = load_tokenizer(tokenizer_dir)
+    ids = {}
+    for name in ("<|endoftext|>", "<|im_end|>"):
+        encoded = tok.encode(name)
+        if len(encoded) != 1:
+            raise ValueError(f"{tokenizer_dir}: {name} is not a single token")
+        ids[name] = encoded[0]
+    return ids
+
+
+def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None, max_shard_size=None):
+    """Save ``model`` in the HF layout: config.json, safetensors, and with ``tokenizer_dir`` its tokenizer
+    files plus a ``generation_config.json`` (spec §2.4: stop on ``<|im_end|>`` or ``<|endoftext|>``;
+    Qwen3's non-thinking sampling settings, a base model has no thinking mode yet)."""
+    from .checkpoint import save_model
+    config = model.config
+    if tokenizer_dir:
+        ids = special_token_ids(tokenizer_dir)
+        eot, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
+        model.config = dataclasses.replace(config, bos_token_id=eot, eos_token_id=eot)
+    save_model(model, directory, max_shard_size=max_shard_size, dtype=dtype)
+    model.config = config
+    if not tokenizer_dir:
+        return
+    for name in sorted(os.listdir(tokenizer_dir)):
+        if name.endswith((".json", ".txt", ".model", ".jinja")) and name != "config.json":
+            shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(directory, name))
+    generation = {"bos_token_id": eot, "eos_token_id": [im_end, eot], "pad_token_id": eot, "do_sample": True,
+                  "temperature": 0.7, "top_p": 0.8, "top_k": 20}
+    with open(os.path.join(directory, "generation_config.json"), "w") as f:
+        json.dump(generation, f, indent=2)
+        f.write("\n")
+
+
+def gathered_model(model, info: DistInfo):
+    """On rank 0, a CPU fp32 copy of the whole trained model (FSDP shards gathered); None elsewhere."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from .model import Qwen3ForCausalLM
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not info.is_main:
+        return None
+    copy = Qwen3ForCausalLM(unwrap(model).config)
+    copy.load_state_dict({k: v.float() for k, v in state.items()})
+    return copy
+
+
+def run_stage(model, settings: TrainSettings, info: DistInfo, train_data, val_data, name: str,
+              tokenizer_dir: str = None) -> dict:
+    """Train ``model`` for one stage, then save ``out_dir/final`` (HF layout, fp32: the next stage's start),
+    ``out_dir/loss.png`` and ``out_dir/summary.json``. Returns the summary."""
+    config = model.config
+    wrapped = wrap_model(model, info, settings.parallel, settings.compile)
+    optimizer = build_optimizer(wrapped, settings.lr, settings.weight_decay, (settings.beta1, settings.beta2))
+    schedule = Schedule(settings.schedule, settings.lr, settings.min_lr, settings.warmup_steps, settings.steps,
+                        settings.decay_frac)
+    trainer = Trainer(wrapped, optimizer, schedule, settings, info, train_data, val_data, name=name)
+    records = trainer.fit()
+    final = gathered_model(wrapped, info)
+    summary = {}
+    if info.is_main:
+        save_pretrained(final, os.path.join(settings.out_dir, "final"), tokenizer_dir)
+        log = read_log(trainer.log_path)
+        plot_losses({f"{name} train": trainer.log_path}, os.path.join(settings.out_dir, "loss.png"),
+                    title=f"{name}: training loss")
+        evals = [r for r in log if "val_loss" in r]
+        params = config.num_parameters()
+        tokens = log[-1]["tokens"] if log else 0
+        summary = {"stage": name, "steps": trainer.step, "tokens": tokens, "train_seconds": trainer.elapsed,
+                   "tokens_per_second": tokens / max(trainer.elapsed, 1e-9) if records else None,
+                   "final_loss": log[-1]["loss"] if log else None,
+                   "final_val_loss": evals[-1]["val_loss"] if evals else None,
+                   "parameters": params, "seq_len": settings.seq_len, "world_size": info.world_size,
+                   "settings": dataclasses.asdict(settings), "config": config.to_hf_dict()}
+        with open(os.path.join(settings.out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"{name}: {trainer.step} steps, {tokens / 1e6:.1f}M tokens, {trainer.elapsed:.0f} s, "
+              f"loss {summary['final_loss']}, val {summary['final_val_loss']}")
+    _barrier()
+    return summary

@@ -1,0 +1,90 @@
+"""S3, long-context pre-training (Qwen3 technical report §3): continue S2 on long documents at a longer
+sequence length, with the RoPE base raised by ABF; YaRN stretches the context four-fold more at inference.
+
+The report: hundreds of billions of tokens at length 32,768 (8x S1's 4,096); the long corpus is 75% documents
+of 16,384-32,768 tokens and 25% of 4,096-16,384; RoPE base 10,000 -> 1,000,000 (ABF, "adjusted base
+frequency", Xiong et al. 2023); at inference YaRN (factor 4) and Dual Chunk Attention give 4x the context.
+Here, scaled down: length 4,096 (4x S1/S2's 1,024); samples start at a document of L/2-L tokens with
+probability 75% and of L/8-L/2 with 25% (``TokenShards.long_batch``); RoPE base 10,000 -> 1,000,000. The
+saved config has no rope_scaling (YaRN off, as in Qwen3's released configs); ``train/eval_long_context.py``
+measures the model with and without YaRN factor 4 (original context = this stage's length).
+
+    python train/pretrain_long_context.py --preset tiny             # CPU, after S2's tiny preset
+    python train/pretrain_long_context.py --preset base             # one GPU; torchrun for several
+"""
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch                                                     # noqa: E402
+
+import qwen3mini                                                 # noqa: E402
+from qwen3mini import training                                   # noqa: E402
+from qwen3mini.model import Qwen3ForCausalLM                     # noqa: E402
+from train.data.shards import TokenShards                        # noqa: E402
+
+
+@dataclass
+class Settings(training.TrainSettings):
+    init_from: str = "runs/s2/final"            # S2's output (HF layout)
+    data: str = "data/shards/s3"
+    tokenizer: str = "checkpoints/tokenizer-16k"
+    out_dir: str = "runs/s3"
+    rope_theta: float = 1_000_000.0             # ABF: the new RoPE base
+    seq_len: int = 4096
+    micro_batch: int = 16                       # 16 x 2 x 4,096 = 131k tokens per step, as in S1/S2
+    grad_accum: int = 2
+    steps: int = 150
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    schedule: str = "cosine"
+    warmup_steps: int = 20
+    compile: bool = True
+
+
+PRESETS = {
+    "base": {},
+    "tiny": dict(init_from="runs/tiny/s2/final", seq_len=256, micro_batch=2, grad_accum=1, steps=4,
+                 warmup_steps=1, lr=1e-3, min_lr=1e-4, eval_every=2, eval_batches=1, ckpt_every=2,
+                 log_every=2, device="cpu", dtype="float32", compile=False, out_dir="runs/tiny/s3"),
+}
+
+
+def long_context_config(config, rope_theta: float, seq_len: int):
+    """S3's model config: RoPE base raised to ``rope_theta`` (ABF), the context set to ``seq_len``, no YaRN."""
+    if rope_theta < config.rope_theta:
+        raise ValueError(f"rope_theta {rope_theta} is below the current base {config.rope_theta}: ABF raises it")
+    if seq_len <= config.max_position_embeddings // 2:
+        print(f"note: S3 length {seq_len} is not longer than the previous stages' "
+              f"{config.max_position_embeddings}")
+    return dataclasses.replace(config, rope_theta=rope_theta, max_position_embeddings=seq_len, rope_scaling=None)
+
+
+def main(argv=None):
+    settings = training.parse_settings(Settings, argv, PRESETS, description=__doc__)
+    info = training.init_distributed(settings.device)
+    training.seed_everything(settings.seed)
+
+    train_shards = TokenShards(os.path.join(settings.data, "train"), seed=settings.seed)
+    val_shards = TokenShards(os.path.join(settings.data, "val"), seed=settings.seed)
+    train_data = training.ShardBatches(train_shards, settings.micro_batch, settings.seq_len, info, long=True)
+    val_data = training.ShardBatches(val_shards, settings.micro_batch, settings.seq_len, info, long=True)
+
+    previous = qwen3mini.load_model(settings.init_from, dtype=torch.float32)
+    config = long_context_config(previous.config, settings.rope_theta, settings.seq_len)
+    model = Qwen3ForCausalLM(config)               # rotary frequencies are computed from the new base
+    model.load_state_dict(previous.state_dict())
+    if info.is_main:
+        print(f"ABF: RoPE base {previous.config.rope_theta:g} -> {config.rope_theta:g}; context "
+              f"{previous.config.max_position_embeddings} -> {config.max_position_embeddings}")
+    del previous
+    training.run_stage(model, settings, info, train_data, val_data, name="S3 long context",
+                       tokenizer_dir=settings.tokenizer or None)
+    training.close_distributed()
+
+
+if __name__ == "__main__":
+    main()
