@@ -7,6 +7,7 @@ directory from it, which tests of other parts (model, chat) use as "the real Qwe
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,15 +36,18 @@ def qwen_tiktoken_path(cache_dir=None) -> str:
         wheels = glob.glob(os.path.join(tmp, "dashscope-*.whl"))
         if result.returncode != 0 or not wheels:
             raise RuntimeError(f"could not fetch {DASHSCOPE_WHEEL} for qwen.tiktoken: {result.stderr[-500:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel, open(path + ".part", "wb") as out:
+        part = os.path.join(tmp, "qwen.tiktoken")
+        with zipfile.ZipFile(wheels[0]) as wheel, open(part, "wb") as out:
             out.write(wheel.read(_MEMBER))
-    os.replace(path + ".part", path)  # atomic: a concurrent test run never sees half a file
+        shutil.move(part, path + f".{os.getpid()}")
+    os.replace(path + f".{os.getpid()}", path)  # atomic: a concurrent test run never sees half a file
     return path
 
 
 def qwen3_tokenizer_dir(cache_dir=None, chat_template=None) -> str:
     """An HF-layout Qwen3 tokenizer directory (tokenizer.json, vocab.json, merges.txt, tokenizer_config.json)
-    built from ``qwen.tiktoken`` and the 26 added tokens; cached next to it."""
+    built from ``qwen.tiktoken`` and the 26 added tokens; cached next to it. ``chat_template`` (the Jinja
+    text, e.g. tests/tokenizer/qwen3_chat_template.jinja) is written into tokenizer_config.json if given."""
     cache_dir = cache_dir or default_cache_dir()
     directory = os.path.join(cache_dir, "qwen3_tokenizer")
     if not os.path.exists(os.path.join(directory, "tokenizer_config.json")):
@@ -53,14 +57,15 @@ def qwen3_tokenizer_dir(cache_dir=None, chat_template=None) -> str:
         try:
             os.replace(tmp, directory)
         except OSError:  # another process won the race; its copy is identical
-            pass
+            shutil.rmtree(tmp, ignore_errors=True)
     if chat_template is not None:  # callers that need the Jinja template (e.g. for transformers) pass it in
         config_path = os.path.join(directory, "tokenizer_config.json")
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
         if config.get("chat_template") != chat_template:
             config["chat_template"] = chat_template
-            with open(config_path + ".part", "w", encoding="utf-8") as f:
+            part = f"{config_path}.{os.getpid()}"
+            with open(part, "w", encoding="utf-8") as f:
                 json.dump(config, f, ensure_ascii=False, indent=2)
-            os.replace(config_path + ".part", config_path)
+            os.replace(part, config_path)
     return directory

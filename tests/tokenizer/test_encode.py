@@ -136,3 +136,14 @@ def test_missing_files_are_named(tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_tokenizer(tmp_path / "nowhere")
+
+
+def test_public_api(qwen_dir, tok):
+    import qwen3mini
+    public = qwen3mini.load_tokenizer(qwen_dir)
+    text = "<|im_start|>user\nHello 世界!! 2025<|im_end|>"
+    assert public.encode(text) == tok.encode(text) == [151644, 872, 198, 9707, 220, 99489, 2928, 220, 17, 15, 17,
+                                                       20, 151645]
+    assert public.decode(public.encode(text), skip_special_tokens=True) == "user\nHello 世界!! 2025"
+    prompt_ids = public.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)
+    assert public.decode(prompt_ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
