@@ -47,8 +47,9 @@ SAMPLING_DEFAULTS = {
     "no-think": dict(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=1.5),
 }
 DEFAULT_MAX_NEW_TOKENS = 32768      # paper §4.6: maximum output length; the context caps it further
-DEFAULT_MAX_CONTEXT = 32768         # KV cache length unless the model's context is shorter (spec §2.4)
+DEFAULT_MAX_CONTEXT = 16384         # KV cache length unless the model's context is shorter
 SOFT_SWITCH = re.compile(r"/(think|no_think)\b")
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "</think>")
 
 HELP = """commands (a ':' prefix, so they never collide with the /think and /no_think switches):
   :help             this text
@@ -283,9 +284,9 @@ class Display:
         self.out.write("\n")
         self.out.flush()
 
-    def notice(self, text: str):
+    def notice(self, text: str, brackets: bool = True):
         self.out.flush()
-        self.err.write(f"[{text}]\n")
+        self.err.write(f"[{text}]\n" if brackets else text + "\n")
         self.err.flush()
 
 
@@ -319,16 +320,24 @@ class ChatSession:
     def __init__(self, model, tokenizer, system=None, max_context=None, log=None):
         from qwen3mini.generation import Generator
 
-        self.model, self.tok, self.log = model, tokenizer, log or EventLog(None)
-        self.context = min(model.config.max_position_embeddings, max_context or DEFAULT_MAX_CONTEXT)
-        self.gen = Generator(model, max_seq_len=self.context, batch_size=1)
-        self.system = [{"role": "system", "content": system}] if system else []
-        self.history = []                                 # user/assistant messages of finished turns
         special = tokenizer.token_to_id
+        missing = [t for t in CHAT_TOKENS if t not in special]
+        if missing:
+            raise ChatError(f"the tokenizer lacks Qwen3's chat tokens {missing} (spec §3): not a Qwen3 tokenizer")
         self.turn_start_id = special["<|im_start|>"]
         self.think_id, self.end_think_id = special["<think>"], special["</think>"]
         self.stop_ids = set(model.config.eos_token_ids) | {special["<|im_end|>"], special["<|endoftext|>"]}
         self.stop_thinking_ids = tokenizer.encode(STOP_THINKING)
+
+        self.model, self.tok, self.log = model, tokenizer, log or EventLog(None)
+        self.system = [{"role": "system", "content": system}] if system else []
+        self.history = []                                 # user/assistant messages of finished turns
+        self.context = min(model.config.max_position_embeddings, max_context or DEFAULT_MAX_CONTEXT)
+        try:
+            self.gen = Generator(model, max_seq_len=self.context, batch_size=1)
+        except (RuntimeError, MemoryError) as error:
+            raise ChatError(f"no memory for a {self.context}-token KV cache ({error}); "
+                            "set QWEN3MINI_MAX_CONTEXT to a smaller context") from None
 
     def reset(self):
         self.history = []
@@ -504,7 +513,7 @@ class Chat:
         if name in ("quit", "exit", "q"):
             return False
         if name == "help":
-            self.display.notice(HELP)
+            self.display.notice(HELP, brackets=False)
         elif name == "reset":
             self.session.reset()
             self.display.notice("conversation cleared")
@@ -525,6 +534,8 @@ class Chat:
                 import readline  # noqa: F401  (line editing and history for input())
             except ImportError:
                 pass
+            config = self.session.model.config
+            self.display.notice(f"{config.describe()}; context {self.session.context} tokens")
             self.display.notice(f"{'thinking' if self.think else 'non-thinking'} mode; :help for commands, "
                                 "Ctrl-D to quit")
         while True:
@@ -551,9 +562,13 @@ class Chat:
 def main(argv=None) -> int:
     args = parse_args(argv)
     display = Display()
+    max_context = os.environ.get("QWEN3MINI_MAX_CONTEXT")
     try:
+        max_context = int(max_context) if max_context else None
         model, tokenizer = load(args.model, args.device, args.dtype)
-    except ChatError as error:
+        session = ChatSession(model, tokenizer, args.system, max_context,
+                              EventLog(os.environ.get("QWEN3MINI_CHAT_LOG")))
+    except (ChatError, ValueError) as error:
         print(f"chat.py: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -561,8 +576,6 @@ def main(argv=None) -> int:
     if args.seed is not None:
         import torch
         torch.manual_seed(args.seed)
-    max_context = int(os.environ["QWEN3MINI_MAX_CONTEXT"]) if os.environ.get("QWEN3MINI_MAX_CONTEXT") else None
-    session = ChatSession(model, tokenizer, args.system, max_context, EventLog(os.environ.get("QWEN3MINI_CHAT_LOG")))
     chat = Chat(session, args, display)
     if args.prompt is not None:
         reply = chat.turn(args.prompt)

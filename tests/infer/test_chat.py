@@ -366,3 +366,13 @@ def test_kv_cache_reuse_gives_the_logits_of_a_fresh_prefill(tokenizer):
     with torch.no_grad():
         fresh_logits = model(torch.tensor([ids]))[0, -1]
     torch.testing.assert_close(reused_logits, fresh_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_a_tokenizer_without_chat_tokens_is_refused():
+    from qwen3mini.config import PRESETS
+    from qwen3mini.model import Qwen3ForCausalLM
+    from qwen3mini.tokenizer import Tokenizer
+
+    bytes_only = Tokenizer([bytes([b]) for b in range(256)], merges=[])
+    with pytest.raises(chat.ChatError, match=r"lacks Qwen3's chat tokens \['<\|im_start\|>'"):
+        chat.ChatSession(Qwen3ForCausalLM(PRESETS["tiny"]), bytes_only)
