@@ -123,6 +123,20 @@ def bench_decode(batch, context, n_heads, n_kv, d, copy_bw):
     record("decode", case + f" graph x{sets}", t, "GB/s", nbytes / t / 1e9, "d2d copy", copy_bw / 1e9)
 
 
+# ---------------------------------------------------------------------------------------------------- GEMV
+def bench_gemv(rows, features_in, features_out, copy_bw):
+    """Decode projections (a few rows): our GEMV vs cuBLAS (F.linear), both graph-timed over rotating weights."""
+    backend = cuda_ops.CudaBackend()
+    nbytes = features_in * features_out * 2
+    sets = max(1, min(64, int(256e6 // nbytes)))
+    ws = [torch.randn(features_out, features_in, device="cuda", dtype=torch.bfloat16) for _ in range(sets)]
+    x = torch.randn(rows, features_in, device="cuda", dtype=torch.bfloat16)
+    t = graph_time([lambda w=w: backend.linear(x, w) for w in ws])
+    t_blas = graph_time([lambda w=w: F.linear(x, w) for w in ws])
+    record("gemv", f"M{rows} {features_in}->{features_out} graph x{sets}", t, "GB/s", nbytes / t / 1e9,
+           "cuBLAS F.linear", nbytes / t_blas / 1e9, note=f"copy {copy_bw / 1e9:.0f} GB/s")
+
+
 # ----------------------------------------------------------------------------------------------------- MoE
 def hf_moe_block(experts_impl, hidden, experts, top_k, inter, weights):
     from transformers.models.qwen3_moe.configuration_qwen3_moe import Qwen3MoeConfig
@@ -204,6 +218,9 @@ def main():
     for batch, context in ([(1, 8192), (16, 4096), (64, 2048)] if not args.quick else [(16, 4096)]):
         bench_decode(batch, context, 32, 8, 128, copy_bw)
     bench_decode(1, 4096, 16, 8, 128, copy_bw)  # Qwen3-0.6B heads
+    for rows, features_in, features_out in [(1, 1024, 2048), (1, 1024, 3072), (1, 3072, 1024), (1, 1024, 151936),
+                                            (8, 1024, 3072)]:  # Qwen3-0.6B projections and its LM head
+        bench_gemv(rows, features_in, features_out, copy_bw)
     for tokens in (1, 64, 4096):
         bench_moe(tokens, copy_bw)
     if args.json:

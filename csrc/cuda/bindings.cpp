@@ -10,12 +10,14 @@ torch::Tensor moe_experts_cuda(torch::Tensor x, torch::Tensor topk_ids, torch::T
 std::vector<torch::Tensor> add_rms_norm_cuda(torch::Tensor x, c10::optional<torch::Tensor> residual,
                                              torch::Tensor weight, double eps);
 torch::Tensor apply_rope_cuda(torch::Tensor x, torch::Tensor cos, torch::Tensor sin);
+torch::Tensor gemv_cuda(torch::Tensor x, torch::Tensor weight);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "qwen3mini CUDA kernels: fused attention (prefill, split-KV decode), MoE dispatch, RMSNorm, RoPE";
+  m.doc() = "qwen3mini CUDA kernels: fused attention (prefill, split-KV decode), MoE dispatch, RMSNorm, RoPE, GEMV";
   m.def("attention_prefill", &attention_prefill_cuda, "varlen causal attention (bottom-right aligned)");
   m.def("attention_decode", &attention_decode_cuda, "decode attention over a KV cache, split-KV");
   m.def("moe_experts", &moe_experts_cuda, "MoE dispatch: route, grouped SwiGLU GEMMs, combine");
   m.def("add_rms_norm", &add_rms_norm_cuda, "RMSNorm, optionally fused with the residual add");
   m.def("apply_rope", &apply_rope_cuda, "rotary embedding, split-halves layout");
+  m.def("gemv", &gemv_cuda, "x[M, K] @ W[N, K]^T for M <= 8 rows (decode projections)");
 }

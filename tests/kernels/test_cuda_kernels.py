@@ -167,6 +167,23 @@ def test_moe_experts_qwen3_30b_shape(cuda_backend, tokens):
     check_close(out, ref, truth, f"moe 30B-A3B N={tokens}")
 
 
+# -------------------------------------------------------------------------------------------- linear (GEMV)
+@needs_cuda
+@gpu_settings
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=2).filter(lambda lead: lead[0] * lead[-1] <= 8),
+       st.sampled_from([8, 64, 1000, 1024, 3072]), st.integers(1, 3000), st.sampled_from(DTYPES),
+       st.integers(0, 2**31))
+def test_linear_decode_rows(cuda_backend, lead, features_in, features_out, dtype, seed):
+    """At most 8 rows go to the GEMV kernel (decode); the result must match cuBLAS-grade accuracy."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = rand(*lead, features_in, dtype=dtype, generator=g)
+    w = rand(features_out, features_in, dtype=dtype, generator=g) * features_in ** -0.5
+    poison_allocator(x.numel() // features_in * features_out * 2)
+    out = cuda_backend.linear(x, w)
+    assert out.shape == (*lead, features_out)
+    check_close(out, REF.linear(x, w), REF.linear(x.double(), w.double()), f"linear {lead}x{features_in}->{features_out}")
+
+
 # ------------------------------------------------------------------------------------- norms and rotary
 @needs_cuda
 @gpu_settings
