@@ -97,14 +97,11 @@ def test_command_line_jsonl_and_text_inputs(scripted_model, tmp_path):
         assert (r["thinking"], r["response"], r["finish_reason"]) == (" one", "你 ok", "stop")
         assert r["completion_tokens"] == 7 and r["prompt_tokens"] > 5
 
+
+def test_text_input_is_one_prompt_per_line(tmp_path):
     text = tmp_path / "prompts.txt"
-    text.write_text("first\nsecond\n")
-    proc = subprocess.run([sys.executable, SCRIPT, "--model", scripted_model, "--input", str(text),
-                           "--output", str(out), "--no-think"], capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["prompt"], r["response"], r["thinking"]) for r in records] == [("first", "你 ok", ""),
-                                                                             ("second", "你 ok", "")]
+    text.write_text("first\n\nsecond line\n")
+    assert gen.read_prompts(str(text)) == [{"prompt": "first"}, {"prompt": "second line"}]
 
 
 def test_bad_input_names_the_line(tmp_path):
