@@ -88,18 +88,19 @@ template <class T> inline void to_float_row(const T* src, float* dst, int n, flo
 //
 // Decode is bound by reading the weights, so W is streamed exactly once: each thread takes blocks of 4
 // output features (4 rows of W) and multiplies them with *all* M rows of x while those 4 rows sit in L1.
-// x arrives already widened to fp32 (it is small). The micro-kernel keeps 4 x MR accumulators.
+// x arrives already widened to fp32 (it is small). The micro-kernel keeps 4 x MR accumulators, MR <= 3 rows
+// of x, and one row of W in registers: 4*3 + 3 + 1 = 16, all 16 ymm registers of AVX2, no spills.
 
 template <int NR, int MR, class T>
 inline void dot_tile(const float* x, int64_t ldx, const T* w, int64_t ldw, int K, float* result /*[MR][NR]*/) {
     v8f acc[MR][NR] = {};
     int i = 0;
     for (; i + 8 <= K; i += 8) {
-        v8f wv[NR];
-        for (int n = 0; n < NR; ++n) wv[n] = load8(w + n * ldw + i);
-        for (int m = 0; m < MR; ++m) {
-            v8f xv = load8(x + m * ldx + i);
-            for (int n = 0; n < NR; ++n) acc[m][n] += xv * wv[n];
+        v8f xv[MR];
+        for (int m = 0; m < MR; ++m) xv[m] = load8(x + m * ldx + i);
+        for (int n = 0; n < NR; ++n) {
+            const v8f wv = load8(w + n * ldw + i);
+            for (int m = 0; m < MR; ++m) acc[m][n] += xv[m] * wv;
         }
     }
     for (int m = 0; m < MR; ++m)
@@ -114,16 +115,15 @@ inline void dot_tile(const float* x, int64_t ldx, const T* w, int64_t ldw, int K
 template <int NR, class T, class OutT>
 inline void linear_rows(const float* x, int64_t ldx, int M, const T* w, int64_t ldw, int K, int n0,
                         OutT* out, int64_t ldo) {
-    float result[4 * NR];
-    for (int m0 = 0; m0 < M; m0 += 4) {
-        int mr = std::min(4, M - m0);
+    float result[3 * NR];
+    for (int m0 = 0; m0 < M; m0 += 3) {
+        int mr = std::min(3, M - m0);
         const float* xm = x + m0 * ldx;
         const T* wn = w + n0 * ldw;
         switch (mr) {
             case 1: dot_tile<NR, 1>(xm, ldx, wn, ldw, K, result); break;
             case 2: dot_tile<NR, 2>(xm, ldx, wn, ldw, K, result); break;
-            case 3: dot_tile<NR, 3>(xm, ldx, wn, ldw, K, result); break;
-            default: dot_tile<NR, 4>(xm, ldx, wn, ldw, K, result); break;
+            default: dot_tile<NR, 3>(xm, ldx, wn, ldw, K, result); break;
         }
         for (int m = 0; m < mr; ++m)
             for (int n = 0; n < NR; ++n)
