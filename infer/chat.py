@@ -501,6 +501,11 @@ class Chat:
                 self.display.notice(f"message not sent: the prompt would be {error.args[0]} tokens and the "
                                     f"context holds {self.session.context}, with room kept for the reply")
                 return None
+            except Exception as error:  # e.g. out of memory: report it, keep the conversation going
+                self.session.gen.reset()
+                self.display.end_reply()
+                self.display.notice(f"reply failed ({type(error).__name__}: {error}); this turn was discarded")
+                return None
         self.display.end_reply()
         if reply.finish == "interrupted":
             self.display.notice("interrupted; this turn was discarded")
