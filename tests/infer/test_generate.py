@@ -61,6 +61,16 @@ def test_batch_with_budget_inserts_the_stop_text(loaded, budget):
         assert r["generated_tokens"] == 1 + budget + 5          # <think>, budget, 你 (3 bytes), " ok", end
 
 
+def test_budget_in_a_mixed_batch(loaded):
+    """Rows that stop early, rows that hit the budget and rows without thinking share one batch."""
+    model, tok = loaded
+    thinking, direct = prompts(tok, think=True, texts=["a"]), prompts(tok, think=False, texts=["a long one"])
+    results = gen.generate_batch(model, tok, thinking + direct + thinking, 64, GREEDY, budget=5)
+    budgeted = ("<think> one two three four five" + STOP + "你 ok<|im_end|>", " one two three four five", "你 ok")
+    assert [texts(tok, r) for r in results] == [budgeted, ("你 ok<|im_end|>", "", "你 ok"), budgeted]
+    assert [r["generated_tokens"] for r in results] == [11, 5, 11]
+
+
 def test_budget_larger_than_the_thinking_changes_nothing(loaded):
     model, tok = loaded
     plain = gen.generate_batch(model, tok, prompts(tok, think=True), 64, GREEDY)
