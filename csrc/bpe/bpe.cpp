@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <queue>
 #include <string>
 #include <string_view>
@@ -130,7 +131,8 @@ static std::string_view utf8_view(const py::str& s) {
 // ------------------------------------------------------------------------------------------------- merge loop
 class Encoder {
  public:
-  Encoder(std::vector<int> byte_ids, const std::vector<std::tuple<int, int, int>>& merges) : byte_ids_(byte_ids) {
+  Encoder(std::vector<int> byte_ids, const std::vector<std::tuple<int, int, int>>& merges, size_t cache_limit)
+      : byte_ids_(byte_ids), cache_limit_(std::max<size_t>(cache_limit, 1)) {
     if (byte_ids_.size() != 256) throw std::invalid_argument("byte_ids must have 256 entries");
     ranks_.reserve(merges.size() * 2);
     for (size_t r = 0; r < merges.size(); ++r) {
@@ -150,25 +152,16 @@ class Encoder {
     std::vector<int> out;
     out.reserve(text.size() / 3);
     pretokenize_offsets(text, cps_, offsets_, pieces_);
-    std::string key_buf;
     for (auto [s, e] : pieces_) {
       std::string_view piece = text.substr(s, e - s);
       if (piece.size() == 1) {  // digits, lone spaces, ASCII punctuation: no merge possible
         out.push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
-        continue;
-      }
-      if (piece.size() > kCacheMaxBytes) {  // long runs are rare; caching them would only waste memory
+      } else if (piece.size() > kCacheMaxBytes) {  // long runs are rare; caching them would only waste memory
         auto ids = merge(piece);
         out.insert(out.end(), ids.begin(), ids.end());
-        continue;
+      } else {
+        cached_merge(piece, out);
       }
-      key_buf.assign(piece);
-      auto it = cache_.find(key_buf);
-      if (it == cache_.end()) {
-        if (cache_.size() >= kCacheLimit) cache_.clear();
-        it = cache_.emplace(key_buf, merge(piece)).first;
-      }
-      out.insert(out.end(), it->second.begin(), it->second.end());
     }
     return out;
   }
@@ -185,7 +178,69 @@ class Encoder {
   struct Merge { int rank, id; };
   static constexpr size_t kScanLimit = 48;        // pieces longer than this use the O(n log n) heap loop
   static constexpr size_t kCacheMaxBytes = 256;
-  static constexpr size_t kCacheLimit = 1 << 20;
+
+  // The per-pre-token cache: open addressing over flat slots, keys and ids in two arenas. A node-based
+  // std::unordered_map spent most of encode() chasing pointers; this needs about one cache line per hit.
+  struct Slot { uint64_t hash; uint32_t key_off, key_len, ids_off, ids_len; };  // key_len == 0: empty
+
+  static uint64_t hash_bytes(std::string_view s) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ s.size(), v;
+    size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+      std::memcpy(&v, s.data() + i, 8);
+      h = (h ^ v) * 0xFF51AFD7ED558CCDull;
+      h ^= h >> 32;
+    }
+    v = 0;
+    std::memcpy(&v, s.data() + i, s.size() - i);
+    h = (h ^ v) * 0xC4CEB9FE1A85EC53ull;
+    return h ^ (h >> 29);
+  }
+
+  void reset_cache(size_t capacity) {
+    slots_.assign(capacity, Slot{0, 0, 0, 0, 0});
+    key_arena_.clear();
+    ids_arena_.clear();
+    cached_ = 0;
+  }
+
+  void insert_slot(const Slot& slot) {
+    const size_t mask = slots_.size() - 1;
+    size_t i = slot.hash & mask;
+    while (slots_[i].key_len != 0) i = (i + 1) & mask;
+    slots_[i] = slot;
+  }
+
+  // Appends the ids of `piece` to `out`, merging it only the first time it is seen.
+  void cached_merge(std::string_view piece, std::vector<int>& out) {
+    if (slots_.empty()) reset_cache(1 << 16);
+    const uint64_t h = hash_bytes(piece);
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = h & mask; slots_[i].key_len != 0; i = (i + 1) & mask) {
+      const Slot& slot = slots_[i];
+      if (slot.hash == h && slot.key_len == piece.size() &&
+          std::memcmp(key_arena_.data() + slot.key_off, piece.data(), piece.size()) == 0) {
+        const int* ids = ids_arena_.data() + slot.ids_off;
+        out.insert(out.end(), ids, ids + slot.ids_len);
+        return;
+      }
+    }
+    if (cached_ >= cache_limit_) reset_cache(slots_.size());  // bounded memory: start over
+    if (2 * (cached_ + 1) > slots_.size()) {                  // keep the load factor below 1/2
+      std::vector<Slot> old;
+      old.swap(slots_);
+      slots_.assign(old.size() * 2, Slot{0, 0, 0, 0, 0});
+      for (const Slot& slot : old)
+        if (slot.key_len != 0) insert_slot(slot);
+    }
+    std::vector<int> ids = merge(piece);
+    insert_slot(Slot{h, static_cast<uint32_t>(key_arena_.size()), static_cast<uint32_t>(piece.size()),
+                     static_cast<uint32_t>(ids_arena_.size()), static_cast<uint32_t>(ids.size())});
+    key_arena_.append(piece);
+    ids_arena_.insert(ids_arena_.end(), ids.begin(), ids.end());
+    ++cached_;
+    out.insert(out.end(), ids.begin(), ids.end());
+  }
 
   static uint64_t key(int a, int b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b); }
 
@@ -243,8 +298,12 @@ class Encoder {
   }
 
   std::vector<int> byte_ids_;
+  size_t cache_limit_;  // pre-tokens remembered before the cache starts over
   std::unordered_map<uint64_t, Merge> ranks_;
-  std::unordered_map<std::string, std::vector<int>> cache_;
+  std::vector<Slot> slots_;
+  std::string key_arena_;
+  std::vector<int> ids_arena_;
+  size_t cached_ = 0;
   std::vector<uint32_t> cps_, offsets_;                       // scratch buffers reused across calls
   std::vector<std::pair<uint32_t, uint32_t>> pieces_;
 };
@@ -355,8 +414,8 @@ static py::list to_list(const std::vector<int>& ids) {
 PYBIND11_MODULE(_bpe, m) {
   m.doc() = "Byte-level BPE hot path of qwen3mini.tokenizer (see csrc/bpe/bpe.cpp)";
   py::class_<Encoder>(m, "Encoder")
-      .def(py::init<std::vector<int>, const std::vector<std::tuple<int, int, int>>&>(), py::arg("byte_ids"),
-           py::arg("merges"))
+      .def(py::init<std::vector<int>, const std::vector<std::tuple<int, int, int>>&, size_t>(), py::arg("byte_ids"),
+           py::arg("merges"), py::arg("cache_limit") = 1 << 20)
       .def("encode", [](Encoder& e, const py::str& text) { return to_list(e.encode(utf8_view(text))); },
            "ids of already-normalised text (no added-token matching)")
       .def("merge", [](const Encoder& e, const py::bytes& piece) {

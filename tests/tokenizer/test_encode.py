@@ -147,3 +147,22 @@ def test_public_api(qwen_dir, tok):
     assert public.decode(public.encode(text), skip_special_tokens=True) == "user\nHello 世界!! 2025"
     prompt_ids = public.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)
     assert public.decode(prompt_ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_cache_growth_and_start_over_keep_ids(tok, tok_py):
+    """The C++ cache grows (rehashing) past 32k distinct pre-tokens, or starts over when full: same ids."""
+    if tok._fast is None:
+        pytest.skip("C++ extension not built")
+    import random
+
+    from qwen3mini import _bpe
+    rng = random.Random(0)
+    words = " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyzé你") for _ in range(rng.randint(2, 9)))
+                     for _ in range(40000))
+    text = unicodedata.normalize("NFC", "\n".join(CORPUS.values()) + words)
+    growing = _bpe.Encoder(tok.bpe.byte_ids, tok.bpe.merges)
+    tiny = _bpe.Encoder(tok.bpe.byte_ids, tok.bpe.merges, cache_limit=3)
+    expected = growing.encode(text)
+    assert growing.encode(text) == expected  # now from the grown cache
+    assert tiny.encode(text) == expected
+    assert tok_py.encode_ordinary(text) == expected
