@@ -70,8 +70,8 @@ class TrainSettings:
     parallel: str = "ddp"               # "ddp" | "fsdp" (used only with more than one process)
     # bookkeeping
     log_every: int = 10
-    eval_every: int = 200
-    eval_batches: int = 20
+    eval_every: int = 250
+    eval_batches: int = 10
     ckpt_every: int = 500
     resume: bool = True                 # continue from out_dir/ckpt if one is there
     progress: bool = True               # tqdm bar on rank 0
@@ -337,6 +337,9 @@ class Trainer:
         use_bf16 = settings.dtype == "bfloat16" and info.device.type == "cuda"
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext())
         self.elapsed = 0.0                     # training seconds, carried over resumes
+        # The loss upcasts [tokens, vocab] logits to fp32: compiled, the upcast fuses into the log-softmax
+        # instead of writing and re-reading a full fp32 copy.
+        self.lm_loss = torch.compile(lm_loss) if settings.compile else lm_loss
 
     # ---------------------------------------------------------------- one optimizer step
     def _forward(self, inputs):
@@ -379,8 +382,8 @@ class Trainer:
             with no_sync():
                 with self.autocast:
                     logits, router_logits = self._forward(inputs)
-                lm_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-                loss = lm_loss / s.grad_accum
+                lm = self.lm_loss(logits, targets)
+                loss = lm / s.grad_accum
                 if router_logits is not None:
                     if counts is None:                     # one micro-batch: its forward gives the counts
                         counts = all_reduce(expert_counts(router_logits, self.config.num_experts_per_tok))
@@ -388,7 +391,7 @@ class Trainer:
                     loss = loss + s.lbl_coef * lbl
                     lbl_total += lbl.detach()
                 loss.backward()
-            lm_total += lm_loss.detach() / s.grad_accum
+            lm_total += lm.detach() / s.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -416,7 +419,7 @@ class Trainer:
             inputs, targets = (t.to(self.info.device) for t in self.val_data.next_batch())
             with self.autocast:
                 logits = model(inputs)
-            total += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            total += self.lm_loss(logits, targets)
         self.val_data.load_state_dict(start)
         model.train()
         all_reduce(total)
@@ -537,6 +540,11 @@ class Trainer:
         if self.info.is_main:
             print(f"resumed from {folder} at step {self.step}")
         return True
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in fp32. logits [B, T, V], targets [B, T]."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
 def expert_load_stats(counts: torch.Tensor) -> dict:
