@@ -19,5 +19,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("moe_experts", &moe_experts_cuda, "MoE dispatch: route, grouped SwiGLU GEMMs, combine");
   m.def("add_rms_norm", &add_rms_norm_cuda, "RMSNorm, optionally fused with the residual add");
   m.def("apply_rope", &apply_rope_cuda, "rotary embedding, split-halves layout");
-  m.def("gemv", &gemv_cuda, "x[M, K] @ W[N, K]^T for M <= 8 rows (decode projections)");
+  m.def("gemv", &gemv_cuda, "x[1, K] @ W[N, K]^T (batch-1 decode projections)");
 }

@@ -1,11 +1,12 @@
-// Skinny matrix product for decode: y[M, N] = x[M, K] @ W[N, K]^T with M <= 8 rows (fp32 accumulation).
+// Matrix-vector product for batch-1 decode: y[N] = W[N, K] @ x[K] (fp32 accumulation).
 //
 // Contract: qwen3mini/ops/reference.py (linear). In batch-1 decode every projection is a matrix-vector product
 // and speed is the rate at which W streams from memory. cuBLAS picks GEMM tilings for these shapes that reached
 // only ~0.85 TB/s on Qwen3-0.6B's projections (bench/RESULTS.md); here one warp owns one output column (one row
 // of W): its 32 lanes read the row in 16-byte vectors, up to UNROLL of them in flight per lane before the first
-// use, multiply by the M rows of x (tiny, served from L1/L2) and reduce with shuffles. Thousands of warps in
-// flight keep enough loads outstanding to approach the copy bandwidth even for a 2 MB matrix.
+// use, multiply by x (tiny, served from L1/L2) and reduce with shuffles. Thousands of warps in flight keep
+// enough loads outstanding to approach the copy bandwidth even for a 2 MB matrix. Measured 1.1-1.3x cuBLAS for
+// one row but 0.8x at 8 rows (bench/RESULTS.md), so only single rows come here; more rows go to cuBLAS.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -17,14 +18,14 @@ namespace q3 {
 
 constexpr int GEMV_WARPS = 4, GEMV_UNROLL = 4;
 
-template <typename T, int M>
+template <typename T>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                                T* __restrict__ y, int n, int k) {
   const int lane = threadIdx.x % 32;
   const int64_t col = (int64_t)blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
   if (col >= n) return;
   const T* wr = w + col * k;
-  float acc[M] = {};
+  float acc = 0.f;
   for (int base = lane * 8; base < k; base += 32 * 8 * GEMV_UNROLL) {
     uint4 wv[GEMV_UNROLL];
 #pragma unroll
@@ -37,53 +38,32 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restri
       const int c = base + u * 32 * 8;
       if (c >= k) break;
       const T* wt = reinterpret_cast<const T*>(&wv[u]);
+      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + c));
+      const T* xt = reinterpret_cast<const T*>(&xv);
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + (int64_t)m * k + c));
-        const T* xt = reinterpret_cast<const T*>(&xv);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[m] += Traits<T>::to_float(xt[i]) * Traits<T>::to_float(wt[i]);
-      }
+      for (int i = 0; i < 8; ++i) acc += Traits<T>::to_float(xt[i]) * Traits<T>::to_float(wt[i]);
     }
   }
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    float v = acc[m];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    if (lane == 0) y[(int64_t)m * n + col] = Traits<T>::from_float(v);
-  }
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, o);
+  if (lane == 0) y[col] = Traits<T>::from_float(acc);
 }
 
 }  // namespace q3
 
 namespace {
-template <typename T, int M>
+template <typename T>
 void launch_gemv(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor& y) {
   const int n = w.size(0), k = w.size(1);
   const int blocks = (n + q3::GEMV_WARPS - 1) / q3::GEMV_WARPS;
-  q3::gemv_kernel<T, M><<<blocks, q3::GEMV_WARPS * 32, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  q3::gemv_kernel<T><<<blocks, q3::GEMV_WARPS * 32, 0, c10::cuda::getCurrentCUDAStream()>>>(
       static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), static_cast<T*>(y.data_ptr()), n, k);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-template <typename T>
-void dispatch_rows(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor& y) {
-  switch (x.size(0)) {
-    case 1: return launch_gemv<T, 1>(x, w, y);
-    case 2: return launch_gemv<T, 2>(x, w, y);
-    case 3: return launch_gemv<T, 3>(x, w, y);
-    case 4: return launch_gemv<T, 4>(x, w, y);
-    case 5: return launch_gemv<T, 5>(x, w, y);
-    case 6: return launch_gemv<T, 6>(x, w, y);
-    case 7: return launch_gemv<T, 7>(x, w, y);
-    default: return launch_gemv<T, 8>(x, w, y);
-  }
 }
 }  // namespace
 
 torch::Tensor gemv_cuda(torch::Tensor x, torch::Tensor weight) {
-  TORCH_CHECK(x.is_cuda() && x.dim() == 2 && x.size(0) >= 1 && x.size(0) <= 8,
-              "gemv: x must be a CUDA tensor [M, K] with 1 <= M <= 8, got ", x.sizes());
+  TORCH_CHECK(x.is_cuda() && x.dim() == 2 && x.size(0) == 1, "gemv: x must be a CUDA tensor [1, K], got ",
+              x.sizes());
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(1), "gemv: weight must be [N, ", x.size(1), "], got ",
               weight.sizes());
   TORCH_CHECK(x.scalar_type() == weight.scalar_type() &&
@@ -97,7 +77,7 @@ torch::Tensor gemv_cuda(torch::Tensor x, torch::Tensor weight) {
               "gemv: x and weight must be 16-byte aligned");
   auto y = torch::empty({x.size(0), weight.size(0)}, x.options());
   if (weight.size(0) == 0) return y;
-  if (x.scalar_type() == at::kBFloat16) dispatch_rows<__nv_bfloat16>(xc, wc, y);
-  else dispatch_rows<__half>(xc, wc, y);
+  if (x.scalar_type() == at::kBFloat16) launch_gemv<__nv_bfloat16>(xc, wc, y);
+  else launch_gemv<__half>(xc, wc, y);
   return y;
 }

@@ -218,38 +218,63 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32) moe_gemm_kernel(const G
 }
 
 // ============================================================================================== 4. combine
-// One block per token; each thread owns 8 consecutive hidden columns (one 16-byte vector).
+// One block per token; each thread owns 8 consecutive hidden columns (one 16-byte vector). The token's slots are
+// first put in ascending expert order in shared memory; then a thread loads the y vectors of up to
+// COMBINE_BATCH slots before using any (independent loads in flight instead of a chain of k round trips).
+constexpr int MAX_TOP_K = 64, COMBINE_BATCH = 8;
+
 template <typename T>
 __global__ void moe_combine_kernel(const T* __restrict__ y, const int64_t* __restrict__ ids,
                                    const T* __restrict__ weights, const int* __restrict__ pair_pos, T* out,
                                    int top_k, int hidden) {
-  const int tok = blockIdx.x;
-  const int64_t* tid = ids + (int64_t)tok * top_k;
+  __shared__ int s_pos[MAX_TOP_K];
+  __shared__ float s_w[MAX_TOP_K];
+  const int64_t tok = blockIdx.x;
+  if (threadIdx.x == 0) {  // slots in ascending expert id (ids are distinct); dropped slots (pos < 0) skipped
+    int64_t prev = -1;
+    int n = 0;
+    for (int step = 0; step < top_k; ++step) {
+      int best = -1;
+      for (int j = 0; j < top_k; ++j) {
+        const int64_t e = ids[tok * top_k + j];
+        if (e > prev && (best < 0 || e < ids[tok * top_k + best])) best = j;
+      }
+      if (best < 0) break;
+      prev = ids[tok * top_k + best];
+      const int pos = pair_pos[tok * top_k + best];
+      if (pos < 0) continue;
+      s_pos[n] = pos;
+      s_w[n++] = Traits<T>::to_float(weights[tok * top_k + best]);
+    }
+    for (int j = n; j < top_k; ++j) s_pos[j] = -1;
+  }
+  __syncthreads();
   for (int c = threadIdx.x * 8; c < hidden; c += blockDim.x * 8) {
     float acc[8] = {};
-    int64_t prev = -1;
-    for (int step = 0; step < top_k; ++step) {  // next expert in ascending id order (ids are distinct)
-      int best = -1;
-      for (int j = 0; j < top_k; ++j)
-        if (tid[j] > prev && (best < 0 || tid[j] < tid[best])) best = j;
-      if (best < 0) break;
-      prev = tid[best];
-      const int pos = pair_pos[(int64_t)tok * top_k + best];
-      if (pos < 0) continue;
-      const float w = Traits<T>::to_float(weights[(int64_t)tok * top_k + best]);
-      const uint4 raw = *reinterpret_cast<const uint4*>(y + (int64_t)pos * hidden + c);
-      const T* yv = reinterpret_cast<const T*>(&raw);
+    for (int s0 = 0; s0 < top_k; s0 += COMBINE_BATCH) {
+      uint4 raw[COMBINE_BATCH];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {  // HF: (y * w) rounded, then the running sum rounded
-        const float prod = Traits<T>::to_float(Traits<T>::from_float(Traits<T>::to_float(yv[i]) * w));
-        acc[i] = Traits<T>::to_float(Traits<T>::from_float(acc[i] + prod));
+      for (int j = 0; j < COMBINE_BATCH; ++j) {
+        const int pos = s0 + j < top_k ? s_pos[s0 + j] : -1;
+        raw[j] = pos >= 0 ? *reinterpret_cast<const uint4*>(y + (int64_t)pos * hidden + c) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int j = 0; j < COMBINE_BATCH; ++j) {
+        if (s0 + j >= top_k || s_pos[s0 + j] < 0) break;
+        const T* yv = reinterpret_cast<const T*>(&raw[j]);
+        const float w = s_w[s0 + j];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {  // HF: (y * w) rounded, then the running sum rounded
+          const float prod = Traits<T>::to_float(Traits<T>::from_float(Traits<T>::to_float(yv[i]) * w));
+          acc[i] = Traits<T>::to_float(Traits<T>::from_float(acc[i] + prod));
+        }
       }
     }
     uint4 packed;
     uint32_t* pw = reinterpret_cast<uint32_t*>(&packed);
 #pragma unroll
     for (int i = 0; i < 4; ++i) pw[i] = Traits<T>::pack(acc[2 * i], acc[2 * i + 1]);
-    *reinterpret_cast<uint4*>(out + (int64_t)tok * hidden + c) = packed;
+    *reinterpret_cast<uint4*>(out + tok * hidden + c) = packed;
   }
 }
 
@@ -331,7 +356,8 @@ torch::Tensor moe_experts_cuda(torch::Tensor x, torch::Tensor topk_ids, torch::T
               "moe_experts: weights must be in x.dtype");
   TORCH_CHECK(x.size(1) % 8 == 0 && w_down.size(2) % 8 == 0,
               "moe_experts: hidden and expert sizes must be multiples of 8 (16-byte rows)");
-  TORCH_CHECK(w_gate_up.size(0) <= 1024, "moe_experts: at most 1024 experts");
+  TORCH_CHECK(w_gate_up.size(0) <= 1024 && topk_ids.size(1) <= q3::MAX_TOP_K,
+              "moe_experts: at most 1024 experts and ", q3::MAX_TOP_K, " experts per token");
   const c10::cuda::CUDAGuard guard(x.device());
   auto xc = x.contiguous(), ids = topk_ids.contiguous(), wts = topk_weights.contiguous();
   auto wgu = w_gate_up.contiguous(), wd = w_down.contiguous();

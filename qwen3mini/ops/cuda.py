@@ -2,8 +2,8 @@
 
 Kernels exist for bf16 and fp16 (the dtypes a GPU model runs in); fp32 inputs, shapes a kernel does not cover
 (head_dim other than 64/128, sizes not a multiple of 8) and CPU tensors run the reference ops instead, so every
-call computes the contract of ``reference.py`` whatever it is given. ``linear`` with at most 8 rows (decode) is
-a bandwidth-bound GEMV kernel (csrc/cuda/gemv.cu); with more rows it is cuBLAS through ``F.linear``.
+call computes the contract of ``reference.py`` whatever it is given. ``linear`` of a single row (batch-1 decode)
+is a bandwidth-bound GEMV kernel (csrc/cuda/gemv.cu); with more rows it is cuBLAS through ``F.linear``.
 
 Importing this module never fails on a machine without CUDA or without the built extension (``register`` then
 registers nothing), except when ``QWEN3MINI_REQUIRE_EXT=1`` and a GPU is present: then a missing extension is
@@ -84,20 +84,18 @@ class CudaBackend(ReferenceBackend):
         # the cache capacity are clamped to it by the kernel.
         return _cuda.attention_decode(q, k_cache, v_cache, cache_seqlens.to(torch.int32), float(scale))
 
-    GEMV_MAX_ROWS = 8
-
     def linear(self, x, weight):
         k = x.shape[-1]
         rows = x.numel() // k if k else 0
         if (_on_gpu(x, weight) and x.dtype == weight.dtype and weight.dim() == 2 and k % 8 == 0
-                and 1 <= rows <= self.GEMV_MAX_ROWS and weight.data_ptr() % 16 == 0):
-            return _cuda.gemv(x.reshape(rows, k), weight).view(*x.shape[:-1], weight.shape[0])
+                and rows == 1 and weight.data_ptr() % 16 == 0):
+            return _cuda.gemv(x.reshape(1, k), weight).view(*x.shape[:-1], weight.shape[0])
         return F.linear(x, weight)
 
     def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
         hidden, inter, experts = x.shape[-1], w_down.shape[-1], w_gate_up.shape[0]
         if not (_on_gpu(x, topk_weights, w_gate_up, w_down) and x.dim() == 2 and hidden % 8 == 0
-                and inter % 8 == 0 and experts <= 1024 and topk_ids.is_cuda):
+                and inter % 8 == 0 and experts <= 1024 and topk_ids.shape[-1] <= 64 and topk_ids.is_cuda):
             return super().moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
         # Out-of-range expert ids are dropped by the kernel rather than checked here (a check would need a
         # host sync, which CUDA-graph decode cannot have); the router can only produce valid ids.

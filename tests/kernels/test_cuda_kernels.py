@@ -123,7 +123,7 @@ def test_attention_decode(cuda_backend, case):
 @st.composite
 def moe_case(draw):
     experts = draw(st.integers(1, 16))
-    top_k = draw(st.integers(1, min(experts, 8)))
+    top_k = draw(st.integers(1, min(experts, 12)))  # > 8 exercises a second batch of the combine
     tokens = draw(st.sampled_from([1, 2, 3, 17, 64, 300]))
     hidden = draw(st.sampled_from([64, 128, 200]))
     inter = draw(st.sampled_from([32, 64, 96]))
@@ -170,11 +170,11 @@ def test_moe_experts_qwen3_30b_shape(cuda_backend, tokens):
 # -------------------------------------------------------------------------------------------- linear (GEMV)
 @needs_cuda
 @gpu_settings
-@given(st.lists(st.integers(1, 4), min_size=1, max_size=2).filter(lambda lead: lead[0] * lead[-1] <= 8),
+@given(st.sampled_from([[1], [1, 1], [3], [2, 4]]),
        st.sampled_from([8, 64, 1000, 1024, 3072]), st.integers(1, 3000), st.sampled_from(DTYPES),
        st.integers(0, 2**31))
 def test_linear_decode_rows(cuda_backend, lead, features_in, features_out, dtype, seed):
-    """At most 8 rows go to the GEMV kernel (decode); the result must match cuBLAS-grade accuracy."""
+    """One row goes to the GEMV kernel (batch-1 decode), more to cuBLAS; both within the reference's accuracy."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     x = rand(*lead, features_in, dtype=dtype, generator=g)
     w = rand(features_out, features_in, dtype=dtype, generator=g) * features_in ** -0.5
