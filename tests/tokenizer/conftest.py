@@ -1,18 +1,11 @@
 """Fixtures: the real Qwen vocabulary (qwen.tiktoken from the dashscope wheel, fetched once into .cache/) and
 the two references built from the same ranks: a tiktoken Encoding and a `tokenizers` Tokenizer."""
 import base64
-import os
 
 import pytest
-from hypothesis import settings
 
 from qwen3mini.tokenizer import QWEN_ADDED_TOKENS, load_tokenizer, qwen3_tokenizer_dir, qwen_tiktoken_path
 from qwen3mini.tokenizer.pretokenize import PRETOKENIZE_PATTERN, bytes_to_token
-
-# Hypothesis: modest by default so the suite stays fast; QWEN3MINI_HYPOTHESIS=thorough cranks it up.
-settings.register_profile("default", max_examples=60, deadline=None)
-settings.register_profile("thorough", max_examples=2000, deadline=None)
-settings.load_profile(os.environ.get("QWEN3MINI_HYPOTHESIS", "default"))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from qwen3mini.tokenizer import qwen3_tokenizer_dir, render_chat
+from tokenizer_corpus import HYPOTHESIS  # noqa: E402  (tests/tokenizer is on sys.path under pytest)
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "qwen3_chat_template.jinja")
 QWEN3_JINJA = open(TEMPLATE_PATH, encoding="utf-8").read().rstrip("\n")
@@ -143,6 +144,7 @@ _message = st.one_of(
                                         lambda c: {"type": "function", "function": c})), max_size=2)}))
 
 
+@HYPOTHESIS
 @given(st.lists(_message, min_size=1, max_size=7), st.booleans(), st.sampled_from([None, True, False]),
        st.booleans())
 def test_random_conversations_match_jinja(messages, add_generation_prompt, enable_thinking, with_tools):

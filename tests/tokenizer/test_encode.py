@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from qwen3mini.tokenizer import load_tokenizer
 from qwen3mini.tokenizer.pretokenize import pretokenize
 
-from tokenizer_corpus import CORPUS  # noqa: E402  (tests/tokenizer is on sys.path under pytest)
+from tokenizer_corpus import CORPUS, HYPOTHESIS  # noqa: E402  (tests/tokenizer is on sys.path under pytest)
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
@@ -62,6 +62,7 @@ _any_text = st.text(st.characters(codec="utf-8"), max_size=200)
 _texty = st.text(st.sampled_from(list("aZ 1\n\r\t'sSreLLdmſ.,!?-_你好é\u0301 \u3000\u00a0😀‍🏽٣")), max_size=80)
 
 
+@HYPOTHESIS
 @given(st.one_of(_any_text, _texty))
 def test_pretokenizer_cpp_matches_regex_random(tok, text):
     if tok._fast is None:
@@ -69,6 +70,7 @@ def test_pretokenizer_cpp_matches_regex_random(tok, text):
     assert tok._fast.pretokenize(text) == pretokenize(text)
 
 
+@HYPOTHESIS
 @given(st.one_of(_any_text, _texty))
 def test_unicode_roundtrip_to_nfc(tok, tok_py, text):
     ids = tok.encode(text)
@@ -76,17 +78,20 @@ def test_unicode_roundtrip_to_nfc(tok, tok_py, text):
     assert ids == tok_py.encode(text)
 
 
+@HYPOTHESIS
 @given(st.one_of(_any_text, _texty))
 def test_random_text_matches_tiktoken(tok, ref_tiktoken, text):
     assert tok.encode(text) == ref_tiktoken.encode(unicodedata.normalize("NFC", text), allowed_special="all")
 
 
+@HYPOTHESIS
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_decode(tok, data):
     ids = [tok.bpe.byte_ids[b] for b in data]
     assert tok.decode(ids) == data.decode("utf-8", errors="replace")
 
 
+@HYPOTHESIS
 @given(st.lists(st.integers(0, 151668), max_size=40), st.booleans())
 def test_streaming_equals_whole_decode(tok, ids, skip):
     dec = tok.incremental_decoder(skip_special_tokens=skip)

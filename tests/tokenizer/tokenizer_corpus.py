@@ -1,6 +1,12 @@
 """A small multilingual test corpus: every script and whitespace/control case spec §3 cares about.
 
-Imported by the tokenizer tests (the file name is unique so that pytest's rootdir imports cannot collide)."""
+Imported by the tokenizer tests (the file name is unique so that pytest's rootdir imports cannot collide),
+with their hypothesis settings: QWEN3MINI_TOKENIZER_EXAMPLES=2000 for a thorough run (default 60)."""
+import os
+
+from hypothesis import settings
+
+HYPOTHESIS = settings(max_examples=int(os.environ.get("QWEN3MINI_TOKENIZER_EXAMPLES", "60")), deadline=None)
 
 CORPUS = {
     "english": "The quick brown fox jumps over the lazy dog. It's John's book; they'll say we've I'm he'd IT'S.",
