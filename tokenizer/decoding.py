@@ -16,6 +16,7 @@ class IncrementalDecoder:
 
     def feed(self, token_id: int) -> str:
         """Add one token; return the text it completes (possibly "")."""
+        token_id = int(token_id)  # a 0-d tensor hashes by identity, which would defeat the skip set
         if token_id in self._skip:
             return ""
         if not 0 <= token_id < len(self._id_to_bytes) or self._id_to_bytes[token_id] is None:

@@ -49,7 +49,7 @@ class Tokenizer:
         self.chat_template = chat_template  # the Jinja text, kept only to be saved again
         self._splitter = AddedTokenSplitter(self.added_tokens)
         self.special_ids = frozenset(t.id for t in self.added_tokens if t.special)
-        self.token_to_id = {t.content: t.id for t in self.added_tokens}
+        self.token_to_id = {t.content: t.id for t in self.added_tokens}  # added tokens only, e.g. "<|im_end|>"
         size = max([len(self.vocab) - 1] + [t.id for t in self.added_tokens]) + 1
         self.id_to_bytes = self.vocab + [None] * (size - len(self.vocab))
         for t in self.added_tokens:
@@ -108,8 +108,9 @@ class Tokenizer:
             raise
 
     def decode(self, ids, skip_special_tokens=False) -> str:
-        """Ids -> text; invalid UTF-8 becomes U+FFFD. Skipping drops only tokens flagged special."""
-        ids = list(ids)
+        """Ids (a list, or a 1-D tensor/array) -> text; invalid UTF-8 becomes U+FFFD. Skipping drops only the
+        tokens flagged special."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         if any(i < 0 for i in ids):
             self._check_ids(ids)
         return self.decode_bytes(ids, skip_special_tokens).decode("utf-8", errors="replace")
@@ -124,11 +125,6 @@ class Tokenizer:
             return bytes_to_token(self.vocab[token_id])
         self._check_ids([token_id])
         return self.id_to_bytes[token_id].decode("utf-8")
-
-    def convert_tokens_to_ids(self, token: str) -> int:
-        if token in self.token_to_id:
-            return self.token_to_id[token]
-        return self.vocab.index(token_to_bytes(token))
 
     # ------------------------------------------------------------------------------------------------- chat
     def apply_chat_template(self, messages, tools=None, add_generation_prompt=True, enable_thinking=True,

@@ -42,6 +42,10 @@ def test_special_flags_and_skip(tok, ref_tokenizers, added_ids):
     assert skipped == "assistant\n<think>\nx\n</think>\n\n<tool_call>y</tool_call>ok"  # think/tool are not special
     assert skipped == ref_tokenizers.decode(ids, skip_special_tokens=True)
     assert tok.vocab_size == 151669 and tok.decode([151668]) == "</think>"
+    torch = pytest.importorskip("torch")
+    assert tok.decode(torch.tensor(ids), skip_special_tokens=True) == skipped
+    dec = tok.incremental_decoder(skip_special_tokens=True)
+    assert "".join(dec.feed(t) for t in torch.tensor(ids)) + dec.flush() == skipped
 
 
 def test_bad_ids_are_named(tok):
