@@ -15,8 +15,9 @@
 //                activation dtype at each step exactly as the reference (HF) does.
 //
 // Experts with no rows own no tiles and their weights are never read. The grid is sized by an upper bound on
-// the tile count (pairs / BLOCK_M + min(E, pairs)); surplus blocks exit at once. Small batches (decode) use a
-// BLOCK_M = 16 configuration so that the weight stream, not padding, dominates; big ones use 128 x 128 tiles.
+// the tile count (pairs / BLOCK_M + min(E, pairs)); surplus blocks exit at once. Small batches (decode) use
+// 16 x 32 tiles (two warps, six cp.async stages) so that the weight stream, not padding, dominates and there are
+// several blocks per SM to balance; big ones use 128 x 128 tiles (eight warps, three stages).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -27,37 +28,60 @@
 namespace q3 {
 
 // ============================================================================================== 1. routing
+// Inclusive prefix sum over the block (blockDim.x a multiple of 32, at most 1024): warp scans, then a scan of the
+// warp totals.
+__device__ __forceinline__ int block_inclusive_scan(int v, int* warp_totals) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int u = __shfl_up_sync(0xffffffff, v, o);
+    if (lane >= o) v += u;
+  }
+  if (lane == 31) warp_totals[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int t = lane < blockDim.x / 32 ? warp_totals[lane] : 0;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int u = __shfl_up_sync(0xffffffff, t, o);
+      if (lane >= o) t += u;
+    }
+    warp_totals[lane] = t;
+  }
+  __syncthreads();
+  const int result = v + (warp > 0 ? warp_totals[warp - 1] : 0);
+  __syncthreads();  // warp_totals may be reused by the caller's next scan
+  return result;
+}
+
 __global__ void __launch_bounds__(1024) moe_route_kernel(const int64_t* __restrict__ ids, int pairs, int n_experts,
                                                          int block_m, int* row_off, int* tile_off,
                                                          int* sorted_pair, int* pair_pos) {
-  extern __shared__ int sm[];  // counts[E], cursor[E]
-  int* counts = sm;
-  int* cursor = sm + n_experts;
-  for (int e = threadIdx.x; e < n_experts; e += blockDim.x) counts[e] = 0;
+  __shared__ int counts[1024], cursor[1024], warp_totals[32];
+  const int e = threadIdx.x;  // thread e owns expert e (n_experts <= blockDim.x = 1024)
+  counts[e] = 0;
   __syncthreads();
   for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
-    const int64_t e = ids[i];
-    if (e >= 0 && e < n_experts) atomicAdd(&counts[e], 1);
+    const int64_t id = ids[i];
+    if (id >= 0 && id < n_experts) atomicAdd(&counts[id], 1);
   }
   __syncthreads();
-  if (threadIdx.x == 0) {  // E is small (<= 1024): a serial scan is cheaper than a parallel one's barriers
-    int rows = 0, tiles = 0;
-    for (int e = 0; e < n_experts; ++e) {
-      row_off[e] = rows;
-      tile_off[e] = tiles;
-      cursor[e] = rows;
-      rows += counts[e];
-      tiles += (counts[e] + block_m - 1) / block_m;
-    }
-    row_off[n_experts] = rows;
-    tile_off[n_experts] = tiles;
+  const int count = e < n_experts ? counts[e] : 0, tiles = (count + block_m - 1) / block_m;
+  const int rows_end = block_inclusive_scan(count, warp_totals);
+  const int tiles_end = block_inclusive_scan(tiles, warp_totals);
+  if (e < n_experts) {
+    row_off[e] = rows_end - count;
+    tile_off[e] = tiles_end - tiles;
+    cursor[e] = rows_end - count;
+  }
+  if (e == n_experts - 1) {
+    row_off[n_experts] = rows_end;
+    tile_off[n_experts] = tiles_end;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
-    const int64_t e = ids[i];
+    const int64_t id = ids[i];
     int pos = -1;  // an out-of-range id is dropped (the reference would raise; see ops/cuda.py)
-    if (e >= 0 && e < n_experts) {
-      pos = atomicAdd(&cursor[e], 1);
+    if (id >= 0 && id < n_experts) {
+      pos = atomicAdd(&cursor[id], 1);
       sorted_pair[pos] = i;
     }
     pair_pos[i] = pos;
@@ -227,24 +251,28 @@ template <typename T>
 __global__ void moe_combine_kernel(const T* __restrict__ y, const int64_t* __restrict__ ids,
                                    const T* __restrict__ weights, const int* __restrict__ pair_pos, T* out,
                                    int top_k, int hidden) {
-  __shared__ int s_pos[MAX_TOP_K];
-  __shared__ float s_w[MAX_TOP_K];
+  __shared__ int64_t s_id[MAX_TOP_K];
+  __shared__ int s_slot_pos[MAX_TOP_K], s_pos[MAX_TOP_K];
+  __shared__ float s_slot_w[MAX_TOP_K], s_w[MAX_TOP_K];
   const int64_t tok = blockIdx.x;
+  for (int j = threadIdx.x; j < top_k; j += blockDim.x) {  // one parallel round trip for the token's slots
+    s_id[j] = ids[tok * top_k + j];
+    s_slot_pos[j] = pair_pos[tok * top_k + j];
+    s_slot_w[j] = Traits<T>::to_float(weights[tok * top_k + j]);
+  }
+  __syncthreads();
   if (threadIdx.x == 0) {  // slots in ascending expert id (ids are distinct); dropped slots (pos < 0) skipped
     int64_t prev = -1;
     int n = 0;
     for (int step = 0; step < top_k; ++step) {
       int best = -1;
-      for (int j = 0; j < top_k; ++j) {
-        const int64_t e = ids[tok * top_k + j];
-        if (e > prev && (best < 0 || e < ids[tok * top_k + best])) best = j;
-      }
+      for (int j = 0; j < top_k; ++j)
+        if (s_id[j] > prev && (best < 0 || s_id[j] < s_id[best])) best = j;
       if (best < 0) break;
-      prev = ids[tok * top_k + best];
-      const int pos = pair_pos[tok * top_k + best];
-      if (pos < 0) continue;
-      s_pos[n] = pos;
-      s_w[n++] = Traits<T>::to_float(weights[tok * top_k + best]);
+      prev = s_id[best];
+      if (s_slot_pos[best] < 0) continue;
+      s_pos[n] = s_slot_pos[best];
+      s_w[n++] = s_slot_w[best];
     }
     for (int j = n; j < top_k; ++j) s_pos[j] = -1;
   }
@@ -296,7 +324,7 @@ void run_moe(const torch::Tensor& x, const torch::Tensor& ids, const torch::Tens
   int* tile_off = row_off + n_experts + 1;
   int* sorted_pair = tile_off + n_experts + 1;
   int* pair_pos = sorted_pair + pairs;
-  moe_route_kernel<<<1, 1024, 2 * n_experts * sizeof(int), stream>>>(ids.data_ptr<int64_t>(), pairs, n_experts, BM,
+  moe_route_kernel<<<1, 1024, 0, stream>>>(ids.data_ptr<int64_t>(), pairs, n_experts, BM,
                                                                     row_off, tile_off, sorted_pair, pair_pos);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
@@ -332,7 +360,7 @@ void run_moe_sized(const torch::Tensor& x, const torch::Tensor& ids, const torch
   const int64_t pairs = x.size(0) * ids.size(1);
   const int64_t rows_per_expert = pairs / std::min<int64_t>(pairs, w_gate_up.size(0));
   if (rows_per_expert <= 32)  // decode-like: a weight stream with a handful of rows each
-    run_moe<T, 16, 64, 1, 4, 6>(x, ids, weights, w_gate_up, w_down, out);
+    run_moe<T, 16, 32, 1, 2, 6>(x, ids, weights, w_gate_up, w_down, out);
   else
     run_moe<T, 128, 128, 2, 4, 3>(x, ids, weights, w_gate_up, w_down, out);
 }
