@@ -33,7 +33,7 @@ if torch is not None and os.environ.get("QWEN3MINI_NO_EXT") != "1":
     cpu_sources = sorted(os.path.join("csrc/cpu", f) for f in os.listdir("csrc/cpu") if f.endswith(".cpp"))
     if cpu_sources:
         cpu = CppExtension("qwen3mini._C", cpu_sources,
-                           extra_compile_args=["-O3", "-fopenmp", "-std=c++17"],
+                           extra_compile_args=["-O3", "-fopenmp", "-std=c++17", "-Wno-psabi"],
                            extra_link_args=["-fopenmp"])
         cpu._optional = True
         ext_modules.append(cpu)
