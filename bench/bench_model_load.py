@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 CHILD = r"""
 import json, sys, time, torch, qwen3mini

@@ -135,17 +135,20 @@ class PrefillContext:
     """
 
     def __init__(self, cu_seqlens, cache=None, rows=None, starts=None, equal_rows=None):
-        self.cu_seqlens_q = cu_seqlens
+        self.cu_seqlens_q = self.cu_seqlens_k = cu_seqlens
         self.equal_rows = equal_rows            # (B, T) when the packed tokens are B full rows of T tokens
-        self.cache, self.rows, self.starts = cache, rows, starts
-        bounds = cu_seqlens.tolist() if cache is not None else None
-        self.spans = list(zip(bounds[:-1], bounds[1:])) if cache is not None else None
-        if cache is not None and any(starts):
-            lengths = [start + (b - a) for start, (a, b) in zip(starts, self.spans)]
-            total = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0)
-            self.cu_seqlens_k = total.to(device=cu_seqlens.device, dtype=torch.int32)
-        else:
-            self.cu_seqlens_k = cu_seqlens
+        self.cache = cache
+        if cache is None:
+            return
+        bounds = cu_seqlens.tolist()
+        # per sequence: (cache row, its first new position, number of new tokens, their slice of the pack)
+        self.writes = [(row, start, b - a, slice(a, b))
+                       for row, start, a, b in zip(rows, starts, bounds[:-1], bounds[1:])]
+        self.continues = any(starts)
+        if self.continues:                      # keys: each row's whole history, packed
+            lengths = [start + n for _, start, n, _ in self.writes]
+            cu_k = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0)
+            self.cu_seqlens_k = cu_k.to(device=cu_seqlens.device, dtype=torch.int32)
 
     def attend(self, layer: int, q, k, v, scale: float):
         if self.cache is None:
@@ -153,14 +156,13 @@ class PrefillContext:
                 return self._sdpa(q, k, v, scale)
             return ops.attention_prefill(q, k, v, self.cu_seqlens_q, self.cu_seqlens_k, scale)
         cache_k, cache_v = self.cache.k[layer], self.cache.v[layer]
-        for row, start, (a, b) in zip(self.rows, self.starts, self.spans):
-            cache_k[row, start:start + b - a] = k[a:b]
-            cache_v[row, start:start + b - a] = v[a:b]
-        if any(self.starts):  # continue after cached prefixes: gather each row's whole history
-            k = torch.cat([cache_k[row, :start + b - a] for row, start, (a, b) in zip(self.rows, self.starts, self.spans)])
-            v = torch.cat([cache_v[row, :start + b - a] for row, start, (a, b) in zip(self.rows, self.starts, self.spans)])
+        for row, start, n, span in self.writes:
+            cache_k[row, start:start + n] = k[span]
+            cache_v[row, start:start + n] = v[span]
+        if self.continues:
+            k = torch.cat([cache_k[row, :start + n] for row, start, n, _ in self.writes])
+            v = torch.cat([cache_v[row, :start + n] for row, start, n, _ in self.writes])
         return ops.attention_prefill(q, k, v, self.cu_seqlens_q, self.cu_seqlens_k, scale)
-
 
     def _sdpa(self, q, k, v, scale):
         """Training fast path. Autograd would run the reference op anyway (kernels are forward-only), which
