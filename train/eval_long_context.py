@@ -81,7 +81,7 @@ def passkey_accuracy(model, tok, length, depths, seeds) -> float:
     hits = 0
     for depth in depths:
         for seed in range(seeds):
-            prompt, key = passkey_document(tok.encode, length - 12, depth, seed)
+            prompt, key = passkey_document(tok.encode, length - 32, depth, seed)
             ids = torch.tensor([tok.encode(prompt)], device=model.device)
             out = model.generate(ids, max_new_tokens=8, temperature=0.0)
             answer = tok.decode(out[0, ids.shape[1]:].tolist())

@@ -125,9 +125,9 @@ def _ddp_worker(rank, world_size, port, out_dir, kwargs, result_path):
     torch.set_num_threads(1)
     try:
         trainer, records = tiny_run(out_dir, **kwargs)
-        params = {k: v.detach().clone() for k, v in training.unwrap(trainer.model).state_dict().items()}
+        model = training.gathered_model(trainer.model, trainer.info)     # FSDP shards gathered on rank 0
         if rank == 0:
-            torch.save({"records": records, "params": params}, result_path)
+            torch.save({"records": records, "params": model.state_dict()}, result_path)
     finally:
         training.close_distributed()
 
@@ -139,15 +139,16 @@ def _run_ddp(tmp_path, world_size, **kwargs):
     return torch.load(result, weights_only=False)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-moe"])
-def test_ddp_two_processes_equal_one_process(tmp_path, preset):
-    """2 ranks x 2 micro-batches of 2 rows == 1 process with one micro-batch of 8 rows (same global batch).
+@pytest.mark.parametrize("preset,parallel", [("tiny", "ddp"), ("tiny-moe", "ddp"), ("tiny", "fsdp")])
+def test_ddp_two_processes_equal_one_process(tmp_path, preset, parallel):
+    """2 ranks x 2 micro-batches of 2 rows == 1 process with one micro-batch of 8 rows (same global batch),
+    with DDP and with FSDP2 (parameters, gradients and optimizer state sharded over the 2 ranks).
 
     For the MoE this also checks the global-batch LBL: its frequencies are summed over micro-batches and
     ranks, so the loss, and therefore every update, equals the single-process one; and the LBL logged for
     step 1 equals the formula written out on the step's whole batch."""
     common = dict(preset=preset, steps=4, seq_len=16, lbl_coef=0.1, log_every=2)
-    ddp = _run_ddp(tmp_path, 2, micro_batch=2, grad_accum=2, **common)
+    ddp = _run_ddp(tmp_path, 2, micro_batch=2, grad_accum=2, parallel=parallel, **common)
     trainer, single = tiny_run(str(tmp_path / "single"), micro_batch=8, grad_accum=1, **common)
     for a, b in zip(ddp["records"], single):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
