@@ -5,22 +5,27 @@
     python -m train.data.build_corpus extract    # packages -> documents            -> data/corpus/sources/*.jsonl
     python -m train.data.build_corpus synth      # synthetic S2 text                -> data/corpus/sources/synthetic.jsonl
     python -m train.data.build_corpus mix        # stage mixes                       -> data/corpus/{s1,s2,s3}/{train,validation}.jsonl
+    python -m train.data.build_corpus pack       # xz the per-source files           -> data/carry/sources/*.jsonl.xz
 
 Every file is JSON Lines, one document per line: {"id": ..., "text": ...}. Everything is deterministic: sorted
 file lists, ordered parallel maps, hash-based split and sampling, seeded generators. The stage mixes follow
 the report's recipe at our scale:
 
-* S1 general: all extracted sources (prose, technical manuals, translations, some code) plus a little synthetic.
-* S2 reasoning: STEM manuals, all code, all synthetic problems, and a sample of the general text so S1's
+* S1 general: the prose, technical and STEM sources, half of the translations, the standard library and a
+  quarter of the other Python code, plus a little synthetic text.
+* S2 reasoning: STEM manuals, code, all synthetic problems, and a sample of the general text so S1's
   knowledge is rehearsed.
-* S3 long context: long documents only: natural ones and concatenations of related documents (same manual
-  directory, same Python package, consecutive dictionary chunks), each at least `S3_MIN_CHARS` long.
+* S3 long context: long documents only, from the documents of S1 and S2: natural ones and concatenations of
+  related documents (same manual directory, same Python package, consecutive dictionary chunks), each at
+  least `S3_MIN_CHARS` long.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import lzma
+import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -36,10 +41,14 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 SPLITS = ("train", "validation")
 
-# Fraction of each domain's documents that goes into a stage (documents chosen by hash, never repeated).
+# Fraction of each domain's documents that goes into a stage (documents chosen by a salted hash, never
+# repeated); a source name overrides its domain. S1 keeps half of the translations (52 MB of them are man
+# pages) and a quarter of the library code; S2 doubles down on STEM, code and synthetic problems.
 STAGE_MIX = {
-    "s1": {"prose": 1.0, "tech": 1.0, "multilingual": 1.0, "stem": 1.0, "code": 0.5, "synthetic": 0.05},
-    "s2": {"prose": 0.25, "tech": 0.25, "multilingual": 0.1, "stem": 1.0, "code": 1.0, "synthetic": 1.0},
+    "s1": {"prose": 1.0, "tech": 1.0, "multilingual": 0.5, "stem": 1.0, "code": 1.0, "python-libs": 0.25,
+           "synthetic": 0.05},
+    "s2": {"prose": 0.25, "tech": 0.25, "multilingual": 0.1, "stem": 1.0, "code": 1.0, "python-libs": 0.5,
+           "synthetic": 1.0},
 }
 # S3 documents: at least ~2k tokens (4 characters per token is typical of our 16k BPE on English), at most
 # ~32k tokens; longer concatenations are cut into pieces of this size.
@@ -62,7 +71,8 @@ def write_jsonl(path: Path, docs: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
+    """Documents of a .jsonl or .jsonl.xz file."""
+    with (lzma.open if path.suffix == ".xz" else open)(path, "rt", encoding="utf-8") as f:
         for line in f:
             yield json.loads(line)
 
@@ -104,30 +114,49 @@ def extract_sources(names: list[str] | None = None, root: Path = DATA / "raw" / 
         tqdm.write(f"{src.name}: {n} documents, {(out / f'{src.name}.jsonl').stat().st_size / 1e6:.1f} MB")
 
 
+def _synthetic_doc(seed_and_index: tuple[int, int]) -> dict:
+    seed, i = seed_and_index
+    doc_id, text = synthetic.corpus_document(i, seed)
+    return {"id": doc_id, "text": text}
+
+
 def synth(out: Path = DATA / "corpus" / "sources", n_docs: int = synthetic.DEFAULT_DOCS, seed: int = 0) -> None:
-    """Write the synthetic S2 corpus (see synthetic.py), deterministic in `seed`."""
-    docs = tqdm(synthetic.corpus(n_docs, seed), total=n_docs, desc="synthetic", unit="doc")
-    write_jsonl(out / "synthetic.jsonl", ({"id": i, "text": t} for i, t in docs))
+    """Write the synthetic S2 corpus (see synthetic.py), deterministic in `seed`, on all cores."""
+    with multiprocessing.Pool() as pool:
+        docs = pool.imap(_synthetic_doc, ((seed, i) for i in range(n_docs)), chunksize=64)
+        write_jsonl(out / "synthetic.jsonl", tqdm(docs, total=n_docs, desc="synthetic", unit="doc"))
 
 
-def _domain_files(src_dir: Path) -> list[tuple[str, Path]]:
-    pairs = [(s.domain, src_dir / f"{s.name}.jsonl") for s in sources.SOURCES]
-    pairs.append(("synthetic", src_dir / "synthetic.jsonl"))
-    for _, path in pairs:
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run `python -m train.data.build_corpus extract synth`")
-    return pairs
+def _source_files(src_dir: Path) -> list[tuple[str, str, Path]]:
+    """(name, domain, file) of every source in `src_dir`, as .jsonl or as the carried .jsonl.xz."""
+    found = []
+    for name, domain in [(s.name, s.domain) for s in sources.SOURCES] + [("synthetic", "synthetic")]:
+        candidates = [src_dir / f"{name}.jsonl", src_dir / f"{name}.jsonl.xz"]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            raise FileNotFoundError(f"{candidates[0]} is missing: run `python -m train.data.build_corpus extract synth`")
+        found.append((name, domain, path))
+    return found
+
+
+def in_stage(stage: str, doc_id: str, name: str, domain: str) -> bool:
+    fractions = STAGE_MIX[stage]
+    return keep_fraction(doc_id, fractions.get(name, fractions[domain]), stage)
+
+
+def in_any_stage(doc_id: str, name: str, domain: str) -> bool:
+    """Used by S1 or S2: the documents that S3 draws from and that are carried to the GPU machine."""
+    return any(in_stage(stage, doc_id, name, domain) for stage in STAGE_MIX)
 
 
 def mix_stage(stage: str, src_dir: Path, out: Path) -> dict[str, int]:
     """Write data/corpus/<stage>/{train,validation}.jsonl for S1 or S2 from the per-source files."""
-    fractions = STAGE_MIX[stage]
     counts = {}
     for split in SPLITS:
         def docs():
-            for domain, path in _domain_files(src_dir):
+            for name, domain, path in _source_files(src_dir):
                 for doc in read_jsonl(path):
-                    if sources.split_of(doc["id"]) == split and keep_fraction(doc["id"], fractions[domain], stage):
+                    if sources.split_of(doc["id"]) == split and in_stage(stage, doc["id"], name, domain):
                         yield doc
         counts[split] = write_jsonl(out / stage / f"{split}.jsonl", tqdm(docs(), desc=f"{stage}/{split}", unit="doc"))
     return counts
@@ -166,14 +195,15 @@ def long_documents(docs: Iterable[dict]) -> Iterator[dict]:
 
 
 def mix_long(src_dir: Path, out: Path) -> dict[str, int]:
-    """Write data/corpus/s3/{train,validation}.jsonl: long documents from every non-synthetic source.
-    Concatenation happens within a split, so train and validation stay disjoint."""
+    """Write data/corpus/s3/{train,validation}.jsonl: long documents built from the non-synthetic documents
+    of S1 and S2. Concatenation happens within a split, so train and validation stay disjoint."""
     counts = {}
     for split in SPLITS:
         def docs():
-            for domain, path in _domain_files(src_dir):
+            for name, domain, path in _source_files(src_dir):
                 if domain != "synthetic":
-                    yield from long_documents(d for d in read_jsonl(path) if sources.split_of(d["id"]) == split)
+                    yield from long_documents(d for d in read_jsonl(path) if sources.split_of(d["id"]) == split
+                                              and in_any_stage(d["id"], name, domain))
         counts[split] = write_jsonl(out / "s3" / f"{split}.jsonl", tqdm(docs(), desc=f"s3/{split}", unit="doc"))
     return counts
 
@@ -186,10 +216,30 @@ def mix(src_dir: Path = DATA / "corpus" / "sources", out: Path = DATA / "corpus"
         print(f"{stage}: documents {counts}, sizes {sizes}")
 
 
+def pack(src_dir: Path = DATA / "corpus" / "sources", out: Path = DATA / "carry" / "sources") -> None:
+    """Write what travels to the GPU machine: data/carry/sources/<name>.jsonl.xz with the documents some
+    stage uses (`in_any_stage`), xz-compressed. The synthetic documents are not carried: `synth` regenerates
+    them there, and `mix --sources-dir data/carry/sources` then rebuilds byte-identical stage corpora."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, domain, path in tqdm(_source_files(src_dir), desc="pack", unit="source"):
+        if domain == "synthetic":
+            continue
+        target = out / f"{name}.jsonl.xz"
+        docs = (d for d in read_jsonl(path) if in_any_stage(d["id"], name, domain))
+        payload = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
+        with open(target.with_suffix(".xz.tmp"), "wb") as f:
+            subprocess.run(["xz", "-9", "-T0", "-c"], input=payload, stdout=f, check=True)
+        target.with_suffix(".xz.tmp").replace(target)
+    total = sum(p.stat().st_size for p in out.glob("*.jsonl.xz"))
+    print(f"{out}: {total / 2**20:.1f} MiB")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("steps", nargs="*", default=["fetch", "extract", "synth", "mix"],
-                        choices=["fetch", "extract", "synth", "mix"])
+                        choices=["fetch", "extract", "synth", "mix", "pack"])
+    parser.add_argument("--sources-dir", type=Path, default=DATA / "corpus" / "sources",
+                        help="where `mix` reads the per-source files (data/carry/sources on the GPU machine)")
     parser.add_argument("--sources", nargs="*", help="extract only these sources (default: all)")
     parser.add_argument("--synthetic-docs", type=int, default=synthetic.DEFAULT_DOCS)
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generators")
@@ -202,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         elif step == "synth":
             synth(n_docs=args.synthetic_docs, seed=args.seed)
         elif step == "mix":
-            mix()
+            mix(args.sources_dir)
+        elif step == "pack":
+            pack()
 
 
 if __name__ == "__main__":

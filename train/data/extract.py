@@ -41,6 +41,16 @@ def clean_text(text: str) -> str:
     return _BLANK_RUNS.sub("\n\n", text).strip("\n")
 
 
+def drop_paragraphs_of(text: str, reference: str) -> str:
+    """`text` without the paragraphs that also occur in `reference`.
+
+    Translations in Debian documentation leave untranslated paragraphs in English; removing the paragraphs
+    of the English original keeps the corpus from repeating the English text once per language.
+    """
+    seen = {p.strip() for p in reference.split("\n\n")}
+    return "\n\n".join(p for p in text.split("\n\n") if p.strip() not in seen)
+
+
 def chunk_paragraphs(text: str, target_chars: int, sep: str = "\n\n") -> list[str]:
     """Split a long text at `sep` (blank lines by default) into pieces of about `target_chars` characters.
 
@@ -61,8 +71,10 @@ def chunk_paragraphs(text: str, target_chars: int, sep: str = "\n\n") -> list[st
 
 # ----------------------------------------------------------------------------------------------------- HTML
 
-_BLOCK_TAGS = {"p", "div", "section", "article", "br", "hr", "li", "dt", "dd", "dl", "ul", "ol", "table", "tr",
-               "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "title", "caption", "figure"}
+# Paragraph-like blocks are separated by a blank line, line-like ones by a newline.
+_PARAGRAPH_TAGS = {"p", "div", "section", "article", "dl", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5",
+                   "h6", "pre", "blockquote", "title", "caption", "figure", "hr"}
+_LINE_TAGS = {"br", "li", "dt", "dd", "tr"}
 _VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "wbr"}
 _SKIP_TAGS = {"script", "style", "head", "nav", "footer", "header", "noscript", "svg", "button", "form"}
 # Class names / ids of navigation chrome in the generators these packages use (Sphinx, DocBook, Texinfo, Django).
@@ -85,9 +97,12 @@ class _TextExtractor(html.parser.HTMLParser):
         self.skip_depth = 0
         self.pre_depth = 0
 
+    def _break(self, tag):
+        if not self.skip_depth:
+            self.parts.append("\n\n" if tag in _PARAGRAPH_TAGS else "\n" if tag in _LINE_TAGS else "")
+
     def handle_starttag(self, tag, attrs):
-        if tag in _BLOCK_TAGS and not self.skip_depth:
-            self.parts.append("\n")
+        self._break(tag)
         if tag in _VOID_TAGS:
             return
         attrs = dict(attrs)
@@ -106,13 +121,16 @@ class _TextExtractor(html.parser.HTMLParser):
                     self.pre_depth -= t == "pre"
                 del self.stack[i:]
                 break
-        if tag in _BLOCK_TAGS and not self.skip_depth:
-            self.parts.append("\n")
+        self._break(tag)
 
     def handle_data(self, data):
-        if self.skip_depth:
+        if self.skip_depth or not data:
             return
-        self.parts.append(data if self.pre_depth else re.sub(r"\s+", " ", data))
+        if not self.pre_depth:
+            data = re.sub(r"\s+", " ", data)
+            if not self.parts or self.parts[-1].endswith("\n"):
+                data = data.lstrip(" ")  # no indentation from the HTML source layout
+        self.parts.append(data)
 
 
 def html_to_text(source: str) -> str:
@@ -120,14 +138,14 @@ def html_to_text(source: str) -> str:
     parser = _TextExtractor()
     parser.feed(source)
     parser.close()
-    lines = (line.strip(" ") if line.strip() else "" for line in "".join(parser.parts).split("\n"))
-    return clean_text("\n".join(lines).replace("\u00b6", ""))  # drop Sphinx pilcrow permalinks
+    return clean_text("".join(parser.parts).replace("\u00b6", ""))  # drop Sphinx pilcrow permalinks
 
 
 # ----------------------------------------------------------------------------------------- man pages, POD
 
 def render_manpage(path: Path) -> str:
-    """Format a roff manual page with groff as UTF-8 text, 78 columns, no hyphenation, no bold/underline.
+    """Format a roff manual page with groff as UTF-8 text: 78 columns, left-adjusted (no justification
+    spaces), no hyphenation, no bold/underline.
 
     Pages that only redirect to another page (`.so man3/foo.3`) return "". groff's `-Tutf8` prints ASCII
     hyphen-minus as U+2010/U+2212; we map them back so that command-line options read as typed.
@@ -137,8 +155,12 @@ def render_manpage(path: Path) -> str:
         raw = gzip.decompress(raw)
     if raw.lstrip().startswith(b".so ") and raw.count(b"\n") <= 2:
         return ""
+    # groff 1.22's man macros re-enable justification (`.ad b`) at every heading; turning the `ad` request
+    # into a no-op after `.ad l` keeps the text left-adjusted, with single spaces between words.
+    left_adjust = b".ad l\n.rn ad an-ad-off\n.de ad\n..\n"
     out = subprocess.run(["groff", "-k", "-t", "-man", "-Tutf8", "-P-cbou", "-rLL=78n", "-rHY=0"],
-                         input=raw, capture_output=True, timeout=60).stdout.decode("utf-8", errors="replace")
+                         input=left_adjust + raw, capture_output=True, timeout=60).stdout
+    out = out.decode("utf-8", errors="replace")
     return clean_text(out.replace("\u2010", "-").replace("\u2212", "-"))
 
 

@@ -108,18 +108,30 @@ def _jargon(root: Path) -> Docs:
 
 
 def _handbook(root: Path, english: bool) -> Docs:
+    """The Debian Administrator's Handbook: en-US pages, or the translated pages minus the paragraphs that
+    the translation left in English (`extract.drop_paragraphs_of` the en-US page of the same name)."""
     pkg = "debian-handbook"
     paths = [p for p in _files(root, pkg, "usr/share/doc/debian-handbook/html/*/*.html")
              if (p.parent.name == "en-US") == english]
-    yield from _per_file("debian-handbook", root, pkg, paths, _html_file, parallel=True)
+    for doc_id, text in _per_file("debian-handbook", root, pkg, paths, _html_file, parallel=True):
+        if not english:
+            original = root / pkg / "usr/share/doc/debian-handbook/html/en-US" / Path(doc_id).name
+            text = extract.drop_paragraphs_of(text, _html_file(original)) if original.exists() else text
+        yield doc_id, text
 
 
 def _debian_reference(languages: tuple[str, ...]) -> Callable[[Path], Docs]:
+    """Debian Reference chapters; translations minus their untranslated English paragraphs."""
     def documents(root: Path) -> Docs:
         for lang in languages:
             pkg = f"debian-reference-{lang}"
             paths = _files(root, pkg, "usr/share/debian-reference/*.html", exclude=("index.",))
-            yield from _per_file("debian-reference", root, pkg, paths, _html_file)
+            for doc_id, text in _per_file("debian-reference", root, pkg, paths, _html_file):
+                if lang != "en":
+                    original = root / f"debian-reference-en/usr/share/debian-reference/{Path(doc_id).name}"
+                    original = original.with_name(original.name.replace(f".{lang}.", ".en."))
+                    text = extract.drop_paragraphs_of(text, _html_file(original)) if original.exists() else text
+                yield doc_id, text
     return documents
 
 
@@ -185,7 +197,7 @@ SOURCES: tuple[Source, ...] = (
            lambda root: _handbook(root, english=False)),
     Source("debian-reference-en", ("debian-reference-en",), "GPL-2+", "tech",
            "Debian Reference (Osamu Aoki), English, one document per chapter", _debian_reference(("en",))),
-    Source("debian-reference-intl", tuple(f"debian-reference-{l}" for l in ("de", "fr", "es", "it", "ja", "zh-cn")),
+    Source("debian-reference-intl", tuple(f"debian-reference-{l}" for l in ("en", "de", "fr", "es", "it", "ja", "zh-cn")),
            "GPL-2+", "multilingual", "Debian Reference in de, fr, es, it, ja, zh-cn",
            _debian_reference(("de", "fr", "es", "it", "ja", "zh-cn"))),
     Source("manpages-en", ("manpages", "manpages-dev"), "GPL-2+ and various free licences (see copyright)", "tech",
@@ -238,7 +250,16 @@ def packages() -> list[str]:
 
 
 def source_documents(source: Source, root: Path) -> Docs:
-    """A source's documents, cleaned, without the ones too short to be text."""
-    for doc_id, text in source.documents(root):
-        if len(text) >= MIN_DOC_CHARS:
+    """A source's documents without the ones too short to be text and without exact duplicates (the first
+    in path order is kept: man page aliases are symbolic links to the same page, and some translated pages
+    are identical in several packages)."""
+    return unique(d for d in source.documents(root) if len(d[1]) >= MIN_DOC_CHARS)
+
+
+def unique(docs: Iterable[tuple[str, str]]) -> Docs:
+    seen = set()
+    for doc_id, text in docs:
+        digest = hashlib.sha1(text.encode()).digest()
+        if digest not in seen:
+            seen.add(digest)
             yield doc_id, text

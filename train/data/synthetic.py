@@ -606,11 +606,14 @@ def document(rng: random.Random) -> str:
     return head + "\n\n" + "\n\n".join(p.render() for p in problems)
 
 
+def corpus_document(i: int, seed: int = 0) -> tuple[str, str]:
+    """Synthetic document i as (doc_id, text); it depends only on (seed, i)."""
+    return f"synthetic#{i:07d}", document(random.Random(f"qwen3mini-synthetic:{seed}:{i}"))
+
+
 def corpus(n_docs: int, seed: int = 0) -> Iterator[tuple[str, str]]:
-    """`n_docs` synthetic documents as (doc_id, text); document i depends only on (seed, i)."""
-    for i in range(n_docs):
-        rng = random.Random(f"qwen3mini-synthetic:{seed}:{i}")
-        yield f"synthetic#{i:07d}", document(rng)
+    """`n_docs` synthetic documents as (doc_id, text)."""
+    return (corpus_document(i, seed) for i in range(n_docs))
 
 
 # ------------------------------------------------------------------------------------ passkey (eval only)
