@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: build the CUDA extension, run its tests (plain and under compute-sanitizer memcheck), the
 # conformance suite with --backend cuda, and the kernel benchmarks. Logs go to $OUT (the device tool's folder)
-# or bench/results/. Usage: bench/bench_cuda_device.sh [build|test|memcheck|conformance|bench]...
+# or bench/results/. Usage: bench/bench_cuda_device.sh [build|test|memcheck|conformance|e2e|bench]...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}

@@ -95,8 +95,8 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // ------------------------------------------------------------------ swizzled shared-memory tiles
 // A tile row of D 16-bit values is D/8 chunks of 16 bytes. ldmatrix reads one 16-byte chunk from each of 8
 // consecutive rows; without care all 8 land in the same banks (rows are a multiple of 128 bytes apart). Storing
-// chunk c of row r at chunk position c ^ (r % 8) spreads them over all 32 banks. Needs D/8 >= 8 chunks... or
-// at least 8 chunks per row: true for D (or BK) = 64 and 128.
+// chunk c of row r at chunk position c ^ (r % 8) spreads them over all 32 banks. Needs rows of at least 8
+// chunks (64 elements): true for head_dim 64 and 128 and for the GEMM's BK = 64.
 template <int ROW_ELEMS>
 __device__ __forceinline__ int swz(int row, int col) {  // element offset of (row, col); col multiple of 8 ok
   static_assert(ROW_ELEMS % 64 == 0, "swizzle needs rows of at least 8 chunks");
