@@ -209,3 +209,65 @@ def test_batched_generator_append(model):
     torch.testing.assert_close(logits[1], full_logits(model, seqs[1])[-1], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="stream needs batch_size 1"):
         gen.stream(2)
+
+
+class _SyncFreeOps:
+    """The reference ops, with decode attention and MoE dispatch rewritten without data-dependent shapes, to
+    check that the model's own decode code never synchronises with the host."""
+
+    def __getattr__(self, name):
+        return getattr(ops.get_backend("reference"), name)
+
+    def attention_decode(self, q, k_cache, v_cache, cache_seqlens, scale):
+        group = q.shape[1] // k_cache.shape[2]
+        k = k_cache.repeat_interleave(group, dim=2)                         # [B, S, nH, D]
+        v = v_cache.repeat_interleave(group, dim=2)
+        scores = torch.einsum("bhd,bshd->bhs", q, k).float() * scale
+        hidden = torch.arange(k.shape[1], device=q.device)[None, :] >= cache_seqlens[:, None]
+        probs = torch.softmax(scores.masked_fill(hidden[:, None, :], float("-inf")), dim=-1).to(q.dtype)
+        return torch.einsum("bhs,bshd->bhd", probs, v)
+
+    def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
+        out = torch.zeros_like(x)
+        inter = w_down.shape[-1]
+        for e in range(w_gate_up.shape[0]):
+            weight = ((topk_ids == e) * topk_weights).sum(dim=-1, keepdim=True)
+            gate_up = torch.nn.functional.linear(x, w_gate_up[e])
+            hidden = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+            out = out + torch.nn.functional.linear(hidden, w_down[e]) * weight
+        return out
+
+
+def test_decode_step_never_syncs_with_the_host(model, monkeypatch):
+    """No .item()/.tolist()/nonzero in decode_step itself (CUDA-graph capture needs that): run it under a
+    dispatch mode that records data-dependent ops, with tensor-to-Python conversions patched to record too,
+    and with sync-free stand-ins for the two ops whose reference implementation loops on the host."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RecordSyncs(TorchDispatchMode):
+        syncing = {"_local_scalar_dense", "nonzero", "unique", "_unique2", "masked_select", "item"}
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] in self.syncing:
+                self.seen.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    if "sync-free-test" not in ops.available_backends():
+        ops.register_backend("sync-free-test", _SyncFreeOps(), device_types=())
+    cache = KVCache.for_model(model, batch_size=2, max_seq_len=16)
+    seqs = [prompt(5, seed=30), prompt(9, seed=31)]
+    model.prefill(seqs, cache)
+    tokens = torch.tensor([4, 5])
+    with ops.backend("sync-free-test"), RecordSyncs() as mode, monkeypatch.context() as patch:
+        for method in ("tolist", "item", "__bool__", "__int__", "__float__"):
+            original = getattr(torch.Tensor, method)
+            patch.setattr(torch.Tensor, method, lambda self, *a, _m=method, _f=original: (mode.seen.append(_m),
+                                                                                           _f(self, *a))[1])
+        logits = model.decode_step(tokens, cache)
+    assert mode.seen == []
+    torch.testing.assert_close(logits[0], full_logits(model, seqs[0] + [4])[-1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits[1], full_logits(model, seqs[1] + [5])[-1], rtol=1e-5, atol=1e-5)
