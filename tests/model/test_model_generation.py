@@ -1,6 +1,12 @@
-"""Inference core: KV cache against the full forward, batched unequal prompts, sampling, streams, errors."""
+"""Inference core: KV cache against the full forward, batched unequal prompts, sampling, streams, errors.
+
+QWEN3MINI_MODEL_EXAMPLES sets the number of hypothesis examples (default 8).
+"""
+import os
+
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import qwen3mini
 from qwen3mini import ops
@@ -271,3 +277,29 @@ def test_decode_step_never_syncs_with_the_host(model, monkeypatch):
     assert mode.seen == []
     torch.testing.assert_close(logits[0], full_logits(model, seqs[0] + [4])[-1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logits[1], full_logits(model, seqs[1] + [5])[-1], rtol=1e-5, atol=1e-5)
+
+
+EXAMPLES = int(os.environ.get("QWEN3MINI_MODEL_EXAMPLES", "8"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_chunking_of_any_rows_matches_full_forward(model, data):
+    """Property: rows of random lengths, fed to one cache in random chunks (each prefill call packing a random
+    subset of rows, some continuing after cached prefixes), end with each row's full-forward logits."""
+    lengths = data.draw(st.lists(st.integers(1, 12), min_size=1, max_size=3), label="lengths")
+    seqs = [prompt(n, seed=100 + i) for i, n in enumerate(lengths)]
+    cache = KVCache.for_model(model, batch_size=len(seqs), max_seq_len=12)
+    fed, last = [0] * len(seqs), {}
+    with ops.backend("reference"):
+        while any(f < len(s) for f, s in zip(fed, seqs)):
+            pending = [r for r in range(len(seqs)) if fed[r] < len(seqs[r])]
+            rows = data.draw(st.lists(st.sampled_from(pending), min_size=1, unique=True), label="rows")
+            chunks = [seqs[r][fed[r]:fed[r] + data.draw(st.integers(1, len(seqs[r]) - fed[r]))] for r in rows]
+            for r, logits in zip(rows, model.prefill(chunks, cache, rows)):
+                last[r] = logits
+            for r, chunk in zip(rows, chunks):
+                fed[r] += len(chunk)
+    assert cache.lengths.tolist() == lengths
+    for r, seq in enumerate(seqs):
+        torch.testing.assert_close(last[r], full_logits(model, seq)[-1], rtol=1e-5, atol=1e-5)
