@@ -163,8 +163,8 @@ class Tokenizer:
         config = {
             "add_bos_token": False, "add_prefix_space": False,
             "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added},
-            "additional_special_tokens": [t.content for t in self.added_tokens if t.special
-                                          and t.content not in ("<|endoftext|>", "<|im_end|>")],
+            "additional_special_tokens": [t.content for t in self.added_tokens  # Qwen3: <|im_start|>..<|video_pad|>
+                                          if t.special and t.content != "<|endoftext|>"],
             "bos_token": None, "clean_up_tokenization_spaces": False,
             "eos_token": "<|im_end|>" if "<|im_end|>" in contents else None, "errors": "replace",
             "model_max_length": 131072,
