@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 
 from tqdm import tqdm
 
-from .added_tokens import AddedTokenSplitter, qwen_added_tokens
+from .added_tokens import QWEN_ADDED_TOKENS, AddedToken, AddedTokenSplitter
 from .pretokenize import normalize, pretokenize
 from .tokenizer import Tokenizer, _load_extension
 
@@ -91,9 +91,10 @@ def count_pretokens(text: str, counts: dict) -> None:
         counts[key] = counts.get(key, 0) + n
 
 
-def count_corpus(texts_or_files, added_tokens, ext=None, progress=True) -> dict:
-    """{pre-token bytes: count} over the corpus, added tokens removed."""
-    splitter = AddedTokenSplitter(added_tokens)
+def count_corpus(texts_or_files, added_tokens=QWEN_ADDED_TOKENS, ext=None, progress=True) -> dict:
+    """{pre-token bytes: count} over the corpus; the strings of ``added_tokens`` ((content, special) pairs)
+    are cut out first and not counted."""
+    splitter = AddedTokenSplitter([AddedToken(i, content, special) for i, (content, special) in enumerate(added_tokens)])
     count = ext.count_pretokens if ext is not None else count_pretokens
     counts = {}
     with tqdm(total=_total_bytes(texts_or_files), unit="B", unit_scale=True, desc="pre-tokenize",
@@ -173,20 +174,20 @@ def learn_merges(word_counts: dict, num_merges: int, min_frequency=2, progress=T
 
 
 # ------------------------------------------------------------------------------------------------ 4. assemble
-def train_bpe(texts_or_files, vocab_size, out_dir=None, min_frequency=2, added_tokens=None, progress=True,
-              use_ext=None) -> Tokenizer:
+def train_bpe(texts_or_files, vocab_size, out_dir=None, min_frequency=2, added_tokens=QWEN_ADDED_TOKENS,
+              progress=True, use_ext=None) -> Tokenizer:
     """Train a byte-level BPE of ``vocab_size`` ids in total (256 bytes + merges + added tokens).
 
     texts_or_files: a path, a text, or a list of paths/texts (a str naming an existing file is read as one).
+    added_tokens: (content, special) pairs, numbered right after the learned tokens (default: Qwen's 26).
     Saves the HF files to ``out_dir`` if given. Stops early (smaller vocabulary) when no pair occurs at least
     ``min_frequency`` times. Returns the Tokenizer.
     """
-    n_added = len(added_tokens) if added_tokens is not None else len(qwen_added_tokens())
-    num_merges = vocab_size - 256 - n_added
+    num_merges = vocab_size - 256 - len(added_tokens)
     if num_merges < 0:
-        raise ValueError(f"vocab_size={vocab_size} is below 256 byte tokens + {n_added} added tokens")
+        raise ValueError(f"vocab_size={vocab_size} is below 256 byte tokens + {len(added_tokens)} added tokens")
     ext = _load_extension(use_ext)
-    counts = count_corpus(texts_or_files, added_tokens or qwen_added_tokens(), ext, progress)
+    counts = count_corpus(texts_or_files, added_tokens, ext, progress)
     if not counts:
         raise ValueError("train_bpe: the corpus is empty")
     if ext is not None:
@@ -199,9 +200,8 @@ def train_bpe(texts_or_files, vocab_size, out_dir=None, min_frequency=2, added_t
     for a, b in merges:
         triples.append((a, b, len(vocab)))
         vocab.append(vocab[a] + vocab[b])
-    if added_tokens is None:
-        added_tokens = qwen_added_tokens(first_id=len(vocab))
-    tok = Tokenizer(vocab, triples, added_tokens, use_ext=use_ext)
+    added = [AddedToken(len(vocab) + i, content, special) for i, (content, special) in enumerate(added_tokens)]
+    tok = Tokenizer(vocab, triples, added, use_ext=use_ext)
     if out_dir is not None:
         tok.save(out_dir)
     return tok

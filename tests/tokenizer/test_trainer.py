@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from qwen3mini.tokenizer import load_tokenizer, qwen_added_tokens
+from qwen3mini.tokenizer import load_tokenizer
 from qwen3mini.tokenizer.trainer import count_corpus, learn_merges, train_bpe
 
 from tokenizer_corpus import CORPUS
@@ -38,8 +38,8 @@ def test_cpp_and_python_learn_the_same_merges(corpus_files):
         if os.environ.get("QWEN3MINI_REQUIRE_EXT") == "1":
             raise
         pytest.skip("C++ extension qwen3mini._bpe not built")
-    counts = count_corpus(corpus_files, qwen_added_tokens(), None, progress=False)
-    assert counts == count_corpus(corpus_files, qwen_added_tokens(), ext, progress=False)
+    counts = count_corpus(corpus_files, ext=None, progress=False)
+    assert counts == count_corpus(corpus_files, ext=ext, progress=False)
     assert "<|im_start|>".encode() not in counts and b"user" in counts  # added tokens are not trained on
     py = learn_merges(counts, 300, progress=False)
     cpp = ext.train_merges(list(counts), list(counts.values()), 300, 2)
@@ -74,6 +74,9 @@ def test_merges_only_shorten(corpus_files, held_out):
 def test_texts_and_errors():
     tok = train_bpe(["hello hello hello world world"] * 3, vocab_size=256 + 26 + 5, progress=False)
     assert tok.decode(tok.encode("hello world")) == "hello world"
+    custom = train_bpe(["a b a b <eot> a b"], vocab_size=256 + 1 + 1, added_tokens=[("<eot>", True)],
+                       progress=False)
+    assert custom.token_to_id == {"<eot>": 257} and custom.encode(" b<eot>") == [256, 257]
     with pytest.raises(ValueError, match="vocab_size=100"):
         train_bpe(["x"], vocab_size=100, progress=False)
     with pytest.raises(ValueError, match="empty"):
