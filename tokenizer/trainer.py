@@ -34,15 +34,19 @@ _CHUNK_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------------------- 1. count pre-tokens
+def _is_file(item) -> bool:
+    """Paths are files; a str is a file if it names an existing one (and cannot be a text: short, one line)."""
+    return isinstance(item, os.PathLike) or (isinstance(item, str) and len(item) < 4096 and "\n" not in item
+                                             and os.path.isfile(item))
+
+
 def _iter_chunks(texts_or_files):
     """Yield (text, size in bytes) chunks. Elements that are paths of existing files are read in ~1 MB
     chunks; other strings are texts."""
     if isinstance(texts_or_files, (str, os.PathLike)):
         texts_or_files = [texts_or_files]
     for item in texts_or_files:
-        is_file = isinstance(item, os.PathLike) or (isinstance(item, str) and len(item) < 4096
-                                                    and "\n" not in item and os.path.isfile(item))
-        if not is_file:
+        if not _is_file(item):
             if not isinstance(item, str):
                 raise TypeError(f"train_bpe: expected texts or file paths, got {type(item).__name__}")
             yield item, len(item.encode("utf-8"))
@@ -76,8 +80,7 @@ def _total_bytes(texts_or_files):
         return None  # a generator: unknown length
     total = 0
     for item in items:
-        if isinstance(item, os.PathLike) or (isinstance(item, str) and len(item) < 4096 and "\n" not in item
-                                             and os.path.isfile(item)):
+        if _is_file(item):
             total += os.path.getsize(item)
         else:
             total += len(item.encode("utf-8")) if isinstance(item, str) else 0
@@ -94,7 +97,8 @@ def count_pretokens(text: str, counts: dict) -> None:
 def count_corpus(texts_or_files, added_tokens=QWEN_ADDED_TOKENS, ext=None, progress=True) -> dict:
     """{pre-token bytes: count} over the corpus; the strings of ``added_tokens`` ((content, special) pairs)
     are cut out first and not counted."""
-    splitter = AddedTokenSplitter([AddedToken(i, content, special) for i, (content, special) in enumerate(added_tokens)])
+    splitter = AddedTokenSplitter([AddedToken(i, content, special)
+                                   for i, (content, special) in enumerate(added_tokens)])
     count = ext.count_pretokens if ext is not None else count_pretokens
     counts = {}
     with tqdm(total=_total_bytes(texts_or_files), unit="B", unit_scale=True, desc="pre-tokenize",
