@@ -59,7 +59,7 @@ setup(
     python_requires=">=3.10",
     packages=["qwen3mini", "qwen3mini.ops", "qwen3mini.tokenizer"],
     package_dir={"qwen3mini": "qwen3mini", "qwen3mini.tokenizer": "tokenizer"},
-    install_requires=["torch>=2.4", "numpy", "regex", "tqdm", "safetensors"],
+    install_requires=["torch>=2.5", "numpy", "regex", "tqdm", "safetensors"],
     extras_require={
         "test": ["pytest", "hypothesis", "transformers>=4.51", "tokenizers", "tiktoken", "pybind11", "ninja"],
         "train": ["matplotlib"],
