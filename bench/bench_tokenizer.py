@@ -3,6 +3,7 @@
     python bench/bench_tokenizer.py                        # ~10 MB from data/corpus/sources/*.jsonl if present,
                                                            # else Python's stdlib sources
     python bench/bench_tokenizer.py --input a.txt b.jsonl --mb 10
+    python bench/bench_tokenizer.py --train-vocab 16384 --train-mb 100   # also time the trainer
 
 All three use Qwen's real vocabulary (qwen.tiktoken, fetched into .cache/ if absent) and encode the same
 documents one call per document. Every library is held to one thread (RAYON_NUM_THREADS=1; `tokenizers`'
@@ -69,6 +70,8 @@ def main():
     parser.add_argument("--mb", type=float, default=10.0, help="megabytes of text to encode")
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--python-mb", type=float, default=1.0, help="MB for the (slow) pure-Python path")
+    parser.add_argument("--train-vocab", type=int, default=0, help="also train a vocabulary of this size")
+    parser.add_argument("--train-mb", type=float, default=100.0, help="MB of text for --train-vocab")
     args = parser.parse_args()
 
     import tiktoken
@@ -119,6 +122,19 @@ def main():
     print(f"{'qwen3mini (Python)':<18} {size / cold / 1e6:>10.2f} {size / warm / 1e6:>10.2f}   (first {size / 1e6:.1f} MB)")
     ratio = results["tokenizers"][1] / results["qwen3mini (C++)"][1]
     print(f"ours / tokenizers (warm): {ratio:.2f}x")
+    if args.train_vocab:
+        bench_trainer(args)
+
+
+def bench_trainer(args):
+    """CPU and wall time of train_bpe (C++ counting and merge loop) on --train-mb of the same sources."""
+    from qwen3mini.tokenizer.trainer import train_bpe
+    docs = read_docs(args.input or default_inputs(), int(args.train_mb * 1e6))
+    nbytes = sum(len(d.encode("utf-8")) for d in docs)
+    cpu, wall = time.process_time(), time.perf_counter()
+    tok = train_bpe(docs, args.train_vocab, progress=False)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    print(f"train_bpe: {nbytes / 1e6:.1f} MB -> {tok.vocab_size} ids in {cpu:.1f} s CPU ({wall:.1f} s wall)")
 
 
 if __name__ == "__main__":
