@@ -6,6 +6,9 @@ leftmost goes first. This is what the Rust ``tokenizers`` library does, and for 
 equals the slow tokenizer's "merge every occurrence of the best bigram" loop and tiktoken's "merge the pair
 whose concatenation has the lowest rank".
 """
+import heapq
+
+SCAN_LIMIT = 48  # pieces longer than this use the heap loop (as in csrc/bpe/bpe.cpp)
 
 
 class BPE:
@@ -22,6 +25,10 @@ class BPE:
     def merge(self, piece: bytes) -> list:
         """Token ids of one pre-token (given as UTF-8 bytes)."""
         ids = [self.byte_ids[b] for b in piece]
+        return self._merge_scan(ids) if len(ids) <= SCAN_LIMIT else self._merge_heap(ids)
+
+    def _merge_scan(self, ids):
+        """Short pieces (almost all): rescan for the best pair after every merge. O(n^2), tiny n."""
         ranks = self.ranks
         while len(ids) > 1:
             best, best_i = None, -1
@@ -33,6 +40,35 @@ class BPE:
                 break
             ids[best_i:best_i + 2] = [best[1]]
         return ids
+
+    def _merge_heap(self, ids):
+        """Long pieces (runs of spaces or letters): a linked list of symbols and a min-heap of
+        (rank, position), so a 100k-character run stays O(n log n). Ordering by (rank, position) picks the
+        same pair as the scan. Heap entries whose pair has changed since they were pushed are skipped."""
+        ranks, n = self.ranks, len(ids)
+        nxt, prv = list(range(1, n)) + [-1], list(range(-1, n - 1))
+        heap = [(ranks[(ids[i], ids[i + 1])][0], i) for i in range(n - 1) if (ids[i], ids[i + 1]) in ranks]
+        heapq.heapify(heap)
+
+        def push(i):
+            if i >= 0 and nxt[i] >= 0 and (ids[i], ids[nxt[i]]) in ranks:
+                heapq.heappush(heap, (ranks[(ids[i], ids[nxt[i]])][0], i))
+
+        while heap:
+            rank, i = heapq.heappop(heap)
+            j = nxt[i]
+            if ids[i] is None or j < 0:
+                continue  # merged away, or now the last symbol
+            r = ranks.get((ids[i], ids[j]))
+            if r is None or r[0] != rank:
+                continue  # the pair at i changed since this entry was pushed
+            ids[i], ids[j] = r[1], None
+            nxt[i] = nxt[j]
+            if nxt[j] >= 0:
+                prv[nxt[j]] = i
+            push(prv[i])
+            push(i)
+        return [t for t in ids if t is not None]
 
 
 def merges_from_ranks(token_bytes):

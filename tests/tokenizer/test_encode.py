@@ -29,11 +29,18 @@ def test_whole_corpus_and_python_path(tok, tok_py, ref_tiktoken):
 
 
 def test_long_runs_use_the_same_merges(tok, tok_py, ref_tokenizers):
-    # Pieces longer than the C++ scan limit take its heap path; the Python loop is the scan.
+    # Pieces longer than 48 bytes take the heap loop (C++ and Python), shorter ones the scan.
     for text in [" " * 1000, "a" * 777, "ab" * 300 + "!", "1" * 200, "\n" * 300, "你好" * 200, "😀" * 100,
                  "Ġ" * 100, "-" * 513]:
         ids = tok.encode(text)
         assert ids == tok_py.encode(text) == ref_tokenizers.encode(text, add_special_tokens=False).ids
+
+
+@HYPOTHESIS
+@given(st.binary(min_size=2, max_size=120).map(lambda b: bytes(b" aab\xe4\xb8\x96ll!"[x % 10] for x in b)))
+def test_scan_and_heap_merge_loops_agree(tok_py, piece):
+    ids = [tok_py.bpe.byte_ids[b] for b in piece]
+    assert tok_py.bpe._merge_scan(list(ids)) == tok_py.bpe._merge_heap(list(ids))
 
 
 def test_special_flags_and_skip(tok, ref_tokenizers, added_ids):
