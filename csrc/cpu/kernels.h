@@ -131,10 +131,33 @@ inline void linear_rows(const float* x, int64_t ldx, int M, const T* w, int64_t 
     }
 }
 
+// One row of x (decode): the rows of W are read one after another, a single sequential stream that the
+// hardware prefetcher follows at full speed (4 interleaved 2 KB row streams ran ~30% slower on Zen 3);
+// four accumulators hide the FMA latency.
+template <class T, class OutT>
+inline void gemv_rows(const float* x, const T* w, int64_t ldw, int K, int n_begin, int n_end, OutT* out) {
+    for (int n = n_begin; n < n_end; ++n) {
+        const T* row = w + n * ldw;
+        v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
+        int i = 0;
+        for (; i + 32 <= K; i += 32) {
+            a0 += load8(x + i) * load8(row + i);
+            a1 += load8(x + i + 8) * load8(row + i + 8);
+            a2 += load8(x + i + 16) * load8(row + i + 16);
+            a3 += load8(x + i + 24) * load8(row + i + 24);
+        }
+        for (; i + 8 <= K; i += 8) a0 += load8(x + i) * load8(row + i);
+        float sum = hsum((a0 + a1) + (a2 + a3));
+        for (; i < K; ++i) sum += x[i] * to_float(row[i]);
+        out[n] = from_float<OutT>(round_to<T>(sum));
+    }
+}
+
 // Rows [n_begin, n_end) of the output, in blocks of 4 (then single rows for the tail).
 template <class T, class OutT>
 inline void linear_block(const float* x, int64_t ldx, int M, const T* w, int64_t ldw, int K, int n_begin,
                          int n_end, OutT* out, int64_t ldo) {
+    if (M == 1) return gemv_rows(x, w, ldw, K, n_begin, n_end, out);
     int n = n_begin;
     for (; n + 4 <= n_end; n += 4) linear_rows<4>(x, ldx, M, w, ldw, K, n, out, ldo);
     for (; n < n_end; ++n) linear_rows<1>(x, ldx, M, w, ldw, K, n, out, ldo);
