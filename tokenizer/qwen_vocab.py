@@ -52,8 +52,9 @@ def qwen3_tokenizer_dir(cache_dir=None, chat_template=None) -> str:
     directory = os.path.join(cache_dir, "qwen3_tokenizer")
     if not os.path.exists(os.path.join(directory, "tokenizer_config.json")):
         from .tokenizer import from_tiktoken
+        tok = from_tiktoken(qwen_tiktoken_path(cache_dir))  # creates cache_dir
         tmp = tempfile.mkdtemp(dir=cache_dir)
-        from_tiktoken(qwen_tiktoken_path(cache_dir)).save(tmp, chat_template=chat_template)
+        tok.save(tmp, chat_template=chat_template)
         try:
             os.replace(tmp, directory)
         except OSError:  # another process won the race; its copy is identical
