@@ -123,7 +123,7 @@ def test_streaming_never_splits_a_character(tok):
 
 def test_loaders_agree(tok, qwen_dir, tmp_path):
     """tokenizer.json and vocab.json + merges.txt give the same tokenizer (qwen_dir itself comes from the
-    rank file; test_trainer.py checks a rank file round trip)."""
+    rank file; test_tokenizer_trainer.py checks a rank file round trip)."""
     text = "\n".join(CORPUS.values())
     expected = tok.encode(text)
     slow_dir = tmp_path / "slow"
