@@ -1,6 +1,7 @@
 """Corpus building: the deterministic, disjoint train/validation split, the S3 long-document grouping, the
 stage sampling, and the format converters on small inputs."""
 import gzip
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ def test_split_is_deterministic_disjoint_and_about_two_percent():
     ids = [f"src/dir{i % 37}/file{i}.html" for i in range(20_000)]
     first = {i: sources.split_of(i) for i in ids}
     assert first == {i: sources.split_of(i) for i in ids}
-    val = {i for i, s in first.items() if s == "validation"}
+    val = {i for i, s in first.items() if s == "val"}
     train = {i for i, s in first.items() if s == "train"}
     assert not val & train and len(val) + len(train) == len(ids)
     assert 0.015 < len(val) / len(ids) < 0.025
@@ -41,8 +42,8 @@ def test_long_documents_group_related_docs_and_respect_bounds(monkeypatch):
     out = list(build_corpus.long_documents(docs))
     assert all(100 <= len(d["text"]) <= 400 for d in out)
     assert {d["id"].split("@")[0] for d in out} == {"pkg/manual", "dict"}
-    manual = "".join(d["text"] for d in out if d["id"].startswith("pkg/manual"))
-    assert manual.count("end.") == 12  # nothing lost or repeated when a group is cut into pieces
+    manual = "\n\n".join(d["text"] for d in out if d["id"].startswith("pkg/manual"))
+    assert manual == "\n\n".join([para] * 12)  # cut at paragraph boundaries, nothing lost or repeated
     assert not any("alone" in d["id"] for d in out)
 
 
@@ -98,3 +99,37 @@ def test_every_source_is_documented_and_packages_are_listed():
         assert f"`{src.name}`" in readme, f"{src.name} missing from train/data/README.md"
         assert set(src.packages) <= set(sources.packages())
     assert len({s.name for s in sources.SOURCES}) == len(sources.SOURCES)
+
+
+def _fake_sources(src_dir: Path) -> None:
+    """A few documents per source (and synthetic), with ids shaped like the real ones."""
+    src_dir.mkdir(parents=True)
+    for s in list(sources.SOURCES) + [None]:
+        name = s.name if s else "synthetic"
+        docs = [{"id": f"{name}/dir{i % 3}/page{i:03d}", "text": "\n\n".join([f"{name} page {i}."] * 150)}
+                for i in range(60)]
+        build_corpus.write_jsonl(src_dir / f"{name}.jsonl", docs)
+
+
+def test_mix_is_deterministic_and_splits_are_disjoint(tmp_path, monkeypatch):
+    import json
+
+    _fake_sources(tmp_path / "src")
+    build_corpus.mix(tmp_path / "src", tmp_path / "a")
+    build_corpus.mix(tmp_path / "src", tmp_path / "b")
+    for stage in ("s1", "s2", "s3"):
+        for split in build_corpus.SPLITS:
+            a = (tmp_path / "a" / stage / f"{split}.jsonl").read_bytes()
+            assert a == (tmp_path / "b" / stage / f"{split}.jsonl").read_bytes()
+        texts = {split: {json.loads(l)["text"] for l in open(tmp_path / "a" / stage / f"{split}.jsonl")}
+                 for split in build_corpus.SPLITS}
+        assert texts["train"] and texts["val"] and not texts["train"] & texts["val"]
+    ids = {json.loads(l)["id"] for l in open(tmp_path / "a" / "s1" / "val.jsonl")}
+    assert all(sources.split_of(i) == "val" for i in ids)
+    train_ids = {f"{n}/dir{i % 3}/page{i:03d}" for n in [s.name for s in sources.SOURCES] for i in range(60)
+                 if sources.split_of(f"{n}/dir{i % 3}/page{i:03d}") == "train"}
+    for line in open(tmp_path / "a" / "s3" / "train.jsonl"):  # long documents only, built from train documents
+        doc = json.loads(line)
+        assert len(doc["text"]) >= build_corpus.S3_MIN_CHARS
+        for name, i in re.findall(r"^(\S+) page (\d+)\.$", doc["text"], re.M):
+            assert f"{name}/dir{int(i) % 3}/page{int(i):03d}" in train_ids

@@ -101,7 +101,7 @@ def tiny_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     docs = [t for _, t in synthetic.corpus(12, seed=5)] + ["Ünïcødé: 日本語のテキスト, русский текст.\n\n\tdef f(x):  return x"]
     for stage in ("s1",):
-        for split in ("train", "validation"):
+        for split in ("train", "val"):
             (root / stage).mkdir(exist_ok=True)
             with open(root / stage / f"{split}.jsonl", "w") as f:
                 for d in (docs if split == "train" else docs[:3]):
@@ -125,3 +125,19 @@ def test_build_shards_deterministic_and_decodes_back(tiny_corpus, tmp_path):
     assert int((data.tokens == data.eot_id).sum()) == len(docs)  # <|endoftext|> only as separator
     for i, d in enumerate(docs):
         assert tok.decode(data.document(i).tolist(), skip_special_tokens=False) == d
+
+
+def test_long_window_inside_documents_longer_than_the_window(tmp_path):
+    lengths = [300, 50, 1000, 30, 700]
+    first = np.cumsum([0] + lengths) + 100  # every token id occurs once: a window tells where it came from
+    docs = [list(range(first[i], first[i] + n)) for i, n in enumerate(lengths)]
+    write_shard(tmp_path / "l", docs, eot_id=EOT, vocab_size=4096)
+    data = TokenShards(tmp_path / "l")
+    used, windows = set(), set()
+    for k in range(100):
+        body = data.long_window(k, 128, mix=((1.0, 0.5, 1.0),))[:-1]
+        assert np.array_equal(body, np.arange(body[0], body[0] + 128))  # consecutive: one document, no separator
+        used.add(int(np.searchsorted(first, body[0], side="right") - 1))
+        windows.add(int(body[0]))
+    assert used == {0, 2, 4}  # the three documents longer than half the window
+    assert len(windows) > 50  # from random offsets inside them

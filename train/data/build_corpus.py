@@ -4,7 +4,7 @@
     python -m train.data.build_corpus fetch      # apt-get download + dpkg-deb -x   -> data/raw/
     python -m train.data.build_corpus extract    # packages -> documents            -> data/corpus/sources/*.jsonl
     python -m train.data.build_corpus synth      # synthetic S2 text                -> data/corpus/sources/synthetic.jsonl
-    python -m train.data.build_corpus mix        # stage mixes                       -> data/corpus/{s1,s2,s3}/{train,validation}.jsonl
+    python -m train.data.build_corpus mix        # stage mixes                       -> data/corpus/{s1,s2,s3}/{train,val}.jsonl
     python -m train.data.build_corpus pack       # xz the per-source files           -> data/carry/sources/*.jsonl.xz
 
 Every file is JSON Lines, one document per line: {"id": ..., "text": ...}. Everything is deterministic: sorted
@@ -29,7 +29,6 @@ import multiprocessing
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -39,7 +38,7 @@ from . import sources, synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
-SPLITS = ("train", "validation")
+SPLITS = ("train", "val")
 
 # Fraction of each domain's documents that goes into a stage (documents chosen by a salted hash, never
 # repeated); a source name overrides its domain. S1 keeps half of the translations (52 MB of them are man
@@ -50,9 +49,10 @@ STAGE_MIX = {
     "s2": {"prose": 0.25, "tech": 0.25, "multilingual": 0.1, "stem": 1.0, "code": 1.0, "python-libs": 0.5,
            "synthetic": 1.0},
 }
-# S3 documents: at least ~2k tokens (4 characters per token is typical of our 16k BPE on English), at most
-# ~32k tokens; longer concatenations are cut into pieces of this size.
-S3_MIN_CHARS = 8_000
+# S3 document lengths: log-uniform between these bounds (~600 to ~38k tokens at the 3.3 characters per token
+# of our 16k BPE), so that the length buckets of the S3 sampler (L/8-L/2 and L/2-L tokens, `shards.py`) have
+# documents for any training length L from 2k to 32k tokens.
+S3_MIN_CHARS = 2_000
 S3_MAX_CHARS = 128_000
 
 
@@ -150,7 +150,7 @@ def in_any_stage(doc_id: str, name: str, domain: str) -> bool:
 
 
 def mix_stage(stage: str, src_dir: Path, out: Path) -> dict[str, int]:
-    """Write data/corpus/<stage>/{train,validation}.jsonl for S1 or S2 from the per-source files."""
+    """Write data/corpus/<stage>/{train,val}.jsonl for S1 or S2 from the per-source files."""
     counts = {}
     for split in SPLITS:
         def docs():
@@ -167,35 +167,41 @@ def group_key(doc_id: str) -> str:
     return doc_id.split("#")[0] if "#" in doc_id else doc_id.rsplit("/", 1)[0]
 
 
-def long_documents(docs: Iterable[dict]) -> Iterator[dict]:
-    """S3 documents: concatenate related documents (same `group_key`, in id order) and cut the result into
-    pieces of at most `S3_MAX_CHARS` at paragraph boundaries; keep pieces of at least `S3_MIN_CHARS`.
+def s3_target_chars(key: str, start: int) -> int:
+    """Length of the S3 piece of group `key` that begins at character `start`: log-uniform in
+    [S3_MIN_CHARS, S3_MAX_CHARS], from a hash (deterministic)."""
+    u = int.from_bytes(hashlib.sha1(f"s3:{key}:{start}".encode()).digest()[:8], "little") / 2**64
+    return int(S3_MIN_CHARS * (S3_MAX_CHARS / S3_MIN_CHARS) ** u)
 
-    `docs` must come sorted by id (the per-source files are), so groups are contiguous runs.
+
+def long_documents(docs: Iterable[dict]) -> Iterator[dict]:
+    """S3 documents: concatenate related documents (same `group_key`, in id order) and cut the result at
+    paragraph boundaries into pieces of `s3_target_chars` characters; drop a remainder shorter than
+    `S3_MIN_CHARS`. `docs` must come sorted by id (the per-source files are), so groups are contiguous runs.
     """
-    def flush(key, texts):
-        text = "\n\n".join(texts)
-        start = 0
+    def pieces(key, texts):
+        text, start = "\n\n".join(texts), 0
         while len(text) - start >= S3_MIN_CHARS:
-            end = len(text) if len(text) - start <= S3_MAX_CHARS else text.rfind("\n\n", start, start + S3_MAX_CHARS)
-            end = start + S3_MAX_CHARS if end <= start else end
+            target = s3_target_chars(key, start)
+            end = len(text) if len(text) - start <= target else text.rfind("\n\n", start + S3_MIN_CHARS, start + target)
+            end = start + target if end < 0 else end
             yield {"id": f"{key}@{start}", "text": text[start:end]}
-            start = end + 2
+            start = end + 2 if text.startswith("\n\n", end) else end
 
     key, texts = None, []
     for doc in docs:
         k = group_key(doc["id"])
         if k != key and texts:
-            yield from flush(key, texts)
+            yield from pieces(key, texts)
             texts = []
         key = k
         texts.append(doc["text"])
     if texts:
-        yield from flush(key, texts)
+        yield from pieces(key, texts)
 
 
 def mix_long(src_dir: Path, out: Path) -> dict[str, int]:
-    """Write data/corpus/s3/{train,validation}.jsonl: long documents built from the non-synthetic documents
+    """Write data/corpus/s3/{train,val}.jsonl: long documents built from the non-synthetic documents
     of S1 and S2. Concatenation happens within a split, so train and validation stay disjoint."""
     counts = {}
     for split in SPLITS:
@@ -209,8 +215,11 @@ def mix_long(src_dir: Path, out: Path) -> dict[str, int]:
 
 
 def mix(src_dir: Path = DATA / "corpus" / "sources", out: Path = DATA / "corpus") -> None:
-    stats = {stage: mix_stage(stage, src_dir, out) for stage in STAGE_MIX}
-    stats["s3"] = mix_long(src_dir, out)
+    """Write the three stage corpora, one process per stage (each reads the source files on its own)."""
+    with multiprocessing.Pool(3) as pool:
+        jobs = {stage: pool.apply_async(mix_stage, (stage, src_dir, out)) for stage in STAGE_MIX}
+        jobs["s3"] = pool.apply_async(mix_long, (src_dir, out))
+        stats = {stage: job.get() for stage, job in jobs.items()}
     for stage, counts in stats.items():
         sizes = {s: f"{(out / stage / f'{s}.jsonl').stat().st_size / 1e6:.1f} MB" for s in SPLITS}
         print(f"{stage}: documents {counts}, sizes {sizes}")
@@ -239,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("steps", nargs="*", default=["fetch", "extract", "synth", "mix"],
                         choices=["fetch", "extract", "synth", "mix", "pack"])
     parser.add_argument("--sources-dir", type=Path, default=DATA / "corpus" / "sources",
-                        help="where `mix` reads the per-source files (data/carry/sources on the GPU machine)")
+                        help="where `synth` writes and `mix` reads the per-source files "
+                             "(data/carry/sources on the GPU machine)")
     parser.add_argument("--sources", nargs="*", help="extract only these sources (default: all)")
     parser.add_argument("--synthetic-docs", type=int, default=synthetic.DEFAULT_DOCS)
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generators")
@@ -250,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         elif step == "extract":
             extract_sources(args.sources)
         elif step == "synth":
-            synth(n_docs=args.synthetic_docs, seed=args.seed)
+            synth(args.sources_dir, n_docs=args.synthetic_docs, seed=args.seed)
         elif step == "mix":
             mix(args.sources_dir)
         elif step == "pack":

@@ -26,7 +26,7 @@ from .shards import write_shard
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("s1", "s2", "s3")
-SPLITS = ("train", "validation")
+SPLITS = ("train", "val")
 BATCH_DOCS = 256
 
 

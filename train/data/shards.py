@@ -148,22 +148,24 @@ class TokenShards:
         return np.diff(self.doc_starts)
 
     def long_window(self, k: int, seq_len: int, mix=S3_LENGTH_MIX) -> np.ndarray:
-        """Sample k of the S3 sampler: choose a length bucket with the `mix` probabilities, then a document
-        whose length is in that bucket, and return seq_len + 1 tokens starting at that document (a short
-        document is followed by the next ones, as in packed pre-training). A bucket with no document falls
-        back to the documents at least as long as its lower bound, and then to any document."""
+        """Sample k of the S3 sampler: seq_len + 1 tokens. Choose a length bucket (prob, lo, hi) of `mix`,
+        then a document of lo*seq_len to hi*seq_len tokens and start the window at its beginning (a short
+        document is followed by the next ones, as in packed pre-training). The top bucket (hi >= 1) also
+        takes the documents longer than the window, from a random offset inside them, so that every window
+        of that bucket is one coherent document. An empty bucket falls back to all documents."""
         rng = np.random.default_rng([self.seed, k, seq_len, 3])
         probs = np.array([p for p, _, _ in mix], dtype=np.float64)
-        lo, hi = mix[rng.choice(len(mix), p=probs / probs.sum())][1:]
+        _, lo, hi = mix[rng.choice(len(mix), p=probs / probs.sum())]
         lengths = self.doc_lengths()
         fits = self.doc_starts[:-1] + seq_len + 1 <= len(self)  # a full window starts there
-        for candidates in (np.flatnonzero(fits & (lengths >= lo * seq_len) & (lengths <= hi * seq_len + 1)),
-                           np.flatnonzero(fits & (lengths >= lo * seq_len)), np.flatnonzero(fits)):
-            if candidates.size:
-                break
-        else:
+        in_bucket = (lengths >= lo * seq_len) & ((lengths <= hi * seq_len + 1) | (hi >= 1.0))
+        candidates = np.flatnonzero(fits & in_bucket)
+        if candidates.size == 0:
+            candidates = np.flatnonzero(fits)
+        if candidates.size == 0:
             raise ValueError(f"shard of {len(self)} tokens is too short for seq_len {seq_len}")
-        start = int(self.doc_starts[candidates[rng.integers(candidates.size)]])
+        doc = candidates[rng.integers(candidates.size)]
+        start = int(self.doc_starts[doc]) + int(rng.integers(max(1, lengths[doc] - seq_len)))
         return np.asarray(self.tokens[start:start + seq_len + 1], dtype=np.int64)
 
     def long_batch(self, position: int, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,

@@ -38,10 +38,10 @@ class Source:
 
 
 def split_of(doc_id: str, val_percent: int = 2) -> str:
-    """'validation' for a fixed `val_percent` % of document ids, else 'train' (a hash, so no ordering bias and
+    """'val' (validation) for a fixed `val_percent` % of document ids, else 'train' (a hash, so no ordering bias and
     the same document is on the same side in every stage)."""
     bucket = int.from_bytes(hashlib.sha1(doc_id.encode()).digest()[:4], "little") % 100
-    return "validation" if bucket < val_percent else "train"
+    return "val" if bucket < val_percent else "train"
 
 
 # ----------------------------------------------------------------------------------------------- helpers
