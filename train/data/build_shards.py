@@ -1,13 +1,13 @@
 """Tokenize the stage corpora once into memory-mapped uint16 token shards (format: shards.py).
 
-    python -m train.data.build_shards --tokenizer checkpoints/tokenizer-16k
-    python -m train.data.build_shards --tokenizer checkpoints/tokenizer-16k --stages s3 --corpus data/corpus --out data/shards
+    python -m train.data.build_shards                              # tokenizer: checkpoints/tokenizer-16k
+    python -m train.data.build_shards --stages s3 --tokenizer checkpoints/tokenizer-16k --corpus data/corpus --out data/shards
 
-Reads data/corpus/<stage>/<split>.jsonl (or .jsonl.xz, the compressed form carried to the GPU machine) and
-writes data/shards/<stage>/<split>.{bin,docs.npy,json}. Tokenization uses the Rust `tokenizers` library on
-the tokenizer.json we trained (the reference implementation of the format; batches run on all cores and the
-output does not depend on the number of threads), with no special tokens added; every document is followed
-by `<|endoftext|>`.
+Reads data/corpus/<stage>/<split>.jsonl (or .jsonl.xz) and writes data/shards/<stage>/<split>.{bin,docs.npy,json}.
+Every document is followed by `<|endoftext|>`; no other special token is added. The encoder is the project's
+tokenizer (`qwen3mini.load_tokenizer`) with its C++ fast path, one process per core (documents stay in
+order, so the output does not depend on the number of cores); where that extension is not built, the Rust
+`tokenizers` library reads the same tokenizer.json. Both give identical ids (tests/train/test_data_shards.py).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import lzma
+import multiprocessing
 import time
 from pathlib import Path
 from typing import Iterator
@@ -45,8 +46,8 @@ def read_texts(path: Path) -> Iterator[str]:
             yield json.loads(line)["text"]
 
 
-def load_tokenizer(path: Path):
-    """The trained tokenizer as a `tokenizers.Tokenizer`, plus its `<|endoftext|>` id and vocabulary size."""
+def tokenizer_info(path: Path) -> tuple[Path, int, int, str]:
+    """(tokenizer.json, `<|endoftext|>` id, vocabulary size with added tokens, sha256 of tokenizer.json)."""
     from tokenizers import Tokenizer
 
     file = path / "tokenizer.json" if path.is_dir() else path
@@ -56,24 +57,53 @@ def load_tokenizer(path: Path):
     eot = tok.token_to_id("<|endoftext|>")
     if eot is None:
         raise ValueError(f"{file}: no <|endoftext|> token")
-    return tok, eot, tok.get_vocab_size(with_added_tokens=True), hashlib.sha256(file.read_bytes()).hexdigest()
+    return file, eot, tok.get_vocab_size(with_added_tokens=True), hashlib.sha256(file.read_bytes()).hexdigest()
 
 
-def tokenize_file(tok, path: Path) -> Iterator[list[int]]:
+def fast_path_built() -> bool:
+    try:
+        from qwen3mini import _bpe  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+_worker_tokenizer = None
+
+
+def _init_worker(directory: str) -> None:
+    global _worker_tokenizer
+    import qwen3mini
+
+    _worker_tokenizer = qwen3mini.load_tokenizer(directory)
+
+
+def _encode(text: str) -> list[int]:
+    return _worker_tokenizer.encode(text)
+
+
+def tokenize_file(tokenizer_file: Path, path: Path) -> Iterator[list[int]]:
+    """Token ids of every document of a corpus file, in file order."""
     texts = read_texts(path)
+    if fast_path_built():
+        with multiprocessing.Pool(initializer=_init_worker, initargs=(str(tokenizer_file.parent),)) as pool:
+            yield from pool.imap(_encode, texts, chunksize=16)
+        return
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
     while batch := list(itertools.islice(texts, BATCH_DOCS)):
-        for enc in tok.encode_batch(batch, add_special_tokens=False):
-            yield enc.ids
+        yield from (enc.ids for enc in tok.encode_batch(batch, add_special_tokens=False))
 
 
 def build(tokenizer: Path, corpus: Path, out: Path, stages=STAGES, splits=SPLITS) -> dict:
-    tok, eot, vocab_size, tok_hash = load_tokenizer(tokenizer)
+    file, eot, vocab_size, tok_hash = tokenizer_info(tokenizer)
     summary = {}
     for stage in stages:
         for split in splits:
             src = corpus_file(corpus, stage, split)
             t0 = time.time()
-            docs = tqdm(tokenize_file(tok, src), desc=f"tokenize {stage}/{split}", unit="doc")
+            docs = tqdm(tokenize_file(file, src), desc=f"tokenize {stage}/{split}", unit="doc")
             meta = write_shard(out / stage / split, docs, eot, vocab_size,
                                {"tokenizer_sha256": tok_hash, "source": f"{stage}/{src.name}"})
             summary[f"{stage}/{split}"] = {"tokens": meta["num_tokens"], "docs": meta["num_docs"]}

@@ -19,9 +19,11 @@ window `perm_e[k mod W]` of epoch e = k div W, where W = (num_tokens - 1) // seq
 permutation seeded by (seed, e): every token is seen once per epoch, and rank r of a world of n reads the same
 samples as slice r of a single process with an n-times larger batch (so DDP matches single-process training).
 
-`long_batch` is the S3 sampler: each sample starts at the beginning of a document drawn from a length bucket
-(paper §3: "75% documents of 16,384-32,768 tokens and 25% of 4,096-16,384", which at sequence length L is
-75% in [L/2, L] and 25% in [L/8, L/2)).
+`long_batch` is the S3 sampler (paper §3: "75% documents of 16,384-32,768 tokens and 25% of 4,096-16,384"
+at length 32,768, i.e. at sequence length L): 25% of the samples start at a document of L/8 to L/2 tokens
+(packed with the documents after it), 75% are windows of a single document of at least L/2 tokens (from a
+random offset inside it when it is longer than L). Sample k depends only on (seed, k), so it is resumable
+and DDP-consistent in the same way.
 """
 from __future__ import annotations
 
