@@ -6,7 +6,8 @@
 Reports tokens/s of batch-1 decode and of one prefill for both implementations, their ratio, and our decode
 speed as a fraction of the memory-bandwidth bound: a decode step must read every weight once, so it cannot
 beat (copy bandwidth) / (weight bytes per token); the copy bandwidth is measured here (torch copy_ of
-512 MiB, bytes read + bytes written, the STREAM convention). Results go to bench/RESULTS.md by hand.
+512 MiB, bytes read + bytes written, the STREAM convention). Decode rates use the median step time (the
+dev machine is shared). Results go to bench/RESULTS.md by hand.
 """
 import argparse
 import os
@@ -41,16 +42,31 @@ from qwen3mini.generation import KVCache  # noqa: E402
 from qwen3mini.model import Qwen3ForCausalLM  # noqa: E402
 
 
-def copy_bandwidth(nbytes=512 << 20, repeats=5) -> float:
-    """Bytes per second of a large tensor copy, counting the read and the write (STREAM 'copy')."""
-    src = torch.ones(nbytes // 4)
-    dst = torch.empty_like(src)
+def _best_time(fn, repeats=5) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        dst.copy_(src)
+        fn()
         best = min(best, time.perf_counter() - start)
-    return 2 * nbytes / best
+    return best
+
+
+def memory_bandwidth(nbytes=512 << 20) -> tuple:
+    """(copy, read) bytes per second on a tensor far larger than the caches: a copy counting the bytes read
+    and written (STREAM 'copy', the bound's definition), and a sum (reads only, for reference)."""
+    src = torch.ones(nbytes // 4)
+    dst = torch.zeros_like(src)
+    return 2 * nbytes / _best_time(lambda: dst.copy_(src)), nbytes / _best_time(src.sum)
+
+
+def median_rate(step, steps) -> float:
+    """Steps per second from the median step time (robust to a stray slow step on a shared machine)."""
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1.0 / sorted(times)[len(times) // 2]
 
 
 def make_checkpoint(path, preset):
@@ -74,10 +90,11 @@ def ours_decode(model, prompt, steps):
     logits = model.prefill([prompt], cache)
     token = logits.argmax(-1)
     model.decode_step(token, cache)                       # warm-up step (allocations, first touch)
-    start = time.perf_counter()
-    for _ in range(steps):
-        token = model.decode_step(token, cache).argmax(-1)
-    return steps / (time.perf_counter() - start)
+    state = {"token": token}
+
+    def step():
+        state["token"] = model.decode_step(state["token"], cache).argmax(-1)
+    return median_rate(step, steps)
 
 
 def ours_prefill(model, prompt):
@@ -95,11 +112,12 @@ def hf_decode(model, prompt, steps):
     out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
     token = out.logits[:, -1].argmax(-1, keepdim=True)
     out = model(token, past_key_values=cache, use_cache=True)          # warm-up step
-    token = out.logits[:, -1].argmax(-1, keepdim=True)
-    start = time.perf_counter()
-    for _ in range(steps):
-        token = model(token, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
-    return steps / (time.perf_counter() - start)
+    state = {"token": out.logits[:, -1].argmax(-1, keepdim=True)}
+
+    def step():
+        logits = model(state["token"], past_key_values=cache, use_cache=True).logits
+        state["token"] = logits[:, -1].argmax(-1, keepdim=True)
+    return median_rate(step, steps)
 
 
 def hf_prefill(model, prompt):
@@ -113,7 +131,7 @@ def main():
     torch.set_num_threads(args.threads)
     make_checkpoint(args.checkpoint, args.preset)
     ops.use_backend(args.backend)
-    bandwidth = copy_bandwidth()
+    bandwidth, read_bandwidth = memory_bandwidth()
     model = qwen3mini.load_model(args.checkpoint, dtype=torch.bfloat16)
     weight_bytes = weight_bytes_per_token(model)
     bound = bandwidth / weight_bytes
@@ -122,15 +140,16 @@ def main():
     short = prompt[:16]
 
     with torch.inference_mode():
+        ours_decode_tps = ours_decode(model, short, args.decode_steps)
         ours_prefill(model, short)                                       # warm-up
         ours_prefill_tps, ours_logits = ours_prefill(model, prompt)
-        ours_decode_tps = ours_decode(model, short, args.decode_steps)
 
     print(f"machine: {os.cpu_count()} logical CPUs, {args.threads} threads (OMP_WAIT_POLICY={args.omp_wait_policy}), "
           f"torch {torch.__version__}, backend {args.backend}, load average {os.getloadavg()[0]:.1f}")
-    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; weights {weight_bytes / 1e9:.3f} GB per token; "
-          f"bound {bound:.2f} tokens/s")
-    print(f"qwen3mini decode  {ours_decode_tps:8.2f} tokens/s  ({100 * ours_decode_tps / bound:.0f}% of the bound)")
+    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read-only {read_bandwidth / 1e9:.1f} GB/s); weights "
+          f"{weight_bytes / 1e9:.3f} GB per token; bound {bound:.2f} tokens/s")
+    print(f"qwen3mini decode  {ours_decode_tps:8.2f} tokens/s  ({100 * ours_decode_tps / bound:.0f}% of the bound; "
+          f"weights read at {ours_decode_tps * weight_bytes / 1e9:.1f} GB/s)")
     print(f"qwen3mini prefill {ours_prefill_tps:8.1f} tokens/s  ({args.prefill} tokens)")
     if args.skip_hf:
         return
@@ -139,15 +158,15 @@ def main():
     hf = transformers.AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.bfloat16)
     hf.eval()
     with torch.inference_mode():
+        hf_decode_tps = hf_decode(hf, short, args.hf_decode_steps)
         hf_prefill(hf, short)                                            # warm-up
         hf_prefill_tps, hf_logits = hf_prefill(hf, prompt)
-        hf_decode_tps = hf_decode(hf, short, args.hf_decode_steps)
     agree = (hf_logits - ours_logits).abs().max().item()
-    print(f"transformers {transformers.__version__} decode  {hf_decode_tps:8.2f} tokens/s   "
-          f"prefill {hf_prefill_tps:8.1f} tokens/s")
+    print(f"transformers {transformers.__version__} decode  {hf_decode_tps:8.2f} tokens/s "
+          f"(weights read at {hf_decode_tps * weight_bytes / 1e9:.1f} GB/s)   prefill {hf_prefill_tps:8.1f} tokens/s")
     print(f"ratio (qwen3mini / transformers): decode {ours_decode_tps / hf_decode_tps:.2f}x, "
           f"prefill {ours_prefill_tps / hf_prefill_tps:.2f}x")
-    print(f"last-token logits, max |qwen3mini - transformers| = {agree:.3g} "
+    print(f"load average now {os.getloadavg()[0]:.1f}; last-token logits, max |qwen3mini - transformers| = {agree:.3g} "
           f"(argmax {'agrees' if hf_logits.argmax() == ours_logits.argmax() else 'DIFFERS'})")
 
 

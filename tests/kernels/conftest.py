@@ -2,7 +2,7 @@
 
     pytest tests/kernels                       # every registered backend (reference, cpp, cuda, ...)
     pytest tests/kernels --backend cpp         # one backend: the porter's checklist
-    QWEN3MINI_KERNEL_EXAMPLES=500 pytest tests/kernels   # hypothesis examples per test (default 25)
+    QWEN3MINI_KERNEL_EXAMPLES=500 pytest tests/kernels   # hypothesis examples per test (default 40)
 
 With QWEN3MINI_REQUIRE_EXT=1 (CI) a compiled backend that is missing fails the run instead of being skipped.
 """

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, settings
 
 from qwen3mini import ops
 
-EXAMPLES = int(os.environ.get("QWEN3MINI_KERNEL_EXAMPLES", "25"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 25, print_blob=True,
+EXAMPLES = int(os.environ.get("QWEN3MINI_KERNEL_EXAMPLES", "40"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 40, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2 ** -7, torch.float16: 2 ** -10}
