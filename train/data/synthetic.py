@@ -251,17 +251,22 @@ def linear_system(rng: random.Random) -> Problem:
 
 
 def quadratic(rng: random.Random) -> Problem:
-    r1, r2 = rng.randint(-12, 12), rng.randint(-12, 12)
+    r1, r2 = 0, 0
+    while r1 == r2 == 0:  # x² = 0 is not a factoring exercise
+        r1, r2 = rng.randint(-12, 12), rng.randint(-12, 12)
     p, q = -(r1 + r2), r1 * r2
 
     def term(coef, var):
         return f" {'+' if coef >= 0 else '-'} {abs(coef)}{var}" if coef else ""
 
+    def factor(root):
+        return "x" if root == 0 else f"(x{term(-root, '')})"
+
     poly = f"x²{term(p, 'x')}{term(q, '')}"
     roots = sorted({r1, r2})
     lines = [f"Look for two numbers whose product is {q} and whose sum is {-p}.",
              f"They are {r1} and {r2}: {r1} × {_p(r2)} = {q} and {r1} + {_p(r2)} = {-p}.",
-             f"So {poly} = (x{term(-r1, '')})(x{term(-r2, '')}).",
+             f"So {poly} = {factor(r1)}{factor(r2)}.",
              "A product is zero when one of its factors is zero."]
     answer = " or ".join(f"x = {r}" for r in roots)
     return Problem("quadratic", f"Solve {poly} = 0.", "\n".join(lines), answer, {"p": p, "q": q, "roots": roots})
