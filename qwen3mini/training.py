@@ -649,16 +649,15 @@ class ShardBatches:
 
 
 def special_token_ids(tokenizer_dir: str) -> dict:
-    """Ids of ``<|endoftext|>`` and ``<|im_end|>`` in a tokenizer (they differ from Qwen3's in a small vocab)."""
-    from . import load_tokenizer
-    tok = load_tokenizer(tokenizer_dir)
-    ids = {}
-    for name in ("<|endoftext|>", "<|im_end|>"):
-        encoded = tok.encode(name)
-        if len(encoded) != 1:
-            raise ValueError(f"{tokenizer_dir}: {name} is not a single token")
-        ids[name] = encoded[0]
-    return ids
+    """Ids of ``<|endoftext|>`` and ``<|im_end|>`` in a tokenizer (they differ from Qwen3's in a small vocab),
+    read from the added tokens of its ``tokenizer.json``."""
+    path = os.path.join(tokenizer_dir, "tokenizer.json")
+    with open(path) as f:
+        added = {t["content"]: t["id"] for t in json.load(f).get("added_tokens", [])}
+    missing = {"<|endoftext|>", "<|im_end|>"} - set(added)
+    if missing:
+        raise ValueError(f"{path}: no added token {sorted(missing)}")
+    return {name: added[name] for name in ("<|endoftext|>", "<|im_end|>")}
 
 
 def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None, max_shard_size=None):

@@ -2,7 +2,8 @@
 # The shipped base model's whole pre-training on one GPU (what produced checkpoints/qwen3mini-base):
 #   S1 general -> S2 reasoning -> S3 long context -> bf16 HF checkpoint -> long-context evaluation,
 #   and beside it the MoE-vs-dense comparison at equal active parameters (S1 data, equal tokens and schedule).
-# Needs data/shards/{s1,s2,s3} and checkpoints/tokenizer-16k (train/data/README.md). The step counts fit
+# Needs the package installed (pip install -e ., for qwen3mini.tokenizer), data/shards/{s1,s2,s3} and
+# checkpoints/tokenizer-16k (train/data/README.md). The step counts fit
 # one 10-minute H100 call (throughputs: bench/RESULTS.md); scale them with the data and the GPUs.
 #
 #   bash train/run_pipeline.sh runs/pipeline            # one GPU
@@ -22,7 +23,7 @@ if [ "$NPROC" -gt 1 ]; then RUN="torchrun --standalone --nproc_per_node $NPROC";
 compare() {
     local cmp="--preset base --micro_batch 64 --grad_accum 1 --steps $CMP_STEPS --schedule cosine --warmup_steps 30 --eval_every 25 --progress false"
     $RUN train/pretrain_general.py $cmp --model base --out_dir "$OUT/cmp-dense" > "$OUT/cmp-dense.log" 2>&1
-    $RUN train/pretrain_general.py $cmp --model base-moe --compile false --out_dir "$OUT/cmp-moe" > "$OUT/cmp-moe.log" 2>&1
+    $RUN train/pretrain_general.py $cmp --model base-moe --compile false --lbl_coef 0.01 --out_dir "$OUT/cmp-moe" > "$OUT/cmp-moe.log" 2>&1
 }
 compare &
 COMPARE=$!
