@@ -5,8 +5,6 @@ The toy language: every row counts upwards modulo the vocabulary by a stride of 
 and the loss must fall. Row ``i`` is the same whatever the number of processes, which is what lets the DDP
 tests compare a 2-process run with a 1-process run of the same global batch.
 """
-import dataclasses
-import os
 import sys
 
 import torch

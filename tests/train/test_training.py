@@ -1,5 +1,4 @@
 """Training plumbing (qwen3mini/training.py): learning, DDP equivalence, exact resume, global-batch LBL."""
-import json
 import os
 import signal
 import socket
