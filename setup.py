@@ -61,7 +61,8 @@ setup(
     package_dir={"qwen3mini": "qwen3mini", "qwen3mini.tokenizer": "tokenizer"},
     install_requires=["torch>=2.5", "numpy", "regex", "tqdm", "safetensors"],
     extras_require={
-        "test": ["pytest", "hypothesis", "transformers>=4.51", "tokenizers", "tiktoken", "pybind11", "ninja"],
+        "test": ["pytest", "hypothesis", "transformers>=4.51", "tokenizers", "tiktoken", "pybind11", "ninja",
+                 "jinja2", "matplotlib"],
         "train": ["matplotlib"],
         "hub": ["huggingface_hub"],
     },

@@ -70,7 +70,10 @@ def test_pretokenizer_cpp_matches_regex(tok):
         assert tok._fast.pretokenize(text) == pretokenize(text)
 
 
-_any_text = st.text(st.characters(codec="utf-8"), max_size=200)
+# Characters assigned in Python's Unicode (14 on 3.11). Code points assigned later are classified by whatever
+# Unicode version the installed `regex` has, so the C++ tables (generated from one `regex` release) and the
+# Python path may split them differently; README "Known difference" documents this limit.
+_any_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cn")), max_size=200)
 _texty = st.text(st.sampled_from(list("aZ 1\n\r\t'sSreLLdmſ.,!?-_你好é\u0301 \u3000\u00a0😀‍🏽٣")), max_size=80)
 
 
