@@ -118,12 +118,15 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        # drop a token when the tokens ranked above it already cover top_p (the best one always stays)
-        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        # Rank only the logits that can still survive: after a top-k cut that is a handful, not the whole
+        # vocabulary (a full sort of Qwen3's 151,936 ids costs ~9 ms a token on a 2-core CPU).
+        survivors = int(torch.isfinite(logits).sum(dim=-1).max())
+        sorted_logits, order = torch.topk(logits, max(survivors, 1), dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # keep a token while the tokens ranked above it cover less than top_p (the best one always stays)
+        keep_sorted = (probs.cumsum(dim=-1) - probs) < top_p
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, keep_sorted)
+        logits = logits.masked_fill(~keep, float("-inf"))
     if min_p > 0:
         probs = torch.softmax(logits, dim=-1)
         logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
