@@ -8,10 +8,14 @@ exactly once from safetensors' memory map, already in the target dtype and on th
 dtype equals the target dtype on the CPU the parameter *is* the mapped file (copy-on-write), so peak memory
 stays near one copy of the weights.
 
-Tensor names equal the HF keys, except the MoE experts: the checkpoints store each expert separately
-(``mlp.experts.{e}.gate_proj/up_proj/down_proj.weight``) and the model stacks them into
-``mlp.experts.gate_up_proj`` [E, 2I, H] (gate rows first) and ``mlp.experts.down_proj`` [E, H, I], the layout
-transformers 5.x uses in memory (it also accepts those fused names on disk).
+Tensor names equal the HF keys, except where the model keeps several checkpoint tensors as one matrix, their
+rows stacked in this order (the arithmetic is unchanged; fewer, larger matrix products run faster):
+  * ``self_attn.qkv_proj.weight`` = ``q_proj``, ``k_proj``, ``v_proj`` (``.weight``);
+  * ``mlp.gate_up_proj.weight`` = ``gate_proj``, ``up_proj`` (dense MLP);
+  * ``mlp.experts.gate_up_proj`` [E, 2I, H] = per expert e: ``mlp.experts.{e}.gate_proj``, ``up_proj``, and
+    ``mlp.experts.down_proj`` [E, H, I] = ``mlp.experts.{e}.down_proj``: the stacked layout transformers 5.x
+    uses in memory.
+A checkpoint may also hold the fused names themselves (transformers 5.x writes the stacked experts that way).
 """
 import dataclasses
 import json
@@ -28,6 +32,8 @@ from .model import Qwen3ForCausalLM
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+_QKV = re.compile(r"^(.*\.self_attn)\.qkv_proj\.weight$")
+_GATE_UP = re.compile(r"^(.*\.mlp)\.gate_up_proj\.weight$")
 _EXPERTS = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
 
 
@@ -75,26 +81,33 @@ def tensor_files(directory: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- name mapping
-def _expert_keys(prefix: str, kind: str, num_experts: int) -> list:
-    """The per-expert checkpoint keys whose stack is the model parameter ``{prefix}.{kind}``."""
-    parts = ("gate_proj", "up_proj") if kind == "gate_up_proj" else ("down_proj",)
-    return [f"{prefix}.{e}.{part}.weight" for e in range(num_experts) for part in parts]
+def _parts(name: str, shape, config) -> list:
+    """The checkpoint tensors whose rows, stacked in order, make up the model parameter ``name`` of ``shape``:
+    a list of (key, number of rows of the parameter viewed as [-1, shape[-1]])."""
+    if match := _QKV.match(name):
+        heads = (config.num_attention_heads, config.num_key_value_heads, config.num_key_value_heads)
+        return [(f"{match.group(1)}.{p}_proj.weight", n * config.head_dim) for p, n in zip("qkv", heads)]
+    if match := _GATE_UP.match(name):
+        return [(f"{match.group(1)}.{p}.weight", shape[0] // 2) for p in ("gate_proj", "up_proj")]
+    if match := _EXPERTS.match(name):
+        prefix, kind = match.groups()
+        per_expert = ("gate_proj", "up_proj") if kind == "gate_up_proj" else ("down_proj",)
+        rows = shape[1] // len(per_expert)
+        return [(f"{prefix}.{e}.{p}.weight", rows) for e in range(shape[0]) for p in per_expert]
+    return [(name, None)]
 
 
 def _plan(model: Qwen3ForCausalLM, files: dict, directory: str) -> dict:
-    """For each model parameter, the checkpoint key(s) it is read from; errors name what is missing or extra."""
+    """For each model parameter, the (checkpoint key, rows) parts it is read from (``_parts``), or the
+    parameter's own name when the file holds it fused; errors name what is missing or extra."""
     plan, missing = {}, []
-    for name, _ in model.named_parameters():
-        match = _EXPERTS.match(name)
-        if match and name not in files:              # per-expert keys on disk (the released checkpoints)
-            keys = _expert_keys(match.group(1), match.group(2), model.config.num_experts)
-        else:                                        # one key, named like the parameter
-            keys = [name]
-        missing += [key for key in keys if key not in files]
-        plan[name] = keys
+    for name, param in model.named_parameters():
+        parts = [(name, None)] if name in files else _parts(name, param.shape, model.config)
+        missing += [key for key, _ in parts if key not in files]
+        plan[name] = parts
     if missing:
         raise KeyError(f"checkpoint {directory} is missing tensor(s): {_some(missing)}")
-    used = {key for keys in plan.values() for key in keys}
+    used = {key for parts in plan.values() for key, _ in parts}
     if model.config.tie_word_embeddings:             # tied: a stored lm_head copy is redundant (spec §1.1)
         used.add("lm_head.weight")
     unexpected = sorted(set(files) - used)
@@ -122,7 +135,9 @@ class _Shards:
     def __init__(self, files: dict):
         self.files, self.handles = files, {}
 
-    def read(self, key: str, shape, dtype, device) -> torch.Tensor:
+    def read(self, key: str, shape, dtype, device, shared: bool = True) -> torch.Tensor:
+        """Tensor ``key``, checked to have ``shape``, in ``dtype`` on ``device``. With ``shared`` a tensor that
+        needs no conversion is the view of the file's shared mapping; otherwise it is a fresh copy."""
         path = self.files[key]
         if path not in self.handles:
             self.handles[path] = safe_open(path, framework="pt", device="cpu")
@@ -130,25 +145,25 @@ class _Shards:
         if tuple(stored.get_shape()) != tuple(shape):
             raise ValueError(f"{path}: tensor {key} has shape {tuple(stored.get_shape())}, the config "
                              f"expects {tuple(shape)}")
-        if _SAFETENSORS_DTYPES.get(stored.get_dtype()) == dtype and device.type == "cpu":
+        if shared and _SAFETENSORS_DTYPES.get(stored.get_dtype()) == dtype and device.type == "cpu":
             return self.handles[path].get_tensor(key)
         with safe_open(path, framework="pt", device="cpu") as private:
-            return private.get_tensor(key).to(device=device, dtype=dtype)
+            return private.get_tensor(key).to(device=device, dtype=dtype, copy=True)
 
 
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
-def _materialise(shards, name, keys, shape, dtype, device) -> torch.Tensor:
-    if len(keys) == 1:
-        return shards.read(keys[0], shape, dtype, device)
-    # Stacked experts: fill a [E, rows, cols] buffer one expert (and gate/up half) at a time.
+def _materialise(shards, parts, shape, dtype, device) -> torch.Tensor:
+    if len(parts) == 1 and parts[0][1] is None:
+        return shards.read(parts[0][0], shape, dtype, device)
+    # Stacked rows: fill the parameter part by part, each read through a private mapping that is released
+    # right after its copy (the shared one would keep every part's pages resident beside the stack).
     out = torch.empty(shape, dtype=dtype, device=device)
-    parts = len(keys) // shape[0]
-    rows = shape[1] // parts
-    for i, key in enumerate(keys):
-        e, part = divmod(i, parts)
-        out[e, part * rows:(part + 1) * rows].copy_(shards.read(key, (rows, shape[2]), dtype, device))
+    rows_of_out, row = out.view(-1, shape[-1]), 0
+    for key, rows in parts:
+        rows_of_out[row:row + rows].copy_(shards.read(key, (rows, shape[-1]), dtype, device, shared=False))
+        row += rows
     return out
 
 
@@ -167,7 +182,7 @@ def load_model(path, device="cpu", dtype=None) -> Qwen3ForCausalLM:
     plan = _plan(model, files, directory)
     shards = _Shards(files)
     for name, param in list(model.named_parameters()):
-        tensor = _materialise(shards, name, plan[name], param.shape, dtype, device)
+        tensor = _materialise(shards, plan[name], param.shape, dtype, device)
         module_name, _, attr = name.rpartition(".")
         model.get_submodule(module_name)._parameters[attr] = nn.Parameter(tensor)
     model.model.rotary.to(device)                    # the one buffer, computed at construction on the CPU
@@ -175,21 +190,24 @@ def load_model(path, device="cpu", dtype=None) -> Qwen3ForCausalLM:
 
 
 # ---------------------------------------------------------------------------------------------- saving
+def split_fused(name: str, tensor: torch.Tensor, config) -> dict:
+    """A model parameter (or its gradient) under the released checkpoints' names: stacked matrices split."""
+    rows_of_tensor, row, split = tensor.reshape(-1, tensor.shape[-1]), 0, {}
+    for key, rows in _parts(name, tensor.shape, config):
+        if rows is None:
+            return {key: tensor}
+        split[key] = rows_of_tensor[row:row + rows]
+        row += rows
+    return split
+
+
 def hf_state_dict(model: Qwen3ForCausalLM, dtype=None) -> dict:
-    """The model's tensors under the released checkpoints' names (experts unstacked), on the CPU."""
+    """The model's tensors under the released checkpoints' names, on the CPU (each its own storage)."""
     state = {}
     for name, param in model.named_parameters():
         tensor = param.detach().to("cpu", dtype or param.dtype)
-        match = _EXPERTS.match(name)
-        if match is None:
-            state[name] = tensor
-            continue
-        keys = _expert_keys(match.group(1), match.group(2), tensor.shape[0])
-        parts = len(keys) // tensor.shape[0]
-        rows = tensor.shape[1] // parts
-        for i, key in enumerate(keys):
-            e, part = divmod(i, parts)
-            state[key] = tensor[e, part * rows:(part + 1) * rows].clone()
+        parts = split_fused(name, tensor, model.config)
+        state.update({key: part if part is tensor else part.clone() for key, part in parts.items()})
     return state
 
 

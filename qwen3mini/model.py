@@ -178,18 +178,21 @@ class PrefillContext:
 class DecodeContext:
     """One new token per cache row: write its K/V at position ``lengths[b]``, attend to ``lengths[b] + 1``.
 
-    Positions stay on the device (no ``.item()``), so a decode step can be captured in a CUDA graph."""
+    Positions stay on the device (no ``.item()``), so a decode step can be captured in a CUDA graph. The
+    writes address each layer's cache as one [rows * capacity, nKV, D] table: one ``index_copy_`` (a single
+    kernel) per tensor, where indexing by (row, position) pairs costs several."""
 
     def __init__(self, cache):
         self.cache = cache
-        self.rows = torch.arange(cache.lengths.shape[0], device=cache.lengths.device)
-        self.positions = cache.lengths.long()
+        rows = torch.arange(cache.lengths.shape[0], device=cache.lengths.device)
+        self.slots = rows * cache.max_seq_len + cache.lengths.long()
         self.seqlens = cache.lengths + 1
 
     def attend(self, layer: int, q, k, v, scale: float):
-        self.cache.k[layer].index_put_((self.rows, self.positions), k)
-        self.cache.v[layer].index_put_((self.rows, self.positions), v)
-        return ops.attention_decode(q, self.cache.k[layer], self.cache.v[layer], self.seqlens, scale)
+        cache_k, cache_v = self.cache.k[layer], self.cache.v[layer]
+        cache_k.view(-1, *k.shape[1:]).index_copy_(0, self.slots, k)
+        cache_v.view(-1, *v.shape[1:]).index_copy_(0, self.slots, v)
+        return ops.attention_decode(q, cache_k, cache_v, self.seqlens, scale)
 
 
 class Attention(nn.Module):
@@ -197,6 +200,10 @@ class Attention(nn.Module):
 
     q, k, v projections -> per-head RMSNorm of q and k (QK-Norm, *before* RoPE) -> RoPE -> causal attention,
     query head h reading KV head h // (nH / nKV) -> output projection. Scale 1/sqrt(head_dim).
+
+    The three input projections are one matrix, ``qkv_proj`` [(nH + 2 nKV) D, H]: the checkpoint's q_proj,
+    k_proj and v_proj stacked by rows (``checkpoint.py`` maps the names). One matrix-vector product instead
+    of three per token is what decode speed asks for (bench/RESULTS.md); the arithmetic is the same.
     """
 
     def __init__(self, config: Qwen3Config, layer: int):
@@ -205,35 +212,34 @@ class Attention(nn.Module):
         self.layer, self.head_dim = layer, D
         self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.scale = D ** -0.5
-        self.q_proj = Linear(H, self.num_heads * D)
-        self.k_proj = Linear(H, self.num_kv_heads * D)
-        self.v_proj = Linear(H, self.num_kv_heads * D)
+        self.qkv_proj = Linear(H, (self.num_heads + 2 * self.num_kv_heads) * D)
         self.o_proj = Linear(self.num_heads * D, H)
         self.q_norm = RMSNorm(D, config.rms_norm_eps)
         self.k_norm = RMSNorm(D, config.rms_norm_eps)
 
     def forward(self, x, cos, sin, context):
         n = x.shape[0]
-        q = self.q_norm(self.q_proj(x).view(n, self.num_heads, self.head_dim))
-        k = self.k_norm(self.k_proj(x).view(n, self.num_kv_heads, self.head_dim))
-        v = self.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
-        q, k = ops.apply_rope(q, cos, sin), ops.apply_rope(k, cos, sin)
+        qkv = self.qkv_proj(x).view(n, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=1)
+        q, k = ops.qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps, cos, sin)
         out = context.attend(self.layer, q, k, v, self.scale)
         return self.o_proj(out.reshape(n, self.num_heads * self.head_dim))
 
 
 # ---------------------------------------------------------------------------------------------- feed-forward
 class MLP(nn.Module):
-    """SwiGLU feed-forward (spec §1.5): ``down(silu(gate(x)) * up(x))``."""
+    """SwiGLU feed-forward (spec §1.5): ``down(silu(gate(x)) * up(x))``.
+
+    gate and up are one matrix, ``gate_up_proj`` [2I, H] (gate rows first), for the same reason as
+    ``qkv_proj``; ``ops.silu_mul`` splits its output."""
 
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
-        self.gate_proj = Linear(hidden_size, intermediate_size)
-        self.up_proj = Linear(hidden_size, intermediate_size)
+        self.gate_up_proj = Linear(hidden_size, 2 * intermediate_size)
         self.down_proj = Linear(intermediate_size, hidden_size)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(ops.silu_mul(self.gate_up_proj(x)))
 
 
 class Experts(nn.Module):
@@ -266,11 +272,8 @@ class MoE(nn.Module):
     def route(self, x):
         """(router logits [N, E], top-k expert ids int64 [N, k], their weights [N, k] in x.dtype)."""
         logits = self.gate(x)
-        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-        weights, ids = torch.topk(probs, self.top_k, dim=-1)
-        if self.norm_topk_prob:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        return logits, ids, weights.to(x.dtype)
+        ids, weights = ops.moe_route(logits, self.top_k, self.norm_topk_prob)
+        return logits, ids, weights
 
     def forward(self, x):
         logits, ids, weights = self.route(x)

@@ -81,8 +81,8 @@ def add_rms_norm(x, residual, weight, eps):
     return _select(x, residual, weight).add_rms_norm(x, residual, weight, eps)
 
 
-def apply_rope(x, cos, sin):
-    return _select(x).apply_rope(x, cos, sin)
+def qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin):
+    return _select(q, k, q_weight, k_weight).qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin)
 
 
 def attention_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, scale):
@@ -95,6 +95,14 @@ def attention_decode(q, k_cache, v_cache, cache_seqlens, scale):
 
 def linear(x, weight):
     return _select(x, weight).linear(x, weight)
+
+
+def silu_mul(gate_up):
+    return _select(gate_up).silu_mul(gate_up)
+
+
+def moe_route(logits, top_k, normalize):
+    return _select(logits).moe_route(logits, top_k, normalize)
 
 
 def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down):

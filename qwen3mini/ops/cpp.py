@@ -61,12 +61,14 @@ class CppBackend:
         _C.add_rms_norm(x, residual, weight.contiguous(), float(eps), out, summed)
         return out, summed
 
-    # ---------------------------------------------------------------- rotary embedding
-    def apply_rope(self, x, cos, sin):
-        if not _kernel_ok(x, cos, sin):
-            return self._reference.apply_rope(x, cos, sin)
-        if x.dim() == 3 and x.stride(-1) != 1:
-            x = x.contiguous()
+    # ---------------------------------------------------------------- QK-Norm and rotary embedding
+    def qk_norm_rope(self, q, k, q_weight, k_weight, eps, cos, sin):
+        if not _kernel_ok(q, k, q_weight, k_weight, cos, sin):
+            return self._reference.qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin)
+        return (self._rope(self.rms_norm(q, q_weight, eps), cos, sin),
+                self._rope(self.rms_norm(k, k_weight, eps), cos, sin))
+
+    def _rope(self, x, cos, sin):
         out = torch.empty(x.shape, dtype=x.dtype)
         _C.apply_rope(x, cos.contiguous(), sin.contiguous(), out)
         return out
@@ -104,6 +106,12 @@ class CppBackend:
             for n0 in range(0, weight.shape[0], _WIDEN_SLAB):
                 out[:, n0:n0 + _WIDEN_SLAB] = x32 @ weight[n0:n0 + _WIDEN_SLAB].float().t()
         return out.view(*x.shape[:-1], weight.shape[0])
+
+    def silu_mul(self, gate_up):
+        return self._reference.silu_mul(gate_up)
+
+    def moe_route(self, logits, top_k, normalize):
+        return self._reference.moe_route(logits, top_k, normalize)
 
     def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
         if not _kernel_ok(x, topk_weights, w_gate_up, w_down):

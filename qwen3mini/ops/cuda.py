@@ -49,9 +49,9 @@ class CudaBackend(ReferenceBackend):
         normed, summed = _cuda.add_rms_norm(x, residual, weight, eps)
         return normed, summed
 
-    def apply_rope(self, x, cos, sin):
+    def _rope(self, x, cos, sin):
         if not (_on_gpu(x, cos, sin) and x.dim() == 3 and x.shape[-1] % 2 == 0):
-            return super().apply_rope(x, cos, sin)
+            return super()._rope(x, cos, sin)
         return _cuda.apply_rope(x, cos, sin)
 
     def attention_prefill(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale):

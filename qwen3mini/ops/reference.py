@@ -45,15 +45,24 @@ class ReferenceBackend:
         summed = x + residual
         return self.rms_norm(summed, weight, eps), summed
 
-    # ---------------------------------------------------------------- rotary embedding
-    def apply_rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotary position embedding, split-halves (NeoX) layout.
+    # ---------------------------------------------------------------- QK-Norm and rotary embedding
+    def qk_norm_rope(self, q, k, q_weight, k_weight, eps: float, cos, sin):
+        """QK-Norm then rotary position embedding, for the queries and keys of one layer (spec §1.3, §1.4).
 
-        x: [N, heads, D]; cos, sin: [N, D] in x.dtype (already scaled by YaRN's attention factor; each row is
-        ``cat(freqs, freqs)`` for that token's position). Returns [N, heads, D] in x.dtype.
-        Numerics (HF): ``x*cos + rotate_half(x)*sin`` in x.dtype, where ``rotate_half(x) = cat(-x2, x1)``;
-        element j < D/2 pairs with j + D/2.
+        q: [N, nH, D]; k: [N, nKV, D]; each may be a strided view (e.g. head slices of one fused q/k/v
+        projection) with a contiguous last dim. q_weight, k_weight: [D]. cos, sin: [N, D] in q.dtype (already
+        scaled by YaRN's attention factor; each row is ``cat(freqs, freqs)`` for that token's position).
+        Returns new tensors (q', k') of shapes [N, nH, D] and [N, nKV, D] in q.dtype:
+            q' = rope(rms_norm(q, q_weight, eps)),   k' = rope(rms_norm(k, k_weight, eps))
+        with ``rms_norm`` as above (per head, over D) and ``rope`` in the split-halves (NeoX) layout, in
+        q.dtype as HF computes it: ``x*cos + rotate_half(x)*sin``, ``rotate_half(x) = cat(-x2, x1)``, element
+        j < D/2 pairing with j + D/2. The normalised value is rounded to q.dtype before the rotation.
         """
+        return (self._rope(self.rms_norm(q, q_weight, eps), cos, sin),
+                self._rope(self.rms_norm(k, k_weight, eps), cos, sin))
+
+    @staticmethod
+    def _rope(x, cos, sin):
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos[:, None, :] + rotated * sin[:, None, :]
@@ -114,6 +123,28 @@ class ReferenceBackend:
         weight byte once.
         """
         return F.linear(x, weight)
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """SwiGLU's gate (spec §1.5): gate_up [..., 2I] (the output of the fused gate/up projection, gate in the
+        first half) -> ``silu(gate) * up`` [..., I] in gate_up.dtype. Numerics (HF ``Qwen3MLP``): SiLU rounded
+        to the dtype, then the product rounded to the dtype. gate_up may be non-contiguous in its leading dims.
+        """
+        half = gate_up.shape[-1] // 2
+        return F.silu(gate_up[..., :half]) * gate_up[..., half:]
+
+    def moe_route(self, logits: torch.Tensor, top_k: int, normalize: bool):
+        """The MoE router after its projection (spec §1.7): choose each token's top-k experts and their weights.
+
+        logits: [N, E] in the model dtype. Returns ``(ids, weights)``: ids int64 [N, k], distinct per row, in
+        descending order of probability (ties in any order); weights [N, k] in logits.dtype.
+        Numerics (HF ``Qwen3MoeSparseMoeBlock``): softmax over all E experts in fp32, the k largest
+        probabilities, divided by their sum when ``normalize`` (``norm_topk_prob``), then rounded to the dtype.
+        """
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        weights, ids = torch.topk(probs, top_k, dim=-1)
+        if normalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return ids, weights.to(logits.dtype)
 
     def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
         """Mixture-of-experts dispatch: route each token to its k experts, run each expert's SwiGLU, combine.

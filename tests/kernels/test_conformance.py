@@ -12,12 +12,15 @@ from hypothesis import given, strategies as st
 
 from qwen3mini import ops
 
-from kernel_checks import COMPILED, DTYPES, SETTINGS, backend_device, check_op, poisoned_allocations, randn
+from kernel_checks import (COMPILED, DTYPES, SETTINGS, assert_within_tolerance, backend_device, check_op,
+                           poisoned_allocations, randn, run_backend)
 
 dtypes = st.sampled_from(DTYPES)
 seeds = st.integers(0, 2 ** 31 - 1)
 head_dims = st.sampled_from([64, 128, 20])              # the contract's 64 and 128, plus a vector-tail size
 hidden_sizes = st.one_of(st.integers(1, 160), st.sampled_from([256, 1024]))
+gqa = st.tuples(st.integers(1, 3), st.sampled_from([1, 2, 3, 4, 8]))   # (KV heads, query heads per KV head)
+gqa_heads = st.one_of(gqa, st.just((8, 2)), st.just((4, 16)))          # + Qwen3-0.6B and -235B's head counts
 
 
 def setup(backend, seed):
@@ -54,25 +57,32 @@ def test_add_rms_norm(backend, dtype, lead, hidden, seed):
     check_op(backend, "add_rms_norm", x, residual, w, 1e-6)
 
 
-# ---------------------------------------------------------------- rotary embedding
+# ---------------------------------------------------------------- QK-Norm and rotary embedding
 @SETTINGS
-@given(dtype=dtypes, tokens=st.integers(1, 9), heads=st.integers(1, 6), head_dim=head_dims,
-       strided=st.booleans(), factor=st.sampled_from([1.0, 1.2]), seed=seeds)
-def test_apply_rope(backend, dtype, tokens, heads, head_dim, strided, factor, seed):
-    """Real rotary tables (YaRN-style attention factor too); x possibly a slice of a fused projection."""
+@given(dtype=dtypes, tokens=st.integers(1, 9), heads=gqa_heads, head_dim=head_dims, fused=st.booleans(),
+       factor=st.sampled_from([1.0, 1.2]), seed=seeds)
+def test_qk_norm_rope(backend, dtype, tokens, heads, head_dim, fused, factor, seed):
+    """Real rotary tables (YaRN-style attention factor too) at positions up to 40k; q and k either separate
+    tensors or head slices of one fused q/k/v projection (strided rows, as the model passes them)."""
     g, dev = setup(backend, seed)
+    n_kv, group = heads
+    n_h = n_kv * group
     positions = torch.randint(0, 40000, (tokens,), generator=g).double()
     inv_freq = 1e6 ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.cat([positions[:, None] * inv_freq] * 2, dim=-1)
     cos, sin = ((f(angles) * factor).to(dtype=dtype, device=dev) for f in (torch.cos, torch.sin))
-    x = randn(g, tokens, heads + 2 if strided else heads, head_dim, dtype=dtype, device=dev)
-    if strided:
-        x = x[:, 1:heads + 1]                          # rows of heads with a gap: not contiguous
-    check_op(backend, "apply_rope", x, cos, sin)
+    if fused:
+        qkv = randn(g, tokens, n_h + 2 * n_kv, head_dim, dtype=dtype, device=dev, scale=3.0)
+        q, k = qkv[:, :n_h], qkv[:, n_h:n_h + n_kv]
+    else:
+        q = randn(g, tokens, n_h, head_dim, dtype=dtype, device=dev, scale=3.0)
+        k = randn(g, tokens, n_kv, head_dim, dtype=dtype, device=dev, scale=0.2)
+    q_weight = randn(g, head_dim, dtype=dtype, device=dev, scale=0.5) + 1
+    k_weight = randn(g, head_dim, dtype=dtype, device=dev, scale=0.5) + 1
+    check_op(backend, "qk_norm_rope", q, k, q_weight, k_weight, 1e-6, cos, sin)
 
 
 # ---------------------------------------------------------------- attention
-gqa = st.tuples(st.integers(1, 3), st.sampled_from([1, 2, 3, 4, 8]))   # (KV heads, query heads per KV head)
 
 
 @SETTINGS
@@ -131,6 +141,46 @@ def test_linear(backend, dtype, lead, features_in, features_out, seed):
     x = randn(g, *lead, features_in, dtype=dtype, device=dev)
     w = randn(g, features_out, features_in, dtype=dtype, device=dev, scale=features_in ** -0.5)
     check_op(backend, "linear", x, w)
+
+
+@SETTINGS
+@given(dtype=dtypes, lead=st.lists(st.integers(1, 6), min_size=1, max_size=2),
+       inter=st.one_of(st.integers(1, 70), st.sampled_from([768, 3072])), strided=st.booleans(), seed=seeds)
+def test_silu_mul(backend, dtype, lead, inter, strided, seed):
+    """gate_up possibly a column slice of a wider tensor (rows not contiguous with each other)."""
+    g, dev = setup(backend, seed)
+    gate_up = randn(g, *lead, 2 * inter + (3 if strided else 0), dtype=dtype, device=dev, scale=3.0)
+    if strided:
+        gate_up = gate_up[..., 3:]
+    check_op(backend, "silu_mul", gate_up)
+
+
+@SETTINGS
+@given(dtype=dtypes, tokens=st.integers(1, 12), experts=st.one_of(st.integers(1, 40), st.sampled_from([128, 160])),
+       normalize=st.booleans(), coarse=st.booleans(), seed=seeds, data=st.data())
+def test_moe_route(backend, dtype, tokens, experts, normalize, coarse, seed, data):
+    """Any expert count and top-k (1 ... 8), with many tied logits when ``coarse`` (rounded to halves).
+
+    Ties make the choice ambiguous, so the check is by value: the ids are distinct and in range, their
+    probabilities are the k largest (up to fp32 rounding of the softmax), in descending order, and the
+    weights are those probabilities (renormalised when asked) within the dtype's tolerance."""
+    g, dev = setup(backend, seed)
+    top_k = data.draw(st.integers(1, min(experts, 8)), label="top_k")
+    logits = randn(g, tokens, experts, dtype=dtype, device=dev, scale=2.0)
+    if coarse:
+        logits = (logits * 2).round() / 2
+    ids, weights = run_backend(backend, "moe_route", logits, top_k, normalize)
+    assert ids.dtype == torch.int64 and ids.shape == (tokens, top_k), (ids.dtype, ids.shape)
+    assert weights.dtype == dtype and weights.shape == (tokens, top_k), (weights.dtype, weights.shape)
+    assert ((ids >= 0) & (ids < experts)).all(), f"expert ids out of range: {ids}"
+    assert all(len(set(row)) == top_k for row in ids.tolist()), f"repeated expert ids: {ids}"
+    probs = torch.softmax(logits.cpu().double(), dim=-1)
+    chosen = probs.gather(1, ids)
+    kth_largest = probs.topk(top_k, dim=-1).values[:, -1:]
+    assert (chosen >= kth_largest * (1 - 1e-6)).all(), f"not the top-{top_k} experts: {ids}"
+    assert (chosen[:, :-1] >= chosen[:, 1:] * (1 - 1e-6)).all(), f"not in descending order: {chosen}"
+    exact = chosen / chosen.sum(-1, keepdim=True) if normalize else chosen
+    assert_within_tolerance(weights, exact, exact.to(dtype), f"{backend}.moe_route weights ({dtype})")
 
 
 @SETTINGS
