@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import ops
+
 
 @dataclass
 class SamplingParams:
@@ -203,12 +205,21 @@ class Generator:
     from it at every call, so an interruption (Ctrl-C) at any point leaves a consistent state, at worst with
     one token's work to redo. ``batch_size`` > 1 supports ``append`` (one list per row) but not ``stream``;
     batches are generated with ``generate``.
+
+    On a GPU whose ops run on the CUDA backend, ``stream`` replays a captured CUDA graph of the decode step
+    (``cuda_graphs.GraphDecoder``; captured at the first token, kept for the conversation): a small model's
+    step is hundreds of short kernels, and launching them one by one from Python is several times slower.
+    ``cuda_graph=False`` turns that off.
     """
 
-    def __init__(self, model, max_seq_len: int | None = None, batch_size: int = 1):
+    def __init__(self, model, max_seq_len: int | None = None, batch_size: int = 1, cuda_graph: bool = True):
         self.model = model
         self.max_seq_len = max_seq_len or model.config.max_position_embeddings
         self.cache = KVCache.for_model(model, batch_size, self.max_seq_len)
+        self._decoder = None
+        if cuda_graph and self.cache.k.is_cuda and ops.backend_name(self.cache.k) == "cuda":
+            from .cuda_graphs import GraphDecoder
+            self._decoder = GraphDecoder(model, self.cache)
         self.reset()
 
     def reset(self):
@@ -274,12 +285,17 @@ class Generator:
         for _ in range(max_new_tokens):
             token = sampler(logits[None])
             value = int(token)
-            logits = self.model.decode_step(token, self.cache)[0]     # advances cache.lengths at its end
+            logits = self._decode(token)                               # advances cache.lengths at its end
             self.tokens[0].append(value)
             self._logits, self._logits_at = logits[None], self.length
             yield value
             if value in stops:
                 return
+
+    def _decode(self, token):
+        if self._decoder is None:
+            return self.model.decode_step(token, self.cache)[0]
+        return self._decoder.step(token)[0].clone()    # the graph's output buffer is reused by the next step
 
     # -------------------------------------------------------------- consistency after interruptions
     def _sync(self):

@@ -73,6 +73,12 @@ def _select(tensor, *more):
     return _REFERENCE
 
 
+def backend_name(tensor) -> str:
+    """The registered name of the backend that runs ops on ``tensor`` (outside autograd)."""
+    chosen = _select(tensor)
+    return next(name for name, backend in _BACKENDS.items() if backend is chosen)
+
+
 def rms_norm(x, weight, eps):
     return _select(x, weight).rms_norm(x, weight, eps)
 
