@@ -29,14 +29,16 @@ struct View3 {
 template <class T>
 struct KernelTable {
     void (*linear)(const float* x, int M, const T* w, int N, int K, T* out);
+    void (*silu_mul)(const T* gate_up, int64_t ld, int64_t R, int I, T* out);
     void (*rms_norm)(const T* x, const T* w, float eps, int64_t N, int H, T* out);
     void (*add_rms_norm)(const T* x, const T* residual, const T* w, float eps, int64_t N, int H, T* out, T* summed);
-    void (*apply_rope)(const T* x, int64_t sx0, int64_t sx1, const T* cos, const T* sin, int64_t N, int heads,
-                       int D, T* out);
+    void (*qk_norm_rope)(View3<T> q, View3<T> k, const T* q_w, const T* k_w, float eps, const T* cos, const T* sin,
+                         int64_t N, int nH, int nKV, int D, T* q_out, T* k_out);
     void (*attention_prefill)(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, const int32_t* cu_k, int B,
                               int nH, int nKV, int D, float scale, T* out);
     void (*attention_decode)(View3<T> q, const T* k_cache, const T* v_cache, int64_t cs0, int64_t cs1, int64_t cs2,
                              const int32_t* lengths, int B, int nH, int nKV, int D, float scale, T* out);
+    void (*moe_route)(const T* logits, int64_t N, int E, int top_k, bool normalize, int64_t* ids, T* weights);
     void (*moe_experts)(const T* x, int64_t N, int H, const int64_t* ids, const T* weights, int top_k,
                         const T* w_gate_up, const T* w_down, int E, int I, T* out);
 };

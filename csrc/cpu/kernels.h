@@ -63,6 +63,36 @@ inline void store8(bf16_t* p, v8f v) {
     std::memcpy(p, &h, sizeof h);
 }
 
+// The 8 values a vector would hold after the reference stored them in dtype T (round_to, 8 lanes at once).
+inline v8f round8(v8f v, float) { return v; }
+inline v8f round8(v8f v, bf16_t) {
+    v8u bits = (v8u)v;
+    v8u rounded = ((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16) << 16;
+    v8u is_nan = (v8u)(v != v);
+    return (v8f)((rounded & ~is_nan) | (bits & is_nan));
+}
+template <class T> inline v8f round8(v8f v) { return round8(v, T{}); }
+
+// e^x for 8 lanes (Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-5 polynomial for e^r, times 2^n built
+// in the exponent bits); ~1 ulp, inputs clamped to the finite range. GCC has no vector std::exp.
+inline v8f exp8(v8f x) {
+    const v8f lo = v8f{} - 87.3f, hi = v8f{} + 88.3f, half = v8f{} + 0.5f;
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    const v8f t = x * 1.44269504f;
+    const v8i n = __builtin_convertvector(t + (t < 0.f ? -half : half), v8i);   // round to nearest
+    const v8f nf = __builtin_convertvector(n, v8f);
+    const v8f r = x - nf * 0.693359375f + nf * 2.12194440e-4f;                   // ln2 in two parts
+    v8f p = v8f{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.f;
+    return (v8f)((v8i)p + (n << 23));
+}
+
 inline float hsum(v8f v) {
     float s = 0.f;
     for (int i = 0; i < 8; ++i) s += v[i];
@@ -171,6 +201,30 @@ void linear(const float* x, int M, const T* w, int N, int K, T* out) {
         linear_block(x, K, M, w, K, K, b * 16, std::min(N, b * 16 + 16), out, N);
 }
 
+// ------------------------------------------------------------------ SwiGLU gate: silu(gate) * up
+
+// out[i] = round(round(silu(gate[i])) * up[i]) for one token (HF Qwen3MLP's roundings in T). In and Out are
+// T, or fp32 holding values already rounded to T (the MoE's scratch).
+template <class T, class In, class Out>
+inline void silu_mul_row(const In* gate, const In* up, int I, Out* out) {
+    int i = 0;
+    for (; i + 8 <= I; i += 8) {
+        const v8f g = load8(gate + i);
+        store8(out + i, round8<T>(round8<T>(g / (1.f + exp8(-g))) * load8(up + i)));
+    }
+    for (; i < I; ++i) {
+        const float g = to_float(gate[i]);
+        out[i] = from_float<Out>(round_to<T>(round_to<T>(g / (1.f + std::exp(-g))) * to_float(up[i])));
+    }
+}
+
+// gate_up: R rows of 2I (gate first), row stride ld; out: [R, I] contiguous.
+template <class T>
+void silu_mul(const T* gate_up, int64_t ld, int64_t R, int I, T* out) {
+#pragma omp parallel for schedule(static) if (R * I > 65536)
+    for (int64_t r = 0; r < R; ++r) silu_mul_row<T>(gate_up + r * ld, gate_up + r * ld + I, I, out + r * I);
+}
+
 // ------------------------------------------------------------------ RMSNorm (+ residual add)
 
 // out = w * round_T(x * rsqrt(mean(x²) + eps)), the product rounded to T (HF Qwen3RMSNorm).
@@ -202,27 +256,55 @@ void add_rms_norm(const T* x, const T* residual, const T* w, float eps, int64_t 
     }
 }
 
-// ------------------------------------------------------------------ RoPE (split halves)
+// ------------------------------------------------------------------ QK-Norm + RoPE (split halves), one pass
 
-// out = round(round(x*cos) + round(rotate_half(x)*sin)): the three roundings of the bf16 reference.
+// One head of one token: n = rms_norm(x) (as rms_norm_row, kept in fp32 but with T's roundings), then
+// out = round(round(n*cos) + round(rotate_half(n)*sin)): the roundings of the bf16 reference, element j < D/2
+// pairing with j + D/2. D <= kMaxHeadDim (checked by ops.cpp).
+constexpr int kMaxHeadDim = 512;
+
 template <class T>
-void apply_rope(const T* x, int64_t sx0, int64_t sx1, const T* cos, const T* sin, int64_t N, int heads, int D,
-                T* out) {
+inline void qk_norm_rope_row(const T* x, const T* w, float eps, const T* cos, const T* sin, int D, T* out) {
+    float n[kMaxHeadDim];
+    v8f ss = {};
+    int i = 0;
+    for (; i + 8 <= D; i += 8) { v8f v = load8(x + i); ss += v * v; }
+    float sum = hsum(ss);
+    for (; i < D; ++i) sum += to_float(x[i]) * to_float(x[i]);
+    const float r = 1.f / std::sqrt(sum / D + eps);
+    for (i = 0; i + 8 <= D; i += 8) store8(n + i, round8<T>(load8(w + i) * round8<T>(load8(x + i) * r)));
+    for (; i < D; ++i) n[i] = round_to<T>(to_float(w[i]) * round_to<T>(to_float(x[i]) * r));
     const int half = D / 2;
+    int j = 0;
+    for (; j + 8 <= half; j += 8) {
+        const v8f x1 = load8(n + j), x2 = load8(n + j + half);
+        store8(out + j, round8<T>(x1 * load8(cos + j)) - round8<T>(x2 * load8(sin + j)));
+        store8(out + j + half, round8<T>(x2 * load8(cos + j + half)) + round8<T>(x1 * load8(sin + j + half)));
+    }
+    for (; j < half; ++j) {
+        const float x1 = n[j], x2 = n[j + half];
+        out[j] = from_float<T>(round_to<T>(x1 * to_float(cos[j])) - round_to<T>(x2 * to_float(sin[j])));
+        out[j + half] = from_float<T>(round_to<T>(x2 * to_float(cos[j + half])) +
+                                      round_to<T>(x1 * to_float(sin[j + half])));
+    }
+}
+
+// q [N, nH, D] and k [N, nKV, D] (strided rows, e.g. head slices of the fused q/k/v projection) into
+// contiguous q_out, k_out. One task per (token, head) of q and k together.
+template <class T>
+void qk_norm_rope(View3<T> q, View3<T> k, const T* q_w, const T* k_w, float eps, const T* cos, const T* sin,
+                  int64_t N, int nH, int nKV, int D, T* q_out, T* k_out) {
+    const int heads = nH + nKV;
 #pragma omp parallel for schedule(static) if (N * heads * D > 65536)
-    for (int64_t t = 0; t < N; ++t)
-        for (int h = 0; h < heads; ++h) {
-            const T* xr = x + t * sx0 + h * sx1;
-            const T* c = cos + t * D;
-            const T* s = sin + t * D;
-            T* o = out + (t * heads + h) * D;
-            for (int j = 0; j < D; ++j) {
-                float rotated = j < half ? -to_float(xr[j + half]) : to_float(xr[j - half]);
-                float a = round_to<T>(to_float(xr[j]) * to_float(c[j]));
-                float b = round_to<T>(rotated * to_float(s[j]));
-                o[j] = from_float<T>(a + b);
-            }
-        }
+    for (int64_t task = 0; task < N * heads; ++task) {
+        const int64_t t = task / heads;
+        const int h = int(task % heads);
+        if (h < nH)
+            qk_norm_rope_row(q.row(t, h), q_w, eps, cos + t * D, sin + t * D, D, q_out + (t * nH + h) * D);
+        else
+            qk_norm_rope_row(k.row(t, h - nH), k_w, eps, cos + t * D, sin + t * D, D,
+                             k_out + (t * nKV + h - nH) * D);
+    }
 }
 
 // ------------------------------------------------------------------ attention with online softmax
@@ -360,6 +442,32 @@ void attention_decode(View3<T> q /*[B, nH, D]*/, const T* k_cache, const T* v_ca
     }
 }
 
+// ------------------------------------------------------------------ MoE router: softmax, top-k, renormalise
+
+// For each of N rows of E logits: fp32 softmax, the top_k largest probabilities in descending order (ties
+// by lower id), divided by their sum when `normalize`, rounded to T (HF Qwen3MoeSparseMoeBlock).
+template <class T>
+void moe_route(const T* logits, int64_t N, int E, int top_k, bool normalize, int64_t* ids, T* weights) {
+#pragma omp parallel for schedule(static) if (N * E > 65536)
+    for (int64_t t = 0; t < N; ++t) {
+        const T* row = logits + t * E;
+        std::vector<float> probs(E);
+        std::vector<int> order(E);
+        float max = -INFINITY, sum = 0.f;
+        for (int e = 0; e < E; ++e) max = std::max(max, to_float(row[e]));
+        for (int e = 0; e < E; ++e) sum += probs[e] = std::exp(to_float(row[e]) - max);
+        for (int e = 0; e < E; ++e) { probs[e] /= sum; order[e] = e; }
+        std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                          [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+        float chosen = 0.f;
+        for (int j = 0; j < top_k; ++j) chosen += probs[order[j]];
+        for (int j = 0; j < top_k; ++j) {
+            ids[t * top_k + j] = order[j];
+            weights[t * top_k + j] = from_float<T>(normalize ? probs[order[j]] / chosen : probs[order[j]]);
+        }
+    }
+}
+
 // ------------------------------------------------------------------ MoE dispatch
 //
 // 1. sort the (token, slot) pairs by expert (counting sort: stable, so tokens stay ascending);
@@ -405,10 +513,7 @@ void moe_experts(const T* x, int64_t N, int H, const int64_t* ids, const T* weig
     });
 #pragma omp parallel for schedule(static) if (P * I > 65536)
     for (int64_t row = 0; row < P; ++row)
-        for (int i = 0; i < I; ++i) {
-            const float g = gate_up[row * 2 * I + i], u = gate_up[row * 2 * I + I + i];
-            hidden[row * I + i] = round_to<T>(round_to<T>(g / (1.f + std::exp(-g))) * u);
-        }
+        silu_mul_row<T>(&gate_up[row * 2 * I], &gate_up[row * 2 * I + I], I, &hidden[row * I]);
     for_each_block(H, [&](int e, int64_t row0, int count, int n0, int n1) {
         linear_block(&hidden[row0 * I], I, count, w_down + int64_t(e) * H * I, I, I, n0, n1, &y[row0 * H], H);
     });
@@ -432,8 +537,8 @@ void moe_experts(const T* x, int64_t N, int H, const int64_t* ids, const T* weig
 
 template <class T>
 KernelTable<T> table() {
-    return {linear<T>, rms_norm<T>, add_rms_norm<T>, apply_rope<T>, attention_prefill<T>, attention_decode<T>,
-            moe_experts<T>};
+    return {linear<T>, silu_mul<T>, rms_norm<T>, add_rms_norm<T>, qk_norm_rope<T>,
+            attention_prefill<T>, attention_decode<T>, moe_route<T>, moe_experts<T>};
 }
 
 }  // namespace QWEN3MINI_ISA

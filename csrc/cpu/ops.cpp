@@ -93,6 +93,20 @@ void linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& out) {
     });
 }
 
+void silu_mul(const at::Tensor& gate_up, const at::Tensor& out) {
+    const char* op = "silu_mul";
+    check(gate_up, op, "gate_up", 2, gate_up, /*contiguous=*/false);
+    check(out, op, "out", 2, gate_up);
+    const int64_t I = gate_up.size(1) / 2;
+    TORCH_CHECK(gate_up.size(1) % 2 == 0, op, ": gate_up's last dim ", gate_up.size(1), " must be even (gate, up)");
+    TORCH_CHECK(out.size(0) == gate_up.size(0) && out.size(1) == I, op, ": out has shape ", out.sizes(),
+                ", expected [", gate_up.size(0), ", ", I, "]");
+    dispatch(gate_up, op, [&](auto table, auto* type) {
+        using T = std::remove_pointer_t<decltype(type)>;
+        table.silu_mul(cptr<T>(gate_up), gate_up.stride(0), gate_up.size(0), I, ptr<T>(out));
+    });
+}
+
 void rms_norm(const at::Tensor& x, const at::Tensor& w, double eps, const at::Tensor& out) {
     const char* op = "rms_norm";
     check(x, op, "x", x.dim(), x);
@@ -128,21 +142,30 @@ void add_rms_norm(const at::Tensor& x, const at::Tensor& residual, const at::Ten
     });
 }
 
-void apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& out) {
-    const char* op = "apply_rope";
-    check(x, op, "x", 3, x, /*contiguous=*/false);
-    check(cos, op, "cos", 2, x);
-    check(sin, op, "sin", 2, x);
-    check(out, op, "out", 3, x);
-    const int64_t N = x.size(0), D = x.size(2);
-    TORCH_CHECK(D % 2 == 0, op, ": head dim ", D, " must be even");
+void qk_norm_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_w, const at::Tensor& k_w, double eps,
+                  const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& q_out, const at::Tensor& k_out) {
+    const char* op = "qk_norm_rope";
+    check(q, op, "q", 3, q, /*contiguous=*/false);
+    check(k, op, "k", 3, q, /*contiguous=*/false);
+    check(q_w, op, "q_weight", 1, q);
+    check(k_w, op, "k_weight", 1, q);
+    check(cos, op, "cos", 2, q);
+    check(sin, op, "sin", 2, q);
+    check(q_out, op, "q_out", 3, q);
+    check(k_out, op, "k_out", 3, q);
+    const int64_t N = q.size(0), D = q.size(2);
+    TORCH_CHECK(D % 2 == 0 && D <= 512, op, ": head dim ", D, " must be even and at most 512");
+    TORCH_CHECK(k.size(0) == N && k.size(2) == D, op, ": k must be [", N, ", nKV, ", D, "], got ", k.sizes());
+    TORCH_CHECK(q_w.size(0) == D && k_w.size(0) == D, op, ": q_weight/k_weight must have ", D, " elements, got ",
+                q_w.size(0), " and ", k_w.size(0));
     TORCH_CHECK(cos.size(0) == N && cos.size(1) == D && sin.sizes() == cos.sizes(), op, ": cos/sin must be [",
                 N, ", ", D, "], got ", cos.sizes(), " and ", sin.sizes());
-    TORCH_CHECK(out.sizes() == x.sizes(), op, ": out has shape ", out.sizes());
-    dispatch(x, op, [&](auto table, auto* type) {
+    TORCH_CHECK(q_out.sizes() == q.sizes() && k_out.sizes() == k.sizes(), op, ": q_out/k_out have shapes ",
+                q_out.sizes(), " and ", k_out.sizes());
+    dispatch(q, op, [&](auto table, auto* type) {
         using T = std::remove_pointer_t<decltype(type)>;
-        table.apply_rope(cptr<T>(x), x.stride(0), x.stride(1), cptr<T>(cos), cptr<T>(sin), N, x.size(1), D,
-                         ptr<T>(out));
+        table.qk_norm_rope(view3<T>(q), view3<T>(k), cptr<T>(q_w), cptr<T>(k_w), float(eps), cptr<T>(cos),
+                           cptr<T>(sin), N, q.size(1), k.size(1), D, ptr<T>(q_out), ptr<T>(k_out));
     });
 }
 
@@ -206,6 +229,24 @@ void attention_decode(const at::Tensor& q, const at::Tensor& k_cache, const at::
     });
 }
 
+void moe_route(const at::Tensor& logits, int64_t top_k, bool normalize, const at::Tensor& ids,
+               const at::Tensor& weights) {
+    const char* op = "moe_route";
+    check(logits, op, "logits", 2, logits);
+    check(weights, op, "weights", 2, logits);
+    const int64_t N = logits.size(0), E = logits.size(1);
+    TORCH_CHECK(top_k >= 1 && top_k <= E, op, ": top_k ", top_k, " must be in [1, ", E, "] (the number of experts)");
+    TORCH_CHECK(ids.device().is_cpu() && ids.scalar_type() == at::kLong && ids.is_contiguous() &&
+                    ids.sizes() == at::IntArrayRef({N, top_k}),
+                op, ": ids must be a contiguous int64 [", N, ", ", top_k, "] CPU tensor, got ", ids.scalar_type(),
+                " ", ids.sizes());
+    TORCH_CHECK(weights.sizes() == ids.sizes(), op, ": weights has shape ", weights.sizes());
+    dispatch(logits, op, [&](auto table, auto* type) {
+        using T = std::remove_pointer_t<decltype(type)>;
+        table.moe_route(cptr<T>(logits), N, E, top_k, normalize, ids.data_ptr<int64_t>(), ptr<T>(weights));
+    });
+}
+
 void moe_experts(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weights, const at::Tensor& w_gate_up,
                  const at::Tensor& w_down, const at::Tensor& out) {
     const char* op = "moe_experts";
@@ -245,14 +286,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("isa", [] { return isa_name(); }, "ISA of the kernels in use: 'avx2' or 'generic'");
     m.def("set_isa", &set_isa, "force 'generic' (portable) or 'avx2' kernels");
     m.def("linear", &linear, "out[M, N] = x[M, K] @ weight[N, K]^T", py::arg("x"), py::arg("weight"), py::arg("out"));
+    m.def("silu_mul", &silu_mul, "out[R, I] = silu(gate_up[:, :I]) * gate_up[:, I:]", py::arg("gate_up"),
+          py::arg("out"));
     m.def("rms_norm", &rms_norm, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("out"));
     m.def("add_rms_norm", &add_rms_norm, py::arg("x"), py::arg("residual"), py::arg("weight"), py::arg("eps"),
           py::arg("out"), py::arg("summed"));
-    m.def("apply_rope", &apply_rope, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("out"));
+    m.def("qk_norm_rope", &qk_norm_rope, py::arg("q"), py::arg("k"), py::arg("q_weight"), py::arg("k_weight"),
+          py::arg("eps"), py::arg("cos"), py::arg("sin"), py::arg("q_out"), py::arg("k_out"));
     m.def("attention_prefill", &attention_prefill, py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("scale"), py::arg("out"));
     m.def("attention_decode", &attention_decode, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
           py::arg("cache_seqlens"), py::arg("scale"), py::arg("out"));
+    m.def("moe_route", &moe_route, py::arg("logits"), py::arg("top_k"), py::arg("normalize"), py::arg("ids"),
+          py::arg("weights"));
     m.def("moe_experts", &moe_experts, py::arg("x"), py::arg("topk_ids"), py::arg("topk_weights"),
           py::arg("w_gate_up"), py::arg("w_down"), py::arg("out"));
 }

@@ -65,13 +65,11 @@ class CppBackend:
     def qk_norm_rope(self, q, k, q_weight, k_weight, eps, cos, sin):
         if not _kernel_ok(q, k, q_weight, k_weight, cos, sin):
             return self._reference.qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin)
-        return (self._rope(self.rms_norm(q, q_weight, eps), cos, sin),
-                self._rope(self.rms_norm(k, k_weight, eps), cos, sin))
-
-    def _rope(self, x, cos, sin):
-        out = torch.empty(x.shape, dtype=x.dtype)
-        _C.apply_rope(x, cos.contiguous(), sin.contiguous(), out)
-        return out
+        q, k = (t if t.dim() != 3 or t.stride(-1) == 1 else t.contiguous() for t in (q, k))
+        q_out, k_out = torch.empty(q.shape, dtype=q.dtype), torch.empty(k.shape, dtype=k.dtype)
+        _C.qk_norm_rope(q, k, q_weight.contiguous(), k_weight.contiguous(), float(eps), cos.contiguous(),
+                        sin.contiguous(), q_out, k_out)
+        return q_out, k_out
 
     # ---------------------------------------------------------------- attention
     def attention_prefill(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale):
@@ -108,10 +106,22 @@ class CppBackend:
         return out.view(*x.shape[:-1], weight.shape[0])
 
     def silu_mul(self, gate_up):
-        return self._reference.silu_mul(gate_up)
+        if not _kernel_ok(gate_up):
+            return self._reference.silu_mul(gate_up)
+        rows = gate_up.reshape(-1, gate_up.shape[-1])       # a view when only the last dim was sliced
+        rows = rows if rows.stride(-1) == 1 else rows.contiguous()
+        out = torch.empty(*gate_up.shape[:-1], gate_up.shape[-1] // 2, dtype=gate_up.dtype)
+        _C.silu_mul(rows, out.view(rows.shape[0], -1))
+        return out
 
     def moe_route(self, logits, top_k, normalize):
-        return self._reference.moe_route(logits, top_k, normalize)
+        if not _kernel_ok(logits):
+            return self._reference.moe_route(logits, top_k, normalize)
+        logits = logits.contiguous()
+        ids = torch.empty(logits.shape[0], top_k, dtype=torch.int64)
+        weights = torch.empty(logits.shape[0], top_k, dtype=logits.dtype)
+        _C.moe_route(logits, int(top_k), bool(normalize), ids, weights)
+        return ids, weights
 
     def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
         if not _kernel_ok(x, topk_weights, w_gate_up, w_down):
