@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device call: build the CUDA extension, run its tests (plain and under compute-sanitizer memcheck), the
-# conformance suite with --backend cuda, and the kernel benchmarks. Logs go to $OUT (the device tool's folder)
+# One device call: build the CUDA extension, run its tests and the model's GPU parity tests (plain and under
+# compute-sanitizer memcheck), the conformance suite with --backend cuda, and the benchmarks. Logs go to $OUT (the device tool's folder)
 # or bench/results/. Usage: bench/bench_cuda_device.sh [build|test|memcheck|conformance|e2e|bench]...
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,8 @@ for step in "${@:-build test memcheck conformance bench}"; do for s in $step; do
            grep -E "error|registers|spill|stack frame" "$OUT/build.log" | grep -v "0 bytes spill" | head -40
            [ $rc = 0 ] || { tail -40 "$OUT/build.log"; exit 1; } ;;
     test) QWEN3MINI_REQUIRE_EXT=1 QWEN3MINI_CUDA_EXAMPLES=${EXAMPLES:-100} timeout ${TEST_TIMEOUT:-240} \
-            $PY -m pytest tests/kernels/test_cuda_kernels.py tests/kernels/test_cuda_graphs.py -q -p no:cacheprovider \
+            $PY -m pytest tests/kernels/test_cuda_kernels.py tests/kernels/test_cuda_graphs.py \
+            tests/model/test_model_parity_cuda.py -q -p no:cacheprovider \
             -rf --hypothesis-show-statistics 2>&1 | tee "$OUT/tests.log" | tail -25 ;;
     memcheck) QWEN3MINI_CUDA_EXAMPLES=${MEMCHECK_EXAMPLES:-6} timeout ${MEMCHECK_TIMEOUT:-200} compute-sanitizer --tool memcheck \
             --error-exitcode 9 $PY -m pytest tests/kernels/test_cuda_kernels.py -q -p no:cacheprovider -x -k "not 4096" \

@@ -1,13 +1,13 @@
 """End-to-end GPU inference on a Qwen3-0.6B-shaped model (random weights, bf16): qwen3mini vs transformers.
 
-    python bench/bench_cuda_e2e.py [--batch 64 --min-len 100 --max-len 512 --new 256]
+    python bench/bench_cuda_e2e.py [--batch 256 --min-len 100 --max-len 1024 --min-new 100 --max-new 1024]
 
 1. parity: our logits (CUDA backend) vs transformers' on the same weights (saved by checkpoint.save_model and
    loaded with from_pretrained), and greedy continuations compared token by token;
 2. batch-1 decode tokens/s: ours eager, ours with the CUDA-graph decoder, transformers' generate, and the
    bandwidth bound (weight + KV bytes per token over the measured device-to-device copy bandwidth);
-3. batched generation: B prompts of random lengths, a fixed number of new tokens each (no early stop, so both
-   sides do the same work): ours (packed prefill + graph decode) vs transformers' generate (left padding).
+3. batched generation: B prompts of random lengths, each with a random number of new tokens (no early stop):
+   ours (packed prefill + graph decode, finished rows retired) vs transformers' generate (left padding).
 """
 import argparse
 import tempfile
@@ -79,7 +79,7 @@ def parity(model, hf, vocab):
 
 
 @torch.no_grad()
-def decode_batch1(model, hf, vocab, copy_bw, prompt_len=128, steps=256):
+def decode_batch1(model, hf, vocab, copy_bw, prompt_len=128, steps=256, with_hf=True):
     g = torch.Generator().manual_seed(2)
     prompt = torch.randint(0, vocab, (prompt_len,), generator=g).tolist()
     cache = KVCache.for_model(model, 1, prompt_len + steps + 8)
@@ -100,14 +100,17 @@ def decode_batch1(model, hf, vocab, copy_bw, prompt_len=128, steps=256):
     for graphed in (False, True):
         ours(graphed)                                     # warm-up (and graph capture)
         results["ours-graph" if graphed else "ours-eager"] = ours(graphed)
-    ids = torch.tensor([prompt], device="cuda")
-    run = lambda n: hf.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-    run(8)
-    t_short, _ = sync_time(lambda: run(1))
-    t_long, _ = sync_time(lambda: run(steps))
-    results["transformers"] = (steps - 1) / (t_long - t_short)
+    if with_hf:
+        ids = torch.tensor([prompt], device="cuda")
+        run = lambda n: hf.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+        run(8)
+        t_short, _ = sync_time(lambda: run(1))
+        t_long, _ = sync_time(lambda: run(steps))
+        results["transformers"] = (steps - 1) / (t_long - t_short)
     token = torch.zeros(1, dtype=torch.long, device="cuda")
-    kernel_breakdown(lambda: model.decode_step(token, cache), "one eager decode step (batch 1)")
+    kernel_breakdown(lambda: model.decode_step(token, cache), "one eager decode step (batch 1)", top=20)
+    busy, _ = kernel_breakdown(lambda: decoder.step(token), "one graph-replayed decode step (batch 1)", top=20)
+    print(f"  graph step: {1e6 / results['ours-graph']:.0f} us per token wall, {busy:.0f} us of it in kernels")
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     config = model.config
     kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * (prompt_len + steps / 2)
@@ -115,52 +118,97 @@ def decode_batch1(model, hf, vocab, copy_bw, prompt_len=128, steps=256):
     print(f"batch-1 decode ({prompt_len}-token prompt, {steps} steps): " +
           ", ".join(f"{k} {v:.0f} tok/s" for k, v in results.items()) +
           f"; bound {bound:.0f} tok/s ({(weight_bytes + kv_bytes) / 1e9:.2f} GB/token at {copy_bw / 1e12:.2f} TB/s)")
-    print(f"  ours-graph = {results['ours-graph'] / bound:.0%} of the bound, "
-          f"{results['ours-graph'] / results['transformers']:.1f}x transformers", flush=True)
+    print(f"  ours-graph = {results['ours-graph'] / bound:.0%} of the bound" +
+          (f", {results['ours-graph'] / results['transformers']:.1f}x transformers" if with_hf else ""), flush=True)
     return results, bound
 
 
-@torch.no_grad()
-def batched(model, hf, vocab, batch, min_len, max_len, new):
-    g = torch.Generator().manual_seed(3)
-    lengths = torch.randint(min_len, max_len + 1, (batch,), generator=g).tolist()
-    prompts = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
-    generate_graphed(model, prompts[:2], 4, stop_token_ids=[])  # warm-up
-    t_ours, rows = sync_time(lambda: generate_graphed(model, prompts, new, stop_token_ids=[]))
-    assert all(len(r) == len(p) + new for r, p in zip(rows, prompts))
-    longest = max(lengths)
-    ids = torch.zeros(batch, longest, dtype=torch.long)
-    mask = torch.zeros(batch, longest, dtype=torch.long)
+def hf_generate(hf, prompts, new, cache):
+    """transformers' generate on left-padded prompts, run for ``new`` tokens in every row (min = max, so no row
+    stops at an EOS the random model happens to draw). cache: "dynamic" (its default, which grows by
+    concatenation) or "static" (pre-allocated; its automatic torch.compile is turned off: compiling for a
+    batch of 256 costs minutes of device time that this benchmark does not have)."""
+    longest = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), longest, dtype=torch.long)
+    mask = torch.zeros(len(prompts), longest, dtype=torch.long)
     for i, p in enumerate(prompts):  # left padding, as transformers' generate wants for decoder-only models
         ids[i, longest - len(p):] = torch.tensor(p)
         mask[i, longest - len(p):] = 1
-    ids, mask = ids.cuda(), mask.cuda()
-    hf.generate(ids[:2], attention_mask=mask[:2], max_new_tokens=4, do_sample=False, pad_token_id=0)
-    t_hf, _ = sync_time(lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
-                                            do_sample=False, pad_token_id=0))
-    tokens = batch * new
-    print(f"batched generation ({batch} prompts of {min_len}-{max_len} tokens, {new} new each): ours "
-          f"{t_ours:.2f} s ({tokens / t_ours:.0f} tok/s), transformers {t_hf:.2f} s ({tokens / t_hf:.0f} tok/s): "
-          f"{t_hf / t_ours:.1f}x", flush=True)
-    return t_ours, t_hf
+    extra = dict(cache_implementation="static", disable_compile=True) if cache == "static" else {}
+    out = hf.generate(ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=new, min_new_tokens=new,
+                      do_sample=False, pad_token_id=0, **extra)
+    return out.shape
+
+
+@torch.no_grad()
+def batched(model, hf, vocab, batch, min_len, max_len, min_new, max_new, hf_caches):
+    """B prompts of random lengths in [min_len, max_len], each with its own random budget of new tokens in
+    [min_new, max_new] (same seeded draws for both sides; no early stop). Ours decodes each row exactly its
+    budget (finished rows retired); transformers has no per-row budget, so it runs every row to the largest
+    budget. Throughput counts only the requested tokens, for both."""
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(min_len, max_len + 1, (batch,), generator=g).tolist()
+    budgets = torch.randint(min_new, max_new + 1, (batch,), generator=g).tolist()
+    prompts = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
+    requested = sum(budgets)
+    generate_graphed(model, prompts[:2], [4, 2], stop_token_ids=[])  # warm-up
+    t_ours, rows = sync_time(lambda: generate_graphed(model, prompts, budgets, stop_token_ids=[]))
+    assert all(len(r) == len(p) + n for r, p, n in zip(rows, prompts, budgets))
+    del rows
+    torch.cuda.empty_cache()                         # the KV cache of one side at a time fits in memory
+    what = (f"batched generation ({batch} prompts of {min_len}-{max_len} tokens, {min_new}-{max_new} new each, "
+            f"{requested} requested tokens)")
+    print(f"{what}: ours {t_ours:.2f} s ({requested / t_ours:.0f} tok/s), "
+          f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
+    results = {"ours": t_ours}
+    for cache in hf_caches:
+        hf_generate(hf, prompts[:2], 4, cache)       # warm-up
+        torch.cuda.reset_peak_memory_stats()
+        t_hf = None
+        try:
+            t_hf, shape = sync_time(lambda: hf_generate(hf, prompts, max(budgets), cache))
+        except torch.cuda.OutOfMemoryError:          # then in two batches of half the size, one after the other
+            pass                                     # (outside the handler, so the failed run's tensors are freed)
+        if t_hf is None:
+            torch.cuda.empty_cache()
+            half = batch // 2
+            print(f"  transformers ({cache} cache) ran out of memory at {batch} rows; timing it as 2 x {half}")
+            t_hf = sum(sync_time(lambda p=p: hf_generate(hf, p, max(budgets), cache))[0]
+                       for p in (prompts[:half], prompts[half:]))
+            shape = (batch, max(map(len, prompts)) + max(budgets))
+        torch.cuda.empty_cache()
+        results[f"transformers-{cache}"] = t_hf
+        print(f"  transformers ({cache} cache, SDPA, {shape[0]} x {shape[1]} tokens out): {t_hf:.2f} s "
+              f"({requested / t_hf:.0f} requested tok/s, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB): "
+              f"ours is {t_hf / t_ours:.1f}x faster", flush=True)
+    return results
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="Qwen3-0.6B")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--min-len", type=int, default=100)
-    parser.add_argument("--max-len", type=int, default=512)
-    parser.add_argument("--new", type=int, default=256)
+    parser.add_argument("--max-len", type=int, default=1024)
+    parser.add_argument("--min-new", type=int, default=100)
+    parser.add_argument("--max-new", type=int, default=1024)
+    parser.add_argument("--hf-cache", default="dynamic", help="comma-separated: dynamic, static")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: parity, batch1, hf-batch1 (its transformers run), batched")
     args = parser.parse_args()
+    skip = args.skip.split(",")
     assert "cuda" in ops.available_backends(), "the CUDA backend is not registered (qwen3mini._cuda not built?)"
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  preset {args.preset}")
     copy_bw = copy_bandwidth()
     model, hf = build_models(args.preset)
     vocab = model.config.vocab_size
-    parity(model, hf, vocab)
-    decode_batch1(model, hf, vocab, copy_bw)
-    batched(model, hf, vocab, args.batch, args.min_len, args.max_len, args.new)
+    if "parity" not in skip:
+        parity(model, hf, vocab)
+    if "batch1" not in skip:
+        decode_batch1(model, hf, vocab, copy_bw, with_hf="hf-batch1" not in skip)
+    if "batched" not in skip:
+        batched(model, hf, vocab, args.batch, args.min_len, args.max_len, args.min_new, args.max_new,
+                args.hf_cache.split(","))
 
 
 if __name__ == "__main__":

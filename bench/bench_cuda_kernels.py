@@ -154,12 +154,10 @@ def hf_moe_block(experts_impl, hidden, experts, top_k, inter, weights):
 
 
 def our_moe_block(x, router, w_gate_up, w_down, top_k, backend):
-    """Router as in HF (fp32 softmax, top-k, renormalise) + the fused expert dispatch."""
-    logits = F.linear(x, router)
-    probs = torch.softmax(logits, dim=-1, dtype=torch.float)
-    topv, topi = probs.topk(top_k, dim=-1)
-    topv = (topv / topv.sum(-1, keepdim=True)).to(x.dtype)
-    return backend.moe_experts(x, topi, topv, w_gate_up, w_down)
+    """The model's MoE block (model.MoE) on the CUDA ops: router projection, moe_route (fp32 softmax, top-k,
+    renormalise: one kernel), then the fused expert dispatch."""
+    ids, weights = backend.moe_route(backend.linear(x, router), top_k, True)
+    return backend.moe_experts(x, ids, weights, w_gate_up, w_down)
 
 
 def bench_moe(tokens, copy_bw, hidden=2048, experts=128, top_k=8, inter=768):
@@ -209,19 +207,25 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
     parser.add_argument("--json", default=None, help="write all rows here")
+    parser.add_argument("--sections", default="prefill,decode,gemv,moe", help="comma-separated subset to run")
     args = parser.parse_args()
+    sections = args.sections.split(",")
     assert cuda_ops._cuda is not None, f"qwen3mini._cuda not built: {cuda_ops._IMPORT_ERROR}"
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
     copy_bw, mm_peak = ceilings()
-    for batch, length, d in ([(4, 4096, 128), (16, 1024, 128), (4, 4096, 64)] if not args.quick else [(4, 4096, 128)]):
-        bench_prefill(batch, length, 32, 8, d, mm_peak)
-    for batch, context in ([(1, 8192), (16, 4096), (64, 2048)] if not args.quick else [(16, 4096)]):
-        bench_decode(batch, context, 32, 8, 128, copy_bw)
-    bench_decode(1, 4096, 16, 8, 128, copy_bw)  # Qwen3-0.6B heads
-    for features_in, features_out in [(1024, 2048), (1024, 3072), (3072, 1024), (1024, 151936)]:
-        bench_gemv(1, features_in, features_out, copy_bw)  # Qwen3-0.6B projections and its LM head
-    for tokens in (1, 64, 4096):
-        bench_moe(tokens, copy_bw)
+    if "prefill" in sections:
+        for batch, length, d in ([(4, 4096, 128), (16, 1024, 128), (4, 4096, 64)] if not args.quick else [(4, 4096, 128)]):
+            bench_prefill(batch, length, 32, 8, d, mm_peak)
+    if "decode" in sections:
+        for batch, context in ([(1, 8192), (16, 4096), (64, 2048)] if not args.quick else [(16, 4096)]):
+            bench_decode(batch, context, 32, 8, 128, copy_bw)
+        bench_decode(1, 4096, 16, 8, 128, copy_bw)  # Qwen3-0.6B heads
+    if "gemv" in sections:  # Qwen3-0.6B's fused projections (qkv, o, gate_up, down) and its LM head
+        for features_in, features_out in [(1024, 4096), (2048, 1024), (1024, 6144), (3072, 1024), (1024, 151936)]:
+            bench_gemv(1, features_in, features_out, copy_bw)
+    if "moe" in sections:
+        for tokens in (1, 64, 4096):
+            bench_moe(tokens, copy_bw)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(ROWS, f, indent=1)

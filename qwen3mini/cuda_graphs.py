@@ -11,10 +11,18 @@ valid for every later step.
     logits = decoder.step(tokens)                 # tokens LongTensor [n] for cache rows 0..n-1 -> [n, vocab]
 
     rows = generate_graphed(model, prompts, max_new_tokens=256)   # batched greedy/sampled generation
+    rows = generate_graphed(model, prompts, max_new_tokens=[100, 900, ...])   # a budget per prompt
 
-One graph per batch size ("bucket") is captured on first use and kept: a step over the first n rows of the
-cache uses views of those rows, so a batch whose finished rows have been compacted to the end can keep
-decoding the live rows with a smaller graph. All graphs share one memory pool.
+Graphs are captured per batch-size *bucket* (1, 2, 4, 8, ... capped at the cache's rows) on first use and kept;
+a step over n rows replays the graph of the smallest bucket >= n, the rows past n riding along as padding.
+All graphs share one memory pool.
+
+Finished rows of a batch are *retired* on the device rather than removed: their cache length is reset to 0
+after every step, so from then on they attend to one position (a few bytes) instead of a growing history; their
+share of the matrix products stays, but at batch sizes where decode is bound by reading the weights once per
+step, that share is nearly free. Removing them (and admitting new prompts in their place, continuous batching)
+would need their KV rows copied or paged; for a fixed set of prompts that all fit in one batch it saves only
+that small share (bench/RESULTS.md, "cuda").
 """
 import torch
 
@@ -29,14 +37,22 @@ def _row_view(cache: KVCache, n: int) -> KVCache:
 
 
 class GraphDecoder:
-    """Replays a captured ``model.decode_step`` over the first n rows of a static KV cache."""
+    """Replays a captured ``model.decode_step`` over the first n rows of a static KV cache.
+
+    A step over n rows runs the graph of bucket b >= n: rows n..b-1 of the cache are stepped too, as padding
+    (token 0, their K/V written at their next free position, which the cache contract treats as garbage) and
+    their lengths are restored afterwards, so they must not be full."""
 
     def __init__(self, model, cache: KVCache, warmup_steps: int = 2):
         if not cache.k.is_cuda:
             raise ValueError("GraphDecoder needs the model and its KV cache on a CUDA device")
         self.model, self.cache, self.warmup_steps = model, cache, warmup_steps
         self.pool = torch.cuda.graph_pool_handle()
-        self.graphs = {}  # n -> (graph, static tokens [n], static logits [n, vocab])
+        self.graphs = {}  # bucket -> (graph, static tokens [bucket], static logits [bucket, vocab])
+
+    def bucket(self, n: int) -> int:
+        """The smallest power of two >= n, capped at the cache's row count."""
+        return min(1 << (n - 1).bit_length(), self.cache.batch_size)
 
     @torch.no_grad()
     def _capture(self, n: int):
@@ -67,48 +83,60 @@ class GraphDecoder:
         n = tokens.shape[0]
         if not 1 <= n <= self.cache.batch_size:
             raise ValueError(f"GraphDecoder.step: {n} tokens for a cache of {self.cache.batch_size} rows")
-        if n not in self.graphs:
-            self._capture(n)
-        graph, static_tokens, logits = self.graphs[n]
-        static_tokens.copy_(tokens)
+        b = self.bucket(n)
+        if b not in self.graphs:
+            self._capture(b)
+        graph, static_tokens, logits = self.graphs[b]
+        static_tokens[:n].copy_(tokens)
+        padding = self.cache.lengths[n:b].clone() if b > n else None   # device copies: no host sync
         graph.replay()
-        return logits
+        if padding is not None:
+            self.cache.lengths[n:b].copy_(padding)
+        return logits[:n]
 
 
 @torch.no_grad()
-def generate_graphed(model, prompts, max_new_tokens: int, params: SamplingParams | None = None,
-                     stop_token_ids=None, check_every: int = 32):
+def generate_graphed(model, prompts, max_new_tokens, params: SamplingParams | None = None, stop_token_ids=None,
+                     check_every: int = 32):
     """Batched generation with a graph-captured decode loop; returns a list of token lists (prompt + new).
 
     Same semantics as ``qwen3mini.generation.generate`` on lists of prompts: all prompts are prefilled in one
-    packed pass, then every row decodes at its own position; a row ends after its first stop token. To keep
-    the GPU busy the host checks for finished rows only every ``check_every`` steps (finished rows keep
-    decoding until then; their extra tokens are dropped)."""
+    packed pass, then every row decodes at its own position; a row ends after its first stop token or after its
+    own budget (``max_new_tokens``: one int for all rows, or one per prompt). A finished row is retired on the
+    device (see the module docstring); the host looks at the rows only every ``check_every`` steps, to stop
+    early once all are finished, so the loop never waits for the GPU in between."""
     params = params or SamplingParams(temperature=0.0)
     prompts = [list(map(int, p)) for p in prompts]
     if not prompts or min(map(len, prompts)) == 0:
         raise ValueError("generate_graphed needs at least one prompt and every prompt needs at least one token")
-    longest = max(map(len, prompts))
-    check_context(model.config, longest + max_new_tokens, "longest prompt + max_new_tokens")
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(map(int, max_new_tokens))
+    if len(budgets) != len(prompts) or min(budgets) < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1 or one such int per prompt "
+                         f"({len(prompts)} prompts), got {max_new_tokens!r}")
+    longest = max(len(p) + n for p, n in zip(prompts, budgets))
+    check_context(model.config, longest, "longest prompt + its max_new_tokens")
     stops = model.config.eos_token_ids if stop_token_ids is None else list(stop_token_ids)
-    batch, device = len(prompts), model.device
-    cache = KVCache.for_model(model, batch, longest + max_new_tokens)
+    batch, device, steps = len(prompts), model.device, max(budgets)
+    cache = KVCache.for_model(model, batch, longest)
     sampler = Sampler(params, batch, model.config.vocab_size, device)
     decoder = GraphDecoder(model, cache)
     stop_tensor = torch.tensor(stops, dtype=torch.long, device=device)
+    last_step = torch.tensor(budgets, dtype=torch.long, device=device) - 1     # a row's final step index
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
     logits = model.prefill(prompts, cache)
-    out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=device)
-    for step in range(max_new_tokens):
+    out = torch.empty(batch, steps, dtype=torch.long, device=device)
+    for step in range(steps):
         tokens = sampler(logits)
         out[:, step] = tokens
-        finished |= torch.isin(tokens, stop_tensor)
-        if step + 1 == max_new_tokens or ((step + 1) % check_every == 0 and bool(finished.all())):
+        finished |= torch.isin(tokens, stop_tensor) | (last_step == step)
+        if step + 1 == steps or ((step + 1) % check_every == 0 and bool(finished.all())):
             break
+        cache.lengths.masked_fill_(finished, 0)        # retire finished rows: one position of attention each
         logits = decoder.step(tokens)
     rows = []
-    for prompt, row in zip(prompts, out[:, :step + 1].tolist()):
+    for prompt, budget, row in zip(prompts, budgets, out[:, :step + 1].tolist()):
+        row = row[:budget]
         end = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
         rows.append(prompt + row[:end])
     return rows

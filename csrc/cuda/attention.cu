@@ -305,6 +305,7 @@ __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) 
 template <typename T, int D>
 __global__ void __launch_bounds__(D) decode_combine_kernel(const float* o_part, const float* lse_part, T* out,
                                                            AttnStrides so, int n_heads, int splits) {
+  pdl_launch_dependents();  // the output projection (gemv.cu) may start streaming its weights
   const int bh = blockIdx.x, b = bh / n_heads, h = bh % n_heads, d = threadIdx.x;
   const float* lse = lse_part + (int64_t)bh * splits;
   float mx = -INFINITY;

@@ -9,15 +9,20 @@ torch::Tensor moe_experts_cuda(torch::Tensor x, torch::Tensor topk_ids, torch::T
                                torch::Tensor w_gate_up, torch::Tensor w_down);
 std::vector<torch::Tensor> add_rms_norm_cuda(torch::Tensor x, c10::optional<torch::Tensor> residual,
                                              torch::Tensor weight, double eps);
-torch::Tensor apply_rope_cuda(torch::Tensor x, torch::Tensor cos, torch::Tensor sin);
+std::vector<torch::Tensor> qk_norm_rope_cuda(torch::Tensor q, torch::Tensor k, torch::Tensor q_weight,
+                                             torch::Tensor k_weight, double eps, torch::Tensor cos, torch::Tensor sin);
+torch::Tensor silu_mul_cuda(torch::Tensor gate_up);
+std::vector<torch::Tensor> moe_route_cuda(torch::Tensor logits, int64_t top_k, bool normalize);
 torch::Tensor gemv_cuda(torch::Tensor x, torch::Tensor weight);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "qwen3mini CUDA kernels: fused attention (prefill, split-KV decode), MoE dispatch, RMSNorm, RoPE, GEMV";
+  m.doc() = "qwen3mini CUDA kernels: fused attention (prefill, split-KV decode), MoE router and dispatch, RMSNorm, QK-Norm+RoPE, SiLU*up, GEMV";
   m.def("attention_prefill", &attention_prefill_cuda, "varlen causal attention (bottom-right aligned)");
   m.def("attention_decode", &attention_decode_cuda, "decode attention over a KV cache, split-KV");
   m.def("moe_experts", &moe_experts_cuda, "MoE dispatch: route, grouped SwiGLU GEMMs, combine");
   m.def("add_rms_norm", &add_rms_norm_cuda, "RMSNorm, optionally fused with the residual add");
-  m.def("apply_rope", &apply_rope_cuda, "rotary embedding, split-halves layout");
+  m.def("qk_norm_rope", &qk_norm_rope_cuda, "per-head RMSNorm of q and k, then rotary embedding (one launch)");
+  m.def("silu_mul", &silu_mul_cuda, "SwiGLU gate: silu(gate) * up of a fused [..., 2I] projection");
+  m.def("moe_route", &moe_route_cuda, "MoE router: fp32 softmax, top-k, optional renormalisation (one launch)");
   m.def("gemv", &gemv_cuda, "x[1, K] @ W[N, K]^T (batch-1 decode projections)");
 }

@@ -104,6 +104,23 @@ __device__ __forceinline__ int swz(int row, int col) {  // element offset of (ro
   return row * ROW_ELEMS + (chunk << 3) + (col & 7);
 }
 
+// ------------------------------------------------------------------ programmatic dependent launch (Hopper)
+// A kernel launched with the programmatic-serialization attribute (gemv.cu) may start while the kernel before it
+// in the stream is still running, once every block of that one has called launch_dependents (or exited). It
+// must call pdl_wait() before touching anything the earlier kernels write; pdl_wait returns when they have all
+// completed and their writes are visible. Work before it may only read memory no kernel writes (weights).
+// Both are no-ops for kernels launched the ordinary way, and compile to nothing before sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float warp_max4(float v) {  // max over the 4 lanes of a quad (same g)
   v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, 1));
   return fmaxf(v, __shfl_xor_sync(0xffffffff, v, 2));

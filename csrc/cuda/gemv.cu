@@ -7,6 +7,8 @@
 // use, multiply by x (tiny, served from L1/L2) and reduce with shuffles. Thousands of warps in flight keep
 // enough loads outstanding to approach the copy bandwidth even for a 2 MB matrix. Measured 1.1-1.3x cuBLAS for
 // one row but 0.8x at 8 rows (bench/RESULTS.md), so only single rows come here; more rows go to cuBLAS.
+#include <cstdlib>
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -16,29 +18,36 @@
 
 namespace q3 {
 
-constexpr int GEMV_WARPS = 4, GEMV_UNROLL = 4;
+constexpr int GEMV_WARPS = 4;
 
-template <typename T>
+template <typename T, int UNROLL>
+__device__ __forceinline__ void load_weights(uint4 (&wv)[UNROLL], const T* wr, int base, int k) {
+#pragma unroll
+  for (int u = 0; u < UNROLL; ++u) {  // issue every load of this round before using any
+    const int c = base + u * 32 * 8;
+    wv[u] = c < k ? __ldg(reinterpret_cast<const uint4*>(wr + c)) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+template <typename T, int UNROLL>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                                T* __restrict__ y, int n, int k) {
   const int lane = threadIdx.x % 32;
   const int64_t col = (int64_t)blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
   if (col >= n) return;
   const T* wr = w + col * k;
+  uint4 wv[UNROLL];
+  load_weights<T, UNROLL>(wv, wr, lane * 8, k);  // weights are never written: safe before the wait
+  pdl_wait();                                     // x is the previous kernel's output
   float acc = 0.f;
-  for (int base = lane * 8; base < k; base += 32 * 8 * GEMV_UNROLL) {
-    uint4 wv[GEMV_UNROLL];
+  for (int base = lane * 8; base < k; base += 32 * 8 * UNROLL) {
+    if (base != lane * 8) load_weights<T, UNROLL>(wv, wr, base, k);
 #pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; ++u) {  // issue every load of this round before using any
-      const int c = base + u * 32 * 8;
-      wv[u] = c < k ? __ldg(reinterpret_cast<const uint4*>(wr + c)) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; ++u) {
+    for (int u = 0; u < UNROLL; ++u) {
       const int c = base + u * 32 * 8;
       if (c >= k) break;
       const T* wt = reinterpret_cast<const T*>(&wv[u]);
-      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + c));
+      const uint4 xv = *reinterpret_cast<const uint4*>(x + c);  // (not __ldg: written by the kernel before)
       const T* xt = reinterpret_cast<const T*>(&xv);
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc += Traits<T>::to_float(xt[i]) * Traits<T>::to_float(wt[i]);
@@ -51,13 +60,39 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restri
 }  // namespace q3
 
 namespace {
-template <typename T>
+// Programmatic dependent launch on Hopper: the GEMV's blocks may be scheduled while the kernel before it (RMSNorm,
+// SiLU*up, attention's combine, which call pdl_launch_dependents) still runs, and load their weight rows in the
+// meantime; QWEN3MINI_NO_PDL=1 turns it off (for comparison).
+bool use_pdl(int device) {
+  static const bool disabled = std::getenv("QWEN3MINI_NO_PDL") != nullptr;
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return !disabled && major >= 9;
+}
+
+template <typename T, int UNROLL>
 void launch_gemv(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor& y) {
   const int n = w.size(0), k = w.size(1);
-  const int blocks = (n + q3::GEMV_WARPS - 1) / q3::GEMV_WARPS;
-  q3::gemv_kernel<T><<<blocks, q3::GEMV_WARPS * 32, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), static_cast<T*>(y.data_ptr()), n, k);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3((n + q3::GEMV_WARPS - 1) / q3::GEMV_WARPS);
+  config.blockDim = dim3(q3::GEMV_WARPS * 32);
+  config.stream = c10::cuda::getCurrentCUDAStream();
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = use_pdl(x.get_device()) ? 1 : 0;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, q3::gemv_kernel<T, UNROLL>, static_cast<const T*>(x.data_ptr()),
+                                    static_cast<const T*>(w.data_ptr()), static_cast<T*>(y.data_ptr()), n, k));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Loads in flight per lane: a row of up to 1024 elements (4 vectors per lane) in one round; longer rows (the
+// 3072-wide down projection) in rounds of 16 vectors, so that a warp waits for memory once or twice, not K/1024 times.
+template <typename T>
+void launch_gemv_sized(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor& y) {
+  if (w.size(1) <= 1024) launch_gemv<T, 4>(x, w, y);
+  else launch_gemv<T, 16>(x, w, y);
 }
 }  // namespace
 
@@ -77,7 +112,7 @@ torch::Tensor gemv_cuda(torch::Tensor x, torch::Tensor weight) {
               "gemv: x and weight must be 16-byte aligned");
   auto y = torch::empty({x.size(0), weight.size(0)}, x.options());
   if (weight.size(0) == 0) return y;
-  if (x.scalar_type() == at::kBFloat16) launch_gemv<__nv_bfloat16>(xc, wc, y);
-  else launch_gemv<__half>(xc, wc, y);
+  if (x.scalar_type() == at::kBFloat16) launch_gemv_sized<__nv_bfloat16>(xc, wc, y);
+  else launch_gemv_sized<__half>(xc, wc, y);
   return y;
 }

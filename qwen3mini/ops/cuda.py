@@ -1,9 +1,12 @@
 """The CUDA backend of the op layer: thin wrappers around the kernels in ``csrc/cuda`` (module ``qwen3mini._cuda``).
 
 Kernels exist for bf16 and fp16 (the dtypes a GPU model runs in); fp32 inputs, shapes a kernel does not cover
-(head_dim other than 64/128, sizes not a multiple of 8) and CPU tensors run the reference ops instead, so every
-call computes the contract of ``reference.py`` whatever it is given. ``linear`` of a single row (batch-1 decode)
-is a bandwidth-bound GEMV kernel (csrc/cuda/gemv.cu); with more rows it is cuBLAS through ``F.linear``.
+(head_dim other than 64/128 for attention, sizes not a multiple of 8, more than 1024 experts or top-k above 64)
+and CPU tensors run the reference ops instead, so every call computes the contract of ``reference.py`` whatever
+it is given. Every kernel sizes its launch from shapes alone (no host synchronisation), so a decode step built
+from these ops can be captured in a CUDA graph (``qwen3mini/cuda_graphs.py``); attention_prefill is the
+exception (it reads the sequence bounds on the host) and never runs inside a graph. ``linear`` of a single row
+(batch-1 decode) is a bandwidth-bound GEMV kernel (csrc/cuda/gemv.cu); with more rows it is cuBLAS.
 
 Importing this module never fails on a machine without CUDA or without the built extension (``register`` then
 registers nothing), except when ``QWEN3MINI_REQUIRE_EXT=1`` and a GPU is present: then a missing extension is
@@ -49,10 +52,15 @@ class CudaBackend(ReferenceBackend):
         normed, summed = _cuda.add_rms_norm(x, residual, weight, eps)
         return normed, summed
 
-    def _rope(self, x, cos, sin):
-        if not (_on_gpu(x, cos, sin) and x.dim() == 3 and x.shape[-1] % 2 == 0):
-            return super()._rope(x, cos, sin)
-        return _cuda.apply_rope(x, cos, sin)
+    def qk_norm_rope(self, q, k, q_weight, k_weight, eps, cos, sin):
+        # One launch for the q and k heads of a layer; strided head slices of the fused qkv output are read in
+        # place (only the innermost dim must be dense) and the outputs are contiguous.
+        if not (_on_gpu(q, k, q_weight, k_weight, cos, sin) and q.dim() == 3 and k.dim() == 3
+                and q.shape[-1] % 2 == 0 and q.shape[-1] <= 256
+                and len({t.dtype for t in (q, k, q_weight, k_weight, cos, sin)}) == 1):
+            return super().qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin)
+        q_out, k_out = _cuda.qk_norm_rope(q, k, q_weight, k_weight, float(eps), cos, sin)
+        return q_out, k_out
 
     def attention_prefill(self, q, k, v, cu_seqlens_q, cu_seqlens_k, scale):
         if not (_on_gpu(q, k, v) and q.shape[-1] in (64, 128) and q.dtype == k.dtype == v.dtype):
@@ -91,6 +99,18 @@ class CudaBackend(ReferenceBackend):
                 and rows == 1 and weight.data_ptr() % 16 == 0):
             return _cuda.gemv(x.reshape(1, k), weight).view(*x.shape[:-1], weight.shape[0])
         return F.linear(x, weight)
+
+    def silu_mul(self, gate_up):
+        if not (_on_gpu(gate_up) and gate_up.dim() >= 1 and gate_up.shape[-1] % 2 == 0):
+            return super().silu_mul(gate_up)
+        return _cuda.silu_mul(gate_up)
+
+    def moe_route(self, logits, top_k, normalize):
+        if not (_on_gpu(logits) and logits.dim() == 2 and 1 <= logits.shape[1] <= 1024
+                and 1 <= top_k <= min(64, logits.shape[1])):
+            return super().moe_route(logits, top_k, normalize)
+        ids, weights = _cuda.moe_route(logits, int(top_k), bool(normalize))
+        return ids, weights
 
     def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
         hidden, inter, experts = x.shape[-1], w_down.shape[-1], w_gate_up.shape[0]

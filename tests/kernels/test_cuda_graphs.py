@@ -47,6 +47,29 @@ def test_graph_steps_match_eager_steps(preset):
     assert caches[1].lengths.tolist() == [before[0] + 1, before[1] + 1, before[2]]
 
 
+def test_bucket_padding_rows_are_left_alone():
+    """3 rows on a 4-row cache replay the 4-row graph; row 3 rides along as padding and keeps its length."""
+    from qwen3mini.cuda_graphs import GraphDecoder, _row_view
+    from qwen3mini.generation import KVCache
+    model = small_model("small")
+    prompts = [[5, 6, 7], [1, 2], [3] * 9, [4] * 5]
+    caches = [KVCache.for_model(model, 4, 32) for _ in range(2)]
+    tokens = [model.prefill(prompts, cache).argmax(-1) for cache in caches][0][:3]
+    decoder = GraphDecoder(model, caches[1])
+    assert decoder.bucket(3) == 4 and decoder.bucket(1) == 1 and decoder.bucket(2) == 2
+    k_before = caches[1].k[:, 3, :5].clone()
+    for step in range(3):
+        eager = model.decode_step(tokens, _row_view(caches[0], 3))
+        graphed = decoder.step(tokens)
+        assert graphed.shape == eager.shape
+        # (3 vs 4 rows may pick different cuBLAS kernels: equal up to bf16 rounding, not bit for bit)
+        torch.testing.assert_close(graphed, eager, rtol=2e-2, atol=1e-2,
+                                   msg=lambda m: f"step {step}: graph logits differ: {m}")
+        tokens = eager.argmax(-1)
+    assert caches[1].lengths.tolist() == caches[0].lengths.tolist() == [6, 5, 12, 5]
+    assert torch.equal(caches[1].k[:, 3, :5], k_before)
+
+
 def test_generate_graphed_matches_generate():
     from qwen3mini.cuda_graphs import generate_graphed
     model = small_model("small")
@@ -54,3 +77,8 @@ def test_generate_graphed_matches_generate():
     ours = generate_graphed(model, prompts, 12, stop_token_ids=[])
     expected = model.generate(prompts, 12, stop_token_ids=[])
     assert ours == expected
+    # a budget per row: finished rows are retired (cache length reset each step), the others unaffected
+    ours = generate_graphed(model, prompts, [12, 3, 7], stop_token_ids=[])
+    assert ours == [row[:len(p) + n] for row, p, n in zip(expected, prompts, [12, 3, 7])]
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_graphed(model, prompts, [12, 3], stop_token_ids=[])
