@@ -28,7 +28,7 @@ struct View3 {
 // Every kernel of one ISA for one dtype T (float or bf16_t). Argument meanings: kernels.h.
 template <class T>
 struct KernelTable {
-    void (*linear)(const float* x, int M, const T* w, int N, int K, T* out);
+    void (*linear)(const T* x, int M, const T* w, int N, int K, T* out);
     void (*silu_mul)(const T* gate_up, int64_t ld, int64_t R, int I, T* out);
     void (*rms_norm)(const T* x, const T* w, float eps, int64_t N, int H, T* out);
     void (*add_rms_norm)(const T* x, const T* residual, const T* w, float eps, int64_t N, int H, T* out, T* summed);

@@ -86,10 +86,9 @@ void linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& out) {
     check(out, op, "out", 2, x);
     TORCH_CHECK(w.size(1) == x.size(1), op, ": x has ", x.size(1), " features but weight expects ", w.size(1));
     TORCH_CHECK(out.size(0) == x.size(0) && out.size(1) == w.size(0), op, ": out has shape ", out.sizes());
-    const at::Tensor x32 = x.to(at::kFloat).contiguous();  // x is small in the regime this kernel serves
     dispatch(x, op, [&](auto table, auto* type) {
         using T = std::remove_pointer_t<decltype(type)>;
-        table.linear(x32.data_ptr<float>(), x.size(0), cptr<T>(w), w.size(0), w.size(1), ptr<T>(out));
+        table.linear(cptr<T>(x), x.size(0), cptr<T>(w), w.size(0), w.size(1), ptr<T>(out));
     });
 }
 

@@ -31,9 +31,17 @@ _WIDEN_SLAB = 4096                                  # weight rows widened to fp3
 
 
 def _kernel_ok(*tensors) -> bool:
-    """True when the C++ kernels serve these tensors: CPU, one kernel dtype shared by all."""
+    """True when the C++ kernels serve these tensors: CPU, one kernel dtype shared by all.
+
+    Called on every op of every decode step (~200 per token): a plain loop over cheap attributes (``is_cpu``,
+    not ``device.type``, which builds a device object) keeps it under a microsecond."""
     dtype = tensors[0].dtype
-    return dtype in _KERNEL_DTYPES and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+    if dtype not in _KERNEL_DTYPES:
+        return False
+    for t in tensors:
+        if t.dtype != dtype or not t.is_cpu:
+            return False
+    return True
 
 
 class CppBackend:
@@ -65,10 +73,11 @@ class CppBackend:
     def qk_norm_rope(self, q, k, q_weight, k_weight, eps, cos, sin):
         if not _kernel_ok(q, k, q_weight, k_weight, cos, sin):
             return self._reference.qk_norm_rope(q, k, q_weight, k_weight, eps, cos, sin)
-        q, k = (t if t.dim() != 3 or t.stride(-1) == 1 else t.contiguous() for t in (q, k))
+        q = q if q.dim() != 3 or q.stride(-1) == 1 else q.contiguous()        # heads may stay strided
+        k = k if k.dim() != 3 or k.stride(-1) == 1 else k.contiguous()
         q_out, k_out = torch.empty(q.shape, dtype=q.dtype), torch.empty(k.shape, dtype=k.dtype)
-        _C.qk_norm_rope(q, k, q_weight.contiguous(), k_weight.contiguous(), float(eps), cos.contiguous(),
-                        sin.contiguous(), q_out, k_out)
+        _C.qk_norm_rope(q, k, q_weight.contiguous(), k_weight.contiguous(), eps, cos.contiguous(), sin.contiguous(),
+                        q_out, k_out)
         return q_out, k_out
 
     # ---------------------------------------------------------------- attention
@@ -92,6 +101,10 @@ class CppBackend:
     def linear(self, x, weight):
         if not _kernel_ok(x, weight):
             return self._reference.linear(x, weight)
+        if x.dim() == 2 and x.shape[0] <= _LINEAR_MAX_ROWS and x.is_contiguous() and weight.is_contiguous():
+            out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype)    # decode: the short path
+            _C.linear(x, weight, out)
+            return out
         weight = weight.contiguous()
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
         out = torch.empty(x2.shape[0], weight.shape[0], dtype=x.dtype)
@@ -108,6 +121,10 @@ class CppBackend:
     def silu_mul(self, gate_up):
         if not _kernel_ok(gate_up):
             return self._reference.silu_mul(gate_up)
+        if gate_up.dim() == 2 and gate_up.stride(-1) == 1:                  # decode and prefill: the short path
+            out = torch.empty(gate_up.shape[0], gate_up.shape[1] // 2, dtype=gate_up.dtype)
+            _C.silu_mul(gate_up, out)
+            return out
         rows = gate_up.reshape(-1, gate_up.shape[-1])       # a view when only the last dim was sliced
         rows = rows if rows.stride(-1) == 1 else rows.contiguous()
         out = torch.empty(*gate_up.shape[:-1], gate_up.shape[-1] // 2, dtype=gate_up.dtype)
