@@ -1,16 +1,19 @@
 """CPU inference speed: qwen3mini (C++ kernels) vs transformers, same random 0.6B-shaped bf16 checkpoint.
 
-    python bench/bench_cpu_inference.py                   # 2 threads, decode + 512-token prefill
-    python bench/bench_cpu_inference.py --threads 2 --decode-steps 32 --prefill 512 --backend cpp
+    python bench/bench_cpu_inference.py                   # 2 threads, decode + 512-token prefill, 3 rounds
+    python bench/bench_cpu_inference.py --threads 2 --decode-steps 32 --prefill 512 --rounds 5 --backend cpp
 
 Reports tokens/s of batch-1 decode and of one prefill for both implementations, their ratio, and our decode
 speed as a fraction of the memory-bandwidth bound: a decode step must read every weight once, so it cannot
 beat (copy bandwidth) / (weight bytes per token); the copy bandwidth is measured here (torch copy_ of
-512 MiB, bytes read + bytes written, the STREAM convention). Decode rates use the median step time (the
-dev machine is shared). Results go to bench/RESULTS.md by hand.
+512 MiB, bytes read + bytes written, the STREAM convention). Both models stay loaded and the measurements
+alternate, round after round (ours, then transformers, back to back), so that the load of a shared machine
+hits both sides alike; each figure is the median over rounds, with its spread. A decode rate is the median
+step time of its round. Results go to bench/RESULTS.md by hand.
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -19,17 +22,25 @@ _parser.add_argument("--threads", type=int, default=2)
 _parser.add_argument("--checkpoint", default="/tmp/qwen3mini-bench-0.6b", help="created if missing")
 _parser.add_argument("--preset", default="Qwen3-0.6B")
 _parser.add_argument("--decode-steps", type=int, default=32)
-_parser.add_argument("--hf-decode-steps", type=int, default=8, help="transformers is slower: fewer steps")
+_parser.add_argument("--hf-decode-steps", type=int, default=16, help="transformers is slower: fewer steps")
 _parser.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill benchmark")
+_parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds")
 _parser.add_argument("--backend", default="cpp", help="qwen3mini op backend (cpp or reference)")
 _parser.add_argument("--skip-hf", action="store_true", help="only qwen3mini")
-_parser.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active"],
-                     help="OpenMP idle threads sleep (passive) or spin (active); passive is far faster on a "
-                          "machine shared with other work, where a spinning thread holds the core its peer needs")
+_parser.add_argument("--omp-wait", default="brief", choices=["brief", "passive", "active"],
+                     help="what idle OpenMP threads do between parallel regions: spin briefly then sleep "
+                          "(GOMP_SPINCOUNT=10000, ~0.1 ms), sleep at once (passive) or spin (active). A decode "
+                          "step opens ~115 parallel regions a few microseconds apart: waking a sleeping thread "
+                          "for each costs tens of microseconds, and a spinning thread holds the core that other "
+                          "work on a shared machine needs")
 args = _parser.parse_args()
 # qwen3mini._C and torch share one OpenMP runtime (torch's libgomp), configured at start-up: same for both.
 os.environ["OMP_NUM_THREADS"] = str(args.threads)
-os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+if args.omp_wait == "brief":
+    os.environ["GOMP_SPINCOUNT"] = "10000"
+    os.environ.pop("OMP_WAIT_POLICY", None)
+else:
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait.upper()
 
 import torch  # noqa: E402
 
@@ -127,46 +138,76 @@ def hf_prefill(model, prompt):
     return len(prompt) / (time.perf_counter() - start), logits.float()
 
 
+def load_hf(path):
+    import transformers
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    return hf.eval()
+
+
+def spread(values, fmt) -> str:
+    """'median (min-max)' of one figure over the rounds."""
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
 def main():
     torch.set_num_threads(args.threads)
     make_checkpoint(args.checkpoint, args.preset)
     ops.use_backend(args.backend)
-    bandwidth, read_bandwidth = memory_bandwidth()
     model = qwen3mini.load_model(args.checkpoint, dtype=torch.bfloat16)
     weight_bytes = weight_bytes_per_token(model)
-    bound = bandwidth / weight_bytes
+    hf = None if args.skip_hf else load_hf(args.checkpoint)
     generator = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, 150000, (args.prefill,), generator=generator).tolist()
     short = prompt[:16]
-
+    peer = "" if hf is None else f", transformers {sys.modules['transformers'].__version__}"
+    print(f"machine: {os.cpu_count()} logical CPUs, {args.threads} threads (OpenMP wait: {args.omp_wait}), "
+          f"torch {torch.__version__}{peer}, backend {args.backend}; "
+          f"weights {weight_bytes / 1e9:.3f} GB per token")
+    rounds = []
     with torch.inference_mode():
-        ours_decode_tps = ours_decode(model, short, args.decode_steps)
         ours_prefill(model, short)                                       # warm-up
-        ours_prefill_tps, ours_logits = ours_prefill(model, prompt)
+        if hf is not None:
+            hf_prefill(hf, short)
+        for r in range(args.rounds):
+            row = {"load": os.getloadavg()[0]}
+            row["bandwidth"], read_bandwidth = memory_bandwidth()
+            row["bound"] = row["bandwidth"] / weight_bytes
+            row["ours_decode"] = ours_decode(model, short, args.decode_steps)
+            if hf is not None:
+                row["hf_decode"] = hf_decode(hf, short, args.hf_decode_steps)
+            row["ours_prefill"], ours_logits = ours_prefill(model, prompt)
+            if hf is not None:
+                row["hf_prefill"], hf_logits = hf_prefill(hf, prompt)
+            line = (f"round {r + 1} (load {row['load']:.1f}): copy {row['bandwidth'] / 1e9:.1f} GB/s (read "
+                    f"{read_bandwidth / 1e9:.1f}), bound {row['bound']:.2f} tok/s | decode ours "
+                    f"{row['ours_decode']:.2f} tok/s ({100 * row['ours_decode'] / row['bound']:.0f}% of bound)")
+            if hf is not None:
+                line += (f", transformers {row['hf_decode']:.2f} ({row['ours_decode'] / row['hf_decode']:.2f}x) | "
+                         f"prefill ours {row['ours_prefill']:.1f}, transformers {row['hf_prefill']:.1f} tok/s "
+                         f"({row['ours_prefill'] / row['hf_prefill']:.2f}x)")
+            else:
+                line += f" | prefill ours {row['ours_prefill']:.1f} tok/s"
+            print(line, flush=True)
+            rounds.append(row)
 
-    print(f"machine: {os.cpu_count()} logical CPUs, {args.threads} threads (OMP_WAIT_POLICY={args.omp_wait_policy}), "
-          f"torch {torch.__version__}, backend {args.backend}, load average {os.getloadavg()[0]:.1f}")
-    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read-only {read_bandwidth / 1e9:.1f} GB/s); weights "
-          f"{weight_bytes / 1e9:.3f} GB per token; bound {bound:.2f} tokens/s")
-    print(f"qwen3mini decode  {ours_decode_tps:8.2f} tokens/s  ({100 * ours_decode_tps / bound:.0f}% of the bound; "
-          f"weights read at {ours_decode_tps * weight_bytes / 1e9:.1f} GB/s)")
-    print(f"qwen3mini prefill {ours_prefill_tps:8.1f} tokens/s  ({args.prefill} tokens)")
-    if args.skip_hf:
+    def column(f):
+        return [f(row) for row in rounds]
+    print(f"\nmedian (min-max) over {args.rounds} rounds; load average {spread(column(lambda r: r['load']), '.1f')}")
+    print(f"copy bandwidth {spread(column(lambda r: r['bandwidth'] / 1e9), '.1f')} GB/s; "
+          f"bound {spread(column(lambda r: r['bound']), '.2f')} tokens/s")
+    print(f"qwen3mini decode  {spread(column(lambda r: r['ours_decode']), '.2f')} tokens/s, "
+          f"{spread(column(lambda r: 100 * r['ours_decode'] / r['bound']), '.0f')}% of the bound")
+    print(f"qwen3mini prefill {spread(column(lambda r: r['ours_prefill']), '.1f')} tokens/s ({args.prefill} tokens)")
+    if hf is None:
         return
-    del model
-    import transformers
-    hf = transformers.AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.bfloat16)
-    hf.eval()
-    with torch.inference_mode():
-        hf_decode_tps = hf_decode(hf, short, args.hf_decode_steps)
-        hf_prefill(hf, short)                                            # warm-up
-        hf_prefill_tps, hf_logits = hf_prefill(hf, prompt)
+    print(f"transformers decode  {spread(column(lambda r: r['hf_decode']), '.2f')} tokens/s (weights read at "
+          f"{spread(column(lambda r: r['hf_decode'] * weight_bytes / 1e9), '.1f')} GB/s)")
+    print(f"transformers prefill {spread(column(lambda r: r['hf_prefill']), '.1f')} tokens/s")
+    print(f"ratio (qwen3mini / transformers, per round): decode "
+          f"{spread(column(lambda r: r['ours_decode'] / r['hf_decode']), '.2f')}x, prefill "
+          f"{spread(column(lambda r: r['ours_prefill'] / r['hf_prefill']), '.2f')}x")
     agree = (hf_logits - ours_logits).abs().max().item()
-    print(f"transformers {transformers.__version__} decode  {hf_decode_tps:8.2f} tokens/s "
-          f"(weights read at {hf_decode_tps * weight_bytes / 1e9:.1f} GB/s)   prefill {hf_prefill_tps:8.1f} tokens/s")
-    print(f"ratio (qwen3mini / transformers): decode {ours_decode_tps / hf_decode_tps:.2f}x, "
-          f"prefill {ours_prefill_tps / hf_prefill_tps:.2f}x")
-    print(f"load average now {os.getloadavg()[0]:.1f}; last-token logits, max |qwen3mini - transformers| = {agree:.3g} "
+    print(f"last-token logits, max |qwen3mini - transformers| = {agree:.3g} "
           f"(argmax {'agrees' if hf_logits.argmax() == ours_logits.argmax() else 'DIFFERS'})")
 
 
