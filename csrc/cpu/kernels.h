@@ -108,6 +108,22 @@ template <class T> inline float dot(const float* a, const T* b, int n) {
     return s;
 }
 
+// q . k_j for 4 consecutive rows k (row stride n): 4 independent FMA chains instead of one.
+inline void dot4(const float* q, const float* k, int n, float* out) {
+    v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const v8f qv = load8(q + i);
+        a0 += qv * load8(k + i);
+        a1 += qv * load8(k + n + i);
+        a2 += qv * load8(k + 2 * n + i);
+        a3 += qv * load8(k + 3 * n + i);
+    }
+    out[0] = hsum(a0), out[1] = hsum(a1), out[2] = hsum(a2), out[3] = hsum(a3);
+    for (; i < n; ++i)
+        for (int r = 0; r < 4; ++r) out[r] += q[i] * k[r * n + i];
+}
+
 template <class T> inline void to_float_row(const T* src, float* dst, int n, float scale = 1.f) {
     int i = 0;
     for (; i + 8 <= n; i += 8) store8(dst + i, load8(src + i) * scale);
@@ -340,16 +356,15 @@ struct RowState {                                          // one query row of o
 // keys [0, n) of the current block; kf, vf: [n][D] fp32; q already multiplied by the softmax scale.
 inline void online_softmax_step(const float* q, const float* kf, const float* vf, int n, int D, RowState& st,
                                 float* scores) {
+    int j = 0;
+    for (; j + 4 <= n; j += 4) dot4(q, kf + j * D, D, scores + j);
+    for (; j < n; ++j) scores[j] = dot(q, kf + j * D, D);
     float block_max = -INFINITY;
-    for (int j = 0; j < n; ++j) {
-        scores[j] = dot(q, kf + j * D, D);
-        block_max = std::max(block_max, scores[j]);
-    }
+    for (j = 0; j < n; ++j) block_max = std::max(block_max, scores[j]);
     const float new_max = std::max(st.max, block_max);
     const float correction = std::exp(st.max - new_max);  // exp(-inf) = 0 on the first block
     v8f sums = {};
-    int j = 0;
-    for (; j + 8 <= n; j += 8) {
+    for (j = 0; j + 8 <= n; j += 8) {
         const v8f p = exp8(load8(scores + j) - new_max);
         store8(scores + j, p);
         sums += p;
@@ -359,6 +374,21 @@ inline void online_softmax_step(const float* q, const float* kf, const float* vf
     st.sum = st.sum * correction + sum;
     st.max = new_max;
     int i = 0;
+    for (; i + 32 <= D; i += 32) {                         // 4 independent sums: FMA latency, not one chain
+        v8f a0 = load8(st.acc + i) * correction, a1 = load8(st.acc + i + 8) * correction;
+        v8f a2 = load8(st.acc + i + 16) * correction, a3 = load8(st.acc + i + 24) * correction;
+        for (int j = 0; j < n; ++j) {
+            const float* v = vf + j * D + i;
+            a0 += scores[j] * load8(v);
+            a1 += scores[j] * load8(v + 8);
+            a2 += scores[j] * load8(v + 16);
+            a3 += scores[j] * load8(v + 24);
+        }
+        store8(st.acc + i, a0);
+        store8(st.acc + i + 8, a1);
+        store8(st.acc + i + 16, a2);
+        store8(st.acc + i + 24, a3);
+    }
     for (; i + 8 <= D; i += 8) {
         v8f a = load8(st.acc + i) * correction;
         for (int j = 0; j < n; ++j) a += scores[j] * load8(vf + j * D + i);
