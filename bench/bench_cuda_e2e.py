@@ -192,7 +192,8 @@ def main():
     parser.add_argument("--max-len", type=int, default=1024)
     parser.add_argument("--min-new", type=int, default=100)
     parser.add_argument("--max-new", type=int, default=1024)
-    parser.add_argument("--hf-cache", default="dynamic", help="comma-separated: dynamic, static")
+    parser.add_argument("--hf-cache", default="static",
+                        help="comma-separated: static, dynamic; or none (time only ours)")
     parser.add_argument("--skip", default="",
                         help="comma-separated parts to skip: parity, batch1, hf-batch1 (its transformers run), batched")
     args = parser.parse_args()
@@ -208,7 +209,7 @@ def main():
         decode_batch1(model, hf, vocab, copy_bw, with_hf="hf-batch1" not in skip)
     if "batched" not in skip:
         batched(model, hf, vocab, args.batch, args.min_len, args.max_len, args.min_new, args.max_new,
-                args.hf_cache.split(","))
+                [c for c in args.hf_cache.split(",") if c != "none"])
 
 
 if __name__ == "__main__":

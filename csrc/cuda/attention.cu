@@ -233,6 +233,8 @@ struct DecodeParams {
 
 template <typename T, int D>
 __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) {
+  pdl_launch_dependents();  // the combine's blocks may be scheduled now; they wait for this grid to finish
+  pdl_wait();               // q, the cache and the lengths are written by the kernels before
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);  // 16 x D
   T* ks = qs + 16 * D;                     // 2 stages of BLOCK_N x D
@@ -306,6 +308,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(D) decode_combine_kernel(const float* o_part, const float* lse_part, T* out,
                                                            AttnStrides so, int n_heads, int splits) {
   pdl_launch_dependents();  // the output projection (gemv.cu) may start streaming its weights
+  pdl_wait();
   const int bh = blockIdx.x, b = bh / n_heads, h = bh % n_heads, d = threadIdx.x;
   const float* lse = lse_part + (int64_t)bh * splits;
   float mx = -INFINITY;
@@ -439,11 +442,12 @@ torch::Tensor attention_decode_cuda(torch::Tensor q, torch::Tensor k_cache, torc
     const int smem = (16 + 4 * BLOCK_N) * D * sizeof(T);
     auto kernel = decode_split_kernel<T, D>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    kernel<<<dim3(splits, n_kv, batch), 32, smem, stream>>>(p);
+    launch_pdl(kernel, dim3(splits, n_kv, batch), dim3(32), smem, stream, p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    decode_combine_kernel<T, D><<<batch * n_heads, D, 0, stream>>>(
-        o_part.data_ptr<float>(), lse_part.data_ptr<float>(), static_cast<T*>(out.data_ptr()),
-        {out.stride(0), out.stride(1)}, n_heads, splits);
+    launch_pdl(decode_combine_kernel<T, D>, dim3(batch * n_heads), dim3(D), 0, stream,
+               static_cast<const float*>(o_part.data_ptr<float>()), static_cast<const float*>(lse_part.data_ptr<float>()),
+               static_cast<T*>(out.data_ptr()), AttnStrides{out.stride(0), out.stride(1)}, static_cast<int>(n_heads),
+               static_cast<int>(splits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

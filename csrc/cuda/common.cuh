@@ -14,9 +14,11 @@
 // register trick): no trip through shared memory.
 #pragma once
 
+#include <c10/cuda/CUDAException.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cstdint>
+#include <cstdlib>
 
 namespace q3 {
 
@@ -105,11 +107,15 @@ __device__ __forceinline__ int swz(int row, int col) {  // element offset of (ro
 }
 
 // ------------------------------------------------------------------ programmatic dependent launch (Hopper)
-// A kernel launched with the programmatic-serialization attribute (gemv.cu) may start while the kernel before it
-// in the stream is still running, once every block of that one has called launch_dependents (or exited). It
-// must call pdl_wait() before touching anything the earlier kernels write; pdl_wait returns when they have all
-// completed and their writes are visible. Work before it may only read memory no kernel writes (weights).
-// Both are no-ops for kernels launched the ordinary way, and compile to nothing before sm_90.
+// A decode step is ~350 small kernels, each shorter than the time it takes to launch and ramp up a grid. Kernels
+// started with launch_pdl() below may begin while the kernel before them in the stream is still running, once
+// every block of that one has called pdl_launch_dependents() (or exited): their blocks get scheduled and run
+// their prologue in the shadow of the previous kernel. Such a kernel must call pdl_wait() before touching any
+// memory an earlier kernel writes; pdl_wait returns when the previous grid has completed and its writes are
+// visible (and since that grid waited for its own predecessor, so have all earlier ones). Work before the wait
+// may only read memory no kernel writes: the GEMV streams its weight rows there (gemv.cu). Both are no-ops for
+// kernels launched the ordinary way, and compile to nothing before sm_90. Captured CUDA graphs keep these
+// programmatic edges.
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -119,6 +125,33 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
+}
+
+// Launch `kernel` on `stream` with the programmatic-serialization attribute (sm_90 and later; QWEN3MINI_NO_PDL=1
+// turns it off, for comparison). The kernel must call pdl_wait() before its first access to mutable memory.
+inline bool pdl_enabled() {
+  static const bool enabled = [] {
+    int device = 0, major = 0;
+    C10_CUDA_CHECK(cudaGetDevice(&device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    return major >= 9 && std::getenv("QWEN3MINI_NO_PDL") == nullptr;
+  }();
+  return enabled;
+}
+
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = pdl_enabled() ? 1 : 0;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
 }
 
 __device__ __forceinline__ float warp_max4(float v) {  // max over the 4 lanes of a quad (same g)

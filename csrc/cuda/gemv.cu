@@ -7,8 +7,6 @@
 // use, multiply by x (tiny, served from L1/L2) and reduce with shuffles. Thousands of warps in flight keep
 // enough loads outstanding to approach the copy bandwidth even for a 2 MB matrix. Measured 1.1-1.3x cuBLAS for
 // one row but 0.8x at 8 rows (bench/RESULTS.md), so only single rows come here; more rows go to cuBLAS.
-#include <cstdlib>
-
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -34,6 +32,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restri
                                                                T* __restrict__ y, int n, int k) {
   const int lane = threadIdx.x % 32;
   const int64_t col = (int64_t)blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
+  pdl_launch_dependents();  // (the next kernel waits for this one's completion anyway)
   if (col >= n) return;
   const T* wr = w + col * k;
   uint4 wv[UNROLL];
@@ -60,30 +59,13 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restri
 }  // namespace q3
 
 namespace {
-// Programmatic dependent launch on Hopper: the GEMV's blocks may be scheduled while the kernel before it (RMSNorm,
-// SiLU*up, attention's combine, which call pdl_launch_dependents) still runs, and load their weight rows in the
-// meantime; QWEN3MINI_NO_PDL=1 turns it off (for comparison).
-bool use_pdl(int device) {
-  static const bool disabled = std::getenv("QWEN3MINI_NO_PDL") != nullptr;
-  int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  return !disabled && major >= 9;
-}
-
 template <typename T, int UNROLL>
 void launch_gemv(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor& y) {
   const int n = w.size(0), k = w.size(1);
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3((n + q3::GEMV_WARPS - 1) / q3::GEMV_WARPS);
-  config.blockDim = dim3(q3::GEMV_WARPS * 32);
-  config.stream = c10::cuda::getCurrentCUDAStream();
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = use_pdl(x.get_device()) ? 1 : 0;
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, q3::gemv_kernel<T, UNROLL>, static_cast<const T*>(x.data_ptr()),
-                                    static_cast<const T*>(w.data_ptr()), static_cast<T*>(y.data_ptr()), n, k));
+  q3::launch_pdl(q3::gemv_kernel<T, UNROLL>, dim3((n + q3::GEMV_WARPS - 1) / q3::GEMV_WARPS),
+                 dim3(q3::GEMV_WARPS * 32), 0, c10::cuda::getCurrentCUDAStream(),
+                 static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()), static_cast<T*>(y.data_ptr()),
+                 n, k);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -32,6 +32,7 @@ __global__ void __launch_bounds__(NORM_THREADS) rms_norm_kernel(const T* __restr
                                                                 const T* __restrict__ weight, T* out, T* sum_out,
                                                                 int hidden, float eps) {
   pdl_launch_dependents();  // the projection that reads this output may start streaming its weights now
+  pdl_wait();
   const int64_t row = blockIdx.x;
   const T* xr = x + row * hidden;
   const T* rr = residual ? residual + row * hidden : nullptr;
@@ -81,6 +82,8 @@ template <typename T>
 __global__ void __launch_bounds__(256) qk_norm_rope_kernel(const QkRows q, const QkRows k, const T* __restrict__ cos,
                                                            const T* __restrict__ sin, int64_t n_tokens, int dim,
                                                            float eps) {
+  pdl_launch_dependents();
+  pdl_wait();
   const int lane = threadIdx.x % 32;
   int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int64_t q_rows = n_tokens * q.heads;
@@ -133,6 +136,7 @@ template <typename T, int VEC>
 __global__ void silu_mul_kernel(const T* __restrict__ in, T* __restrict__ out, int64_t rows, int inter,
                                 int64_t row_stride) {
   pdl_launch_dependents();  // (as in rms_norm_kernel: the down projection comes next)
+  pdl_wait();
   const int64_t vecs_per_row = inter / VEC;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * vecs_per_row;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -200,7 +204,7 @@ std::vector<torch::Tensor> add_rms_norm_cuda(torch::Tensor x, c10::optional<torc
   if (rows == 0) return {out, sum};
   dispatch(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    rms_norm_kernel<T><<<rows, NORM_THREADS, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    launch_pdl(rms_norm_kernel<T>, dim3(rows), dim3(NORM_THREADS), 0, c10::cuda::getCurrentCUDAStream(),
         static_cast<const T*>(xc.data_ptr()), residual ? static_cast<const T*>(rc.data_ptr()) : nullptr,
         static_cast<const T*>(wc.data_ptr()), static_cast<T*>(out.data_ptr()),
         residual ? static_cast<T*>(sum.data_ptr()) : nullptr, hidden, static_cast<float>(eps));
@@ -238,8 +242,8 @@ std::vector<torch::Tensor> qk_norm_rope_cuda(torch::Tensor q, torch::Tensor k, t
   dispatch(q.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     constexpr int WARPS = 8;
-    qk_norm_rope_kernel<T><<<(rows + WARPS - 1) / WARPS, WARPS * 32, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        qr, kr, static_cast<const T*>(cc.data_ptr()), static_cast<const T*>(sc.data_ptr()), n, dim,
+    launch_pdl(qk_norm_rope_kernel<T>, dim3((rows + WARPS - 1) / WARPS), dim3(WARPS * 32), 0,
+        c10::cuda::getCurrentCUDAStream(), qr, kr, static_cast<const T*>(cc.data_ptr()), static_cast<const T*>(sc.data_ptr()), n, dim,
         static_cast<float>(eps));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -271,8 +275,8 @@ torch::Tensor silu_mul_cuda(torch::Tensor gate_up) {
     auto stream = c10::cuda::getCurrentCUDAStream();
     const T* src = static_cast<const T*>(in.data_ptr());
     T* dst = static_cast<T*>(out.data_ptr());
-    if (vec8) silu_mul_kernel<T, 8><<<blocks, 256, 0, stream>>>(src, dst, rows, inter, in.stride(0));
-    else silu_mul_kernel<T, 1><<<blocks, 256, 0, stream>>>(src, dst, rows, inter, in.stride(0));
+    if (vec8) launch_pdl(silu_mul_kernel<T, 8>, dim3(blocks), dim3(256), 0, stream, src, dst, rows, inter, in.stride(0));
+    else launch_pdl(silu_mul_kernel<T, 1>, dim3(blocks), dim3(256), 0, stream, src, dst, rows, inter, in.stride(0));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
