@@ -5,8 +5,9 @@
 // only ~0.85 TB/s on Qwen3-0.6B's projections (bench/RESULTS.md); here one warp owns one output column (one row
 // of W): its 32 lanes read the row in 16-byte vectors, up to UNROLL of them in flight per lane before the first
 // use, multiply by x (tiny, served from L1/L2) and reduce with shuffles. Thousands of warps in flight keep
-// enough loads outstanding to approach the copy bandwidth even for a 2 MB matrix. Measured 1.1-1.3x cuBLAS for
-// one row but 0.8x at 8 rows (bench/RESULTS.md), so only single rows come here; more rows go to cuBLAS.
+// enough loads outstanding to approach the copy bandwidth even for a 2 MB matrix. Measured 1.1-1.5x cuBLAS for
+// one row (bench/RESULTS.md) but 0.8x at 8 rows (bench/results/cuda_bench_full.log), so only single rows come
+// here; more rows go to cuBLAS.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
