@@ -114,10 +114,12 @@ def test_attention_prefill(backend, dtype, q_lens, prefixes, heads, head_dim, fu
 
 
 @SETTINGS
-@given(dtype=dtypes, batch=st.integers(1, 4), capacity=st.one_of(st.integers(1, 9), st.integers(10, 200)),
+@given(dtype=dtypes, batch=st.integers(1, 4),
+       capacity=st.one_of(st.integers(1, 9), st.integers(10, 200), st.integers(201, 700)),
        heads=gqa, head_dim=head_dims, sharpness=st.sampled_from([1.0, 4.0]), seed=seeds, data=st.data())
 def test_attention_decode(backend, dtype, batch, capacity, heads, head_dim, sharpness, seed, data):
-    """Rows of different lengths (1 ... capacity); cache slots past a row's length hold NaN (must not be read)."""
+    """Rows of different lengths (1 ... capacity; up to several key blocks, long enough for the C++ kernel's
+    threaded path); cache slots past a row's length hold NaN (must not be read)."""
     g, dev = setup(backend, seed)
     n_kv, group = heads
     lengths = data.draw(st.lists(st.integers(1, capacity), min_size=batch, max_size=batch), label="lengths")
