@@ -1,4 +1,4 @@
-"""CUDA-graph decode: capture ``model.decode_step`` once per batch size and replay it for every token.
+"""CUDA-graph decode: capture ``model.decode_step`` once per batch-size bucket and replay it for every token.
 
 A decode step of a small model is hundreds of tiny kernels (28 layers x ~12 ops); launched one by one from
 Python, the launches, not the GPU, set the pace. ``model.decode_step(tokens, cache)`` is written to run without
