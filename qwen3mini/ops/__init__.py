@@ -5,7 +5,9 @@ runs them. The contract (shapes, dtypes, numerics) is written once, in ``referen
 ``csrc/README.md``.
 
 Backend choice, per call:
-  * ``QWEN3MINI_BACKEND=<name>`` (environment) or ``ops.use_backend(name)`` forces one backend everywhere;
+  * ``QWEN3MINI_BACKEND=<name>`` (environment) or ``ops.use_backend(name)`` forces one backend everywhere
+    (the environment may name a backend that registers itself after this module is imported, e.g. a port
+    loaded as a pytest plugin: it takes effect when registered, and an op that runs before then is an error);
   * otherwise the fastest backend registered for the tensor's device type that imported cleanly;
   * anything that needs gradients (training) always runs the reference ops: kernels are forward-only.
 """
@@ -21,13 +23,18 @@ _REFERENCE = ReferenceBackend()
 _BACKENDS = {"reference": _REFERENCE}           # name -> backend object
 _PREFERRED = {}                                 # device type -> backend names, best first
 _forced = None
+_pending = None                                 # QWEN3MINI_BACKEND naming a backend not registered yet
 
 
 def register_backend(name: str, backend, device_types) -> None:
     """Make ``backend`` available as ``name`` and prefer it on ``device_types`` (latest registration wins)."""
+    global _pending
     _BACKENDS[name] = backend
     for device_type in device_types:
         _PREFERRED.setdefault(device_type, []).insert(0, name)
+    if name == _pending:
+        _pending = None
+        use_backend(name)
 
 
 def available_backends() -> list:
@@ -66,6 +73,9 @@ def backend(name):
 def _select(tensor, *more):
     if torch.is_grad_enabled() and any(t.requires_grad for t in (tensor, *more) if t is not None):
         return _REFERENCE
+    if _pending is not None:
+        raise ValueError(f"QWEN3MINI_BACKEND={_pending} names no registered op backend; available: "
+                         f"{available_backends()}")
     if _forced is not None:
         return _forced
     for name in _PREFERRED.get(tensor.device.type, ()):
@@ -128,11 +138,14 @@ def _register_builtin_backends():
             missing.append(f"{module_name} ({error})")
             continue
         module.register()
+    global _pending
     wanted = os.environ.get("QWEN3MINI_BACKEND")
     if missing:
         print(f"qwen3mini.ops: compiled backends unavailable: {'; '.join(missing)}", file=sys.stderr)
-    if wanted:
+    if wanted in _BACKENDS:
         use_backend(wanted)
+    elif wanted:
+        _pending = wanted
 
 
 _register_builtin_backends()
