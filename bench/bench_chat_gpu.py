@@ -20,7 +20,7 @@ PROMPT = "<|im_start|>user\nExplain what a Python generator is.<|im_end|>\n<|im_
 
 
 def stream_rate(model, prompt, tokens, cuda_graph):
-    gen = Generator(model, max_seq_len=len(prompt) + tokens + 8, cuda_graph=cuda_graph)
+    gen = Generator(model, max_seq_len=len(prompt) + tokens + 8, fast_decode=cuda_graph)
     greedy = SamplingParams(temperature=0.0)
     gen.append(prompt)
     list(gen.stream(8, greedy))                      # warm-up (and graph capture)

@@ -135,6 +135,19 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_
     return logits
 
 
+# ---------------------------------------------------------------------------------------------- decode steps
+def fast_decoder(model, cache):
+    """The fastest way to run ``model.decode_step`` over ``cache``: an object with ``step(tokens) -> logits``,
+    or None when the op-by-op ``model.decode_step`` is all there is.
+
+    On the CUDA backend that is a CUDA graph replay (of the backend's own step where it has one); elsewhere
+    the backend's own step (``ops.decoder``), e.g. the C++ backend's single call per token."""
+    if cache.k.is_cuda and ops.backend_name(cache.k) == "cuda":
+        from .cuda_graphs import GraphDecoder
+        return GraphDecoder(model, cache)
+    return ops.decoder(model, cache)
+
+
 # ---------------------------------------------------------------------------------------------- batch generation
 @torch.no_grad()
 def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
@@ -172,6 +185,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     pad = torch.full((batch,), -1 if pad_token_id is None else pad_token_id, dtype=torch.long, device=device)
 
+    decoder = ops.decoder(model, cache)                 # the backend's own decode step, if it has one
     logits = model.prefill(prompts, cache)
     generated = []
     for step in range(max_new_tokens):
@@ -183,7 +197,7 @@ def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, to
         finished |= just_stopped
         if step + 1 == max_new_tokens or bool(finished.all()):
             break
-        logits = model.decode_step(tokens, cache)
+        logits = model.decode_step(tokens, cache) if decoder is None else decoder.step(tokens)
     new = torch.stack(generated, dim=1)                                  # [B, steps]
     if new.shape[1] < max_new_tokens:                                    # every row stopped early
         new = torch.cat([new, pad[:, None].expand(batch, max_new_tokens - new.shape[1])], dim=1)
@@ -206,20 +220,18 @@ class Generator:
     one token's work to redo. ``batch_size`` > 1 supports ``append`` (one list per row) but not ``stream``;
     batches are generated with ``generate``.
 
-    On a GPU whose ops run on the CUDA backend, ``stream`` replays a captured CUDA graph of the decode step
-    (``cuda_graphs.GraphDecoder``; captured at the first token, kept for the conversation): a small model's
-    step is hundreds of short kernels, and launching them one by one from Python is several times slower.
-    ``cuda_graph=False`` turns that off.
+    ``stream`` decodes through the backend's own decode step where there is one (``ops.decoder``: on the C++
+    backend the whole step is one call) and, on a GPU whose ops run on the CUDA backend, replays a captured
+    CUDA graph of the step (``cuda_graphs.GraphDecoder``; captured at the first token, kept for the
+    conversation). A small model's step is hundreds of short ops, and calling them one by one from Python costs
+    more than their arithmetic. ``fast_decode=False`` runs ``model.decode_step`` op by op instead.
     """
 
-    def __init__(self, model, max_seq_len: int | None = None, batch_size: int = 1, cuda_graph: bool = True):
+    def __init__(self, model, max_seq_len: int | None = None, batch_size: int = 1, fast_decode: bool = True):
         self.model = model
         self.max_seq_len = max_seq_len or model.config.max_position_embeddings
         self.cache = KVCache.for_model(model, batch_size, self.max_seq_len)
-        self._decoder = None
-        if cuda_graph and self.cache.k.is_cuda and ops.backend_name(self.cache.k) == "cuda":
-            from .cuda_graphs import GraphDecoder
-            self._decoder = GraphDecoder(model, self.cache)
+        self._decoder = fast_decoder(model, self.cache) if fast_decode else None
         self.reset()
 
     def reset(self):
@@ -295,7 +307,7 @@ class Generator:
     def _decode(self, token):
         if self._decoder is None:
             return self.model.decode_step(token, self.cache)[0]
-        return self._decoder.step(token)[0].clone()    # the graph's output buffer is reused by the next step
+        return self._decoder.step(token)[0].clone()    # a decoder's output buffer is reused by the next step
 
     # -------------------------------------------------------------- consistency after interruptions
     def _sync(self):

@@ -125,6 +125,21 @@ def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down):
     return _select(x, topk_weights, w_gate_up, w_down).moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
 
 
+def decoder(model, cache):
+    """The backend's own decode step for ``model`` over ``cache``, or None.
+
+    Beside the nine ops, a backend may offer ``decoder(model, cache)``: an object whose ``step(tokens)``
+    (LongTensor [B], one token per cache row) does exactly what ``model.decode_step(tokens, cache)`` does --
+    write each row's new K/V at position ``cache.lengths[b]``, advance ``cache.lengths``, return the next-token
+    logits [B, vocab] -- with the whole step in compiled code instead of one Python call per op (the per-op
+    route costs a small model's decode step more than its arithmetic: bench/RESULTS.md). The logits may live in
+    a buffer that the next ``step`` overwrites. It is optional (a port needs only the nine ops), it may return
+    None for a model it does not serve, and tests/model/test_decoders.py holds it to the op path's logits.
+    """
+    make = getattr(_select(cache.k), "decoder", None)
+    return None if make is None else make(model, cache)
+
+
 def _register_builtin_backends():
     """Import the compiled backends if they were built; say so in one line if they were not.
 

@@ -36,7 +36,7 @@ def test_graph_replayed_chat_stream_equals_the_eager_stream():
     tok = qwen3mini.load_tokenizer(SHIPPED)
     greedy = SamplingParams(temperature=0.0)
     graphed = Generator(model, max_seq_len=1024)
-    eager = Generator(model, max_seq_len=1024, cuda_graph=False)
+    eager = Generator(model, max_seq_len=1024, fast_decode=False)
     assert graphed._decoder is not None and eager._decoder is None
     assert conversation(graphed, tok, greedy) == conversation(eager, tok, greedy)
     assert graphed._decoder.graphs, "the graph path was not taken"
