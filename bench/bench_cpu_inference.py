@@ -3,7 +3,8 @@
     python bench/bench_cpu_inference.py                   # 2 threads, decode + 512-token prefill, 3 rounds
     python bench/bench_cpu_inference.py --threads 2 --decode-steps 32 --prefill 512 --rounds 5 --backend cpp
 
-Reports tokens/s of batch-1 decode and of one prefill for both implementations, their ratio, and our decode
+Reports tokens/s of batch-1 decode (ours as the chat runs it, through the C++ backend's one-call decode step,
+and op by op through ``model.decode_step``) and of one prefill for both implementations, their ratio, and our decode
 speed as a fraction of the memory-bandwidth bound: a decode step must read every weight once, so it cannot
 beat (copy bandwidth) / (weight bytes per token); the copy bandwidth is measured here (torch copy_ of
 512 MiB, bytes read + bytes written, the STREAM convention). Both models stay loaded and the measurements
@@ -49,7 +50,7 @@ import qwen3mini  # noqa: E402
 from qwen3mini import ops  # noqa: E402
 from qwen3mini.checkpoint import save_model  # noqa: E402
 from qwen3mini.config import PRESETS  # noqa: E402
-from qwen3mini.generation import KVCache  # noqa: E402
+from qwen3mini.generation import KVCache, fast_decoder  # noqa: E402
 from qwen3mini.model import Qwen3ForCausalLM  # noqa: E402
 
 
@@ -96,15 +97,19 @@ def weight_bytes_per_token(model) -> int:
 
 
 # ---------------------------------------------------------------- qwen3mini
-def ours_decode(model, prompt, steps):
-    cache = KVCache.for_model(model, 1, len(prompt) + steps + 1)
+def ours_decode(model, prompt, steps, op_path=False):
+    """Batch-1 decode as the chat runs it (``generation.fast_decoder``: the C++ backend's one-call step), or
+    with ``op_path`` through ``model.decode_step`` one op at a time."""
+    cache = KVCache.for_model(model, 1, len(prompt) + steps + 2)
+    decoder = None if op_path else fast_decoder(model, cache)
+    decode = (lambda t: model.decode_step(t, cache)) if decoder is None else decoder.step
     logits = model.prefill([prompt], cache)
     token = logits.argmax(-1)
-    model.decode_step(token, cache)                       # warm-up step (allocations, first touch)
+    decode(token)                                         # warm-up step (allocations, first touch)
     state = {"token": token}
 
     def step():
-        state["token"] = model.decode_step(state["token"], cache).argmax(-1)
+        state["token"] = decode(state["token"]).argmax(-1)
     return median_rate(step, steps)
 
 
@@ -173,6 +178,7 @@ def main():
             row["bandwidth"], read_bandwidth = memory_bandwidth()
             row["bound"] = row["bandwidth"] / weight_bytes
             row["ours_decode"] = ours_decode(model, short, args.decode_steps)
+            row["ours_op_path"] = ours_decode(model, short, args.decode_steps, op_path=True)
             if hf is not None:
                 row["hf_decode"] = hf_decode(hf, short, args.hf_decode_steps)
             row["ours_prefill"], ours_logits = ours_prefill(model, prompt)
@@ -180,7 +186,8 @@ def main():
                 row["hf_prefill"], hf_logits = hf_prefill(hf, prompt)
             line = (f"round {r + 1} (load {row['load']:.1f}): copy {row['bandwidth'] / 1e9:.1f} GB/s (read "
                     f"{read_bandwidth / 1e9:.1f}), bound {row['bound']:.2f} tok/s | decode ours "
-                    f"{row['ours_decode']:.2f} tok/s ({100 * row['ours_decode'] / row['bound']:.0f}% of bound)")
+                    f"{row['ours_decode']:.2f} tok/s ({100 * row['ours_decode'] / row['bound']:.0f}% of bound; "
+                    f"op path {row['ours_op_path']:.2f})")
             if hf is not None:
                 line += (f", transformers {row['hf_decode']:.2f} ({row['ours_decode'] / row['hf_decode']:.2f}x) | "
                          f"prefill ours {row['ours_prefill']:.1f}, transformers {row['hf_prefill']:.1f} tok/s "
@@ -197,6 +204,8 @@ def main():
           f"bound {spread(column(lambda r: r['bound']), '.2f')} tokens/s")
     print(f"qwen3mini decode  {spread(column(lambda r: r['ours_decode']), '.2f')} tokens/s, "
           f"{spread(column(lambda r: 100 * r['ours_decode'] / r['bound']), '.0f')}% of the bound")
+    print(f"qwen3mini decode, op by op (model.decode_step) {spread(column(lambda r: r['ours_op_path']), '.2f')} "
+          f"tokens/s; the one-call step is {spread(column(lambda r: r['ours_decode'] / r['ours_op_path']), '.2f')}x that")
     print(f"qwen3mini prefill {spread(column(lambda r: r['ours_prefill']), '.1f')} tokens/s ({args.prefill} tokens)")
     if hf is None:
         return

@@ -45,3 +45,6 @@ struct KernelTable {
 
 namespace generic { template <class T> KernelTable<T> table(); }
 namespace avx2 { template <class T> KernelTable<T> table(); }
+
+// The table of the ISA in use (ops.cpp: chosen at run time, or forced by set_isa).
+template <class T> KernelTable<T> kernels();

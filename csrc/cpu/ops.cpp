@@ -35,11 +35,6 @@ void set_isa(const std::string& name) {
     isa_name() = name;
 }
 
-template <class T>
-KernelTable<T> kernels() {
-    return isa_name() == "avx2" ? avx2::table<T>() : generic::table<T>();
-}
-
 // Run `body(kernel_table, T*)` for the dtype of `t` (fp32 or bf16).
 template <class Body>
 void dispatch(const at::Tensor& t, const char* op, Body&& body) {
@@ -280,6 +275,15 @@ void moe_experts(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& w
 
 }  // namespace
 
+template <class T>
+KernelTable<T> kernels() {
+    return isa_name() == "avx2" ? avx2::table<T>() : generic::table<T>();
+}
+template KernelTable<float> kernels<float>();
+template KernelTable<bf16_t> kernels<bf16_t>();
+
+void bind_decoder(pybind11::module& m);  // decode.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "qwen3mini CPU kernels (csrc/README.md). Every op writes into a caller-allocated `out`.";
     m.def("isa", [] { return isa_name(); }, "ISA of the kernels in use: 'avx2' or 'generic'");
@@ -300,4 +304,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("weights"));
     m.def("moe_experts", &moe_experts, py::arg("x"), py::arg("topk_ids"), py::arg("topk_weights"),
           py::arg("w_gate_up"), py::arg("w_down"), py::arg("out"));
+    bind_decoder(m);
 }

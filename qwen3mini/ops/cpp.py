@@ -150,6 +150,50 @@ class CppBackend:
         return out
 
 
+    # ---------------------------------------------------------------- the whole decode step
+    def decoder(self, model, cache):
+        """``CppDecoder`` for a model and cache in fp32 or bf16 on the CPU (``ops.decoder``); None otherwise."""
+        if not (_kernel_ok(cache.k, model.head_weight) and model.dtype == cache.k.dtype
+                and model.config.head_dim <= 512):
+            return None
+        return CppDecoder(model, cache)
+
+
+class CppDecoder:
+    """``model.decode_step`` as one call into ``csrc/cpu/decode.cpp``: the same kernels in the same order,
+    without ~4,800 Python calls a token in between (bench/RESULTS.md, "cpu kernels").
+
+    It holds references to the model's weights and the cache (not copies): loading new weights in place is
+    seen, replacing a parameter tensor is not (build a new decoder then). The rotary tables are computed once
+    by the model's own ``RotaryEmbedding`` for every position of the cache, the values the op path computes
+    per step."""
+
+    def __init__(self, model, cache):
+        cfg, layers = model.config, []
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            weights = dict(input_norm=layer.input_layernorm.weight, qkv=attn.qkv_proj.weight,
+                           q_norm=attn.q_norm.weight, k_norm=attn.k_norm.weight, o=attn.o_proj.weight,
+                           post_norm=layer.post_attention_layernorm.weight)
+            if layer.is_moe:
+                weights.update(router=mlp.gate.weight, experts_gate_up=mlp.experts.gate_up_proj,
+                               experts_down=mlp.experts.down_proj)
+            else:
+                weights.update(gate_up=mlp.gate_up_proj.weight, down=mlp.down_proj.weight)
+            layers.append({name: w.detach() for name, w in weights.items()})
+        positions = torch.arange(cache.max_seq_len)
+        cos, sin = model.model.rotary(positions, model.dtype)
+        self._step = _C.Decoder(
+            model.model.embed_tokens.weight.detach(), layers, model.model.norm.weight.detach(),
+            model.head_weight.detach(), cache.k, cache.v, cache.lengths, cos.contiguous(), sin.contiguous(),
+            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps, cfg.head_dim ** -0.5,
+            cfg.num_experts_per_tok if cfg.is_moe else 0, bool(cfg.norm_topk_prob))
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens LongTensor [B] -> logits [B, vocab] (overwritten by the next step); advances cache.lengths."""
+        return self._step.step(tokens.contiguous())
+
+
 def register():
     """Make the C++ kernels the default backend for CPU tensors (``QWEN3MINI_CPU_ISA`` may force an ISA)."""
     from . import register_backend

@@ -181,11 +181,16 @@ def test_stream_stops_after_stop_token(model):
     assert got == free[:free.index(free[3]) + 1] and gen.length == 8 + len(got)
 
 
-def test_stream_survives_interrupt_mid_step(model, monkeypatch):
-    """Ctrl-C inside a decode step: the state stays consistent and the stream continues as if never stopped."""
+@pytest.mark.parametrize("fast_decode", [False, True], ids=["op-path", "decoder"])
+def test_stream_survives_interrupt_mid_step(model, monkeypatch, fast_decode):
+    """Ctrl-C inside a decode step: the state stays consistent and the stream continues as if never stopped.
+
+    Op by op, the interrupt lands between two layers (the last layer dies after layer 0 wrote its K/V). A
+    backend's compiled step (``ops.decoder``) cannot be interrupted inside; Python raises the interrupt as
+    the step returns, after it wrote the K/V and advanced the cache lengths, so that is the moment simulated."""
     p = prompt(6, seed=11)
     expected = model.generate([p], max_new_tokens=10, **NO_STOP)[0][6:]
-    gen = Generator(model, max_seq_len=32)
+    gen = Generator(model, max_seq_len=32, fast_decode=fast_decode)
     gen.append(p)
     stream = gen.stream(10, SamplingParams(temperature=0))
     got = [next(stream) for _ in range(4)]
@@ -193,9 +198,15 @@ def test_stream_survives_interrupt_mid_step(model, monkeypatch):
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
+        if gen._decoder is not None:
+            real_step(*args)
         raise KeyboardInterrupt
-    with monkeypatch.context() as patch:                      # the last layer dies after layer 0 wrote its K/V
-        patch.setattr(model.model.layers[-1], "forward", interrupted)
+    with monkeypatch.context() as patch:
+        if gen._decoder is None:
+            patch.setattr(model.model.layers[-1], "forward", interrupted)
+        else:
+            real_step = gen._decoder.step
+            patch.setattr(gen._decoder, "step", interrupted)
         with pytest.raises(KeyboardInterrupt):
             next(stream)
     assert calls["n"] == 1 and gen.length == 6 + 4

@@ -1,0 +1,127 @@
+"""A backend's own decode step (``ops.decoder``) against the op path (``model.decode_step``) on CPU.
+
+The C++ backend's ``CppDecoder`` runs the same kernels in the same order as the op path, so its logits, the
+K/V it writes and the lengths it advances must be *equal* to the op path's, bit for bit, over random small
+configurations: dense and MoE (with dense layers mixed in), fp32 and bf16, GQA ratios, head_dim 64 and 128,
+tied and separate heads, several cache rows of different lengths. The op path itself is held to transformers
+by test_model_parity.py. QWEN3MINI_MODEL_EXAMPLES sets the number of hypothesis examples (default 8).
+"""
+import copy
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from qwen3mini import ops
+from qwen3mini.config import Qwen3Config
+from qwen3mini.generation import Generator, KVCache, SamplingParams, generate
+from qwen3mini.model import Qwen3ForCausalLM
+
+EXAMPLES = int(os.environ.get("QWEN3MINI_MODEL_EXAMPLES", "8"))
+
+
+@pytest.fixture(scope="module")
+def cpp_backend():
+    if "cpp" not in ops.available_backends():
+        if os.environ.get("QWEN3MINI_REQUIRE_EXT") == "1":
+            pytest.fail("the cpp backend is required (QWEN3MINI_REQUIRE_EXT=1) but not built", pytrace=False)
+        pytest.skip("the cpp backend (qwen3mini._C) is not built")
+    with ops.backend("cpp"):
+        yield
+
+
+def random_model(seed, dtype, moe=False, head_dim=64, heads=(4, 2), tied=True, layers=3):
+    torch.manual_seed(seed)
+    extra = dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=40, mlp_only_layers=[1]) if moe else {}
+    config = Qwen3Config(vocab_size=257, hidden_size=72, intermediate_size=104, num_hidden_layers=layers,
+                         num_attention_heads=heads[0], num_key_value_heads=heads[1], head_dim=head_dim,
+                         max_position_embeddings=512, tie_word_embeddings=tied, **extra)
+    model = Qwen3ForCausalLM(config).to(dtype)
+    with torch.no_grad():              # norms away from 1, so a weight applied in the wrong place shows
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def prefilled_cache(model, prompt_lengths, capacity, seed):
+    """A cache whose free positions are NaN (an unwritten or misplaced slot shows), rows prefilled."""
+    cache = KVCache.for_model(model, len(prompt_lengths), capacity)
+    cache.k.fill_(float("nan"))
+    cache.v.fill_(float("nan"))
+    rows = [r for r, n in enumerate(prompt_lengths) if n]
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(0, model.config.vocab_size, (prompt_lengths[r],), generator=g).tolist() for r in rows]
+    if rows:
+        model.prefill(prompts, cache, rows)
+    return cache
+
+
+def assert_same(actual, expected):
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.float32, torch.bfloat16]), moe=st.booleans(),
+       head_dim=st.sampled_from([64, 128]), heads=st.sampled_from([(4, 4), (4, 2), (6, 2), (3, 1)]),
+       tied=st.booleans(), prompt_lengths=st.lists(st.integers(0, 20), min_size=1, max_size=3),
+       steps=st.integers(1, 3))
+def test_cpp_decoder_equals_the_op_path(cpp_backend, seed, dtype, moe, head_dim, heads, tied, prompt_lengths,
+                                        steps):
+    model = random_model(seed, dtype, moe, head_dim, heads, tied)
+    capacity = max(prompt_lengths) + steps + 1
+    ours = prefilled_cache(model, prompt_lengths, capacity, seed)
+    theirs = copy.deepcopy(ours)
+    decoder = ops.decoder(model, ours)
+    assert type(decoder).__name__ == "CppDecoder"
+    tokens = torch.randint(0, model.config.vocab_size, (len(prompt_lengths),),
+                           generator=torch.Generator().manual_seed(seed + 1))
+    for _ in range(steps):
+        expected = model.decode_step(tokens, theirs)
+        actual = decoder.step(tokens)
+        assert_same(actual, expected)
+        assert_same(ours.k, theirs.k)
+        assert_same(ours.v, theirs.v)
+        assert ours.lengths.tolist() == theirs.lengths.tolist()
+        tokens = expected.float().argmax(-1)
+
+
+def test_generate_and_stream_use_the_decoder_and_agree_with_the_op_path(cpp_backend):
+    """The chat's stream (with a roll-back between turns) and batched ``generate`` give the op path's tokens."""
+    model = random_model(3, torch.bfloat16, moe=True)
+    prompt = [5, 17, 3, 99, 4]
+    params = SamplingParams(temperature=0.8, top_k=20, seed=0)
+    fast, slow = Generator(model, max_seq_len=64), Generator(model, max_seq_len=64, fast_decode=False)
+    assert fast._decoder is not None and slow._decoder is None
+    for gen in (fast, slow):
+        gen.append(prompt)
+        gen.first = list(gen.stream(12, params))
+        gen.truncate(len(prompt) + 4)
+        gen.append([7, 8])
+        gen.second = list(gen.stream(12, params))
+    assert (fast.first, fast.second) == (slow.first, slow.second)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10]]
+    batched = generate(model, prompts, 10, stop_token_ids=[])
+    with ops.backend("reference"):                     # the reference backend has no decoder: the op path
+        assert ops.decoder(model, KVCache.for_model(model, 1, 8)) is None
+    op_path = [generate(model, [p], 10, stop_token_ids=[])[0] for p in prompts]
+    assert batched == op_path
+
+
+def test_cpp_decoder_declines_what_its_kernels_do_not_serve(cpp_backend):
+    model = random_model(0, torch.float16)
+    assert ops.decoder(model, KVCache.for_model(model, 1, 8)) is None
+
+
+def test_cpp_decoder_names_bad_input(cpp_backend):
+    model = random_model(1, torch.float32)
+    cache = KVCache.for_model(model, 2, 4)
+    decoder = ops.decoder(model, cache)
+    with pytest.raises(RuntimeError, match="token 257 outside the vocabulary"):
+        decoder.step(torch.tensor([1, 257]))
+    with pytest.raises(RuntimeError, match="one per cache row"):
+        decoder.step(torch.tensor([1]))
+    cache.lengths.fill_(4)
+    with pytest.raises(RuntimeError, match="cache row 0 holds 4 tokens; the KV cache holds 4"):
+        decoder.step(torch.tensor([1, 2]))
