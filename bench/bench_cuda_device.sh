@@ -16,10 +16,10 @@ for step in "${@:-build test memcheck conformance bench}"; do for s in $step; do
            [ $rc = 0 ] || { tail -40 "$OUT/build.log"; exit 1; } ;;
     test) QWEN3MINI_REQUIRE_EXT=1 QWEN3MINI_CUDA_EXAMPLES=${EXAMPLES:-100} timeout ${TEST_TIMEOUT:-240} \
             $PY -m pytest tests/kernels/test_cuda_kernels.py tests/kernels/test_cuda_graphs.py \
-            tests/model/test_model_parity_cuda.py -q -p no:cacheprovider \
+            tests/model/test_model_parity_cuda.py tests/model/test_decoder_cuda.py -q -p no:cacheprovider \
             -rf --hypothesis-show-statistics 2>&1 | tee "$OUT/tests.log" | tail -25 ;;
     memcheck) QWEN3MINI_CUDA_EXAMPLES=${MEMCHECK_EXAMPLES:-6} timeout ${MEMCHECK_TIMEOUT:-200} compute-sanitizer --tool memcheck \
-            --error-exitcode 9 $PY -m pytest tests/kernels/test_cuda_kernels.py -q -p no:cacheprovider -x -k "not 4096" \
+            --error-exitcode 9 $PY -m pytest tests/kernels/test_cuda_kernels.py tests/model/test_decoder_cuda.py -q -p no:cacheprovider -x -k "not 4096 and not 0_6b" \
             > "$OUT/memcheck.log" 2>&1; echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.log" | tail -5 ;;
     conformance) QWEN3MINI_REQUIRE_EXT=1 QWEN3MINI_KERNEL_EXAMPLES=${CONF_EXAMPLES:-200} timeout ${CONF_TIMEOUT:-240} \
             $PY -m pytest tests/kernels --backend cuda -q -p no:cacheprovider -rf --hypothesis-show-statistics -k "not test_required_extensions_built" 2>&1 | tee "$OUT/conformance.log" | tail -4 ;;

@@ -1,11 +1,13 @@
-"""CUDA-graph decode: capture ``model.decode_step`` once per batch-size bucket and replay it for every token.
+"""CUDA-graph decode: capture the decode step once per batch-size bucket and replay it for every token.
 
 A decode step of a small model is hundreds of tiny kernels (28 layers x ~12 ops); launched one by one from
 Python, the launches, not the GPU, set the pace. ``model.decode_step(tokens, cache)`` is written to run without
 host synchronisation (positions come from ``cache.lengths`` on the device, the CUDA attention and MoE kernels
 size their grids from shapes only), so the whole step can be captured in a CUDA graph and replayed with one
 launch. The KV cache is static (allocated once by ``KVCache``), which is what makes the captured addresses
-valid for every later step.
+valid for every later step. The step captured is the backend's own fused one where it offers one for that
+bucket (``ops.decoder``: on CUDA, ``ops.cuda.CudaDecoder``, 5 kernels a layer instead of ~12), else
+``model.decode_step``; ``GraphDecoder(..., fused=False)`` or ``QWEN3MINI_FUSED_DECODER=0`` capture the op path.
 
     decoder = GraphDecoder(model, cache)          # cache: qwen3mini.generation.KVCache on the GPU
     logits = decoder.step(tokens)                 # tokens LongTensor [n] for cache rows 0..n-1 -> [n, vocab]
@@ -26,6 +28,7 @@ that small share (bench/RESULTS.md, "cuda").
 """
 import torch
 
+from . import ops
 from .generation import KVCache, Sampler, SamplingParams, check_context
 
 
@@ -37,18 +40,26 @@ def _row_view(cache: KVCache, n: int) -> KVCache:
 
 
 class GraphDecoder:
-    """Replays a captured ``model.decode_step`` over the first n rows of a static KV cache.
+    """Replays a captured decode step over the first n rows of a static KV cache.
 
     A step over n rows runs the graph of bucket b >= n: rows n..b-1 of the cache are stepped too, as padding
     (token 0, their K/V written at their next free position, which the cache contract treats as garbage) and
-    their lengths are restored afterwards, so they must not be full."""
+    their lengths are restored afterwards, so they must not be full. ``fused``: capture the backend's fused
+    step where it has one (default), or always ``model.decode_step``."""
 
-    def __init__(self, model, cache: KVCache, warmup_steps: int = 2):
+    def __init__(self, model, cache: KVCache, warmup_steps: int = 2, fused: bool = True):
         if not cache.k.is_cuda:
             raise ValueError("GraphDecoder needs the model and its KV cache on a CUDA device")
-        self.model, self.cache, self.warmup_steps = model, cache, warmup_steps
+        self.model, self.cache, self.warmup_steps, self.fused = model, cache, warmup_steps, fused
         self.pool = torch.cuda.graph_pool_handle()
-        self.graphs = {}  # bucket -> (graph, static tokens [bucket], static logits [bucket, vocab])
+        self.graphs = {}  # bucket -> (graph, static tokens [bucket], static logits [bucket, vocab], step owner)
+
+    def step_function(self, view: KVCache):
+        """What is captured for a bucket: the backend's fused step over ``view``, else the op path."""
+        fused = ops.decoder(self.model, view) if self.fused else None
+        if fused is not None:
+            return fused, fused.step
+        return None, lambda tokens: self.model.decode_step(tokens, view)
 
     def bucket(self, n: int) -> int:
         """The smallest power of two >= n, capped at the cache's row count."""
@@ -57,6 +68,7 @@ class GraphDecoder:
     @torch.no_grad()
     def _capture(self, n: int):
         view = _row_view(self.cache, n)
+        owner, step = self.step_function(view)
         tokens = torch.zeros(n, dtype=torch.long, device=self.cache.k.device)
         saved = self.cache.lengths.clone()
         # Warm-up on a side stream (lazy inits, cuBLAS workspaces) as torch.cuda.graph requires. It writes K/V
@@ -66,14 +78,14 @@ class GraphDecoder:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self.warmup_steps):
-                self.model.decode_step(tokens, view)
+                step(tokens)
                 view.lengths.copy_(saved[:n])
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            logits = self.model.decode_step(tokens, view)
+            logits = step(tokens)
         self.cache.lengths.copy_(saved)
-        self.graphs[n] = (graph, tokens, logits)
+        self.graphs[n] = (graph, tokens, logits, owner)  # the owner keeps the fused step's buffers alive
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Decode one token for each of cache rows 0..len(tokens)-1; returns their logits [n, vocab].
@@ -86,7 +98,7 @@ class GraphDecoder:
         b = self.bucket(n)
         if b not in self.graphs:
             self._capture(b)
-        graph, static_tokens, logits = self.graphs[b]
+        graph, static_tokens, logits, _ = self.graphs[b]
         static_tokens[:n].copy_(tokens)
         padding = self.cache.lengths[n:b].clone() if b > n else None   # device copies: no host sync
         graph.replay()

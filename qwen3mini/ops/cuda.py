@@ -6,7 +6,9 @@ and CPU tensors run the reference ops instead, so every call computes the contra
 it is given. Every kernel sizes its launch from shapes alone (no host synchronisation), so a decode step built
 from these ops can be captured in a CUDA graph (``qwen3mini/cuda_graphs.py``); attention_prefill is the
 exception (it reads the sequence bounds on the host) and never runs inside a graph. ``linear`` of a single row
-(batch-1 decode) is a bandwidth-bound GEMV kernel (csrc/cuda/gemv.cu); with more rows it is cuBLAS.
+(batch-1 decode) is a bandwidth-bound GEMV kernel (csrc/cuda/gemv.cu); with more rows it is cuBLAS. Beside the
+ops, ``CudaBackend.decoder`` offers the whole decode step of a dense model fused into 5 kernels a layer
+(``CudaDecoder``, csrc/cuda/decoder.cu), which ``cuda_graphs.GraphDecoder`` captures.
 
 Importing this module never fails on a machine without CUDA or without the built extension (``register`` then
 registers nothing), except when ``QWEN3MINI_REQUIRE_EXT=1`` and a GPU is present: then a missing extension is
@@ -120,6 +122,71 @@ class CudaBackend(ReferenceBackend):
         # Out-of-range expert ids are dropped by the kernel rather than checked here (a check would need a
         # host sync, which CUDA-graph decode cannot have); the router can only produce valid ids.
         return _cuda.moe_experts(x, topk_ids.to(torch.int64), topk_weights, w_gate_up, w_down)
+
+    def decoder(self, model, cache):
+        """The fused decode step (``CudaDecoder``) for ``model`` over ``cache``, or None where it does not apply.
+
+        It serves dense models in bf16/fp16 on the GPU with head_dim 64 or 128, at most 16 query heads per KV
+        head, hidden and intermediate sizes that are multiples of 8, and caches of 1 to 8 rows (batch-1 decode
+        is what it is for: at more rows the projections are matrix products, which cuBLAS does better). MoE
+        models, fp32 models, other shapes and larger batches get None: the op path (``model.decode_step``)
+        runs. ``QWEN3MINI_FUSED_DECODER=0`` turns it off (for A/B comparisons)."""
+        config = model.config
+        if (_cuda is None or os.environ.get("QWEN3MINI_FUSED_DECODER", "1") == "0" or not cache.k.is_cuda
+                or model.dtype not in _KERNEL_DTYPES or cache.k.dtype != model.dtype
+                or any(config.is_moe_layer(layer) for layer in range(config.num_hidden_layers))
+                or config.head_dim not in (64, 128)
+                or config.num_attention_heads % config.num_key_value_heads != 0
+                or config.num_attention_heads // config.num_key_value_heads > 16
+                or config.hidden_size % 8 or config.intermediate_size % 8
+                or not 1 <= cache.batch_size <= CudaDecoder.MAX_ROWS):
+            return None
+        return CudaDecoder(model, cache)
+
+
+class CudaDecoder:
+    """The whole decode step of a dense model in compiled code: 5 kernels a layer + the LM head (csrc/cuda/decoder.cu).
+
+    ``step(tokens)`` does what ``model.decode_step(tokens, cache)`` does -- embed, every layer with its KV write at
+    position ``cache.lengths[b]``, final norm, LM head, ``cache.lengths += 1`` -- fusing across op boundaries: the
+    RMSNorms run as prologues of the projections after them, the residual adds as epilogues of the ones before,
+    SiLU*up as the epilogue of gate_up, QK-Norm + RoPE + the KV write + split-KV attention + its combine as one
+    kernel. The rounding to the model dtype after each op is the reference's. No host sync: capturable in a CUDA
+    graph (``cuda_graphs.GraphDecoder`` does). The logits are a buffer that the next ``step`` overwrites.
+
+    The rotary cos/sin of every cache position are computed once here with the model's own
+    ``RotaryEmbedding``, so they are bit-identical to the op path's. The weights are held by reference (in-place
+    updates are seen); the cache's k/v/lengths are used in place.
+    """
+
+    MAX_ROWS = 8
+
+    def __init__(self, model, cache, min_chunk: int = 256):
+        """``min_chunk``: the fewest cache positions per attention split (a tuning knob for
+        bench/bench_cuda_decoder.py; rounded up to the block's 4 tiles of 64)."""
+        config, inner = model.config, model.model
+        positions = torch.arange(cache.max_seq_len, device=cache.k.device)
+        with torch.no_grad():
+            self.cos, self.sin = (t.contiguous() for t in inner.rotary(positions, model.dtype))
+        weights = []
+        for layer in inner.layers:
+            attn = layer.self_attn
+            weights += [layer.input_layernorm.weight, attn.qkv_proj.weight, attn.q_norm.weight, attn.k_norm.weight,
+                        attn.o_proj.weight, layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight,
+                        layer.mlp.down_proj.weight]
+        self.cache = cache
+        self._impl = _cuda.Decoder([w.detach() for w in weights], inner.embed_tokens.weight.detach(),
+                                   inner.norm.weight.detach(), model.head_weight.detach(), cache.k, cache.v,
+                                   cache.lengths, self.cos, self.sin, config.num_attention_heads,
+                                   config.num_key_value_heads, float(config.rms_norm_eps), min_chunk)
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens LongTensor [B] (one per cache row, on the GPU) -> logits [B, vocab]; advances cache.lengths."""
+        if tokens.shape != (self.cache.batch_size,) or tokens.dtype != torch.long or tokens.device != self.cache.k.device:
+            raise ValueError(f"CudaDecoder.step: tokens must be a LongTensor [{self.cache.batch_size}] on "
+                             f"{self.cache.k.device}, got {tuple(tokens.shape)} {tokens.dtype} on {tokens.device}")
+        return self._impl.step(tokens)
 
 
 def register():

@@ -24,17 +24,23 @@ def small_model(preset):
     return model.eval()
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("preset", ["small", "small-moe"])
-def test_graph_steps_match_eager_steps(preset):
+def test_graph_steps_match_eager_steps(preset, fused):
+    """Replays of the captured step equal the same step launched eagerly: the op path (fused=False), or the
+    backend's fused step where it has one (the dense model; the MoE one falls back to the op path)."""
+    from qwen3mini import ops
     from qwen3mini.cuda_graphs import GraphDecoder
     from qwen3mini.generation import KVCache
     model = small_model(preset)
     prompts = [[5, 6, 7, 8, 9], [1, 2], [3] * 40]
     caches = [KVCache.for_model(model, 3, 64) for _ in range(2)]
     tokens = [model.prefill(prompts, cache).argmax(-1) for cache in caches][0]
-    decoder = GraphDecoder(model, caches[1])
+    decoder = GraphDecoder(model, caches[1], fused=fused)
+    fused_eager = ops.decoder(model, caches[0]) if fused else None
+    assert (fused_eager is not None) == (fused and preset == "small")
     for step in range(6):  # both fed the same tokens, so a near-tie in argmax cannot make them diverge
-        eager = model.decode_step(tokens, caches[0])
+        eager = (model.decode_step(tokens, caches[0]) if fused_eager is None else fused_eager.step(tokens)).clone()
         graphed = decoder.step(tokens).clone()
         torch.testing.assert_close(graphed, eager, msg=lambda m: f"step {step}: graph logits differ: {m}")
         tokens = eager.argmax(-1)
@@ -55,7 +61,7 @@ def test_bucket_padding_rows_are_left_alone():
     prompts = [[5, 6, 7], [1, 2], [3] * 9, [4] * 5]
     caches = [KVCache.for_model(model, 4, 32) for _ in range(2)]
     tokens = [model.prefill(prompts, cache).argmax(-1) for cache in caches][0][:3]
-    decoder = GraphDecoder(model, caches[1])
+    decoder = GraphDecoder(model, caches[1], fused=False)
     assert decoder.bucket(3) == 4 and decoder.bucket(1) == 1 and decoder.bucket(2) == 2
     k_before = caches[1].k[:, 3, :5].clone()
     for step in range(3):

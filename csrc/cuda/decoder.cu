@@ -1,0 +1,679 @@
+// The CUDA backend's own decode step for dense Qwen3 models: one token per cache row, five kernels a layer.
+//
+// Contract: what qwen3mini/model.py Qwen3ForCausalLM.decode_step computes over the ops of reference.py (embedding,
+// per layer add_rms_norm -> qkv_proj -> qk_norm_rope -> KV write -> attention_decode -> o_proj -> add_rms_norm ->
+// gate_up_proj -> silu_mul -> down_proj, final norm, LM head), with the same rounding to the model dtype after
+// every op. Python side: qwen3mini/ops/cuda.py (CudaDecoder). Why it exists: at batch 1 the op path is ~12
+// kernels a layer, most of them moving a few KB yet costing 1.5-5 us each (bench/RESULTS.md, "cuda").
+//
+// A layer here is
+//   1. qkv GEMV      prologue: RMSNorm of the residual stream (input_layernorm); layer 0 reads the embedding row
+//   2. attention     QK-Norm + RoPE of this token's q and k, K/V written into the cache at position lengths[b],
+//                    split-KV attention; the last split to finish combines the partials (no second kernel)
+//   3. o GEMV        epilogue: residual += round(o)            (the residual add of add_rms_norm)
+//   4. gate_up GEMV  prologue: RMSNorm (post_attention_layernorm); epilogue: silu(gate) * up (one warp computes
+//                    gate row i and up row I + i, so the 2I-wide intermediate never exists)
+//   5. down GEMV     epilogue: residual += round(down)
+// and the step ends with the LM head GEMV (prologue: the final norm), which also advances lengths.
+//
+// Norm prologues: every block recomputes the RMSNorm of the few hidden rows (2 KB each, from L2) into shared
+// memory, instead of a separate kernel writing them. Residual epilogues: the warp that owns output column c
+// updates residual[c] in place; the next kernel reads the whole row only after its griddepcontrol.wait, i.e.
+// after this grid finished. Rounding follows the reference exactly (projection output rounded to the dtype,
+// then the sum rounded, then the norm's fp32 statistics of the rounded sum).
+//
+// GEMV bandwidth: one warp per output row (lanes across K, 16-byte loads, a whole row of K <= 1024 per lane in
+// registers); blocks loop over rows (grid = one wave), loading the next row before using the current one, and
+// the first row is loaded before griddepcontrol.wait, i.e. while the previous kernel still runs. Tried and not
+// kept (bench/RESULTS.md, "cuda"): an L2 prefetch of the next projections' weights (cp.async.bulk.prefetch.L2)
+// and a variant staging each block's rows in shared memory with cp.async; both were slower.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include <map>
+#include <utility>
+
+#include "attention_tiles.cuh"
+
+namespace q3 {
+
+constexpr int DG_WARPS = 8, DG_THREADS = DG_WARPS * 32;
+enum Epilogue { kStore = 0, kResidual = 1, kSwiGLU = 2 };
+
+struct GemvArgs {
+  const void* w;          // [n, k] (kSwiGLU: [2n, k], gate rows first)
+  const void* x;          // input rows [batch, k]; with norm_w set: the residual stream to normalise
+  const void* norm_w;     // RMSNorm weight [k], or nullptr (input used as is)
+  const void* embed;      // set in layer 0: input rows are embed[tokens[b]], also copied into `res`
+  const int64_t* tokens;  // [batch]
+  void* res;              // residual stream [batch, n] (kResidual), or the target of the embedding copy
+  void* y;                // output [batch, n] (kStore, kSwiGLU)
+  int* lengths;           // set for the last kernel of a step: lengths[b] += 1
+  int n, k, batch, vocab;
+  float eps;
+};
+
+// One round of a task's weights: U vectors of 8 per lane per row (row `task`, and for SwiGLU also `n + task`).
+template <typename T, int U, int R>
+__device__ __forceinline__ void gemv_load(uint4 (&v)[R][U], const T* w, int task, int n, int k, int round, int lane) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const T* row = w + (int64_t)(task + r * n) * k;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = (round * U + u) * 256 + lane * 8;
+      v[r][u] = c < k ? __ldg(reinterpret_cast<const uint4*>(row + c)) : make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+template <typename T, int U, int R, int MAXB>
+__device__ __forceinline__ void gemv_fma(float (&acc)[R][MAXB], const uint4 (&v)[R][U], const T* xs, int k, int batch,
+                                         int round, int lane) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = (round * U + u) * 256 + lane * 8;
+    if (c >= k) break;
+#pragma unroll
+    for (int b = 0; b < MAXB; ++b) {
+      if (b >= batch) break;
+      const uint4 xv = *reinterpret_cast<const uint4*>(xs + b * k + c);
+      const T* xt = reinterpret_cast<const T*>(&xv);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const T* wt = reinterpret_cast<const T*>(&v[r][u]);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[r][b] += Traits<T>::to_float(xt[i]) * Traits<T>::to_float(wt[i]);
+      }
+    }
+  }
+}
+
+// The input rows into shared memory xs [batch, k]; with a norm weight, RMSNorm'd exactly as reference.rms_norm:
+// fp32 statistics, the normalised value rounded to T, then the weight product rounded to T.
+template <typename T, int MAXB>
+__device__ __forceinline__ void gemv_stage_x(T* xs, const GemvArgs& a) {
+  const int k = a.k, batch = a.batch;
+  if (a.norm_w == nullptr) {
+    const int vecs = k / 8;
+    for (int i = threadIdx.x; i < batch * vecs; i += blockDim.x) {
+      const int b = i / vecs, c = (i % vecs) * 8;
+      *reinterpret_cast<uint4*>(xs + b * k + c) =
+          *reinterpret_cast<const uint4*>(static_cast<const T*>(a.x) + (int64_t)b * k + c);
+    }
+    return;
+  }
+  __shared__ float partial[DG_WARPS][MAXB];
+  __shared__ float inv_rms[MAXB];
+  float sq[MAXB];
+#pragma unroll
+  for (int b = 0; b < MAXB; ++b) {
+    sq[b] = 0.f;
+    if (b >= batch) continue;
+    const T* src = static_cast<const T*>(a.x) + (int64_t)b * k;
+    if (a.embed != nullptr) {  // token ids outside the vocabulary are clamped (a check would need a host sync)
+      const int64_t token = a.tokens[b];
+      const int64_t id = token < 0 ? 0 : token >= a.vocab ? a.vocab - 1 : token;
+      src = static_cast<const T*>(a.embed) + id * k;
+    }
+    for (int c = threadIdx.x * 8; c < k; c += blockDim.x * 8) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(src + c);
+      *reinterpret_cast<uint4*>(xs + b * k + c) = raw;
+      if (a.embed != nullptr && blockIdx.x == 0)  // the residual stream starts as the embedding
+        *reinterpret_cast<uint4*>(static_cast<T*>(a.res) + (int64_t)b * k + c) = raw;
+      const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sq[b] += Traits<T>::to_float(v[i]) * Traits<T>::to_float(v[i]);
+    }
+  }
+#pragma unroll
+  for (int b = 0; b < MAXB; ++b) {
+    if (b >= batch) break;
+    for (int o = 16; o > 0; o >>= 1) sq[b] += __shfl_xor_sync(0xffffffff, sq[b], o);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32][b] = sq[b];
+  }
+  __syncthreads();
+  if (threadIdx.x < batch) {
+    float total = 0.f;
+    for (int w = 0; w < DG_WARPS; ++w) total += partial[w][threadIdx.x];
+    inv_rms[threadIdx.x] = rsqrtf(total / k + a.eps);
+  }
+  __syncthreads();
+  const T* weight = static_cast<const T*>(a.norm_w);
+  const int vecs = k / 8;
+  for (int i = threadIdx.x; i < batch * vecs; i += blockDim.x) {
+    const int b = i / vecs, c = (i % vecs) * 8;
+    const float inv = inv_rms[b];
+    uint4 raw = *reinterpret_cast<const uint4*>(xs + b * k + c);
+    const uint4 wraw = *reinterpret_cast<const uint4*>(weight + c);
+    T* v = reinterpret_cast<T*>(&raw);
+    const T* wv = reinterpret_cast<const T*>(&wraw);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float normed = Traits<T>::to_float(Traits<T>::from_float(Traits<T>::to_float(v[e]) * inv));
+      v[e] = Traits<T>::from_float(Traits<T>::to_float(wv[e]) * normed);
+    }
+    *reinterpret_cast<uint4*>(xs + b * k + c) = raw;
+  }
+}
+
+// Sum the lanes' partial dot products; lane b writes batch row b.
+template <typename T, int R, int MAXB, int MODE>
+__device__ __forceinline__ void gemv_epilogue(float (&acc)[R][MAXB], const GemvArgs& a, int task, int lane) {
+  auto round_t = [](float v) { return Traits<T>::to_float(Traits<T>::from_float(v)); };
+#pragma unroll
+  for (int b = 0; b < MAXB; ++b) {
+    if (b >= a.batch) break;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      for (int o = 16; o > 0; o >>= 1) acc[r][b] += __shfl_xor_sync(0xffffffff, acc[r][b], o);
+    if (lane != b) continue;
+    const int64_t at = (int64_t)b * a.n + task;
+    if constexpr (MODE == kStore) {
+      static_cast<T*>(a.y)[at] = Traits<T>::from_float(acc[0][b]);
+    } else if constexpr (MODE == kResidual) {  // add_rms_norm's sum: round(residual + round(projection))
+      T* res = static_cast<T*>(a.res);
+      res[at] = Traits<T>::from_float(Traits<T>::to_float(res[at]) + round_t(acc[0][b]));
+    } else {  // silu_mul: silu(gate) rounded, times up, rounded (gate and up rounded as the projection's output)
+      const float g = round_t(acc[0][b]), u = round_t(acc[1][b]);
+      static_cast<T*>(a.y)[at] = Traits<T>::from_float(round_t(g / (1.f + __expf(-g))) * u);
+    }
+  }
+}
+
+template <typename T, int U, int MAXB, int MODE>
+__global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs a) {
+  constexpr int R = MODE == kSwiGLU ? 2 : 1;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* xs = reinterpret_cast<T*>(smem_raw);  // [batch, k]
+  const int lane = threadIdx.x % 32, stride = gridDim.x * DG_WARPS;
+  const int rounds = (a.k + 256 * U - 1) / (256 * U);
+  const T* w = static_cast<const T*>(a.w);
+  int task = blockIdx.x * DG_WARPS + threadIdx.x / 32, round = 0;
+
+  pdl_launch_dependents();
+  uint4 cur[R][U];
+  if (task < a.n) gemv_load<T, U, R>(cur, w, task, a.n, a.k, 0, lane);  // weights: never written, safe pre-wait
+  pdl_wait();                                                            // the input rows are the last kernel's
+  gemv_stage_x<T, MAXB>(xs, a);
+  __syncthreads();
+
+  float acc[R][MAXB];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int b = 0; b < MAXB; ++b) acc[r][b] = 0.f;
+  while (task < a.n) {
+    int next_task = task, next_round = round + 1;
+    if (next_round == rounds) next_task += stride, next_round = 0;
+    uint4 nxt[R][U];
+    const bool more = next_task < a.n;
+    if (more) gemv_load<T, U, R>(nxt, w, next_task, a.n, a.k, next_round, lane);  // in flight during the FMAs
+    gemv_fma<T, U, R, MAXB>(acc, cur, xs, a.k, a.batch, round, lane);
+    if (round == rounds - 1) {
+      gemv_epilogue<T, R, MAXB, MODE>(acc, a, task, lane);
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b) acc[r][b] = 0.f;
+    }
+    if (more) {
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int u = 0; u < U; ++u) cur[r][u] = nxt[r][u];
+    }
+    task = next_task, round = next_round;
+  }
+  if (a.lengths != nullptr && blockIdx.x == 0 && threadIdx.x < a.batch) a.lengths[threadIdx.x] += 1;
+}
+
+// ------------------------------------------------------------------------------------------------ attention
+constexpr int ATT_WARPS = 4;  // warps per attention block, one K/V tile each at a time
+
+struct DecoderAttnArgs {
+  const void* qkv;                // [B, (nH + 2 nKV) * D]: this token's fused projection
+  const void *q_norm, *k_norm;    // [D]
+  const void *cos, *sin;          // [capacity, D]: the model's rotary tables for every position
+  void *k_cache, *v_cache;        // this layer's [B, S, nKV, D] (batch and position strides below; heads D apart)
+  int64_t cache_b, cache_s;
+  const int* lengths;             // [B]: the new token goes to position lengths[b]
+  float *o_part, *lse_part;       // [B, nH, splits, D], [B, nH, splits]
+  int* counters;                  // [B, nKV]: splits finished; zero between launches
+  void* out;                      // [B, nH * D]
+  int capacity, n_heads, n_kv, splits, chunk;
+  float eps, scale_log2;
+};
+
+// QK-Norm + RoPE of this token's heads by one warp (reference.qk_norm_rope; rounding as qk_norm_rope_kernel):
+// heads 0..group-1 are the group's queries (into the MMA tile `qs`, swizzled), head `group` is the key (into
+// `knew`, plain). Lane l owns the rotation pairs (j, j + D/2), j = l + 32 i. Every load is issued before the
+// first reduction (one round trip to L2 for all heads, not one per head).
+template <typename T, int D>
+__device__ __forceinline__ void norm_rope_heads(T* qs, T* knew, const T* row, int q_head0, int k_head, int group,
+                                                const T* qw, const T* kw, const T* cs, const T* sn, float eps,
+                                                int lane) {
+  constexpr int P = D / 64, HALF = D / 2, MAXH = 17;
+  auto f = [](T v) { return Traits<T>::to_float(v); };
+  auto r = [](float v) { return Traits<T>::to_float(Traits<T>::from_float(v)); };
+  float x1[MAXH][P], x2[MAXH][P], w1[2][P], w2[2][P], c1[P], c2[P], s1[P], s2[P];
+#pragma unroll
+  for (int h = 0; h < MAXH; ++h) {
+    if (h > group) break;
+    const T* in = row + (int64_t)(h < group ? q_head0 + h : k_head) * D;
+#pragma unroll
+    for (int i = 0; i < P; ++i) x1[h][i] = f(in[lane + 32 * i]), x2[h][i] = f(in[lane + 32 * i + HALF]);
+  }
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int j = lane + 32 * i;
+    w1[0][i] = f(qw[j]), w2[0][i] = f(qw[j + HALF]), w1[1][i] = f(kw[j]), w2[1][i] = f(kw[j + HALF]);
+    c1[i] = f(cs[j]), c2[i] = f(cs[j + HALF]), s1[i] = f(sn[j]), s2[i] = f(sn[j + HALF]);
+  }
+#pragma unroll
+  for (int h = 0; h < MAXH; ++h) {
+    if (h > group) break;
+    float sq = 0.f;
+#pragma unroll
+    for (int i = 0; i < P; ++i) sq += x1[h][i] * x1[h][i] + x2[h][i] * x2[h][i];
+    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffff, sq, o);
+    const float inv = rsqrtf(sq / D + eps);
+    const int wi = h < group ? 0 : 1;
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      const int j = lane + 32 * i;
+      const float y1 = r(w1[wi][i] * r(x1[h][i] * inv)), y2 = r(w2[wi][i] * r(x2[h][i] * inv));
+      const T o1 = Traits<T>::from_float(r(y1 * c1[i]) + r(-y2 * s1[i]));
+      const T o2 = Traits<T>::from_float(r(y2 * c2[i]) + r(y1 * s2[i]));
+      if (h < group) qs[swz<D>(h, j)] = o1, qs[swz<D>(h, j + HALF)] = o2;
+      else knew[j] = o1, knew[j + HALF] = o2;
+    }
+  }
+}
+
+// One block of ATT_WARPS warps per (split of the cache, KV head, row). Warp 0 normalises and rotates the group's
+// queries (the 16 rows of an MMA tile, zero-padded) and this token's key while every warp's first K/V tile is
+// already streaming; the block holding the new position writes its K and V into the cache (for later steps) and
+// into its own shared-memory tile (the copy may have fetched that row before the write). Each warp runs the
+// online softmax of decode_split_kernel (attention.cu) over tiles w, w + ATT_WARPS, ... of the block's chunk;
+// the warps' partials are merged in shared memory, and where the cache has several splits, the last block to
+// finish merges the blocks' partials (no second kernel).
+template <typename T, int D>
+__global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const DecoderAttnArgs p) {
+  constexpr int THREADS = ATT_WARPS * 32;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* qs = reinterpret_cast<T*>(smem_raw);         // 16 x D
+  T* kv = qs + 16 * D;                            // per warp: a K tile and a V tile, BLOCK_N x D each
+  T* knew = kv + ATT_WARPS * 2 * BLOCK_N * D;     // this token's K and V (D each)
+  T* vnew = knew + D;
+  __shared__ int last_block;
+  pdl_launch_dependents();
+  pdl_wait();  // the qkv projection, the lengths and the cache are earlier kernels' writes
+
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int group = p.n_heads / p.n_kv, h0 = kvh * group;
+  const int pos = p.lengths[b];                // this token's position (the caller keeps it < capacity)
+  const int len = min(pos + 1, p.capacity);    // positions attended
+  const int s0 = split * p.chunk;
+  if (s0 >= len) return;
+  const int s1 = min(s0 + p.chunk, len), active = (len + p.chunk - 1) / p.chunk;
+  const bool holds_new = pos < p.capacity && pos >= s0 && pos < s1;
+  T* kg = static_cast<T*>(p.k_cache) + (int64_t)b * p.cache_b + (int64_t)kvh * D;
+  T* vg = static_cast<T*>(p.v_cache) + (int64_t)b * p.cache_b + (int64_t)kvh * D;
+  T* ks = kv + warp * 2 * BLOCK_N * D;
+  T* vs = ks + BLOCK_N * D;
+  const AttnStrides stride{p.cache_s, 0};
+  int n0 = s0 + warp * BLOCK_N;  // this warp's first tile
+  if (n0 < s1) {
+    load_tile<T, D, 32>(ks, kg, stride, n0, 0, BLOCK_N, s1 - n0);
+    load_tile<T, D, 32>(vs, vg, stride, n0, 0, BLOCK_N, s1 - n0);
+  }
+  cp_async_commit();
+
+  if (warp == 0) {
+    const T* row = static_cast<const T*>(p.qkv) + (int64_t)b * (p.n_heads + 2 * p.n_kv) * D;
+    const T* cs = static_cast<const T*>(p.cos) + (int64_t)(len - 1) * D;
+    const T* sn = static_cast<const T*>(p.sin) + (int64_t)(len - 1) * D;
+    norm_rope_heads<T, D>(qs, knew, row, h0, p.n_heads + kvh, group, static_cast<const T*>(p.q_norm),
+                          static_cast<const T*>(p.k_norm), cs, sn, p.eps, lane);
+    for (int j = group; j < 16; ++j)  // zero rows pad the 16-row MMA tile
+      for (int c = lane; c < D; c += 32) qs[swz<D>(j, c)] = Traits<T>::from_float(0.f);
+    if (holds_new) {
+      const T* vsrc = row + (int64_t)(p.n_heads + p.n_kv + kvh) * D;
+      for (int c = lane; c < D; c += 32) vnew[c] = vsrc[c];
+      __syncwarp();
+      T* kd = kg + (int64_t)pos * p.cache_s;
+      T* vd = vg + (int64_t)pos * p.cache_s;
+      for (int c = lane; c < D; c += 32) kd[c] = knew[c], vd[c] = vnew[c];
+    }
+  }
+  __syncthreads();
+
+  uint32_t qf[D / 16][4];
+  load_q_frags<T, D>(qf, qs, 0, lane);
+  float o[D / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (; n0 < s1; n0 += ATT_WARPS * BLOCK_N) {
+    cp_async_wait<0>();
+    __syncwarp();
+    if (holds_new && pos >= n0 && pos < n0 + BLOCK_N) {  // the new row, as computed (not as fetched)
+      for (int c = lane; c < D; c += 32) ks[swz<D>(pos - n0, c)] = knew[c], vs[swz<D>(pos - n0, c)] = vnew[c];
+      __syncwarp();
+    }
+    float s[BLOCK_N / 8][4];
+    qk_tile<T, D>(s, qf, ks, lane);
+#pragma unroll
+    for (int nt = 0; nt < BLOCK_N / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = n0 + nt * 8 + 2 * t + (e & 1);
+        s[nt][e] = col < s1 ? s[nt][e] * p.scale_log2 : -INFINITY;
+      }
+    softmax_update<D>(s, m, l, o);
+    pv_tile<T, D>(o, s, vs, lane);
+    __syncwarp();  // done with this tile's buffers before the next copy lands in them
+    const int next = n0 + ATT_WARPS * BLOCK_N;
+    if (next < s1) {
+      load_tile<T, D, 32>(ks, kg, stride, next, 0, BLOCK_N, s1 - next);
+      load_tile<T, D, 32>(vs, vg, stride, next, 0, BLOCK_N, s1 - next);
+      cp_async_commit();
+    }
+  }
+
+  // Merge the warps: each writes its normalised rows and their log2-sum-exp (-inf: the warp saw no position).
+  __syncthreads();  // every warp is done with the K/V tiles: reuse them
+  float* wo = reinterpret_cast<float*>(kv);   // [ATT_WARPS, 16, D]
+  float* wlse = wo + ATT_WARPS * 16 * D;      // [ATT_WARPS, 16]
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int head = g + r * 8;
+    const float sum = warp_sum4(l[r]);
+    if (head >= group) continue;
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    float* dst = wo + (warp * 16 + head) * D + 2 * t;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<float2*>(dst + dt * 8) = make_float2(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+    if (t == 0) wlse[warp * 16 + head] = sum > 0.f ? m[r] + log2f(sum) : -INFINITY;
+  }
+  __syncthreads();
+  T* out = static_cast<T*>(p.out) + (int64_t)b * p.n_heads * D;
+  const int64_t part0 = ((int64_t)b * p.n_heads + h0) * p.splits;  // (b, h0, split 0) of the block partials
+  for (int i = threadIdx.x; i < group * D; i += THREADS) {
+    const int head = i / D, d = i % D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; ++w) mx = fmaxf(mx, wlse[w * 16 + head]);  // finite: warp 0 saw s0
+    float acc = 0.f, wsum = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; ++w) {
+      const float lse = wlse[w * 16 + head];
+      if (lse == -INFINITY) continue;  // an empty warp wrote no rows (its scratch holds stale bytes)
+      const float weight = exp2f(lse - mx);
+      wsum += weight;
+      acc += weight * wo[(w * 16 + head) * D + d];
+    }
+    if (active == 1) {
+      out[(int64_t)(h0 + head) * D + d] = Traits<T>::from_float(acc / wsum);
+    } else {
+      p.o_part[(part0 + (int64_t)head * p.splits + split) * D + d] = acc / wsum;
+      if (d == 0) p.lse_part[part0 + (int64_t)head * p.splits + split] = mx + log2f(wsum);
+    }
+  }
+  if (active == 1) return;
+
+  // Several splits: whichever block finishes last merges them (threadFenceReduction pattern): publish the
+  // partials, count; the last one reads everyone's through L2 and resets the counter for the next launch.
+  __threadfence();
+  __syncthreads();
+  int* counter = p.counters + (int64_t)b * p.n_kv + kvh;
+  if (threadIdx.x == 0) last_block = atomicAdd(counter, 1) == active - 1;
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < group * D; i += THREADS) {
+    const int head = i / D, d = i % D;
+    const float* lse = p.lse_part + part0 + (int64_t)head * p.splits;
+    const float* op = p.o_part + (part0 + (int64_t)head * p.splits) * D + d;
+    float mx = -INFINITY;
+    for (int s = 0; s < active; ++s) mx = fmaxf(mx, __ldcg(lse + s));
+    float acc = 0.f, wsum = 0.f;
+#pragma unroll 4
+    for (int s = 0; s < active; ++s) {
+      const float weight = exp2f(__ldcg(lse + s) - mx);
+      wsum += weight;
+      acc += weight * __ldcg(op + (int64_t)s * D);
+    }
+    out[(int64_t)(h0 + head) * D + d] = Traits<T>::from_float(acc / wsum);
+  }
+  if (threadIdx.x == 0) *counter = 0;
+}
+
+// ------------------------------------------------------------------------------------------------ host side
+template <typename T, int U, int MAXB, int MODE>
+void launch_gemv_inst(const GemvArgs& a, cudaStream_t stream) {
+  auto kernel = decoder_gemv_kernel<T, U, MAXB, MODE>;
+  const int smem = a.batch * a.k * static_cast<int>(sizeof(T));
+  // One wave of blocks (they loop over the rows): the occupancy at this shared-memory size, cached.
+  static std::map<std::pair<int, int>, int> wave;  // (device, smem) -> blocks
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  auto key = std::make_pair(device, smem);
+  auto found = wave.find(key);
+  if (found == wave.end()) {
+    if (smem > 48 * 1024)
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    int sms = 0, per_sm = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, DG_THREADS, smem));
+    found = wave.emplace(key, sms * std::max(per_sm, 1)).first;
+  }
+  const int64_t blocks = (a.n + DG_WARPS - 1) / DG_WARPS;
+  launch_pdl(kernel, dim3(static_cast<unsigned>(std::min<int64_t>(blocks, found->second))), dim3(DG_THREADS), smem,
+             stream, a);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, int U, int MAXB>
+void launch_gemv_mode(const GemvArgs& a, int mode, cudaStream_t stream) {
+  if (mode == kStore) launch_gemv_inst<T, U, MAXB, kStore>(a, stream);
+  else if (mode == kResidual) launch_gemv_inst<T, U, MAXB, kResidual>(a, stream);
+  else launch_gemv_inst<T, U, MAXB, kSwiGLU>(a, stream);
+}
+
+// Rows of K <= 1024 in one round of 4 vectors per lane; longer rows in rounds of 8. Batch 1, or up to 8 rows.
+template <typename T>
+void launch_decoder_gemv(const GemvArgs& a, int mode, cudaStream_t stream) {
+  if (a.k <= 1024) {
+    if (a.batch == 1) launch_gemv_mode<T, 4, 1>(a, mode, stream);
+    else launch_gemv_mode<T, 4, 8>(a, mode, stream);
+  } else {
+    if (a.batch == 1) launch_gemv_mode<T, 8, 1>(a, mode, stream);
+    else launch_gemv_mode<T, 8, 8>(a, mode, stream);
+  }
+}
+
+}  // namespace q3
+
+namespace {
+using namespace q3;
+
+constexpr int kMaxBatch = 8;
+constexpr int kWeightsPerLayer = 8;  // input_layernorm, qkv_proj, q_norm, k_norm, o_proj, post_attention_layernorm,
+                                     // gate_up_proj, down_proj
+
+void check_tensor(const torch::Tensor& t, const torch::Tensor& like, const char* name, std::vector<int64_t> shape) {
+  TORCH_CHECK(t.device() == like.device() && t.scalar_type() == like.scalar_type(), "Decoder: ", name,
+              " must be on ", like.device(), " in ", like.scalar_type(), ", got ", t.device(), " ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == c10::IntArrayRef(shape), "Decoder: ", name, " must be ", c10::IntArrayRef(shape), ", got ",
+              t.sizes());
+  TORCH_CHECK(t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, "Decoder: ", name,
+              " must be contiguous and 16-byte aligned");
+}
+}  // namespace
+
+// The fused decode step over one KV cache (see the top of this file). Holds the weights, the cache views and
+// its own activation buffers, so every launch address is fixed: step() can be captured in a CUDA graph.
+class FusedDecoder {
+ public:
+  FusedDecoder(std::vector<torch::Tensor> layer_weights, torch::Tensor embed, torch::Tensor final_norm,
+               torch::Tensor lm_head, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor lengths,
+               torch::Tensor cos, torch::Tensor sin, int64_t n_heads, int64_t n_kv, double eps, int64_t min_chunk)
+      : w_(std::move(layer_weights)), embed_(embed), final_norm_(final_norm), lm_head_(lm_head), k_(k_cache),
+        v_(v_cache), lengths_(lengths), cos_(cos), sin_(sin), n_heads_(n_heads), n_kv_(n_kv), eps_(eps) {
+    TORCH_CHECK(embed.is_cuda() && embed.dim() == 2 &&
+                    (embed.scalar_type() == at::kBFloat16 || embed.scalar_type() == at::kHalf),
+                "Decoder: embed must be a bf16/fp16 CUDA tensor [vocab, hidden]");
+    TORCH_CHECK(w_.size() % kWeightsPerLayer == 0 && !w_.empty(), "Decoder: expected ", kWeightsPerLayer,
+                " weights per layer, got ", w_.size());
+    TORCH_CHECK(k_cache.dim() == 5 && k_cache.sizes() == v_cache.sizes() && k_cache.strides() == v_cache.strides(),
+                "Decoder: k_cache and v_cache must be [layers, B, S, nKV, D] views with the same strides");
+    layers_ = static_cast<int>(w_.size() / kWeightsPerLayer);
+    batch_ = k_cache.size(1), capacity_ = k_cache.size(2), head_dim_ = k_cache.size(4);
+    hidden_ = embed.size(1), vocab_ = embed.size(0);
+    inter_ = w_[7].size(1);
+    const int64_t D = head_dim_, H = hidden_, qkv_rows = (n_heads + 2 * n_kv) * D;
+    TORCH_CHECK(D == 64 || D == 128, "Decoder: head_dim must be 64 or 128, got ", D);
+    TORCH_CHECK(k_cache.size(0) == layers_ && k_cache.size(3) == n_kv, "Decoder: the cache must be [", layers_,
+                ", B, S, ", n_kv, ", D], got ", k_cache.sizes());
+    TORCH_CHECK(k_cache.stride(4) == 1 && k_cache.stride(3) == D && k_cache.stride(2) == n_kv * D,
+                "Decoder: each cache row must be dense [S, nKV, D]");
+    TORCH_CHECK(n_heads % n_kv == 0 && n_heads / n_kv <= 16, "Decoder: query heads per KV head must divide evenly ",
+                "and be at most 16, got ", n_heads, "/", n_kv);
+    TORCH_CHECK(batch_ >= 1 && batch_ <= kMaxBatch, "Decoder: 1 to ", kMaxBatch, " cache rows, got ", batch_);
+    TORCH_CHECK(H % 8 == 0 && inter_ % 8 == 0, "Decoder: hidden and intermediate sizes must be multiples of 8");
+    TORCH_CHECK(lengths.is_cuda() && lengths.scalar_type() == at::kInt && lengths.numel() == batch_ &&
+                    lengths.is_contiguous(),
+                "Decoder: lengths must be a contiguous int32 CUDA tensor of ", batch_, " entries");
+    check_tensor(embed, embed, "embed", {vocab_, H});
+    check_tensor(final_norm, embed, "final norm", {H});
+    check_tensor(lm_head, embed, "lm_head", {vocab_, H});
+    check_tensor(cos, embed, "cos", {capacity_, D});
+    check_tensor(sin, embed, "sin", {capacity_, D});
+    TORCH_CHECK(k_cache.scalar_type() == embed.scalar_type() && k_cache.device() == embed.device(),
+                "Decoder: the cache must be in the model's dtype and on its device");
+    for (int l = 0; l < layers_; ++l) {
+      const torch::Tensor* lw = &w_[l * kWeightsPerLayer];
+      check_tensor(lw[0], embed, "input_layernorm", {H});
+      check_tensor(lw[1], embed, "qkv_proj", {qkv_rows, H});
+      check_tensor(lw[2], embed, "q_norm", {D});
+      check_tensor(lw[3], embed, "k_norm", {D});
+      check_tensor(lw[4], embed, "o_proj", {H, n_heads * D});
+      check_tensor(lw[5], embed, "post_attention_layernorm", {H});
+      check_tensor(lw[6], embed, "gate_up_proj", {2 * inter_, H});
+      check_tensor(lw[7], embed, "down_proj", {H, inter_});
+    }
+    auto opts = embed.options();
+    res_ = torch::empty({batch_, H}, opts);
+    qkv_ = torch::empty({batch_, qkv_rows}, opts);
+    attn_ = torch::empty({batch_, n_heads * D}, opts);
+    act_ = torch::empty({batch_, inter_}, opts);
+    logits_ = torch::empty({batch_, vocab_}, opts);
+    // Split-KV plan from shapes alone (no host sync): splits of whole block-chunks (ATT_WARPS tiles, at least
+    // min_chunk positions), enough of them for several blocks per SM; splits past a row's length exit at once.
+    int sms = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, embed.get_device()));
+    const int64_t unit = ATT_WARPS * BLOCK_N;
+    const int64_t smallest = (std::max<int64_t>(min_chunk, unit) + unit - 1) / unit * unit;
+    const int64_t want = (2LL * sms + batch_ * n_kv - 1) / (batch_ * n_kv);
+    splits_ = std::max<int64_t>(1, std::min((capacity_ + smallest - 1) / smallest, want));
+    chunk_ = ((capacity_ + splits_ - 1) / splits_ + unit - 1) / unit * unit;
+    splits_ = (capacity_ + chunk_ - 1) / chunk_;
+    auto f32 = opts.dtype(at::kFloat);
+    o_part_ = torch::empty({batch_, n_heads, splits_, D}, f32);
+    lse_part_ = torch::empty({batch_, n_heads, splits_}, f32);
+    counters_ = torch::zeros({batch_, n_kv}, opts.dtype(at::kInt));
+  }
+
+  torch::Tensor step(torch::Tensor tokens) {
+    TORCH_CHECK(tokens.is_cuda() && tokens.scalar_type() == at::kLong && tokens.numel() == batch_ &&
+                    tokens.device() == embed_.device(),
+                "Decoder.step: tokens must be an int64 CUDA tensor of ", batch_, " ids (one per cache row) on ",
+                embed_.device(), ", got ", tokens.sizes(), " ", tokens.scalar_type(), " on ", tokens.device());
+    const c10::cuda::CUDAGuard guard(embed_.device());
+    auto ids = tokens.contiguous();
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    if (embed_.scalar_type() == at::kBFloat16) run<__nv_bfloat16>(ids, stream);
+    else run<__half>(ids, stream);
+    return logits_;
+  }
+
+  int64_t splits() const { return splits_; }
+
+ private:
+  const torch::Tensor& weight(int layer, int i) const { return w_[layer * kWeightsPerLayer + i]; }
+
+  GemvArgs gemv(const torch::Tensor& w, const torch::Tensor& x, int64_t n) const {
+    GemvArgs a{};
+    a.w = w.data_ptr(), a.x = x.data_ptr(), a.n = static_cast<int>(n), a.k = static_cast<int>(w.size(1));
+    a.batch = static_cast<int>(batch_), a.vocab = static_cast<int>(vocab_), a.eps = static_cast<float>(eps_);
+    return a;
+  }
+
+  template <typename T>
+  void run(const torch::Tensor& ids, cudaStream_t stream) {
+    const int64_t D = head_dim_, layer_stride = k_.stride(0);
+    for (int l = 0; l < layers_; ++l) {
+      // 1. qkv projection of the normalised residual stream (layer 0: of the embedding rows)
+      GemvArgs qkv = gemv(weight(l, 1), res_, weight(l, 1).size(0));
+      qkv.norm_w = weight(l, 0).data_ptr(), qkv.y = qkv_.data_ptr();
+      if (l == 0) qkv.embed = embed_.data_ptr(), qkv.tokens = ids.data_ptr<int64_t>(), qkv.res = res_.data_ptr();
+      launch_decoder_gemv<T>(qkv, kStore, stream);
+      // 2. attention
+      DecoderAttnArgs p{qkv_.data_ptr(), weight(l, 2).data_ptr(), weight(l, 3).data_ptr(), cos_.data_ptr(),
+                        sin_.data_ptr(), static_cast<T*>(k_.data_ptr()) + l * layer_stride,
+                        static_cast<T*>(v_.data_ptr()) + l * layer_stride, k_.stride(1), k_.stride(2),
+                        lengths_.data_ptr<int>(), o_part_.data_ptr<float>(), lse_part_.data_ptr<float>(),
+                        counters_.data_ptr<int>(), attn_.data_ptr(), static_cast<int>(capacity_),
+                        static_cast<int>(n_heads_), static_cast<int>(n_kv_), static_cast<int>(splits_),
+                        static_cast<int>(chunk_), static_cast<float>(eps_),
+                        static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)))};
+      if (D == 64) launch_attention<T, 64>(p, stream);
+      else launch_attention<T, 128>(p, stream);
+      // 3. o_proj, added to the residual stream
+      GemvArgs o = gemv(weight(l, 4), attn_, hidden_);
+      o.res = res_.data_ptr();
+      launch_decoder_gemv<T>(o, kResidual, stream);
+      // 4. gate_up projection of the normalised stream, silu(gate) * up
+      GemvArgs gu = gemv(weight(l, 6), res_, inter_);
+      gu.norm_w = weight(l, 5).data_ptr(), gu.y = act_.data_ptr();
+      launch_decoder_gemv<T>(gu, kSwiGLU, stream);
+      // 5. down_proj, added to the residual stream
+      GemvArgs down = gemv(weight(l, 7), act_, hidden_);
+      down.res = res_.data_ptr();
+      launch_decoder_gemv<T>(down, kResidual, stream);
+    }
+    // 6. the LM head of the final norm; it also advances the lengths
+    GemvArgs head = gemv(lm_head_, res_, vocab_);
+    head.norm_w = final_norm_.data_ptr(), head.y = logits_.data_ptr(), head.lengths = lengths_.data_ptr<int>();
+    launch_decoder_gemv<T>(head, kStore, stream);
+  }
+
+  template <typename T, int D>
+  void launch_attention(const DecoderAttnArgs& p, cudaStream_t stream) {
+    const int smem = (16 + ATT_WARPS * 2 * BLOCK_N + 2) * D * sizeof(T);
+    auto kernel = decoder_attention_kernel<T, D>;
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    launch_pdl(kernel, dim3(splits_, n_kv_, batch_), dim3(ATT_WARPS * 32), smem, stream, p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  std::vector<torch::Tensor> w_;
+  torch::Tensor embed_, final_norm_, lm_head_, k_, v_, lengths_, cos_, sin_;
+  torch::Tensor res_, qkv_, attn_, act_, logits_, o_part_, lse_part_, counters_;
+  int64_t n_heads_, n_kv_, batch_ = 0, capacity_ = 0, head_dim_ = 0, hidden_ = 0, vocab_ = 0, inter_ = 0;
+  int64_t splits_ = 1, chunk_ = ATT_WARPS * BLOCK_N;
+  int layers_ = 0;
+  double eps_;
+};
+
+void bind_decoder(pybind11::module& m) {
+  pybind11::class_<FusedDecoder>(m, "Decoder", "The fused decode step of a dense model (csrc/cuda/decoder.cu)")
+      .def(pybind11::init<std::vector<torch::Tensor>, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor,
+                          torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, int64_t, int64_t, double, int64_t>())
+      .def("step", &FusedDecoder::step, "tokens int64 [B] -> logits [B, vocab] (a buffer reused by every step)")
+      .def_property_readonly("splits", &FusedDecoder::splits);
+}

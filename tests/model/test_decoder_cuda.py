@@ -1,0 +1,188 @@
+"""The CUDA backend's fused decode step (``ops.cuda.CudaDecoder``, csrc/cuda/decoder.cu) against the op path.
+
+``CudaDecoder.step`` must do what ``model.decode_step`` does over the CUDA ops: the same logits within the
+dtype's rounding (the fused kernels sum in another order, so not bit for bit), the same K/V written at each
+row's position ``lengths[b]`` and nothing else in the cache touched (free positions are NaN-poisoned: a stray
+write or read shows), the lengths advanced by one. Random small configurations (hypothesis): head_dim 64 and
+128, GQA ratios 1 to 8, hidden and intermediate sizes that are not multiples of the kernels' 256-element rounds
+(and over 1024 and 2048, the longer-row paths), 1 to 5 rows with different cache lengths (0 and nearly full
+included), caches of up to 600 positions (the attention then runs as several splits), bf16 and fp16. Then: a
+greedy continuation equal to the op path's, graph replays equal to eager steps, and the Qwen3-0.6B shape
+against transformers. Skipped without a GPU; QWEN3MINI_CUDA_EXAMPLES sets the number of hypothesis examples
+(default 25).
+"""
+import copy
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from qwen3mini import ops
+from qwen3mini.config import Qwen3Config
+from qwen3mini.generation import KVCache
+from qwen3mini.model import Qwen3ForCausalLM
+from hf_fixtures import make_hf_model, randomize_, save_hf_checkpoint
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+EXAMPLES = int(os.environ.get("QWEN3MINI_CUDA_EXAMPLES", "25"))
+# Relative L2 error of each row's logits, fused vs op path: both round to the dtype after every op, so they differ
+# by the fp32 summation order of the reductions, amplified through the layers to a few rounding steps.
+TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 4e-3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cuda_backend():
+    from qwen3mini.ops import cuda as cuda_ops
+    if cuda_ops._cuda is None:
+        if os.environ.get("QWEN3MINI_REQUIRE_EXT") == "1":
+            pytest.fail(f"qwen3mini._cuda missing: {cuda_ops._IMPORT_ERROR}", pytrace=False)
+        pytest.skip(f"qwen3mini._cuda not built: {cuda_ops._IMPORT_ERROR}")
+    with ops.backend("cuda"):
+        yield
+    torch.cuda.synchronize()  # a kernel fault surfaces here rather than in a later test
+
+
+def random_model(seed, dtype, hidden, inter, heads, kv_heads, head_dim, layers=2, vocab=300, tied=False):
+    """Weights at O(1) activations (hf_fixtures.randomize_: norms in [0.5, 1.5], peaked logits)."""
+    config = Qwen3Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
+                         max_position_embeddings=4096, tie_word_embeddings=tied)
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    randomize_(model, seed)
+    return model.to("cuda", dtype).eval()
+
+
+def prefilled_cache(model, lengths, capacity, seed):
+    """Rows prefilled with random prompts of the given lengths; every free position NaN."""
+    cache = KVCache.for_model(model, len(lengths), capacity)
+    cache.k.fill_(float("nan"))
+    cache.v.fill_(float("nan"))
+    rows = [r for r, n in enumerate(lengths) if n]
+    g = torch.Generator().manual_seed(seed)
+    if rows:
+        model.prefill([torch.randint(0, model.config.vocab_size, (lengths[r],), generator=g).tolist()
+                       for r in rows], cache, rows)
+    return cache
+
+
+def row_errors(got, expected):
+    return ((got.float() - expected.float()).norm(dim=-1) / expected.float().norm(dim=-1)).tolist()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+       head_dim=st.sampled_from([64, 128]), kv_heads=st.sampled_from([1, 2, 3]),
+       group=st.sampled_from([1, 2, 4, 5, 8]), hidden=st.sampled_from([64, 136, 264, 520, 1032]),
+       inter=st.sampled_from([96, 344, 1096, 2056]), tied=st.booleans(),
+       capacity=st.sampled_from([8, 70, 200, 600]), data=st.data())
+def test_fused_step_equals_the_op_path(seed, dtype, head_dim, kv_heads, group, hidden, inter, tied, capacity, data):
+    rows = data.draw(st.integers(1, 5), label="rows")
+    lengths = data.draw(st.lists(st.integers(0, capacity - 2), min_size=rows, max_size=rows), label="lengths")
+    lengths[data.draw(st.integers(0, rows - 1), label="nearly full row")] = capacity - 2
+    model = random_model(seed, dtype, hidden, inter, kv_heads * group, kv_heads, head_dim, tied=tied)
+    ours = prefilled_cache(model, lengths, capacity, seed)
+    theirs = copy.deepcopy(ours)
+    decoder = ops.decoder(model, ours)
+    assert type(decoder).__name__ == "CudaDecoder"
+    g = torch.Generator().manual_seed(seed + 1)
+    written = torch.zeros(ours.k.shape[1:3], dtype=torch.bool, device="cuda")  # [rows, positions] stepped
+    for step in range(2):  # the second step attends to the first one's K/V
+        tokens = torch.randint(0, model.config.vocab_size, (rows,), generator=g).cuda()
+        expected = model.decode_step(tokens, theirs)
+        got = decoder.step(tokens)
+        assert torch.isfinite(got).all(), f"step {step}: non-finite logits (a read of a poisoned position?)"
+        errors = row_errors(got, expected)
+        assert max(errors) < TOLERANCE[dtype], f"step {step}: relative logit error per row {errors}"
+        assert torch.equal(ours.lengths, theirs.lengths)
+        # K/V: the written positions within rounding (sums in another order), every other one untouched
+        written[torch.arange(rows), theirs.lengths.long() - 1] = True
+        for name, a, b in (("k", ours.k, theirs.k), ("v", ours.v, theirs.v)):
+            torch.testing.assert_close(a[:, ~written], b[:, ~written], rtol=0, atol=0, equal_nan=True,
+                                       msg=lambda m: f"step {step}: {name} cache changed off the new positions: {m}")
+            torch.testing.assert_close(a[:, written], b[:, written], rtol=2e-2, atol=2e-2,
+                                       msg=lambda m: f"step {step}: new {name} differs: {m}")
+
+
+def test_decoder_is_offered_only_where_it_applies():
+    dense = random_model(0, torch.bfloat16, 64, 96, 4, 2, 64)
+    assert ops.decoder(dense, KVCache.for_model(dense, 8, 16)) is not None
+    assert ops.decoder(dense, KVCache.for_model(dense, 9, 16)) is None           # more rows than it serves
+    odd = random_model(0, torch.bfloat16, 64, 96, 4, 2, 32)
+    assert ops.decoder(odd, KVCache.for_model(odd, 1, 16)) is None               # head_dim 32
+    fp32 = random_model(0, torch.float32, 64, 96, 4, 2, 64)
+    assert ops.decoder(fp32, KVCache.for_model(fp32, 1, 16)) is None
+    os.environ["QWEN3MINI_FUSED_DECODER"] = "0"
+    try:
+        assert ops.decoder(dense, KVCache.for_model(dense, 1, 16)) is None
+    finally:
+        del os.environ["QWEN3MINI_FUSED_DECODER"]
+    with pytest.raises(ValueError, match=r"tokens must be a LongTensor \[1\]"):
+        ops.decoder(dense, KVCache.for_model(dense, 1, 16)).step(torch.zeros(2, dtype=torch.long, device="cuda"))
+
+
+def test_greedy_continuation_equals_the_op_path():
+    """32 greedy tokens, fused step vs model.decode_step, from the same prompt: identical."""
+    model = random_model(3, torch.bfloat16, 256, 512, 8, 4, 128, layers=4, vocab=1024)
+    fused, plain = (prefilled_cache(model, [20], 64, seed=5) for _ in range(2))
+    decoder = ops.decoder(model, fused)
+    token = plain_token = model.prefill([[7, 8, 9]], plain, [0]).argmax(-1)
+    assert torch.equal(model.prefill([[7, 8, 9]], fused, [0]).argmax(-1), token)
+    ours, expected = [], []
+    for _ in range(32):
+        token = decoder.step(token).argmax(-1)
+        plain_token = model.decode_step(plain_token, plain).argmax(-1)
+        ours.append(token.item())
+        expected.append(plain_token.item())
+    assert ours == expected
+
+
+def test_graph_replay_equals_eager_fused_steps():
+    """GraphDecoder captures the fused step; its replays equal the same step launched eagerly, bit for bit."""
+    from qwen3mini.cuda_graphs import GraphDecoder
+    model = random_model(4, torch.bfloat16, 264, 344, 8, 2, 64, layers=3)
+    eager_cache, graph_cache = (prefilled_cache(model, [5, 0, 33], 80, seed=6) for _ in range(2))
+    eager = ops.decoder(model, eager_cache)
+    graphed = GraphDecoder(model, graph_cache)
+    tokens = torch.tensor([1, 2, 3], device="cuda")
+    for step in range(5):
+        expected = eager.step(tokens).clone()
+        got = graphed.step(tokens)
+        assert type(graphed.graphs[3][3]).__name__ == "CudaDecoder"
+        assert torch.equal(got, expected), f"step {step}: replay differs from the eager fused step"
+        tokens = expected.argmax(-1)
+    assert torch.equal(graph_cache.lengths, eager_cache.lengths)
+    torch.testing.assert_close(graph_cache.k, eager_cache.k, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(graph_cache.v, eager_cache.v, rtol=0, atol=0, equal_nan=True)
+
+
+def test_qwen3_0_6b_shape_matches_transformers(tmp_path):
+    """The Qwen3-0.6B shape (28 layers, hidden 1024, 16/8 heads of 128, intermediate 3072, tied 151936-token
+    head), random weights (hf_fixtures.randomize_) in bf16: fused decode steps after a prefill vs transformers'
+    full forward over the same tokens. Held to the op path's own distance from transformers on the same tokens
+    (28 bf16 layers of these weights put both near the documented 2e-2 median), and to the op path itself at
+    the bf16 tolerance of test_model_parity_cuda."""
+    import qwen3mini
+    from test_model_parity_cuda import assert_bf16_close
+    hf = make_hf_model(seed=11, vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
+                       max_position_embeddings=4096, rope_theta=1000000.0)
+    ours = qwen3mini.load_model(save_hf_checkpoint(hf, tmp_path / "ckpt", dtype=torch.bfloat16), device="cuda",
+                                dtype=torch.bfloat16)
+    hf = hf.to("cuda", torch.bfloat16)
+    ids = torch.randint(0, 151936, (1, 40), generator=torch.Generator().manual_seed(12)).cuda()
+    fused_cache, op_cache = KVCache.for_model(ours, 1, 64), KVCache.for_model(ours, 1, 64)
+    decoder = ops.decoder(ours, fused_cache)
+    with torch.no_grad():
+        fused, op_path = [ours.prefill(ids[:, :24], fused_cache)], [ours.prefill(ids[:, :24], op_cache)]
+        for t in range(24, 40):
+            fused.append(decoder.step(ids[:, t]).clone())
+            op_path.append(ours.decode_step(ids[:, t], op_cache))
+        expected = hf(ids).logits[:, 23:].float()
+    fused, op_path = torch.stack(fused, dim=1).float(), torch.stack(op_path, dim=1).float()
+    error = lambda got: ((got - expected).norm(dim=-1) / expected.norm(dim=-1)).flatten()
+    fused_error, op_error = error(fused), error(op_path)
+    message = f"vs transformers, per token: fused {fused_error.tolist()}, op path {op_error.tolist()}"
+    assert fused_error.median() <= 1.15 * op_error.median() and fused_error.max() < 5e-2, message
+    assert_bf16_close(fused, op_path, every_token=True)
