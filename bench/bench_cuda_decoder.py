@@ -1,6 +1,6 @@
 """Tuning the fused decode step (qwen3mini.ops.cuda.CudaDecoder) at batch 1 on a Qwen3-0.6B-shaped model.
 
-    python bench/bench_cuda_decoder.py [--variants "default;chunk=512"] [--profile]
+    python bench/bench_cuda_decoder.py [--variants "default;chunk=256"] [--profile]
     QWEN3MINI_NO_PDL=1 python bench/bench_cuda_decoder.py --variants default --profile   # per-kernel times
 
 Each variant is a CudaDecoder with other tuning knobs (the fewest cache positions per attention split), captured in a CUDA graph and timed over 256 greedy steps after a 128-token
@@ -57,7 +57,7 @@ class Graphed:
 @torch.no_grad()
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variants", default="default;chunk=512")
+    parser.add_argument("--variants", default="default;chunk=256")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--profile", action="store_true")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: build the CUDA extension, run its tests and the model's GPU parity tests (plain and under
 # compute-sanitizer memcheck), the conformance suite with --backend cuda, and the benchmarks. Logs go to $OUT (the device tool's folder)
-# or bench/results/. Usage: bench/bench_cuda_device.sh [build|test|memcheck|conformance|e2e|bench]...
+# or bench/results/. Usage: bench/bench_cuda_device.sh [build|test|gpu|memcheck|conformance|e2e|bench]...
+# (gpu: every GPU-marked test of the repository, tests/ -m gpu)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}
@@ -18,6 +19,8 @@ for step in "${@:-build test memcheck conformance bench}"; do for s in $step; do
             $PY -m pytest tests/kernels/test_cuda_kernels.py tests/kernels/test_cuda_graphs.py \
             tests/model/test_model_parity_cuda.py tests/model/test_decoder_cuda.py -q -p no:cacheprovider \
             -rf --hypothesis-show-statistics 2>&1 | tee "$OUT/tests.log" | tail -25 ;;
+    gpu) QWEN3MINI_CUDA_EXAMPLES=${EXAMPLES:-100} timeout ${TEST_TIMEOUT:-300} $PY -m pytest tests -m gpu -q \
+            -p no:cacheprovider -rfs 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     memcheck) QWEN3MINI_CUDA_EXAMPLES=${MEMCHECK_EXAMPLES:-6} timeout ${MEMCHECK_TIMEOUT:-200} compute-sanitizer --tool memcheck \
             --error-exitcode 9 $PY -m pytest tests/kernels/test_cuda_kernels.py tests/model/test_decoder_cuda.py -q -p no:cacheprovider -x -k "not 4096 and not 0_6b" \
             > "$OUT/memcheck.log" 2>&1; echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck.log" | tail -5 ;;

@@ -13,17 +13,25 @@ struct AttnStrides {  // element strides of a [tokens, heads, D] view (last dim 
   int64_t tok, head;
 };
 
-// Load `rows` x D of a [tokens, heads, D] tensor (rows from `row0`, `valid` of them real) into swizzled smem.
+// Load `rows` x D of a [tokens, heads, D] tensor (rows from `row0`, `valid` of them real) into swizzled smem, by
+// THREADS threads, this one being number `thread` of them.
 template <typename T, int D, int THREADS>
-__device__ __forceinline__ void load_tile(T* smem, const T* base, AttnStrides s, int64_t row0, int head,
-                                          int rows, int valid) {
+__device__ __forceinline__ void load_tile_by(int thread, T* smem, const T* base, AttnStrides s, int64_t row0,
+                                             int head, int rows, int valid) {
   constexpr int CHUNKS = D / 8;
-  for (int i = threadIdx.x; i < rows * CHUNKS; i += THREADS) {
+  for (int i = thread; i < rows * CHUNKS; i += THREADS) {
     const int r = i / CHUNKS, c = (i % CHUNKS) * 8;
     const bool ok = r < valid;
     const T* src = base + (ok ? (row0 + r) * s.tok + head * s.head + c : 0);
     cp_async_16(smem + swz<D>(r, c), src, ok);
   }
+}
+
+// The same by the first THREADS threads of the block.
+template <typename T, int D, int THREADS>
+__device__ __forceinline__ void load_tile(T* smem, const T* base, AttnStrides s, int64_t row0, int head, int rows,
+                                          int valid) {
+  load_tile_by<T, D, THREADS>(threadIdx.x, smem, base, s, row0, head, rows, valid);
 }
 
 // S[16 x 64] = Q_frag (16 x D, registers) @ K_tile^T, K tile in swizzled smem.

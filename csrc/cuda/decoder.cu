@@ -24,9 +24,10 @@
 //
 // GEMV bandwidth: one warp per output row (lanes across K, 16-byte loads, a whole row of K <= 1024 per lane in
 // registers); blocks loop over rows (grid = one wave), loading the next row before using the current one, and
-// the first row is loaded before griddepcontrol.wait, i.e. while the previous kernel still runs. Tried and not
-// kept (bench/RESULTS.md, "cuda"): an L2 prefetch of the next projections' weights (cp.async.bulk.prefetch.L2)
-// and a variant staging each block's rows in shared memory with cp.async; both were slower.
+// the first two rows are loaded before griddepcontrol.wait, i.e. while the previous kernel still runs. Tried and
+// not kept (bench/RESULTS.md, "cuda"): an L2 prefetch of the next projections' weights (cp.async.bulk.prefetch.L2),
+// a variant staging each block's rows in shared memory with cp.async, and (batch 1) the input row in registers
+// with a warp-only norm instead of shared memory; all were slower.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -194,9 +195,17 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
   int task = blockIdx.x * DG_WARPS + threadIdx.x / 32, round = 0;
 
   pdl_launch_dependents();
-  uint4 cur[R][U];
-  if (task < a.n) gemv_load<T, U, R>(cur, w, task, a.n, a.k, 0, lane);  // weights: never written, safe pre-wait
-  pdl_wait();                                                            // the input rows are the last kernel's
+  // Software pipeline over (task, round) items, loads one item ahead of the FMAs. The first two items' weights
+  // are loaded before griddepcontrol.wait (weights are never written): while the previous kernel still runs.
+  auto advance = [&](int& t, int& rd) {
+    if (++rd == rounds) rd = 0, t += stride;
+  };
+  uint4 cur[R][U], nxt[R][U];
+  int next_task = task, next_round = round;
+  advance(next_task, next_round);
+  if (task < a.n) gemv_load<T, U, R>(cur, w, task, a.n, a.k, round, lane);
+  if (next_task < a.n) gemv_load<T, U, R>(nxt, w, next_task, a.n, a.k, next_round, lane);
+  pdl_wait();  // the input rows are the last kernel's output
   gemv_stage_x<T, MAXB>(xs, a);
   __syncthreads();
 
@@ -206,11 +215,6 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
 #pragma unroll
     for (int b = 0; b < MAXB; ++b) acc[r][b] = 0.f;
   while (task < a.n) {
-    int next_task = task, next_round = round + 1;
-    if (next_round == rounds) next_task += stride, next_round = 0;
-    uint4 nxt[R][U];
-    const bool more = next_task < a.n;
-    if (more) gemv_load<T, U, R>(nxt, w, next_task, a.n, a.k, next_round, lane);  // in flight during the FMAs
     gemv_fma<T, U, R, MAXB>(acc, cur, xs, a.k, a.batch, round, lane);
     if (round == rounds - 1) {
       gemv_epilogue<T, R, MAXB, MODE>(acc, a, task, lane);
@@ -219,13 +223,14 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
 #pragma unroll
         for (int b = 0; b < MAXB; ++b) acc[r][b] = 0.f;
     }
-    if (more) {
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int u = 0; u < U; ++u) cur[r][u] = nxt[r][u];
-    }
     task = next_task, round = next_round;
+    if (task >= a.n) break;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int u = 0; u < U; ++u) cur[r][u] = nxt[r][u];
+    advance(next_task, next_round);
+    if (next_task < a.n) gemv_load<T, U, R>(nxt, w, next_task, a.n, a.k, next_round, lane);  // in flight during FMAs
   }
   if (a.lengths != nullptr && blockIdx.x == 0 && threadIdx.x < a.batch) a.lengths[threadIdx.x] += 1;
 }
@@ -328,8 +333,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const
   const AttnStrides stride{p.cache_s, 0};
   int n0 = s0 + warp * BLOCK_N;  // this warp's first tile
   if (n0 < s1) {
-    load_tile<T, D, 32>(ks, kg, stride, n0, 0, BLOCK_N, s1 - n0);
-    load_tile<T, D, 32>(vs, vg, stride, n0, 0, BLOCK_N, s1 - n0);
+    load_tile_by<T, D, 32>(lane, ks, kg, stride, n0, 0, BLOCK_N, s1 - n0);  // (each warp loads its own tiles)
+    load_tile_by<T, D, 32>(lane, vs, vg, stride, n0, 0, BLOCK_N, s1 - n0);
   }
   cp_async_commit();
 
@@ -377,8 +382,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const
     __syncwarp();  // done with this tile's buffers before the next copy lands in them
     const int next = n0 + ATT_WARPS * BLOCK_N;
     if (next < s1) {
-      load_tile<T, D, 32>(ks, kg, stride, next, 0, BLOCK_N, s1 - next);
-      load_tile<T, D, 32>(vs, vg, stride, next, 0, BLOCK_N, s1 - next);
+      load_tile_by<T, D, 32>(lane, ks, kg, stride, next, 0, BLOCK_N, s1 - next);
+      load_tile_by<T, D, 32>(lane, vs, vg, stride, next, 0, BLOCK_N, s1 - next);
       cp_async_commit();
     }
   }
