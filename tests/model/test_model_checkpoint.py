@@ -168,6 +168,16 @@ def test_error_missing_shard(moe_dir, tmp_path):
         qwen3mini.load_model(tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbled header"])
+def test_error_corrupt_weights_file(dense_dir, tmp_path, damage):
+    directory = copy_checkpoint(dense_dir[0], tmp_path)
+    path = directory / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[:-100] if damage == "truncated" else data[:8] + b"#" * 64 + data[72:])
+    with pytest.raises(ValueError, match=r"model\.safetensors"):
+        qwen3mini.load_model(directory)
+
+
 def test_error_missing_tensor(dense_dir, tmp_path):
     directory = copy_checkpoint(dense_dir[0], tmp_path)
     tensors = load_file(directory / "model.safetensors")
