@@ -96,13 +96,18 @@ def test_fused_step_equals_the_op_path(seed, dtype, head_dim, kv_heads, group, h
         errors = row_errors(got, expected)
         assert max(errors) < TOLERANCE[dtype], f"step {step}: relative logit error per row {errors}"
         assert torch.equal(ours.lengths, theirs.lengths)
-        # K/V: the written positions within rounding (sums in another order), every other one untouched
+        # K/V: every position but the new ones untouched; the new ones within rounding: element by element in
+        # layer 0 (sums in another order: a last-bit difference), by relative norm in later layers (whose inputs
+        # carry the earlier layers' rounding differences, like the logits)
         written[torch.arange(rows), theirs.lengths.long() - 1] = True
         for name, a, b in (("k", ours.k, theirs.k), ("v", ours.v, theirs.v)):
             torch.testing.assert_close(a[:, ~written], b[:, ~written], rtol=0, atol=0, equal_nan=True,
                                        msg=lambda m: f"step {step}: {name} cache changed off the new positions: {m}")
-            torch.testing.assert_close(a[:, written], b[:, written], rtol=2e-2, atol=2e-2,
-                                       msg=lambda m: f"step {step}: new {name} differs: {m}")
+            torch.testing.assert_close(a[0, written], b[0, written], rtol=2e-2, atol=2e-2,
+                                       msg=lambda m: f"step {step}: new {name} of layer 0 differs: {m}")
+            new_a, new_b = a[:, written].float(), b[:, written].float()
+            layer_errors = ((new_a - new_b).flatten(1).norm(dim=1) / new_b.flatten(1).norm(dim=1)).tolist()
+            assert max(layer_errors) < TOLERANCE[dtype], f"step {step}: new {name} per layer: {layer_errors}"
 
 
 def test_decoder_is_offered_only_where_it_applies():
