@@ -162,17 +162,30 @@ def test_graph_replay_equals_eager_fused_steps():
     torch.testing.assert_close(graph_cache.v, eager_cache.v, rtol=0, atol=0, equal_nan=True)
 
 
-def test_qwen3_0_6b_shape_matches_transformers(tmp_path):
+QWEN3_0_6B = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
+                  max_position_embeddings=4096, rope_theta=1000000.0)
+
+
+@pytest.mark.parametrize("weights", ["initial", "randomized"])
+def test_qwen3_0_6b_shape_matches_transformers(tmp_path, weights):
     """The Qwen3-0.6B shape (28 layers, hidden 1024, 16/8 heads of 128, intermediate 3072, tied 151936-token
-    head), random weights (hf_fixtures.randomize_) in bf16: fused decode steps after a prefill vs transformers'
-    full forward over the same tokens. Held to the op path's own distance from transformers on the same tokens
-    (28 bf16 layers of these weights put both near the documented 2e-2 median), and to the op path itself at
-    the bf16 tolerance of test_model_parity_cuda."""
+    head) in bf16: fused decode steps after a prefill vs transformers' full forward over the same tokens.
+
+    "initial": transformers' own initialisation (normal(0, 0.02), unit norms, as bench/bench_cuda_e2e.py): the
+    documented bf16 tolerance of test_model_parity_cuda, as for the op path. "randomized"
+    (hf_fixtures.randomize_: O(1) activations through 28 layers) puts both paths near that tolerance's 2e-2
+    median, so there the fused step is held to the op path's own distance from transformers on the same tokens.
+    In both, the fused logits are within the bf16 tolerance of the op path's."""
     import qwen3mini
+    from transformers import Qwen3ForCausalLM as HFQwen3
+    from hf_fixtures import make_hf_config
     from test_model_parity_cuda import assert_bf16_close
-    hf = make_hf_model(seed=11, vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
-                       max_position_embeddings=4096, rope_theta=1000000.0)
+    if weights == "randomized":
+        hf = make_hf_model(seed=11, **QWEN3_0_6B)
+    else:
+        torch.manual_seed(11)
+        hf = HFQwen3(make_hf_config(**QWEN3_0_6B)).eval()
     ours = qwen3mini.load_model(save_hf_checkpoint(hf, tmp_path / "ckpt", dtype=torch.bfloat16), device="cuda",
                                 dtype=torch.bfloat16)
     hf = hf.to("cuda", torch.bfloat16)
@@ -189,5 +202,9 @@ def test_qwen3_0_6b_shape_matches_transformers(tmp_path):
     error = lambda got: ((got - expected).norm(dim=-1) / expected.norm(dim=-1)).flatten()
     fused_error, op_error = error(fused), error(op_path)
     message = f"vs transformers, per token: fused {fused_error.tolist()}, op path {op_error.tolist()}"
-    assert fused_error.median() <= 1.15 * op_error.median() and fused_error.max() < 5e-2, message
+    print(message)
+    if weights == "initial":
+        assert_bf16_close(fused, expected, every_token=True)
+    else:
+        assert fused_error.median() <= 1.15 * op_error.median() and fused_error.max() < 5e-2, message
     assert_bf16_close(fused, op_path, every_token=True)
