@@ -1,11 +1,11 @@
 """Tuning the fused decode step (qwen3mini.ops.cuda.CudaDecoder) at batch 1 on a Qwen3-0.6B-shaped model.
 
     python bench/bench_cuda_decoder.py [--variants "default;chunk=256"] [--profile]
-    QWEN3MINI_NO_PDL=1 python bench/bench_cuda_decoder.py --variants default --profile   # per-kernel times
+    QWEN3MINI_NO_PDL=1 python bench/bench_cuda_decoder.py --variants default --profile  # per-kernel times
 
-Each variant is a CudaDecoder with other tuning knobs (the fewest cache positions per attention split), captured in a CUDA graph and timed over 256 greedy steps after a 128-token
-prompt (best of three runs), against the bandwidth bound (weights + KV bytes per token over the measured copy
-bandwidth). ``--profile`` prints the kernels of one replay; with programmatic dependent launch on, kernels
+Each variant is a CudaDecoder with other tuning knobs (the fewest cache positions per attention split), captured
+in a CUDA graph and timed over 256 greedy steps after a 128-token prompt (best of three runs), against the bound
+(weights + KV bytes per token over the measured copy bandwidth). ``--profile`` prints the kernels of one replay; with programmatic dependent launch on, kernels
 overlap and the profiler's per-kernel times include the time spent waiting for the previous kernel, so take
 per-kernel times from a run with QWEN3MINI_NO_PDL=1.
 """

@@ -117,7 +117,8 @@ def decode_batch1(model, hf, vocab, copy_bw, prompt_len=128, steps=256, with_hf=
         results["transformers"] = (steps - 1) / (t_long - t_short)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     config = model.config
-    kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * (prompt_len + steps / 2)
+    kv_bytes = (2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2
+                * (prompt_len + steps / 2))
     bound = copy_bw / (weight_bytes + kv_bytes)
     token = torch.zeros(1, dtype=torch.long, device="cuda")
     kernels = {}

@@ -696,7 +696,8 @@ class FusedDecoder {
 void bind_decoder(pybind11::module& m) {
   pybind11::class_<FusedDecoder>(m, "Decoder", "The fused decode step of a dense model (csrc/cuda/decoder.cu)")
       .def(pybind11::init<std::vector<torch::Tensor>, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor,
-                          torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, int64_t, int64_t, double, int64_t>())
+                          torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, int64_t, int64_t, double,
+                          int64_t>())
       .def("step", &FusedDecoder::step, "tokens int64 [B] -> logits [B, vocab] (a buffer reused by every step)")
       .def_property_readonly("splits", &FusedDecoder::splits);
 }

@@ -184,9 +184,10 @@ class CudaDecoder:
     @torch.no_grad()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens LongTensor [B] (one per cache row, on the GPU) -> logits [B, vocab]; advances cache.lengths."""
-        if tokens.shape != (self.cache.batch_size,) or tokens.dtype != torch.long or tokens.device != self.cache.k.device:
-            raise ValueError(f"CudaDecoder.step: tokens must be a LongTensor [{self.cache.batch_size}] on "
-                             f"{self.cache.k.device}, got {tuple(tokens.shape)} {tokens.dtype} on {tokens.device}")
+        rows, device = self.cache.batch_size, self.cache.k.device
+        if tokens.shape != (rows,) or tokens.dtype != torch.long or tokens.device != device:
+            raise ValueError(f"CudaDecoder.step: tokens must be a LongTensor [{rows}] on {device}, "
+                             f"got {tuple(tokens.shape)} {tokens.dtype} on {tokens.device}")
         return self._impl.step(tokens)
 
 
