@@ -5,9 +5,9 @@
 
 Each variant is a CudaDecoder with other tuning knobs (the fewest cache positions per attention split), captured
 in a CUDA graph and timed over 256 greedy steps after a 128-token prompt (best of three runs), against the bound
-(weights + KV bytes per token over the measured copy bandwidth). ``--profile`` prints the kernels of one replay; with programmatic dependent launch on, kernels
-overlap and the profiler's per-kernel times include the time spent waiting for the previous kernel, so take
-per-kernel times from a run with QWEN3MINI_NO_PDL=1.
+(weights + KV bytes per token over the measured copy bandwidth). ``--profile`` prints the kernels of one
+replay; with programmatic dependent launch on, kernels overlap and the profiler's per-kernel times include the
+time spent waiting for the previous kernel, so take per-kernel times from a run with QWEN3MINI_NO_PDL=1.
 """
 import argparse
 import time
