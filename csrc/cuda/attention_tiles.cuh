@@ -73,6 +73,19 @@ __device__ __forceinline__ void pv_tile(float (&o)[D / 8][4], const float (&p)[B
   }
 }
 
+// Scores to the log2 domain (scale_log2 = softmax scale * log2 e) with keys at or past `end` masked out; the tile
+// starts at key n0, and a thread holds columns 2 (lane % 4) and + 1 of each 8-column MMA tile.
+__device__ __forceinline__ void scale_and_mask(float (&s)[BLOCK_N / 8][4], int n0, int end, float scale_log2,
+                                               int lane) {
+#pragma unroll
+  for (int nt = 0; nt < BLOCK_N / 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = n0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+      s[nt][e] = col < end ? s[nt][e] * scale_log2 : -INFINITY;
+    }
+}
+
 // Online softmax update for one 16 x 64 score tile held by a warp. Each thread owns rows g and g + 8; m and l are
 // in the log2 domain and l is this thread's partial row sum (summed over the quad once, at the end).
 template <int D>

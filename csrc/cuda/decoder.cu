@@ -388,13 +388,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const
     }
     float s[BLOCK_N / 8][4];
     qk_tile<T, D>(s, qf, ks, lane);
-#pragma unroll
-    for (int nt = 0; nt < BLOCK_N / 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = n0 + nt * 8 + 2 * t + (e & 1);
-        s[nt][e] = col < s1 ? s[nt][e] * p.scale_log2 : -INFINITY;
-      }
+    scale_and_mask(s, n0, s1, p.scale_log2, lane);
     softmax_update<D>(s, m, l, o);
     pv_tile<T, D>(o, s, vs, lane);
     __syncwarp();  // done with this tile's buffers before the next copy lands in them

@@ -22,6 +22,7 @@ from qwen3mini import ops
 from qwen3mini.config import Qwen3Config
 from qwen3mini.generation import KVCache
 from qwen3mini.model import Qwen3ForCausalLM
+from decode_fixtures import prefilled_cache
 from hf_fixtures import make_hf_model, randomize_, save_hf_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -52,19 +53,6 @@ def random_model(seed, dtype, hidden, inter, heads, kv_heads, head_dim, layers=2
     model = Qwen3ForCausalLM(config)
     randomize_(model, seed)
     return model.to("cuda", dtype).eval()
-
-
-def prefilled_cache(model, lengths, capacity, seed):
-    """Rows prefilled with random prompts of the given lengths; every free position NaN."""
-    cache = KVCache.for_model(model, len(lengths), capacity)
-    cache.k.fill_(float("nan"))
-    cache.v.fill_(float("nan"))
-    rows = [r for r, n in enumerate(lengths) if n]
-    g = torch.Generator().manual_seed(seed)
-    if rows:
-        model.prefill([torch.randint(0, model.config.vocab_size, (lengths[r],), generator=g).tolist()
-                       for r in rows], cache, rows)
-    return cache
 
 
 def row_errors(got, expected):

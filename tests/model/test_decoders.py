@@ -17,6 +17,7 @@ from qwen3mini import ops
 from qwen3mini.config import Qwen3Config
 from qwen3mini.generation import Generator, KVCache, SamplingParams, generate
 from qwen3mini.model import Qwen3ForCausalLM
+from decode_fixtures import prefilled_cache
 
 EXAMPLES = int(os.environ.get("QWEN3MINI_MODEL_EXAMPLES", "8"))
 
@@ -43,19 +44,6 @@ def random_model(seed, dtype, moe=False, head_dim=64, heads=(4, 2), tied=True, l
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
     return model
-
-
-def prefilled_cache(model, prompt_lengths, capacity, seed):
-    """A cache whose free positions are NaN (an unwritten or misplaced slot shows), rows prefilled."""
-    cache = KVCache.for_model(model, len(prompt_lengths), capacity)
-    cache.k.fill_(float("nan"))
-    cache.v.fill_(float("nan"))
-    rows = [r for r, n in enumerate(prompt_lengths) if n]
-    g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(0, model.config.vocab_size, (prompt_lengths[r],), generator=g).tolist() for r in rows]
-    if rows:
-        model.prefill(prompts, cache, rows)
-    return cache
 
 
 def assert_same(actual, expected):
