@@ -264,15 +264,21 @@ void silu_mul(const T* gate_up, int64_t ld, int64_t R, int I, T* out) {
 // ------------------------------------------------------------------ RMSNorm (+ residual add)
 
 // out = w * round_T(x * rsqrt(mean(x²) + eps)), the product rounded to T (HF Qwen3RMSNorm).
+// 1 / sqrt(mean(x²) + eps) of n values, the statistics in fp32.
 template <class T>
-inline void rms_norm_row(const T* x, const T* w, float eps, int H, T* out) {
+inline float inv_rms(const T* x, int n, float eps) {
     v8f ss = {};
     int i = 0;
-    for (; i + 8 <= H; i += 8) { v8f v = load8(x + i); ss += v * v; }
+    for (; i + 8 <= n; i += 8) { v8f v = load8(x + i); ss += v * v; }
     float sum = hsum(ss);
-    for (; i < H; ++i) sum += to_float(x[i]) * to_float(x[i]);
-    const float r = 1.f / std::sqrt(sum / H + eps);
-    for (i = 0; i < H; ++i) out[i] = from_float<T>(to_float(w[i]) * round_to<T>(to_float(x[i]) * r));
+    for (; i < n; ++i) sum += to_float(x[i]) * to_float(x[i]);
+    return 1.f / std::sqrt(sum / n + eps);
+}
+
+template <class T>
+inline void rms_norm_row(const T* x, const T* w, float eps, int H, T* out) {
+    const float r = inv_rms(x, H, eps);
+    for (int i = 0; i < H; ++i) out[i] = from_float<T>(to_float(w[i]) * round_to<T>(to_float(x[i]) * r));
 }
 
 template <class T>
@@ -302,13 +308,9 @@ constexpr int kMaxHeadDim = 512;
 template <class T>
 inline void qk_norm_rope_row(const T* x, const T* w, float eps, const T* cos, const T* sin, int D, T* out) {
     float n[kMaxHeadDim];
-    v8f ss = {};
+    const float r = inv_rms(x, D, eps);
     int i = 0;
-    for (; i + 8 <= D; i += 8) { v8f v = load8(x + i); ss += v * v; }
-    float sum = hsum(ss);
-    for (; i < D; ++i) sum += to_float(x[i]) * to_float(x[i]);
-    const float r = 1.f / std::sqrt(sum / D + eps);
-    for (i = 0; i + 8 <= D; i += 8) store8(n + i, round8<T>(load8(w + i) * round8<T>(load8(x + i) * r)));
+    for (; i + 8 <= D; i += 8) store8(n + i, round8<T>(load8(w + i) * round8<T>(load8(x + i) * r)));
     for (; i < D; ++i) n[i] = round_to<T>(to_float(w[i]) * round_to<T>(to_float(x[i]) * r));
     const int half = D / 2;
     int j = 0;
