@@ -70,11 +70,13 @@ class Decoder {
 
         const auto opts = embed.options();
         const int64_t qkv_width = (nH_ + 2 * nKV_) * D_;
-        int64_t widest = std::max({qkv_width, nH_ * D_, H_});
-        for (const Layer& l : layers_)
+        int64_t widest = std::max({qkv_width, nH_ * D_, H_}), intermediate = 1;  // projection outputs; MLP width
+        for (const Layer& l : layers_) {
             widest = std::max(widest, l.moe() ? l.router.size(0) : l.gate_up.size(0));
+            if (!l.moe()) intermediate = std::max(intermediate, l.down.size(1));
+        }
         x_ = at::empty({B_, H_}, opts), residual_ = at::empty({B_, H_}, opts), h_ = at::empty({B_, H_}, opts);
-        wide_ = at::empty({B_, widest}, opts), act_ = at::empty({B_, widest / 2 + 1}, opts);
+        wide_ = at::empty({B_, widest}, opts), act_ = at::empty({B_, intermediate}, opts);
         q_ = at::empty({B_, nH_, D_}, opts), k_ = at::empty({B_, nKV_, D_}, opts);
         attn_ = at::empty({B_, nH_ * D_}, opts), rope_cos_ = at::empty({B_, D_}, opts);
         rope_sin_ = at::empty({B_, D_}, opts), seqlens_ = at::empty({B_}, lengths.options());
