@@ -43,6 +43,19 @@ template <> struct Traits<__half> {
   }
 };
 
+// reference.rms_norm's last step on 8 packed values in place: the normalised value rounded to T, then times the
+// weight, rounded to T (`inv` = 1 / rms, fp32). Shared by the RMSNorm kernel and the decode step's norm prologues.
+template <typename T>
+__device__ __forceinline__ void rms_scale8(uint4& raw, const uint4& wraw, float inv) {
+  T* v = reinterpret_cast<T*>(&raw);
+  const T* wv = reinterpret_cast<const T*>(&wraw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float normed = Traits<T>::to_float(Traits<T>::from_float(Traits<T>::to_float(v[i]) * inv));
+    v[i] = Traits<T>::from_float(Traits<T>::to_float(wv[i]) * normed);
+  }
+}
+
 // ------------------------------------------------------------------ tensor-core MMA: D = A @ B + D (fp32)
 template <typename T>
 __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);

@@ -148,16 +148,8 @@ __device__ __forceinline__ void gemv_stage_x(T* xs, const GemvArgs& a) {
   const int vecs = k / 8;
   for (int i = threadIdx.x; i < batch * vecs; i += blockDim.x) {
     const int b = i / vecs, c = (i % vecs) * 8;
-    const float inv = inv_rms[b];
     uint4 raw = *reinterpret_cast<const uint4*>(xs + b * k + c);
-    const uint4 wraw = *reinterpret_cast<const uint4*>(weight + c);
-    T* v = reinterpret_cast<T*>(&raw);
-    const T* wv = reinterpret_cast<const T*>(&wraw);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const float normed = Traits<T>::to_float(Traits<T>::from_float(Traits<T>::to_float(v[e]) * inv));
-      v[e] = Traits<T>::from_float(Traits<T>::to_float(wv[e]) * normed);
-    }
+    rms_scale8<T>(raw, *reinterpret_cast<const uint4*>(weight + c), inv_rms[b]);
     *reinterpret_cast<uint4*>(xs + b * k + c) = raw;
   }
 }

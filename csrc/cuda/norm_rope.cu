@@ -53,14 +53,7 @@ __global__ void __launch_bounds__(NORM_THREADS) rms_norm_kernel(const T* __restr
   const float inv = rsqrtf(block_sum(sq) / hidden + eps);
   for (int c = threadIdx.x * 8; c < hidden; c += NORM_THREADS * 8) {
     uint4 raw = *reinterpret_cast<const uint4*>((rr ? sum_out : x) + row * hidden + c);  // own writes: visible
-    const uint4 wraw = *reinterpret_cast<const uint4*>(weight + c);
-    T* v = reinterpret_cast<T*>(&raw);
-    const T* wv = reinterpret_cast<const T*>(&wraw);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const float normed = Traits<T>::to_float(Traits<T>::from_float(Traits<T>::to_float(v[i]) * inv));
-      v[i] = Traits<T>::from_float(Traits<T>::to_float(wv[i]) * normed);
-    }
+    rms_scale8<T>(raw, *reinterpret_cast<const uint4*>(weight + c), inv);
     *reinterpret_cast<uint4*>(out + row * hidden + c) = raw;
   }
 }
