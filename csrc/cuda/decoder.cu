@@ -59,6 +59,8 @@ struct GemvArgs {
 };
 
 // One round of a task's weights: U vectors of 8 per lane per row (row `task`, and for SwiGLU also `n + task`).
+// Loaded cache-streaming (ld.global.cs, evict-first): a step streams 1.2 GB of weights once through the 50 MB L2,
+// which would otherwise push out the KV cache and activations it reuses (1212 vs 1194 tok/s, bench/RESULTS.md).
 template <typename T, int U, int R>
 __device__ __forceinline__ void gemv_load(uint4 (&v)[R][U], const T* w, int task, int n, int k, int round, int lane) {
 #pragma unroll
@@ -67,7 +69,7 @@ __device__ __forceinline__ void gemv_load(uint4 (&v)[R][U], const T* w, int task
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = (round * U + u) * 256 + lane * 8;
-      v[r][u] = c < k ? __ldg(reinterpret_cast<const uint4*>(row + c)) : make_uint4(0, 0, 0, 0);
+      v[r][u] = c < k ? __ldcs(reinterpret_cast<const uint4*>(row + c)) : make_uint4(0, 0, 0, 0);
     }
   }
 }
