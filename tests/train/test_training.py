@@ -122,13 +122,11 @@ def _ddp_worker(rank, world_size, port, out_dir, kwargs, result_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    try:
-        trainer, records = tiny_run(out_dir, **kwargs)
-        model = training.gathered_model(trainer.model, trainer.info)     # FSDP shards gathered on rank 0
-        if rank == 0:
-            torch.save({"records": records, "params": model.state_dict()}, result_path)
-    finally:
-        training.close_distributed()
+    trainer, records = tiny_run(out_dir, **kwargs)      # (a rank that raises is ended by mp.spawn, with its peer)
+    model = training.gathered_model(trainer.model, trainer.info)     # FSDP shards gathered on rank 0
+    if rank == 0:
+        torch.save({"records": records, "params": model.state_dict()}, result_path)
+    training.close_distributed()
 
 
 def _run_ddp(tmp_path, world_size, **kwargs):
