@@ -3,16 +3,17 @@
     python bench/bench_cpu_long_context.py [--threads 2] [--lengths 128,1024,4000]
 
 On Qwen3-0.6B's shape in bf16 (random weights and a cache of random K/V: the speed does not depend on the
-values): ``attention_decode`` of one layer at each cached length (best of 3 x 10 calls) with the K/V bytes it
-reads per second, then ``CppDecoder.step`` (``ops.decoder``: the step the chat runs) at each length (median of
-8 steps). The step is the weights (~1.2 GB) plus 28 attention calls, so at a few thousand tokens attention is
-a large part of it.
+values): ``attention_decode`` of one layer at each cached length (best of 5 x 10 calls) with the K/V bytes it
+reads per second, beside the machine's copy bandwidth (the bound, as in bench_cpu_inference.py), then
+``CppDecoder.step`` (``ops.decoder``: the step the chat runs) at each length (median of 8 steps). The step is
+the weights (~1.2 GB) plus 28 attention calls, so at a few thousand tokens attention is a large part of it.
 """
 import argparse
 import time
 
 import torch
 
+from bench_cpu_inference import _best_time, median_rate, memory_bandwidth
 from qwen3mini import ops
 from qwen3mini.config import PRESETS
 from qwen3mini.generation import KVCache
@@ -25,14 +26,13 @@ def attention_ms(config, length, capacity):
     q = torch.randn(1, heads, head_dim, dtype=torch.bfloat16)
     k, v = (torch.randn(1, capacity, kv_heads, head_dim, dtype=torch.bfloat16) for _ in range(2))
     lengths, out = torch.tensor([length], dtype=torch.int32), torch.empty_like(q)
-    cpp._C.attention_decode(q, k, v, lengths, head_dim ** -0.5, out)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
+
+    def ten_calls():
         for _ in range(10):
             cpp._C.attention_decode(q, k, v, lengths, head_dim ** -0.5, out)
-        best = min(best, (time.perf_counter() - start) / 10)
-    return best * 1e3, length * kv_heads * head_dim * 2 * 2 / best / 1e9
+
+    seconds = _best_time(ten_calls) / 10
+    return seconds * 1e3, length * kv_heads * head_dim * 2 * 2 / seconds / 1e9
 
 
 @torch.no_grad()
@@ -44,6 +44,8 @@ def main():
     torch.set_num_threads(args.threads)
     lengths = [int(n) for n in args.lengths.split(",")]
     config = PRESETS["Qwen3-0.6B"]
+    copy, _ = memory_bandwidth()
+    print(f"copy bandwidth {copy / 1e9:.1f} GB/s (bytes read + written), {args.threads} threads")
     for length in lengths:
         ms, rate = attention_ms(config, length, max(lengths) + 8)
         print(f"attention_decode, {length:5d} cached tokens: {ms:6.2f} ms per layer ({rate:5.1f} GB/s of K/V)")
@@ -54,17 +56,15 @@ def main():
     cache.v.normal_()
     decoder = ops.decoder(model, cache)
     token = torch.tensor([5])
-    for length in lengths:
+
+    def step_at(length):
         cache.lengths.fill_(length)
         decoder.step(token)
-        times = []
-        for _ in range(8):
-            cache.lengths.fill_(length)
-            start = time.perf_counter()
-            decoder.step(token)
-            times.append(time.perf_counter() - start)
-        print(f"{type(decoder).__name__}.step, {length:5d} cached tokens: {sorted(times)[4] * 1e3:6.1f} ms "
-              f"({1 / sorted(times)[4]:5.1f} tok/s)")
+
+    for length in lengths:
+        step_at(length)
+        rate = median_rate(lambda: step_at(length), 8)
+        print(f"{type(decoder).__name__}.step, {length:5d} cached tokens: {1e3 / rate:6.1f} ms ({rate:5.1f} tok/s)")
 
 
 if __name__ == "__main__":
