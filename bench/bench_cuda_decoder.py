@@ -1,6 +1,6 @@
 """Tuning the fused decode step (qwen3mini.ops.cuda.CudaDecoder) at batch 1 on a Qwen3-0.6B-shaped model.
 
-    python bench/bench_cuda_decoder.py [--variants "default;chunk=256"] [--profile]
+    python bench/bench_cuda_decoder.py [--variants "default;chunk=256"] [--profile] [--timeline]
     QWEN3MINI_NO_PDL=1 python bench/bench_cuda_decoder.py --variants default --profile  # per-kernel times
 
 Each variant is a CudaDecoder with other tuning knobs (the fewest cache positions per attention split), captured
@@ -8,11 +8,17 @@ in a CUDA graph and timed over 256 greedy steps after a 128-token prompt (best o
 (weights + KV bytes per token over the measured copy bandwidth). ``--profile`` prints the kernels of one
 replay; with programmatic dependent launch on, kernels overlap and the profiler's per-kernel times include the
 time spent waiting for the previous kernel, so take per-kernel times from a run with QWEN3MINI_NO_PDL=1.
+``--timeline`` reads the start and end of every kernel of one replay from the profiler's trace (PDL on) and
+prints, per kernel of a layer, how much each adds to the step: its end minus the previous kernel's end.
 """
 import argparse
+import json
+import os
+import tempfile
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from bench_cuda_e2e import copy_bandwidth
 from bench_cuda_profile import kernel_breakdown
@@ -33,6 +39,41 @@ def parse_variant(text):
         name, convert = KNOBS[key]
         kwargs[name] = convert(value)
     return kwargs
+
+
+LAYER_KERNELS = ("qkv", "attention", "o", "gate_up", "down")
+
+
+def step_timeline(replay, layers):
+    """Per kernel of a layer (means over the layers 1..L-1; layer 0 also embeds): its duration in the trace, the
+    gap from the previous kernel's end to its start (negative: launched early, PDL), and its end minus the
+    previous end, i.e. what it adds to the step."""
+    replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        replay()
+        torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    kernels = sorted((e for e in trace["traceEvents"] if e.get("cat") == "kernel"), key=lambda e: e["ts"])
+    kernels = [k for k in kernels if "decoder_" in k["name"]]
+    if len(kernels) != 5 * layers + 1:
+        raise RuntimeError(f"the trace has {len(kernels)} decoder kernels, expected {5 * layers + 1}")
+    ends = [k["ts"] + k["dur"] for k in kernels]
+    rows = {name: [] for name in LAYER_KERNELS}
+    for i in range(5, 5 * layers):
+        rows[LAYER_KERNELS[i % 5]].append((kernels[i]["dur"], kernels[i]["ts"] - ends[i - 1], ends[i] - ends[i - 1]))
+    print(f"  timeline of one step ({ends[-1] - kernels[0]['ts']:.1f} us from the first start to the last end), "
+          f"means over layers 1-{layers - 1}, us:")
+    print(f"  {'kernel':10s} {'duration':>9s} {'start - prev end':>17s} {'adds (end - prev end)':>22s}")
+    for name, values in rows.items():
+        dur, gap, adds = (sum(v[j] for v in values) / len(values) for j in range(3))
+        print(f"  {name:10s} {dur:9.2f} {gap:17.2f} {adds:22.2f}")
+    print(f"  {'LM head':10s} {kernels[-1]['dur']:9.2f} {kernels[-1]['ts'] - ends[-2]:17.2f} "
+          f"{ends[-1] - ends[-2]:22.2f}")
 
 
 class Graphed:
@@ -61,6 +102,7 @@ def main():
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--timeline", action="store_true")
     args = parser.parse_args()
     config = PRESETS["Qwen3-0.6B"]
     torch.manual_seed(0)
@@ -94,6 +136,9 @@ def main():
         if args.profile:
             cache.lengths.fill_(args.prompt + args.steps // 2)
             kernel_breakdown(graphed.graph.replay, f"one replay ({text})", top=12)
+        if args.timeline:
+            cache.lengths.fill_(args.prompt + args.steps // 2)
+            step_timeline(graphed.graph.replay, config.num_hidden_layers)
         del graphed, decoder
 
 

@@ -5,12 +5,12 @@
 // gate_up_proj -> silu_mul -> down_proj, final norm, LM head), with the same rounding to the model dtype after
 // every op. Python side: qwen3mini/ops/cuda.py (CudaDecoder). Why it exists: at batch 1 the op path is ~12
 // kernels a layer, most of them moving a few KB yet costing 1.5-5 us each; this step is 141 kernels instead of
-// 356, 1187 instead of 822 tokens/s on Qwen3-0.6B's shape on an H100 (bench/RESULTS.md, "cuda").
+// 356, 1450 instead of 822 tokens/s on Qwen3-0.6B's shape on an H100 (bench/RESULTS.md, "cuda").
 //
 // A layer here is
 //   1. qkv GEMV      prologue: RMSNorm of the residual stream (input_layernorm); layer 0 reads the embedding row
 //   2. attention     QK-Norm + RoPE of this token's q and k, K/V written into the cache at position lengths[b],
-//                    split-KV attention (4 warps a block, merged in shared memory; where the cache has several
+//                    split-KV attention (6 warps a block, merged in shared memory; where the cache has several
 //                    splits, the last block to finish merges the blocks: no second kernel)
 //   3. o GEMV        epilogue: residual += round(o)            (the residual add of add_rms_norm)
 //   4. gate_up GEMV  prologue: RMSNorm (post_attention_layernorm); epilogue: silu(gate) * up (one warp computes
@@ -25,11 +25,16 @@
 // then the sum rounded, then the norm's fp32 statistics of the rounded sum).
 //
 // GEMV bandwidth: one warp per output row (lanes across K, 16-byte loads, a whole row of K <= 1024 per lane in
-// registers); blocks loop over rows (grid = one wave), loading the next row before using the current one, and
-// the first two rows are loaded before griddepcontrol.wait, i.e. while the previous kernel still runs. Tried and
-// not kept (bench/RESULTS.md, "cuda"): an L2 prefetch of the next projections' weights (cp.async.bulk.prefetch.L2),
-// a variant staging each block's rows in shared memory with cp.async, and (batch 1) the input row in registers
-// with a warp-only norm instead of shared memory; all were slower.
+// registers). Where a batch-1 projection fits (all four of a Qwen3-0.6B layer), every row of the kernel is loaded
+// into registers before griddepcontrol.wait, by one block per SM at most (decoder_gemv_resident_kernel), so the
+// next kernel's blocks fit beside it and load theirs early too. Otherwise (the LM head, larger models, batches)
+// blocks loop over rows (grid = one wave), loading the next row before using the current one, the first two
+// before the wait. Every kernel here asks for the largest shared-memory carveout: the attention kernel needs
+// 200 KB, and (our reading of the measurement) an SM whose L1/shared split must change between kernels waits for
+// its blocks to drain first: 1450 against 1303 tok/s with the GEMVs left at the default split. Tried and not
+// kept (bench/RESULTS.md, "cuda"): an L2 prefetch of the next projections' weights (cp.async.bulk.prefetch.L2),
+// staging the rows in shared memory (with cp.async, and with the bulk-copy engine), and (batch 1) the input row
+// in registers with a warp-only norm instead of shared memory; all were slower.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -97,16 +102,23 @@ __device__ __forceinline__ void gemv_fma(float (&acc)[R][MAXB], const uint4 (&v)
 }
 
 // The input rows into shared memory xs [batch, k]; with a norm weight, RMSNorm'd exactly as reference.rms_norm:
-// fp32 statistics, the normalised value rounded to T, then the weight product rounded to T.
+// fp32 statistics, the normalised value rounded to T, then the weight product rounded to T. The norm weight is
+// already on its way into shared memory `ws` [k] (cp.async, issued before griddepcontrol.wait).
 template <typename T, int MAXB>
-__device__ __forceinline__ void gemv_stage_x(T* xs, const GemvArgs& a) {
+__device__ __forceinline__ void gemv_stage_x(T* xs, const T* ws, const GemvArgs& a) {
   const int k = a.k, batch = a.batch;
-  if (a.norm_w == nullptr) {
-    const int vecs = k / 8;
-    for (int i = threadIdx.x; i < batch * vecs; i += blockDim.x) {
-      const int b = i / vecs, c = (i % vecs) * 8;
-      *reinterpret_cast<uint4*>(xs + b * k + c) =
-          *reinterpret_cast<const uint4*>(static_cast<const T*>(a.x) + (int64_t)b * k + c);
+  if (a.norm_w == nullptr) {  // rows laid out as in memory: a plain copy, up to 4 loads in flight per thread
+    constexpr int INFLIGHT = 4;
+    const int vecs = batch * k / 8;
+    const uint4* src = static_cast<const uint4*>(a.x);
+    for (int i0 = threadIdx.x; i0 < vecs; i0 += INFLIGHT * blockDim.x) {
+      uint4 v[INFLIGHT];
+#pragma unroll
+      for (int j = 0; j < INFLIGHT; ++j)
+        if (i0 + j * blockDim.x < vecs) v[j] = __ldcg(src + i0 + j * blockDim.x);
+#pragma unroll
+      for (int j = 0; j < INFLIGHT; ++j)
+        if (i0 + j * blockDim.x < vecs) reinterpret_cast<uint4*>(xs)[i0 + j * blockDim.x] = v[j];
     }
     return;
   }
@@ -145,13 +157,13 @@ __device__ __forceinline__ void gemv_stage_x(T* xs, const GemvArgs& a) {
     for (int w = 0; w < DG_WARPS; ++w) total += partial[w][threadIdx.x];
     inv_rms[threadIdx.x] = rsqrtf(total / k + a.eps);
   }
+  cp_async_wait<0>();
   __syncthreads();
-  const T* weight = static_cast<const T*>(a.norm_w);
   const int vecs = k / 8;
   for (int i = threadIdx.x; i < batch * vecs; i += blockDim.x) {
     const int b = i / vecs, c = (i % vecs) * 8;
     uint4 raw = *reinterpret_cast<const uint4*>(xs + b * k + c);
-    rms_scale8<T>(raw, *reinterpret_cast<const uint4*>(weight + c), inv_rms[b]);
+    rms_scale8<T>(raw, *reinterpret_cast<const uint4*>(ws + c), inv_rms[b]);
     *reinterpret_cast<uint4*>(xs + b * k + c) = raw;
   }
 }
@@ -185,6 +197,7 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
   constexpr int R = MODE == kSwiGLU ? 2 : 1;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* xs = reinterpret_cast<T*>(smem_raw);  // [batch, k]
+  T* ws = xs + a.batch * a.k;               // [k]: the norm weight, when there is one
   const int lane = threadIdx.x % 32, stride = gridDim.x * DG_WARPS;
   const int rounds = (a.k + 256 * U - 1) / (256 * U);
   const T* w = static_cast<const T*>(a.w);
@@ -201,8 +214,13 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
   advance(next_task, next_round);
   if (task < a.n) gemv_load<T, U, R>(cur, w, task, a.n, a.k, round, lane);
   if (next_task < a.n) gemv_load<T, U, R>(nxt, w, next_task, a.n, a.k, next_round, lane);
+  if (a.norm_w != nullptr) {  // constant as well
+    for (int c = threadIdx.x * 8; c < a.k; c += DG_THREADS * 8)
+      cp_async_16(ws + c, static_cast<const T*>(a.norm_w) + c, true);
+    cp_async_commit();
+  }
   pdl_wait();  // the input rows are the last kernel's output
-  gemv_stage_x<T, MAXB>(xs, a);
+  gemv_stage_x<T, MAXB>(xs, ws, a);
   __syncthreads();
 
   float acc[R][MAXB];
@@ -231,8 +249,59 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
   if (a.lengths != nullptr && blockIdx.x == 0 && threadIdx.x < a.batch) a.lengths[threadIdx.x] += 1;
 }
 
+// Batch 1, every weight row of the kernel in registers before griddepcontrol.wait: TASKS tasks per warp, one
+// block per SM at most, so that the grid needs few registers per SM and the next kernel's blocks fit beside it
+// and load their own rows early as well (with as many blocks per SM as fit, the gate_up grid filled the
+// register file and the down projection's blocks only started, and loaded, after it).
+template <typename T, int V, int MODE, int TASKS>
+__global__ void __launch_bounds__(DG_THREADS, 2) decoder_gemv_resident_kernel(const GemvArgs a) {
+  constexpr int R = MODE == kSwiGLU ? 2 : 1;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* xs = reinterpret_cast<T*>(smem_raw);  // [k]
+  T* ws = xs + a.k;                         // [k]: the norm weight, when there is one
+  const int lane = threadIdx.x % 32, warp = blockIdx.x * DG_WARPS + threadIdx.x / 32;
+  const int stride = gridDim.x * DG_WARPS;
+  const T* w = static_cast<const T*>(a.w);
+  pdl_launch_dependents();
+  uint4 rows[TASKS][R][V];
+#pragma unroll
+  for (int t = 0; t < TASKS; ++t)
+    if (warp + t * stride < a.n) gemv_load<T, V, R>(rows[t], w, warp + t * stride, a.n, a.k, 0, lane);
+  if (a.norm_w != nullptr) {
+    for (int c = threadIdx.x * 8; c < a.k; c += DG_THREADS * 8)
+      cp_async_16(ws + c, static_cast<const T*>(a.norm_w) + c, true);
+    cp_async_commit();
+  }
+  pdl_wait();  // the input row is the last kernel's output
+  gemv_stage_x<T, 1>(xs, ws, a);
+  __syncthreads();
+  // An empty asm that "rewrites" every weight register: left to itself the compiler converts the loaded bf16
+  // pairs to fp32 as soon as they arrive, doubling the registers the rows take (228 instead of 128 for gate_up)
+  // and with them the footprint that keeps the next kernel's blocks off the SM.
+#pragma unroll
+  for (int t = 0; t < TASKS; ++t)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int u = 0; u < V; ++u)
+        asm volatile("" : "+r"(rows[t][r][u].x), "+r"(rows[t][r][u].y), "+r"(rows[t][r][u].z),
+                     "+r"(rows[t][r][u].w));
+#pragma unroll
+  for (int t = 0; t < TASKS; ++t) {
+    if (warp + t * stride >= a.n) break;
+    float acc[R][1];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r][0] = 0.f;
+    gemv_fma<T, V, R, 1>(acc, rows[t], xs, a.k, 1, 0, lane);
+    gemv_epilogue<T, R, 1, MODE>(acc, a, warp + t * stride, lane);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------ attention
-constexpr int ATT_WARPS = 4;  // warps per attention block, one K/V tile each at a time
+// Warps per attention block, one K/V tile of 64 positions each at a time: 6 tiles in flight before the wait cover a
+// 384-position cache in one round (1450 tok/s against 1299 with 4 warps, whose second round of tiles was loaded
+// after the wait).
+constexpr int ATT_WARPS = 6;
 
 struct DecoderAttnArgs {
   const void* qkv;                // [B, (nH + 2 nKV) * D]: this token's fused projection
@@ -248,59 +317,94 @@ struct DecoderAttnArgs {
   float eps, scale_log2;
 };
 
-// QK-Norm + RoPE of this token's heads by one warp (reference.qk_norm_rope; rounding as qk_norm_rope_kernel):
-// heads 0..group-1 are the group's queries (into the MMA tile `qs`, swizzled), head `group` is the key (into
-// `knew`, plain). Lane l owns the rotation pairs (j, j + D/2), j = l + 32 i. Every load is issued before the
-// first reduction (one round trip to L2 for all heads, not one per head).
+// Per lane, what QK-Norm + RoPE needs besides the heads: the q and k norm weights and the rotation at one
+// position, for the pairs (j, j + D/2) the lane owns, j = lane + 32 i. Never written by any kernel, so the
+// attention kernel loads them before griddepcontrol.wait.
 template <typename T, int D>
-__device__ __forceinline__ void norm_rope_heads(T* qs, T* knew, const T* row, int q_head0, int k_head, int group,
-                                                const T* qw, const T* kw, const T* cs, const T* sn, float eps,
-                                                int lane) {
-  constexpr int P = D / 64, HALF = D / 2, MAXH = 17;
-  auto f = [](T v) { return Traits<T>::to_float(v); };
-  auto r = [](float v) { return Traits<T>::to_float(Traits<T>::from_float(v)); };
-  float x1[MAXH][P], x2[MAXH][P], w1[2][P], w2[2][P], c1[P], c2[P], s1[P], s2[P];
-#pragma unroll
-  for (int h = 0; h < MAXH; ++h) {
-    if (h > group) break;
-    const T* in = row + (int64_t)(h < group ? q_head0 + h : k_head) * D;
-#pragma unroll
-    for (int i = 0; i < P; ++i) x1[h][i] = f(in[lane + 32 * i]), x2[h][i] = f(in[lane + 32 * i + HALF]);
-  }
-#pragma unroll
-  for (int i = 0; i < P; ++i) {
-    const int j = lane + 32 * i;
-    w1[0][i] = f(qw[j]), w2[0][i] = f(qw[j + HALF]), w1[1][i] = f(kw[j]), w2[1][i] = f(kw[j + HALF]);
-    c1[i] = f(cs[j]), c2[i] = f(cs[j + HALF]), s1[i] = f(sn[j]), s2[i] = f(sn[j + HALF]);
-  }
-#pragma unroll
-  for (int h = 0; h < MAXH; ++h) {
-    if (h > group) break;
-    float sq = 0.f;
-#pragma unroll
-    for (int i = 0; i < P; ++i) sq += x1[h][i] * x1[h][i] + x2[h][i] * x2[h][i];
-    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffff, sq, o);
-    const float inv = rsqrtf(sq / D + eps);
-    const int wi = h < group ? 0 : 1;
+struct RopeConsts {
+  static constexpr int P = D / 64, HALF = D / 2;
+  float w1[2][P], w2[2][P], c1[P], c2[P], s1[P], s2[P];
+  __device__ __forceinline__ void load(const T* qw, const T* kw, const T* cs, const T* sn, int lane) {
+    auto f = [](T v) { return Traits<T>::to_float(v); };
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       const int j = lane + 32 * i;
-      const float y1 = r(w1[wi][i] * r(x1[h][i] * inv)), y2 = r(w2[wi][i] * r(x2[h][i] * inv));
-      const T o1 = Traits<T>::from_float(r(y1 * c1[i]) + r(-y2 * s1[i]));
-      const T o2 = Traits<T>::from_float(r(y2 * c2[i]) + r(y1 * s2[i]));
-      if (h < group) qs[swz<D>(h, j)] = o1, qs[swz<D>(h, j + HALF)] = o2;
-      else knew[j] = o1, knew[j + HALF] = o2;
+      w1[0][i] = f(qw[j]), w2[0][i] = f(qw[j + HALF]), w1[1][i] = f(kw[j]), w2[1][i] = f(kw[j + HALF]);
+      c1[i] = f(cs[j]), c2[i] = f(cs[j + HALF]), s1[i] = f(sn[j]), s2[i] = f(sn[j + HALF]);
     }
   }
-}
+};
 
-// One block of ATT_WARPS warps per (split of the cache, KV head, row). Warp 0 normalises and rotates the group's
-// queries (the 16 rows of an MMA tile, zero-padded) and this token's key while every warp's first K/V tile is
-// already streaming; the block holding the new position writes its K and V into the cache (for later steps) and
-// into its own shared-memory tile (the copy may have fetched that row before the write). Each warp runs the
-// online softmax of decode_split_kernel (attention.cu) over tiles w, w + ATT_WARPS, ... of the block's chunk;
-// the warps' partials are merged in shared memory, and where the cache has several splits, the last block to
-// finish merges the blocks' partials (no second kernel).
+// This token's heads of one KV group, spread over the block's warps: items 0..group-1 are the query heads, item
+// `group` the key, item group + 1 the value; warp w takes items w, w + ATT_WARPS, ... load() issues all of a
+// warp's loads at once (one round trip to L2), finish() applies QK-Norm + RoPE (reference.qk_norm_rope; rounding
+// as qk_norm_rope_kernel) and stores: queries into the MMA tile `qs` (swizzled), key and value into `knew` /
+// `vnew`, and where this block holds the new position, into the cache rows `kd` / `vd` as well.
+template <typename T, int D>
+struct TokenHeads {
+  static constexpr int P = D / 64, HALF = D / 2, ITEMS = (16 + 2 + ATT_WARPS - 1) / ATT_WARPS;
+  float x1[ITEMS][P], x2[ITEMS][P];
+  __device__ __forceinline__ void load(const T* row, int q_head0, int k_head, int v_head, int group, int warp,
+                                       int lane) {
+#pragma unroll
+    for (int it = 0; it < ITEMS; ++it) {
+      const int item = warp + it * ATT_WARPS;
+      if (item > group + 1) break;
+      const T* in = row + (int64_t)(item < group ? q_head0 + item : item == group ? k_head : v_head) * D;
+#pragma unroll
+      for (int i = 0; i < P; ++i)
+        x1[it][i] = Traits<T>::to_float(__ldcg(in + lane + 32 * i)),
+        x2[it][i] = Traits<T>::to_float(__ldcg(in + lane + 32 * i + HALF));
+    }
+  }
+  __device__ __forceinline__ void finish(T* qs, T* knew, T* vnew, T* kd, T* vd, const RopeConsts<T, D>& rc,
+                                         int group, float eps, int warp, int lane) {
+    auto r = [](float v) { return Traits<T>::to_float(Traits<T>::from_float(v)); };
+#pragma unroll
+    for (int it = 0; it < ITEMS; ++it) {
+      const int item = warp + it * ATT_WARPS;
+      if (item > group + 1) break;
+      if (item == group + 1) {  // the value: copied as it is
+#pragma unroll
+        for (int i = 0; i < P; ++i) {
+          const int j = lane + 32 * i;
+          const T o1 = Traits<T>::from_float(x1[it][i]), o2 = Traits<T>::from_float(x2[it][i]);
+          vnew[j] = o1, vnew[j + HALF] = o2;
+          if (vd != nullptr) vd[j] = o1, vd[j + HALF] = o2;
+        }
+        continue;
+      }
+      float sq = 0.f;
+#pragma unroll
+      for (int i = 0; i < P; ++i) sq += x1[it][i] * x1[it][i] + x2[it][i] * x2[it][i];
+      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffff, sq, o);
+      const float inv = rsqrtf(sq / D + eps);
+      const int wi = item < group ? 0 : 1;
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        const int j = lane + 32 * i;
+        const float y1 = r(rc.w1[wi][i] * r(x1[it][i] * inv)), y2 = r(rc.w2[wi][i] * r(x2[it][i] * inv));
+        const T o1 = Traits<T>::from_float(r(y1 * rc.c1[i]) + r(-y2 * rc.s1[i]));
+        const T o2 = Traits<T>::from_float(r(y2 * rc.c2[i]) + r(y1 * rc.s2[i]));
+        if (item < group) {
+          qs[swz<D>(item, j)] = o1, qs[swz<D>(item, j + HALF)] = o2;
+        } else {
+          knew[j] = o1, knew[j + HALF] = o2;
+          if (kd != nullptr) kd[j] = o1, kd[j + HALF] = o2;
+        }
+      }
+    }
+  }
+};
+
+// One block of ATT_WARPS warps per (split of the cache, KV head, row). Before griddepcontrol.wait, every warp's
+// first K/V tile starts streaming, and the constants of QK-Norm + RoPE and the zero rows of the query tile are
+// loaded. After it, the lengths and this token's heads are read in one round trip, the warps normalise and
+// rotate the group's queries and the key (TokenHeads), and the block holding the new position writes its K and V
+// into the cache (for later steps) and into its own shared-memory tile (the copy may have fetched that row
+// before the write). Each warp runs the online softmax of decode_split_kernel (attention.cu) over tiles w,
+// w + ATT_WARPS, ... of the block's chunk; the warps' partials are merged in shared memory, and where the cache
+// has several splits, the last block to finish merges the blocks' partials (no second kernel).
 template <typename T, int D>
 __global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const DecoderAttnArgs p) {
   constexpr int THREADS = ATT_WARPS * 32;
@@ -335,12 +439,27 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const
   };
   const int early = __ldcg(p.lengths + b);  // (through L2 both times: no stale L1 line after the wait)
   copy_first_tile(early);
+  // Before the wait as well: the zero rows that pad the group's queries to the 16-row MMA tile, the norm weights
+  // and the rotation at position `early` (all constant).
+  auto load_rope = [&](RopeConsts<T, D>& rc, int length) {  // the rotation of position min(length, capacity - 1)
+    const int64_t row = (int64_t)min(length, p.capacity - 1) * D;
+    rc.load(static_cast<const T*>(p.q_norm), static_cast<const T*>(p.k_norm), static_cast<const T*>(p.cos) + row,
+            static_cast<const T*>(p.sin) + row, lane);
+  };
+  for (int i = threadIdx.x; i < (16 - group) * (D / 8); i += THREADS)
+    *reinterpret_cast<uint4*>(qs + swz<D>(group + i / (D / 8), (i % (D / 8)) * 8)) = make_uint4(0, 0, 0, 0);
+  RopeConsts<T, D> rc;
+  load_rope(rc, early);
   pdl_wait();  // the qkv projection, the lengths and the cache are earlier kernels' writes
 
   const int pos = __ldcg(p.lengths + b);       // this token's position (the caller keeps it < capacity)
+  TokenHeads<T, D> heads;                      // issued with the lengths' load: one round trip for both
+  heads.load(static_cast<const T*>(p.qkv) + (int64_t)b * (p.n_heads + 2 * p.n_kv) * D, h0, p.n_heads + kvh,
+             p.n_heads + p.n_kv + kvh, group, warp, lane);
   if (pos != early) {
     cp_async_wait<0>();
     copy_first_tile(pos);
+    load_rope(rc, pos);
   }
   const int len = min(pos + 1, p.capacity);    // positions attended
   if (s0 >= len) {
@@ -349,24 +468,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const
   }
   const int s1 = min(s0 + p.chunk, len), active = (len + p.chunk - 1) / p.chunk;
   const bool holds_new = pos < p.capacity && pos >= s0 && pos < s1;
-
-  if (warp == 0) {
-    const T* row = static_cast<const T*>(p.qkv) + (int64_t)b * (p.n_heads + 2 * p.n_kv) * D;
-    const T* cs = static_cast<const T*>(p.cos) + (int64_t)(len - 1) * D;
-    const T* sn = static_cast<const T*>(p.sin) + (int64_t)(len - 1) * D;
-    norm_rope_heads<T, D>(qs, knew, row, h0, p.n_heads + kvh, group, static_cast<const T*>(p.q_norm),
-                          static_cast<const T*>(p.k_norm), cs, sn, p.eps, lane);
-    for (int j = group; j < 16; ++j)  // zero rows pad the 16-row MMA tile
-      for (int c = lane; c < D; c += 32) qs[swz<D>(j, c)] = Traits<T>::from_float(0.f);
-    if (holds_new) {
-      const T* vsrc = row + (int64_t)(p.n_heads + p.n_kv + kvh) * D;
-      for (int c = lane; c < D; c += 32) vnew[c] = vsrc[c];
-      __syncwarp();
-      T* kd = kg + (int64_t)pos * p.cache_s;
-      T* vd = vg + (int64_t)pos * p.cache_s;
-      for (int c = lane; c < D; c += 32) kd[c] = knew[c], vd[c] = vnew[c];
-    }
-  }
+  heads.finish(qs, knew, vnew, holds_new ? kg + (int64_t)pos * p.cache_s : nullptr,
+               holds_new ? vg + (int64_t)pos * p.cache_s : nullptr, rc, group, p.eps, warp, lane);
   __syncthreads();
 
   uint32_t qf[D / 16][4];
@@ -467,7 +570,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const
 template <typename T, int U, int MAXB, int MODE>
 void launch_gemv_inst(const GemvArgs& a, cudaStream_t stream) {
   auto kernel = decoder_gemv_kernel<T, U, MAXB, MODE>;
-  const int smem = a.batch * a.k * static_cast<int>(sizeof(T));
+  const int smem = (a.batch + (a.norm_w != nullptr)) * a.k * static_cast<int>(sizeof(T));
   // One wave of blocks (they loop over the rows): the occupancy at this shared-memory size, cached.
   static std::map<std::pair<int, int>, int> wave;  // (device, smem) -> blocks
   int device = 0;
@@ -475,6 +578,8 @@ void launch_gemv_inst(const GemvArgs& a, cudaStream_t stream) {
   auto key = std::make_pair(device, smem);
   auto found = wave.find(key);
   if (found == wave.end()) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        cudaSharedmemCarveoutMaxShared));  // (see the top of this file)
     if (smem > 48 * 1024)
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     int sms = 0, per_sm = 0;
@@ -495,9 +600,59 @@ void launch_gemv_mode(const GemvArgs& a, int mode, cudaStream_t stream) {
   else launch_gemv_inst<T, U, MAXB, kSwiGLU>(a, stream);
 }
 
+constexpr int kResidentVectors = 24;  // the most 16-byte weight vectors a lane holds in decoder_gemv_resident_kernel
+
+template <typename T, int V, int MODE, int TASKS>
+void launch_resident_inst(const GemvArgs& a, cudaStream_t stream) {
+  const int smem = (1 + (a.norm_w != nullptr)) * a.k * static_cast<int>(sizeof(T));
+  const int blocks = (a.n + TASKS * DG_WARPS - 1) / (TASKS * DG_WARPS);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(decoder_gemv_resident_kernel<T, V, MODE, TASKS>,
+                                      cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+  launch_pdl(decoder_gemv_resident_kernel<T, V, MODE, TASKS>, dim3(blocks), dim3(DG_THREADS), smem, stream, a);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, int V, int MODE>
+bool launch_resident_tasks(const GemvArgs& a, int tasks, cudaStream_t stream) {
+  constexpr int R = MODE == kSwiGLU ? 2 : 1;
+  if constexpr (R * V <= kResidentVectors)
+    if (tasks == 1) return launch_resident_inst<T, V, MODE, 1>(a, stream), true;
+  if constexpr (2 * R * V <= kResidentVectors)
+    if (tasks == 2) return launch_resident_inst<T, V, MODE, 2>(a, stream), true;
+  if constexpr (3 * R * V <= kResidentVectors)
+    if (tasks == 3) return launch_resident_inst<T, V, MODE, 3>(a, stream), true;
+  if constexpr (4 * R * V <= kResidentVectors)
+    if (tasks == 4) return launch_resident_inst<T, V, MODE, 4>(a, stream), true;
+  return false;
+}
+
+// The resident GEMV where a batch-1 projection fits one wave of one block per SM with at most kResidentVectors
+// vectors per lane (Qwen3-0.6B: all four projections of a layer); false where it does not.
+template <typename T, int MODE>
+bool launch_resident_gemv(const GemvArgs& a, cudaStream_t stream) {
+  static std::map<int, int> sm_count;  // device -> multiprocessors
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  if (!sm_count.count(device))
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count[device], cudaDevAttrMultiProcessorCount, device));
+  const int tasks = (a.n + sm_count[device] * DG_WARPS - 1) / (sm_count[device] * DG_WARPS);
+  const int vectors = (a.k + 255) / 256;
+  if (a.batch != 1 || tasks > 4) return false;
+  if (vectors <= 4) return launch_resident_tasks<T, 4, MODE>(a, tasks, stream);
+  if (vectors <= 8) return launch_resident_tasks<T, 8, MODE>(a, tasks, stream);
+  if (vectors <= 12) return launch_resident_tasks<T, 12, MODE>(a, tasks, stream);
+  return false;
+}
+
 // Rows of K <= 1024 in one round of 4 vectors per lane; longer rows in rounds of 8. Batch 1, or up to 8 rows.
 template <typename T>
 void launch_decoder_gemv(const GemvArgs& a, int mode, cudaStream_t stream) {
+  if (a.lengths == nullptr) {  // (the LM head streams: its rows never fit)
+    const bool done = mode == kStore ? launch_resident_gemv<T, kStore>(a, stream)
+                      : mode == kResidual ? launch_resident_gemv<T, kResidual>(a, stream)
+                                          : launch_resident_gemv<T, kSwiGLU>(a, stream);
+    if (done) return;
+  }
   if (a.k <= 1024) {
     if (a.batch == 1) launch_gemv_mode<T, 4, 1>(a, mode, stream);
     else launch_gemv_mode<T, 4, 8>(a, mode, stream);
