@@ -316,6 +316,10 @@ def test_ctrl_c_stops_a_reply_and_ctrl_d_exits(endless_model, tmp_path):
     term = Terminal(["--model", endless_model, "--seed", "0"], env)
     try:
         at = term.expect(b">>> ")
+        # CPython's readline prints the prompt before it blocks in select(); a SIGINT that lands in between is
+        # only acted on at the next keystroke (a lost wakeup inside input(), not ours). A person cannot type that
+        # fast, a test can: give input() time to block first. (One CI run hung here for the full timeout.)
+        time.sleep(0.5)
         term.send(b"\x03")                                 # ^C at the prompt: just a new prompt
         at = term.expect(b">>> ", at)
         term.send(b"Hello\r")
