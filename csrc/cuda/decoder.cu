@@ -101,9 +101,19 @@ __device__ __forceinline__ void gemv_fma(float (&acc)[R][MAXB], const uint4 (&v)
   }
 }
 
+// The RMSNorm weight [k] into shared memory `ws` by cp.async, where the kernel has one. It is constant, so the
+// GEMV kernels issue this before griddepcontrol.wait; gemv_stage_x waits for it.
+template <typename T>
+__device__ __forceinline__ void gemv_copy_norm_weight(T* ws, const GemvArgs& a) {
+  if (a.norm_w == nullptr) return;
+  for (int c = threadIdx.x * 8; c < a.k; c += DG_THREADS * 8)
+    cp_async_16(ws + c, static_cast<const T*>(a.norm_w) + c, true);
+  cp_async_commit();
+}
+
 // The input rows into shared memory xs [batch, k]; with a norm weight, RMSNorm'd exactly as reference.rms_norm:
 // fp32 statistics, the normalised value rounded to T, then the weight product rounded to T. The norm weight is
-// already on its way into shared memory `ws` [k] (cp.async, issued before griddepcontrol.wait).
+// already on its way into shared memory `ws` [k] (gemv_copy_norm_weight, before griddepcontrol.wait).
 template <typename T, int MAXB>
 __device__ __forceinline__ void gemv_stage_x(T* xs, const T* ws, const GemvArgs& a) {
   const int k = a.k, batch = a.batch;
@@ -214,11 +224,7 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
   advance(next_task, next_round);
   if (task < a.n) gemv_load<T, U, R>(cur, w, task, a.n, a.k, round, lane);
   if (next_task < a.n) gemv_load<T, U, R>(nxt, w, next_task, a.n, a.k, next_round, lane);
-  if (a.norm_w != nullptr) {  // constant as well
-    for (int c = threadIdx.x * 8; c < a.k; c += DG_THREADS * 8)
-      cp_async_16(ws + c, static_cast<const T*>(a.norm_w) + c, true);
-    cp_async_commit();
-  }
+  gemv_copy_norm_weight<T>(ws, a);
   pdl_wait();  // the input rows are the last kernel's output
   gemv_stage_x<T, MAXB>(xs, ws, a);
   __syncthreads();
@@ -267,11 +273,7 @@ __global__ void __launch_bounds__(DG_THREADS, 2) decoder_gemv_resident_kernel(co
 #pragma unroll
   for (int t = 0; t < TASKS; ++t)
     if (warp + t * stride < a.n) gemv_load<T, V, R>(rows[t], w, warp + t * stride, a.n, a.k, 0, lane);
-  if (a.norm_w != nullptr) {
-    for (int c = threadIdx.x * 8; c < a.k; c += DG_THREADS * 8)
-      cp_async_16(ws + c, static_cast<const T*>(a.norm_w) + c, true);
-    cp_async_commit();
-  }
+  gemv_copy_norm_weight<T>(ws, a);
   pdl_wait();  // the input row is the last kernel's output
   gemv_stage_x<T, 1>(xs, ws, a);
   __syncthreads();
