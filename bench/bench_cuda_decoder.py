@@ -5,7 +5,9 @@
 
 Each variant is a CudaDecoder with other tuning knobs (the fewest cache positions per attention split), captured
 in a CUDA graph and timed over 256 greedy steps after a 128-token prompt (best of three runs), against the bound
-(weights + KV bytes per token over the measured copy bandwidth). ``--profile`` prints the kernels of one
+(weights + KV bytes per token over the measured copy bandwidth; also printed: weights alone). The graph feeds the
+step its own greedy token, picked inside the LM head kernel (``step(token, token)``); ``argmax=torch`` captures
+``logits.argmax(-1)`` and a copy instead, two more kernels a step. ``--profile`` prints the kernels of one
 replay; with programmatic dependent launch on, kernels overlap and the profiler's per-kernel times include the
 time spent waiting for the previous kernel, so take per-kernel times from a run with QWEN3MINI_NO_PDL=1.
 ``--timeline`` reads the start and end of every kernel of one replay from the profiler's trace (PDL on) and
@@ -31,14 +33,18 @@ KNOBS = {"chunk": ("min_chunk", int)}
 
 
 def parse_variant(text):
-    kwargs = {}
+    """"default,chunk=256,argmax=torch" -> (CudaDecoder kwargs, whether the graph takes torch's argmax)."""
+    kwargs, torch_argmax = {}, False
     for item in filter(None, text.split(",")):
         if item == "default":
             continue
         key, value = item.split("=")
+        if key == "argmax":
+            torch_argmax = value == "torch"
+            continue
         name, convert = KNOBS[key]
         kwargs[name] = convert(value)
-    return kwargs
+    return kwargs, torch_argmax
 
 
 LAYER_KERNELS = ("qkv", "attention", "o", "gate_up", "down")
@@ -77,21 +83,24 @@ def step_timeline(replay, layers):
 
 
 class Graphed:
-    """One CUDA graph of ``decoder.step`` fed by its own argmax (greedy decode with no host round trip)."""
+    """One CUDA graph of ``decoder.step`` fed by its own greedy token (no host round trip): picked in the LM head
+    kernel, or by torch's argmax and a copy (``torch_argmax``)."""
 
-    def __init__(self, decoder, cache):
+    def __init__(self, decoder, cache, torch_argmax=False):
         self.cache, self.token = cache, torch.zeros(1, dtype=torch.long, device="cuda")
         saved = cache.lengths.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
+        step = ((lambda: self.token.copy_(decoder.step(self.token).argmax(-1))) if torch_argmax
+                else (lambda: decoder.step(self.token, self.token)))
         with torch.cuda.stream(side):
             for _ in range(2):
-                decoder.step(self.token)
+                step()
                 cache.lengths.copy_(saved)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.token.copy_(decoder.step(self.token).argmax(-1))
+            step()
         cache.lengths.copy_(saved)
 
 
@@ -111,16 +120,18 @@ def main():
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * (
         args.prompt + args.steps / 2)
-    bound = copy_bw / (weight_bytes + kv_bytes)
+    bound, weights_bound = copy_bw / (weight_bytes + kv_bytes), copy_bw / weight_bytes
     cache = KVCache.for_model(model, 1, args.prompt + args.steps + 8)
     prompt = torch.randint(0, config.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(2)).tolist()
     print(f"device {torch.cuda.get_device_name()}; bound {bound:.0f} tok/s "
-          f"({(weight_bytes + kv_bytes) / 1e9:.2f} GB/token at {copy_bw / 1e12:.2f} TB/s)")
+          f"({(weight_bytes + kv_bytes) / 1e9:.2f} GB/token at {copy_bw / 1e12:.2f} TB/s); "
+          f"weights alone: {weights_bound:.0f} tok/s ({weight_bytes / 1e9:.3f} GB/token)")
     for text in args.variants.split(";"):
         cache.reset()
         model.prefill([prompt], cache)
-        decoder = CudaDecoder(model, cache, **parse_variant(text))
-        graphed = Graphed(decoder, cache)
+        kwargs, torch_argmax = parse_variant(text)
+        decoder = CudaDecoder(model, cache, **kwargs)
+        graphed = Graphed(decoder, cache, torch_argmax)
         rates = []
         for _ in range(3):
             cache.lengths.fill_(args.prompt)
@@ -131,8 +142,9 @@ def main():
             torch.cuda.synchronize()
             rates.append(args.steps / (time.perf_counter() - t0))
         best = max(rates)
-        print(f"{text:28s} {best:6.0f} tok/s ({1e6 / best:5.0f} us/step) {best / bound:6.1%} of the bound   "
-              f"runs: {', '.join(f'{r:.0f}' for r in rates)}; attention splits {decoder._impl.splits}", flush=True)
+        print(f"{text:28s} {best:6.0f} tok/s ({1e6 / best:5.0f} us/step) {best / bound:6.1%} of the bound "
+              f"({best / weights_bound:.1%} of weights alone)   runs: {', '.join(f'{r:.0f}' for r in rates)}; "
+              f"attention splits {decoder._impl.splits}", flush=True)
         if args.profile:
             cache.lengths.fill_(args.prompt + args.steps // 2)
             kernel_breakdown(graphed.graph.replay, f"one replay ({text})", top=12)

@@ -11,13 +11,16 @@ bucket (``ops.decoder``: on CUDA, ``ops.cuda.CudaDecoder``, 5 kernels a layer in
 
     decoder = GraphDecoder(model, cache)          # cache: qwen3mini.generation.KVCache on the GPU
     logits = decoder.step(tokens)                 # tokens LongTensor [n] for cache rows 0..n-1 -> [n, vocab]
+    tokens = decoder.greedy_step(tokens)          # the same step -> its greedy tokens [n] (argmax in the graph)
 
     rows = generate_graphed(model, prompts, max_new_tokens=256)   # batched greedy/sampled generation
     rows = generate_graphed(model, prompts, max_new_tokens=[100, 900, ...])   # a budget per prompt
 
 Graphs are captured per batch-size *bucket* (1, 2, 4, 8, ... capped at the cache's rows) on first use and kept;
 a step over n rows replays the graph of the smallest bucket >= n, the rows past n riding along as padding.
-All graphs share one memory pool.
+All graphs share one memory pool. ``greedy_step`` has graphs of its own, which end in the argmax: the fused step
+picks it inside its LM head kernel (``CudaDecoder.step(tokens, next_tokens)``), the op path captures
+``logits.argmax(-1)``; greedy generation then needs no kernel outside the graph between two steps.
 
 Finished rows of a batch are *retired* on the device rather than removed: their cache length is reset to 0
 after every step, so from then on they attend to one position (a few bytes) instead of a growing history; their
@@ -52,7 +55,8 @@ class GraphDecoder:
             raise ValueError("GraphDecoder needs the model and its KV cache on a CUDA device")
         self.model, self.cache, self.warmup_steps, self.fused = model, cache, warmup_steps, fused
         self.pool = torch.cuda.graph_pool_handle()
-        self.graphs = {}  # bucket -> (graph, static tokens [bucket], static logits [bucket, vocab], step owner)
+        # (bucket, greedy) -> (graph, static tokens [bucket], static output [bucket, vocab] or [bucket], step owner)
+        self.graphs = {}
 
     def step_function(self, view: KVCache):
         """What is captured for a bucket: the backend's fused step over ``view``, else the op path."""
@@ -66,10 +70,21 @@ class GraphDecoder:
         return min(1 << (n - 1).bit_length(), self.cache.batch_size)
 
     @torch.no_grad()
-    def _capture(self, n: int):
+    def _capture(self, n: int, greedy: bool):
         view = _row_view(self.cache, n)
         owner, step = self.step_function(view)
         tokens = torch.zeros(n, dtype=torch.long, device=self.cache.k.device)
+        next_tokens = torch.zeros_like(tokens)
+
+        def run():
+            if not greedy:
+                return step(tokens)
+            if owner is not None:  # the fused step: the argmax is picked in its LM head kernel
+                step(tokens, next_tokens)
+            else:
+                next_tokens.copy_(step(tokens).argmax(-1))
+            return next_tokens
+
         saved = self.cache.lengths.clone()
         # Warm-up on a side stream (lazy inits, cuBLAS workspaces) as torch.cuda.graph requires. It writes K/V
         # at each row's next free position (garbage by the cache's contract) and advances the lengths, which
@@ -78,33 +93,41 @@ class GraphDecoder:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self.warmup_steps):
-                step(tokens)
+                run()
                 view.lengths.copy_(saved[:n])
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            logits = step(tokens)
+            output = run()
         self.cache.lengths.copy_(saved)
-        self.graphs[n] = (graph, tokens, logits, owner)  # the owner keeps the fused step's buffers alive
+        self.graphs[n, greedy] = (graph, tokens, output, owner)  # the owner keeps the fused step's buffers alive
+
+    def _replay(self, tokens: torch.Tensor, greedy: bool) -> torch.Tensor:
+        n = tokens.shape[0]
+        if not 1 <= n <= self.cache.batch_size:
+            raise ValueError(f"GraphDecoder.step: {n} tokens for a cache of {self.cache.batch_size} rows")
+        b = self.bucket(n)
+        if (b, greedy) not in self.graphs:
+            self._capture(b, greedy)
+        graph, static_tokens, output, _ = self.graphs[b, greedy]
+        static_tokens[:n].copy_(tokens)
+        padding = self.cache.lengths[n:b].clone() if b > n else None   # device copies: no host sync
+        graph.replay()
+        if padding is not None:
+            self.cache.lengths[n:b].copy_(padding)
+        return output[:n]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Decode one token for each of cache rows 0..len(tokens)-1; returns their logits [n, vocab].
 
         The returned tensor is the graph's static output: it is overwritten by the next ``step`` of the same
         batch size (clone it to keep it). The caller guarantees no row is full, as for ``decode_step``."""
-        n = tokens.shape[0]
-        if not 1 <= n <= self.cache.batch_size:
-            raise ValueError(f"GraphDecoder.step: {n} tokens for a cache of {self.cache.batch_size} rows")
-        b = self.bucket(n)
-        if b not in self.graphs:
-            self._capture(b)
-        graph, static_tokens, logits, _ = self.graphs[b]
-        static_tokens[:n].copy_(tokens)
-        padding = self.cache.lengths[n:b].clone() if b > n else None   # device copies: no host sync
-        graph.replay()
-        if padding is not None:
-            self.cache.lengths[n:b].copy_(padding)
-        return logits[:n]
+        return self._replay(tokens, greedy=False)
+
+    def greedy_step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``step(tokens).argmax(-1)``, the argmax inside the graph: the next token of each row [n] (a static
+        buffer too, overwritten by the next ``greedy_step`` of the same batch size)."""
+        return self._replay(tokens, greedy=True)
 
 
 @torch.no_grad()
@@ -136,16 +159,16 @@ def generate_graphed(model, prompts, max_new_tokens, params: SamplingParams | No
     last_step = torch.tensor(budgets, dtype=torch.long, device=device) - 1     # a row's final step index
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
-    logits = model.prefill(prompts, cache)
+    greedy = params.temperature == 0 and not params.presence_penalty   # the sampler would only take the argmax
+    tokens = sampler(model.prefill(prompts, cache))
     out = torch.empty(batch, steps, dtype=torch.long, device=device)
     for step in range(steps):
-        tokens = sampler(logits)
         out[:, step] = tokens
         finished |= torch.isin(tokens, stop_tensor) | (last_step == step)
         if step + 1 == steps or ((step + 1) % check_every == 0 and bool(finished.all())):
             break
         cache.lengths.masked_fill_(finished, 0)        # retire finished rows: one position of attention each
-        logits = decoder.step(tokens)
+        tokens = decoder.greedy_step(tokens) if greedy else sampler(decoder.step(tokens))
     rows = []
     for prompt, budget, row in zip(prompts, budgets, out[:, :step + 1].tolist()):
         row = row[:budget]

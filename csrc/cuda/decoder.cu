@@ -5,7 +5,7 @@
 // gate_up_proj -> silu_mul -> down_proj, final norm, LM head), with the same rounding to the model dtype after
 // every op. Python side: qwen3mini/ops/cuda.py (CudaDecoder). Why it exists: at batch 1 the op path is ~12
 // kernels a layer, most of them moving a few KB yet costing 1.5-5 us each; this step is 141 kernels instead of
-// 356, 1450 instead of 822 tokens/s on Qwen3-0.6B's shape on an H100 (bench/RESULTS.md, "cuda").
+// 356, 1510 instead of 822 tokens/s on Qwen3-0.6B's shape on an H100 (bench/RESULTS.md, "cuda").
 //
 // A layer here is
 //   1. qkv GEMV      prologue: RMSNorm of the residual stream (input_layernorm); layer 0 reads the embedding row
@@ -16,13 +16,16 @@
 //   4. gate_up GEMV  prologue: RMSNorm (post_attention_layernorm); epilogue: silu(gate) * up (one warp computes
 //                    gate row i and up row I + i, so the 2I-wide intermediate never exists)
 //   5. down GEMV     epilogue: residual += round(down)
-// and the step ends with the LM head GEMV (prologue: the final norm), which also advances lengths.
+// and the step ends with the LM head GEMV (prologue: the final norm), which also advances lengths and, for greedy
+// decoding, picks each row's argmax (GemvArgs::next_tokens).
 //
 // Norm prologues: every block recomputes the RMSNorm of the few hidden rows (2 KB each, from L2) into shared
-// memory, instead of a separate kernel writing them. Residual epilogues: the warp that owns output column c
-// updates residual[c] in place; the next kernel reads the whole row only after its griddepcontrol.wait, i.e.
-// after this grid finished. Rounding follows the reference exactly (projection output rounded to the dtype,
-// then the sum rounded, then the norm's fp32 statistics of the rounded sum).
+// memory, instead of a separate kernel writing them; each thread scales the chunks it loaded, so one barrier (for
+// the sum of squares) is all the norm costs. Residual epilogues: the warp that owns output column c updates
+// residual[c] in place, having read residual[c] right after its griddepcontrol.wait rather than after its dot
+// product (where that read's latency was on the critical path); the next kernel reads the whole row only after
+// its own wait, i.e. after this grid finished. Rounding follows the reference exactly (projection output rounded
+// to the dtype, then the sum rounded, then the norm's fp32 statistics of the rounded sum).
 //
 // GEMV bandwidth: one warp per output row (lanes across K, 16-byte loads, a whole row of K <= 1024 per lane in
 // registers). Where a batch-1 projection fits (all four of a Qwen3-0.6B layer), every row of the kernel is loaded
@@ -34,13 +37,16 @@
 // its blocks to drain first: 1450 against 1303 tok/s with the GEMVs left at the default split. Tried and not
 // kept (bench/RESULTS.md, "cuda"): an L2 prefetch of the next projections' weights (cp.async.bulk.prefetch.L2),
 // staging the rows in shared memory (with cp.async, and with the bulk-copy engine), and (batch 1) the input row
-// in registers with a warp-only norm instead of shared memory; all were slower.
+// read into registers by every warp, with a warp-only norm, instead of through shared memory (twice: 1368 and
+// 1278 against 1480 tok/s for o/down alone and for all four); all were slower.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include <climits>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "attention_tiles.cuh"
@@ -59,6 +65,9 @@ struct GemvArgs {
   void* res;              // residual stream [batch, n] (kResidual), or the target of the embedding copy
   void* y;                // output [batch, n] (kStore, kSwiGLU)
   int* lengths;           // set for the last kernel of a step: lengths[b] += 1
+  int64_t* next_tokens;   // set on the LM head for greedy decoding: next_tokens[b] = argmax of logits row b
+  unsigned long long* best_key;  // with it: [batch], each row's best (value, column) key; zero between launches
+  int* blocks_done;              // with it: the blocks that offered theirs; zero between launches
   int n, k, batch, vocab;
   float eps;
 };
@@ -132,8 +141,9 @@ __device__ __forceinline__ void gemv_stage_x(T* xs, const T* ws, const GemvArgs&
     }
     return;
   }
+  // Each thread squares, normalises and stores the same 16-byte chunks (its own: no barrier between the copy into
+  // shared memory and the scaling), so one barrier, for the warps' partial sums, is all the norm needs.
   __shared__ float partial[DG_WARPS][MAXB];
-  __shared__ float inv_rms[MAXB];
   float sq[MAXB];
 #pragma unroll
   for (int b = 0; b < MAXB; ++b) {
@@ -161,26 +171,28 @@ __device__ __forceinline__ void gemv_stage_x(T* xs, const T* ws, const GemvArgs&
     for (int o = 16; o > 0; o >>= 1) sq[b] += __shfl_xor_sync(0xffffffff, sq[b], o);
     if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32][b] = sq[b];
   }
-  __syncthreads();
-  if (threadIdx.x < batch) {
-    float total = 0.f;
-    for (int w = 0; w < DG_WARPS; ++w) total += partial[w][threadIdx.x];
-    inv_rms[threadIdx.x] = rsqrtf(total / k + a.eps);
-  }
   cp_async_wait<0>();
   __syncthreads();
-  const int vecs = k / 8;
-  for (int i = threadIdx.x; i < batch * vecs; i += blockDim.x) {
-    const int b = i / vecs, c = (i % vecs) * 8;
-    uint4 raw = *reinterpret_cast<const uint4*>(xs + b * k + c);
-    rms_scale8<T>(raw, *reinterpret_cast<const uint4*>(ws + c), inv_rms[b]);
-    *reinterpret_cast<uint4*>(xs + b * k + c) = raw;
+#pragma unroll
+  for (int b = 0; b < MAXB; ++b) {
+    if (b >= batch) break;
+    float total = 0.f;
+#pragma unroll
+    for (int w = 0; w < DG_WARPS; ++w) total += partial[w][b];
+    const float inv_rms = rsqrtf(total / k + a.eps);
+    for (int c = threadIdx.x * 8; c < k; c += blockDim.x * 8) {
+      uint4 raw = *reinterpret_cast<const uint4*>(xs + b * k + c);
+      rms_scale8<T>(raw, *reinterpret_cast<const uint4*>(ws + c), inv_rms);
+      *reinterpret_cast<uint4*>(xs + b * k + c) = raw;
+    }
   }
 }
 
-// Sum the lanes' partial dot products; lane b writes batch row b.
+// Sum the lanes' partial dot products; lane b writes batch row b. kResidual: `residual` holds the entries of the
+// residual stream being updated, where the caller read them ahead; else they are read here.
 template <typename T, int R, int MAXB, int MODE>
-__device__ __forceinline__ void gemv_epilogue(float (&acc)[R][MAXB], const GemvArgs& a, int task, int lane) {
+__device__ __forceinline__ void gemv_epilogue(float (&acc)[R][MAXB], const GemvArgs& a, int task, int lane,
+                                              const T* residual = nullptr) {
   auto round_t = [](float v) { return Traits<T>::to_float(Traits<T>::from_float(v)); };
 #pragma unroll
   for (int b = 0; b < MAXB; ++b) {
@@ -194,12 +206,50 @@ __device__ __forceinline__ void gemv_epilogue(float (&acc)[R][MAXB], const GemvA
       static_cast<T*>(a.y)[at] = Traits<T>::from_float(acc[0][b]);
     } else if constexpr (MODE == kResidual) {  // add_rms_norm's sum: round(residual + round(projection))
       T* res = static_cast<T*>(a.res);
-      res[at] = Traits<T>::from_float(Traits<T>::to_float(res[at]) + round_t(acc[0][b]));
+      const T before = residual != nullptr ? residual[b] : res[at];
+      res[at] = Traits<T>::from_float(Traits<T>::to_float(before) + round_t(acc[0][b]));
     } else {  // silu_mul: silu(gate) rounded, times up, rounded (gate and up rounded as the projection's output)
       const float g = round_t(acc[0][b]), u = round_t(acc[1][b]);
       static_cast<T*>(a.y)[at] = Traits<T>::from_float(round_t(g / (1.f + __expf(-g))) * u);
     }
   }
+}
+
+// Greedy decoding inside the LM head (GemvArgs::next_tokens): the argmax of each logits row as torch.argmax
+// computes it on the stored logits, i.e. on the values rounded to T: the first column of the largest value, a NaN
+// counting as the largest. A (value, column) pair is packed into one 64-bit key that orders as that rule does,
+// so the search is a max: over each lane's columns, then the block's warps, then the blocks (one atomicMax per
+// row and block); the last block to finish (a counter, as for the attention splits) turns the key back into a
+// column and resets it. It spares a greedy loop the argmax and copy kernels it would run after the step.
+__device__ __forceinline__ unsigned long long argmax_key(float value, int column) {
+  unsigned bits = __float_as_uint(value);
+  if ((bits & 0x7fffffffu) == 0) bits = 0;  // -0 ties with +0, as the comparison of floats has it
+  if ((bits & 0x7fffffffu) > 0x7f800000u) bits = 0xffffffffu;  // any NaN: above everything
+  else bits = bits & 0x80000000u ? ~bits : bits | 0x80000000u;  // order the floats as unsigned integers
+  return static_cast<unsigned long long>(bits) << 32 | ~static_cast<unsigned>(column);  // lower column: larger
+}
+
+template <int MAXB>
+__device__ __forceinline__ void gemv_argmax_finish(unsigned long long lane_best, const GemvArgs& a) {
+  __shared__ unsigned long long warp_best[DG_WARPS][MAXB];
+  __shared__ bool last_block;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane < a.batch) warp_best[warp][lane] = lane_best;  // lane b holds row b's best of its warp
+  __syncthreads();
+  if (threadIdx.x < a.batch) {
+    unsigned long long best = 0;
+    for (int w = 0; w < DG_WARPS; ++w) best = max(best, warp_best[w][threadIdx.x]);
+    atomicMax(a.best_key + threadIdx.x, best);
+  }
+  __threadfence();  // this block's offers land before it counts itself done
+  __syncthreads();
+  if (threadIdx.x == 0) last_block = atomicAdd(a.blocks_done, 1) == gridDim.x - 1;
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  if (threadIdx.x < a.batch)
+    a.next_tokens[threadIdx.x] = ~static_cast<unsigned>(atomicExch(a.best_key + threadIdx.x, 0ull));
+  if (threadIdx.x == 0) *a.blocks_done = 0;
 }
 
 template <typename T, int U, int MAXB, int MODE>
@@ -234,10 +284,20 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int b = 0; b < MAXB; ++b) acc[r][b] = 0.f;
+  unsigned long long greedy = 0;  // lane b: the best key of row b among this warp's columns
   while (task < a.n) {
     gemv_fma<T, U, R, MAXB>(acc, cur, xs, a.k, a.batch, round, lane);
     if (round == rounds - 1) {
       gemv_epilogue<T, R, MAXB, MODE>(acc, a, task, lane);
+      if constexpr (MODE == kStore) {
+        if (a.next_tokens != nullptr) {
+#pragma unroll
+          for (int b = 0; b < MAXB; ++b) {  // (the epilogue's reduction left every lane every row's sum)
+            const float logit = Traits<T>::to_float(Traits<T>::from_float(acc[0][b]));
+            if (b == lane && b < a.batch) greedy = max(greedy, argmax_key(logit, task));
+          }
+        }
+      }
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -252,6 +312,8 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
     advance(next_task, next_round);
     if (next_task < a.n) gemv_load<T, U, R>(nxt, w, next_task, a.n, a.k, next_round, lane);  // in flight during FMAs
   }
+  if constexpr (MODE == kStore)
+    if (a.next_tokens != nullptr) gemv_argmax_finish<MAXB>(greedy, a);
   if (a.lengths != nullptr && blockIdx.x == 0 && threadIdx.x < a.batch) a.lengths[threadIdx.x] += 1;
 }
 
@@ -275,6 +337,14 @@ __global__ void __launch_bounds__(DG_THREADS, 2) decoder_gemv_resident_kernel(co
     if (warp + t * stride < a.n) gemv_load<T, V, R>(rows[t], w, warp + t * stride, a.n, a.k, 0, lane);
   gemv_copy_norm_weight<T>(ws, a);
   pdl_wait();  // the input row is the last kernel's output
+  // kResidual: the residual entries this warp will update, read now rather than after the dot products, where the
+  // read's latency would add to the step's critical path. (Final now: every earlier kernel has completed.)
+  T residual[TASKS][1];
+  if constexpr (MODE == kResidual) {
+#pragma unroll
+    for (int t = 0; t < TASKS; ++t)
+      if (warp + t * stride < a.n) residual[t][0] = static_cast<const T*>(a.res)[warp + t * stride];
+  }
   gemv_stage_x<T, 1>(xs, ws, a);
   __syncthreads();
   // An empty asm that "rewrites" every weight register: left to itself the compiler converts the loaded bf16
@@ -295,7 +365,7 @@ __global__ void __launch_bounds__(DG_THREADS, 2) decoder_gemv_resident_kernel(co
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r][0] = 0.f;
     gemv_fma<T, V, R, 1>(acc, rows[t], xs, a.k, 1, 0, lane);
-    gemv_epilogue<T, R, 1, MODE>(acc, a, warp + t * stride, lane);
+    gemv_epilogue<T, R, 1, MODE>(acc, a, warp + t * stride, lane, MODE == kResidual ? residual[t] : nullptr);
   }
 }
 
@@ -617,13 +687,15 @@ void launch_resident_inst(const GemvArgs& a, cudaStream_t stream) {
 template <typename T, int V, int MODE>
 bool launch_resident_tasks(const GemvArgs& a, int tasks, cudaStream_t stream) {
   constexpr int R = MODE == kSwiGLU ? 2 : 1;
-  if constexpr (R * V <= kResidentVectors)
+  // (kResidual also holds the residual entries it updates, read ahead: at a full budget, 12 bytes spilled)
+  constexpr int budget = kResidentVectors - (MODE == kResidual);
+  if constexpr (R * V <= budget)
     if (tasks == 1) return launch_resident_inst<T, V, MODE, 1>(a, stream), true;
-  if constexpr (2 * R * V <= kResidentVectors)
+  if constexpr (2 * R * V <= budget)
     if (tasks == 2) return launch_resident_inst<T, V, MODE, 2>(a, stream), true;
-  if constexpr (3 * R * V <= kResidentVectors)
+  if constexpr (3 * R * V <= budget)
     if (tasks == 3) return launch_resident_inst<T, V, MODE, 3>(a, stream), true;
-  if constexpr (4 * R * V <= kResidentVectors)
+  if constexpr (4 * R * V <= budget)
     if (tasks == 4) return launch_resident_inst<T, V, MODE, 4>(a, stream), true;
   return false;
 }
@@ -649,7 +721,7 @@ bool launch_resident_gemv(const GemvArgs& a, cudaStream_t stream) {
 // Rows of K <= 1024 in one round of 4 vectors per lane; longer rows in rounds of 8. Batch 1, or up to 8 rows.
 template <typename T>
 void launch_decoder_gemv(const GemvArgs& a, int mode, cudaStream_t stream) {
-  if (a.lengths == nullptr) {  // (the LM head streams: its rows never fit)
+  if (a.lengths == nullptr && a.next_tokens == nullptr) {  // (the LM head streams: its rows never fit)
     const bool done = mode == kStore ? launch_resident_gemv<T, kStore>(a, stream)
                       : mode == kResidual ? launch_resident_gemv<T, kResidual>(a, stream)
                                           : launch_resident_gemv<T, kSwiGLU>(a, stream);
@@ -754,18 +826,23 @@ class FusedDecoder {
     o_part_ = torch::empty({batch_, n_heads, splits_, D}, f32);
     lse_part_ = torch::empty({batch_, n_heads, splits_}, f32);
     counters_ = torch::zeros({batch_, n_kv}, opts.dtype(at::kInt));
+    best_key_ = torch::zeros({batch_}, opts.dtype(at::kLong));  // greedy decoding's state (zero between steps)
+    blocks_done_ = torch::zeros({1}, opts.dtype(at::kInt));
   }
 
-  torch::Tensor step(torch::Tensor tokens) {
-    TORCH_CHECK(tokens.is_cuda() && tokens.scalar_type() == at::kLong && tokens.numel() == batch_ &&
-                    tokens.device() == embed_.device(),
-                "Decoder.step: tokens must be an int64 CUDA tensor of ", batch_, " ids (one per cache row) on ",
-                embed_.device(), ", got ", tokens.sizes(), " ", tokens.scalar_type(), " on ", tokens.device());
+  torch::Tensor step(torch::Tensor tokens, std::optional<torch::Tensor> next_tokens) {
+    check_ids(tokens, "tokens");
+    int64_t* greedy = nullptr;
+    if (next_tokens) {
+      check_ids(*next_tokens, "next_tokens");
+      TORCH_CHECK(next_tokens->is_contiguous(), "Decoder.step: next_tokens must be contiguous");
+      greedy = next_tokens->data_ptr<int64_t>();
+    }
     const c10::cuda::CUDAGuard guard(embed_.device());
     auto ids = tokens.contiguous();
     auto stream = c10::cuda::getCurrentCUDAStream();
-    if (embed_.scalar_type() == at::kBFloat16) run<__nv_bfloat16>(ids, stream);
-    else run<__half>(ids, stream);
+    if (embed_.scalar_type() == at::kBFloat16) run<__nv_bfloat16>(ids, greedy, stream);
+    else run<__half>(ids, greedy, stream);
     return logits_;
   }
 
@@ -773,6 +850,12 @@ class FusedDecoder {
 
  private:
   const torch::Tensor& weight(int layer, int i) const { return w_[layer * kWeightsPerLayer + i]; }
+
+  void check_ids(const torch::Tensor& t, const char* name) const {
+    TORCH_CHECK(t.is_cuda() && t.scalar_type() == at::kLong && t.numel() == batch_ && t.device() == embed_.device(),
+                "Decoder.step: ", name, " must be an int64 CUDA tensor of ", batch_, " ids (one per cache row) on ",
+                embed_.device(), ", got ", t.sizes(), " ", t.scalar_type(), " on ", t.device());
+  }
 
   GemvArgs gemv(const torch::Tensor& w, const torch::Tensor& x, int64_t n) const {
     GemvArgs a{};
@@ -782,7 +865,7 @@ class FusedDecoder {
   }
 
   template <typename T>
-  void run(const torch::Tensor& ids, cudaStream_t stream) {
+  void run(const torch::Tensor& ids, int64_t* next_tokens, cudaStream_t stream) {
     const int64_t D = head_dim_, layer_stride = k_.stride(0);
     for (int l = 0; l < layers_; ++l) {
       // 1. qkv projection of the normalised residual stream (layer 0: of the embedding rows)
@@ -814,9 +897,13 @@ class FusedDecoder {
       down.res = res_.data_ptr();
       launch_decoder_gemv<T>(down, kResidual, stream);
     }
-    // 6. the LM head of the final norm; it also advances the lengths
+    // 6. the LM head of the final norm; it also advances the lengths (and picks the greedy tokens, if asked)
     GemvArgs head = gemv(lm_head_, res_, vocab_);
     head.norm_w = final_norm_.data_ptr(), head.y = logits_.data_ptr(), head.lengths = lengths_.data_ptr<int>();
+    if (next_tokens != nullptr) {
+      head.next_tokens = next_tokens, head.blocks_done = blocks_done_.data_ptr<int>();
+      head.best_key = reinterpret_cast<unsigned long long*>(best_key_.data_ptr<int64_t>());
+    }
     launch_decoder_gemv<T>(head, kStore, stream);
   }
 
@@ -831,7 +918,7 @@ class FusedDecoder {
 
   std::vector<torch::Tensor> w_;
   torch::Tensor embed_, final_norm_, lm_head_, k_, v_, lengths_, cos_, sin_;
-  torch::Tensor res_, qkv_, attn_, act_, logits_, o_part_, lse_part_, counters_;
+  torch::Tensor res_, qkv_, attn_, act_, logits_, o_part_, lse_part_, counters_, best_key_, blocks_done_;
   int64_t n_heads_, n_kv_, batch_ = 0, capacity_ = 0, head_dim_ = 0, hidden_ = 0, vocab_ = 0, inter_ = 0;
   int64_t splits_ = 1, chunk_ = ATT_WARPS * BLOCK_N;
   int layers_ = 0;
@@ -843,6 +930,9 @@ void bind_decoder(pybind11::module& m) {
       .def(pybind11::init<std::vector<torch::Tensor>, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor,
                           torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, int64_t, int64_t, double,
                           int64_t>())
-      .def("step", &FusedDecoder::step, "tokens int64 [B] -> logits [B, vocab] (a buffer reused by every step)")
+      .def("step", &FusedDecoder::step,
+           "tokens int64 [B] -> logits [B, vocab] (a buffer reused by every step); next_tokens int64 [B], if given, "
+           "receives each row's greedy token (logits.argmax(-1)), computed in the LM head kernel",
+           pybind11::arg("tokens"), pybind11::arg("next_tokens") = pybind11::none())
       .def_property_readonly("splits", &FusedDecoder::splits);
 }

@@ -182,13 +182,18 @@ class CudaDecoder:
                                    config.num_key_value_heads, float(config.rms_norm_eps), min_chunk)
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens LongTensor [B] (one per cache row, on the GPU) -> logits [B, vocab]; advances cache.lengths."""
+    def step(self, tokens: torch.Tensor, next_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens LongTensor [B] (one per cache row, on the GPU) -> logits [B, vocab]; advances cache.lengths.
+
+        ``next_tokens`` (LongTensor [B] on the GPU, may be ``tokens`` itself): receives ``logits.argmax(-1)``,
+        picked inside the LM head kernel, which spares a greedy loop the argmax and copy kernels after the step."""
         rows, device = self.cache.batch_size, self.cache.k.device
-        if tokens.shape != (rows,) or tokens.dtype != torch.long or tokens.device != device:
-            raise ValueError(f"CudaDecoder.step: tokens must be a LongTensor [{rows}] on {device}, "
-                             f"got {tuple(tokens.shape)} {tokens.dtype} on {tokens.device}")
-        return self._impl.step(tokens)
+        for name, t in (("tokens", tokens), ("next_tokens", next_tokens)):
+            if t is not None and (t.shape != (rows,) or t.dtype != torch.long or t.device != device
+                                  or not t.is_contiguous()):
+                raise ValueError(f"CudaDecoder.step: {name} must be a contiguous LongTensor [{rows}] on {device}, "
+                                 f"got {tuple(t.shape)} {t.dtype} on {t.device}")
+        return self._impl.step(tokens, next_tokens)
 
 
 def register():

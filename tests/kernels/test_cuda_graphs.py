@@ -76,6 +76,26 @@ def test_bucket_padding_rows_are_left_alone():
     assert torch.equal(caches[1].k[:, 3, :5], k_before)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_greedy_step_is_the_argmax_of_step(fused):
+    """greedy_step's argmax inside the graph (picked in the fused step's LM head kernel, or the op path's
+    captured argmax) is step(...).argmax(-1), here over 3 rows of a 4-row cache (a padded bucket)."""
+    from qwen3mini.cuda_graphs import GraphDecoder
+    from qwen3mini.generation import KVCache
+    model = small_model("small")
+    prompts = [[5, 6, 7], [1, 2], [3] * 9, [4] * 5]
+    caches = [KVCache.for_model(model, 4, 32) for _ in range(2)]
+    tokens = [model.prefill(prompts, cache).argmax(-1) for cache in caches][0][:3]
+    by_logits, greedy = (GraphDecoder(model, cache, fused=fused) for cache in caches)
+    expected = tokens
+    for step in range(5):
+        expected = by_logits.step(expected).argmax(-1)
+        tokens = greedy.greedy_step(tokens)
+        assert torch.equal(tokens, expected), f"step {step}: {tokens.tolist()} != {expected.tolist()}"
+    assert caches[0].lengths.tolist() == caches[1].lengths.tolist() == [8, 7, 14, 5]
+    assert type(greedy.graphs[4, True][3]).__name__ == ("CudaDecoder" if fused else "NoneType")
+
+
 def test_generate_graphed_matches_generate():
     from qwen3mini.cuda_graphs import generate_graphed
     model = small_model("small")

@@ -7,7 +7,8 @@ write or read shows), the lengths advanced by one. Random small configurations (
 128, GQA ratios 1 to 8, hidden and intermediate sizes that are not multiples of the kernels' 256-element rounds
 (and over 1024 and 2048, the longer-row paths), 1 to 5 rows with different cache lengths (0 and nearly full
 included), caches of up to 600 positions (the attention then runs as several splits), bf16 and fp16. Then: a
-greedy continuation equal to the op path's, graph replays equal to eager steps, and the Qwen3-0.6B shape
+greedy continuation equal to the op path's, the greedy tokens picked in the LM head kernel equal to torch's
+argmax of the logits (ties and NaN included), graph replays equal to eager steps, and the Qwen3-0.6B shape
 against transformers. Skipped without a GPU; QWEN3MINI_CUDA_EXAMPLES sets the number of hypothesis examples
 (default 25).
 """
@@ -111,24 +112,64 @@ def test_decoder_is_offered_only_where_it_applies():
         assert ops.decoder(dense, KVCache.for_model(dense, 1, 16)) is None
     finally:
         del os.environ["QWEN3MINI_FUSED_DECODER"]
-    with pytest.raises(ValueError, match=r"tokens must be a LongTensor \[1\]"):
-        ops.decoder(dense, KVCache.for_model(dense, 1, 16)).step(torch.zeros(2, dtype=torch.long, device="cuda"))
+    one_row = ops.decoder(dense, KVCache.for_model(dense, 1, 16))
+    with pytest.raises(ValueError, match=r"tokens must be a contiguous LongTensor \[1\]"):
+        one_row.step(torch.zeros(2, dtype=torch.long, device="cuda"))
+    with pytest.raises(ValueError, match=r"next_tokens must be a contiguous LongTensor \[1\]"):
+        one_row.step(torch.zeros(1, dtype=torch.long, device="cuda"), torch.zeros(1, dtype=torch.int, device="cuda"))
 
 
 def test_greedy_continuation_equals_the_op_path():
-    """32 greedy tokens, fused step vs model.decode_step, from the same prompt: identical."""
+    """32 greedy tokens, fused step vs model.decode_step, from the same prompt: identical, whether the fused
+    step's token is taken by argmax of its logits or picked in its LM head kernel (written over its input)."""
     model = random_model(3, torch.bfloat16, 256, 512, 8, 4, 128, layers=4, vocab=1024)
-    fused, plain = (prefilled_cache(model, [20], 64, seed=5) for _ in range(2))
-    decoder = ops.decoder(model, fused)
+    fused, in_kernel, plain = (prefilled_cache(model, [20], 64, seed=5) for _ in range(3))
+    decoder, greedy_decoder = ops.decoder(model, fused), ops.decoder(model, in_kernel)
     token = plain_token = model.prefill([[7, 8, 9]], plain, [0]).argmax(-1)
     assert torch.equal(model.prefill([[7, 8, 9]], fused, [0]).argmax(-1), token)
-    ours, expected = [], []
+    greedy_token = model.prefill([[7, 8, 9]], in_kernel, [0]).argmax(-1)
+    ours, picked, expected = [], [], []
     for _ in range(32):
         token = decoder.step(token).argmax(-1)
+        greedy_decoder.step(greedy_token, greedy_token)
         plain_token = model.decode_step(plain_token, plain).argmax(-1)
         ours.append(token.item())
+        picked.append(greedy_token.item())
         expected.append(plain_token.item())
     assert ours == expected
+    assert picked == expected
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+       vocab=st.sampled_from([1, 7, 300, 2053, 70001]), rows=st.integers(1, 8), data=st.data())
+def test_next_tokens_are_the_argmax_of_the_logits(seed, dtype, vocab, rows, data):
+    """``step(tokens, next_tokens)`` writes logits.argmax(-1) of the very logits it returns, as torch picks it:
+    the first of tied maxima (columns given the same head row as the winner, before and after it), and the
+    first NaN where a column is NaN. Vocabularies from 1 column to more than one wave of the LM head's blocks."""
+    model = random_model(seed, dtype, 136, 96, 4, 2, 64, layers=1, vocab=vocab)
+    lengths = data.draw(st.lists(st.integers(0, 30), min_size=rows, max_size=rows), label="lengths")
+    tokens = torch.randint(0, vocab, (rows,), generator=torch.Generator().manual_seed(seed)).cuda()
+    head = model.lm_head.weight
+    for case in ("plain", "ties", "nan"):
+        cache = prefilled_cache(model, lengths, 32, seed)
+        if case == "ties":  # the winner of row 0 copied to a column before it and one after it
+            winner = int(ops.decoder(model, copy.deepcopy(cache)).step(tokens)[0].argmax())
+            for column in {winner // 2, (winner + vocab) // 2 + 1} - {winner}:
+                if column < vocab:
+                    head.data[column] = head.data[winner]
+        if case == "nan":
+            nan_columns = sorted(set(data.draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=3),
+                                               label="nan columns")))
+            head.data[nan_columns] = float("nan")
+        next_tokens = torch.full((rows,), -5, dtype=torch.long, device="cuda")   # poisoned
+        logits = ops.decoder(model, cache).step(tokens, next_tokens)
+        expected = logits.argmax(-1)
+        assert torch.equal(next_tokens, expected), f"{case}: picked {next_tokens.tolist()}, argmax {expected.tolist()}"
+        if case == "ties":
+            assert int(next_tokens[0]) == min(torch.nonzero(logits[0] == logits[0].max()).flatten().tolist())
+        if case == "nan":
+            assert next_tokens.tolist() == [nan_columns[0]] * rows
 
 
 def test_graph_replay_equals_eager_fused_steps():
@@ -142,7 +183,7 @@ def test_graph_replay_equals_eager_fused_steps():
     for step in range(5):
         expected = eager.step(tokens).clone()
         got = graphed.step(tokens)
-        assert type(graphed.graphs[3][3]).__name__ == "CudaDecoder"
+        assert type(graphed.graphs[3, False][3]).__name__ == "CudaDecoder"
         assert torch.equal(got, expected), f"step {step}: replay differs from the eager fused step"
         tokens = expected.argmax(-1)
     assert torch.equal(graph_cache.lengths, eager_cache.lengths)
