@@ -105,7 +105,8 @@ class GraphDecoder:
     def _replay(self, tokens: torch.Tensor, greedy: bool) -> torch.Tensor:
         n = tokens.shape[0]
         if not 1 <= n <= self.cache.batch_size:
-            raise ValueError(f"GraphDecoder.step: {n} tokens for a cache of {self.cache.batch_size} rows")
+            raise ValueError(f"GraphDecoder.{'greedy_step' if greedy else 'step'}: {n} tokens for a cache of "
+                             f"{self.cache.batch_size} rows")
         b = self.bucket(n)
         if (b, greedy) not in self.graphs:
             self._capture(b, greedy)

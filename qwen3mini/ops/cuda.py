@@ -189,10 +189,11 @@ class CudaDecoder:
         picked inside the LM head kernel, which spares a greedy loop the argmax and copy kernels after the step."""
         rows, device = self.cache.batch_size, self.cache.k.device
         for name, t in (("tokens", tokens), ("next_tokens", next_tokens)):
-            if t is not None and (t.shape != (rows,) or t.dtype != torch.long or t.device != device
-                                  or not t.is_contiguous()):
-                raise ValueError(f"CudaDecoder.step: {name} must be a contiguous LongTensor [{rows}] on {device}, "
+            if t is not None and (t.shape != (rows,) or t.dtype != torch.long or t.device != device):
+                raise ValueError(f"CudaDecoder.step: {name} must be a LongTensor [{rows}] on {device}, "
                                  f"got {tuple(t.shape)} {t.dtype} on {t.device}")
+        if next_tokens is not None and not next_tokens.is_contiguous():  # (tokens are made contiguous if need be)
+            raise ValueError("CudaDecoder.step: next_tokens must be contiguous: the LM head kernel writes it in place")
         return self._impl.step(tokens, next_tokens)
 
 

@@ -113,10 +113,23 @@ def test_decoder_is_offered_only_where_it_applies():
     finally:
         del os.environ["QWEN3MINI_FUSED_DECODER"]
     one_row = ops.decoder(dense, KVCache.for_model(dense, 1, 16))
-    with pytest.raises(ValueError, match=r"tokens must be a contiguous LongTensor \[1\]"):
+    with pytest.raises(ValueError, match=r"tokens must be a LongTensor \[1\]"):
         one_row.step(torch.zeros(2, dtype=torch.long, device="cuda"))
-    with pytest.raises(ValueError, match=r"next_tokens must be a contiguous LongTensor \[1\]"):
+    with pytest.raises(ValueError, match=r"next_tokens must be a LongTensor \[1\]"):
         one_row.step(torch.zeros(1, dtype=torch.long, device="cuda"), torch.zeros(1, dtype=torch.int, device="cuda"))
+
+
+def test_strided_token_ids_are_read_and_next_tokens_must_be_dense():
+    """Token ids may be a strided view (a column of a [B, T] batch); the greedy output, written by the kernel in
+    place, must be contiguous."""
+    model = random_model(1, torch.bfloat16, 64, 96, 4, 2, 64)
+    caches = [prefilled_cache(model, [3, 5], 16, seed=2) for _ in range(2)]
+    ids = torch.tensor([[4, 9], [7, 1]], device="cuda")
+    strided = ops.decoder(model, caches[0]).step(ids[:, 0]).clone()
+    dense = ops.decoder(model, caches[1]).step(ids[:, 0].contiguous())
+    assert not ids[:, 0].is_contiguous() and torch.equal(strided, dense)
+    with pytest.raises(ValueError, match="next_tokens must be contiguous"):
+        ops.decoder(model, caches[0]).step(ids[:, 0].contiguous(), ids[:, 1])
 
 
 def test_greedy_continuation_equals_the_op_path():
