@@ -5,9 +5,9 @@
     python infer/chat.py --thinking-budget 256 --prompt "Is 221 prime?"
     printf 'Hi!\\nAnd in French? /no_think\\n' | python infer/chat.py  # piped: one user turn per line
 
-How a turn works (spec = shared/spec/qwen3.md, paper = the Qwen3 technical report, arXiv 2505.09388):
+How a turn works (docs/qwen3.md = our notes on Qwen3, paper = the Qwen3 technical report, arXiv 2505.09388):
 
-  1. The whole conversation is rendered with the chat template (spec §4) and tokenized. The template drops
+  1. The whole conversation is rendered with the chat template (docs/qwen3.md §4) and tokenized. The template drops
      the thinking of earlier turns, so the rendered prompt is not simply "cache + new message": we keep the
      longest prefix of the KV cache that still matches and prefill only the rest.
   2. ``--think`` (default) leaves the assistant turn open and the model starts with ``<think>`` itself;
@@ -16,7 +16,7 @@ How a turn works (spec = shared/spec/qwen3.md, paper = the Qwen3 technical repor
      trained to obey, the last one winning (paper §4.3); they go to the model verbatim.
   3. Thinking budget (paper §4.3): once the model has produced N tokens after ``<think>``, we stop it, append
      the report's stop text (``STOP_THINKING``, ending in ``</think>.\\n\\n``) as tokens and let it answer.
-  4. Sampling defaults follow the mode (paper §4.6, spec §2.4); any flag given on the command line wins.
+  4. Sampling defaults follow the mode (paper §4.6, docs/qwen3.md §2.4); any flag given on the command line wins.
 
 If the conversation no longer fits the context, the oldest turns are dropped with a notice; a single message
 too long for the context is refused. Ctrl-C stops a reply (the turn is discarded), Ctrl-D / EOF exits.
@@ -41,7 +41,7 @@ DEFAULT_MODEL = os.path.join(REPO_ROOT, "checkpoints", "qwen3mini-base")
 STOP_THINKING = ("Considering the limited time by the user, I have to give the solution based on the "
                  "thinking directly now.\n</think>.\n\n")
 
-# Paper §4.6 / spec §2.4: recommended sampling per mode.
+# Paper §4.6 / docs/qwen3.md §2.4: recommended sampling per mode.
 SAMPLING_DEFAULTS = {
     "think": dict(temperature=0.6, top_p=0.95, top_k=20, presence_penalty=0.0),
     "no-think": dict(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=1.5),
@@ -323,7 +323,7 @@ class ChatSession:
         special = tokenizer.token_to_id
         missing = [t for t in CHAT_TOKENS if t not in special]
         if missing:
-            raise ChatError(f"the tokenizer lacks Qwen3's chat tokens {missing} (spec §3): not a Qwen3 tokenizer")
+            raise ChatError(f"the tokenizer lacks Qwen3's chat tokens {missing} (docs/qwen3.md §3): not a Qwen3 tokenizer")
         self.turn_start_id = special["<|im_start|>"]
         self.think_id, self.end_think_id = special["<think>"], special["</think>"]
         self.stop_ids = set(model.config.eos_token_ids) | {special["<|im_end|>"], special["<|endoftext|>"]}

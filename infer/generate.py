@@ -6,7 +6,7 @@
     python infer/generate.py --model DIR --input q.jsonl --output o.jsonl --thinking-budget 512
 
 Input: ``.jsonl`` lines are objects with ``"prompt"`` (a user message) or ``"messages"`` (a chat, rendered with
-the template, spec §4); their other fields are copied to the output. Any other file is one prompt per line.
+the template, docs/qwen3.md §4); their other fields are copied to the output. Any other file is one prompt per line.
 Output, one line per sample: the input fields plus ``index`` (input line), ``sample``, ``completion`` (the
 generated text, think block and any budget stop text included), ``thinking``, ``response``, ``finish_reason``
 ("stop" or "length"), ``prompt_tokens`` and ``completion_tokens`` (generated tokens only).

@@ -1,4 +1,4 @@
-"""Checkpoint I/O in the Hugging Face layout (spec §1.1).
+"""Checkpoint I/O in the Hugging Face layout (docs/qwen3.md §1.1).
 
 A checkpoint directory holds ``config.json`` and either one ``model.safetensors`` or several shards listed in
 ``model.safetensors.index.json`` (``weight_map``: tensor name -> shard file).
@@ -105,7 +105,7 @@ def _plan(model: Qwen3ForCausalLM, files: dict, directory: str) -> dict:
     if missing:
         raise KeyError(f"checkpoint {directory} is missing tensor(s): {_some(missing)}")
     used = {key for parts in plan.values() for key, _ in parts}
-    if model.config.tie_word_embeddings:             # tied: a stored lm_head copy is redundant (spec §1.1)
+    if model.config.tie_word_embeddings:             # tied: a stored lm_head copy is redundant (docs/qwen3.md §1.1)
         used.add("lm_head.weight")
     unexpected = sorted(set(files) - used)
     if unexpected:

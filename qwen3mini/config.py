@@ -1,4 +1,4 @@
-"""Qwen3 configuration: one dataclass for the dense and the MoE models (spec §1, §2).
+"""Qwen3 configuration: one dataclass for the dense and the MoE models (docs/qwen3.md §1, §2).
 
 The fields keep the Hugging Face ``config.json`` names, so a config reads like the file it came from.
 ``Qwen3Config.from_hf_dict`` accepts both spellings found in the wild:
@@ -10,7 +10,7 @@ The fields keep the Hugging Face ``config.json`` names, so a config reads like t
 
 ``to_hf_dict`` writes the original spelling by default, which every transformers version since 4.51 reads.
 
-Presets: the eight released sizes (values from spec §2.1, post-trained checkpoints) and a few small shapes for
+Presets: the eight released sizes (values from docs/qwen3.md §2.1, post-trained checkpoints) and a few small shapes for
 tests and training from scratch. Change a field with ``dataclasses.replace(PRESETS["tiny"], vocab_size=4096)``.
 """
 import dataclasses
@@ -44,7 +44,7 @@ class Qwen3Config:
     bos_token_id: int | None = 151643
     eos_token_id: int | list | None = 151645
     initializer_range: float = 0.02             # std of the normal init when training from scratch
-    # --- mixture of experts (spec §1.7); num_experts == 0 means a dense model
+    # --- mixture of experts (docs/qwen3.md §1.7); num_experts == 0 means a dense model
     num_experts: int = 0
     num_experts_per_tok: int = 8
     moe_intermediate_size: int = 768
@@ -91,7 +91,7 @@ class Qwen3Config:
 
     # ------------------------------------------------------------------ size reports
     def num_parameters(self) -> dict:
-        """Parameter counts: ``total``, ``active`` (per token, MoE) and ``non_embedding`` (spec §2.1 table)."""
+        """Parameter counts: ``total``, ``active`` (per token, MoE) and ``non_embedding`` (docs/qwen3.md §2.1 table)."""
         H, D, L = self.hidden_size, self.head_dim, self.num_hidden_layers
         attn = H * D * (2 * self.num_attention_heads + 2 * self.num_key_value_heads) + 2 * D
         norms = 2 * H
@@ -113,7 +113,7 @@ class Qwen3Config:
                 "non_embedding": non_embedding}
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype = torch.bfloat16) -> int:
-        """K and V of one token over all layers: 2 * L * nKV * D * bytes (spec §2.1)."""
+        """K and V of one token over all layers: 2 * L * nKV * D * bytes (docs/qwen3.md §2.1)."""
         element = torch.empty((), dtype=dtype).element_size()
         return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * element
 
@@ -146,7 +146,7 @@ class Qwen3Config:
             kwargs["num_experts"] = d.get("num_experts", d.get("num_local_experts"))
             if not kwargs["num_experts"]:
                 raise ValueError(f"{source}: model_type qwen3_moe needs num_experts (or num_local_experts)")
-            kwargs.setdefault("norm_topk_prob", False)             # HF's class default (spec §2.3)
+            kwargs.setdefault("norm_topk_prob", False)             # HF's class default (docs/qwen3.md §2.3)
             kwargs.setdefault("mlp_only_layers", [])
         else:
             kwargs["num_experts"] = 0

@@ -9,7 +9,7 @@
         ...                                                                # each token is already in the cache
 
 Sampling follows the order of Hugging Face's logits processors: presence penalty, temperature, top-k, top-p,
-min-p (recommended settings: spec §2.4). ``temperature == 0`` is greedy (argmax, first index on ties).
+min-p (recommended settings: docs/qwen3.md §2.4). ``temperature == 0`` is greedy (argmax, first index on ties).
 """
 from dataclasses import dataclass
 
@@ -21,7 +21,7 @@ from . import ops
 @dataclass
 class SamplingParams:
     """Decoding settings (Qwen3's recommendations: thinking T=0.6, top_p=0.95, top_k=20; non-thinking T=0.7,
-    top_p=0.8, top_k=20; presence_penalty 0..2 against repetition; spec §2.4).
+    top_p=0.8, top_k=20; presence_penalty 0..2 against repetition; docs/qwen3.md §2.4).
 
     temperature: 0 means greedy. top_k: 0 means off. presence_penalty: subtracted once from the logit of every
     token already generated in this call (vLLM's definition; prompt tokens are not penalised). seed: makes
@@ -49,7 +49,7 @@ class KVCache:
 
     k, v: [layers, batch, max_seq_len, kv_heads, head_dim] in the model dtype, allocated once;
     lengths: int32 [batch] on the device, the number of valid positions per row. Keys are stored after QK-Norm
-    and RoPE (spec §1.3). Row b's positions >= lengths[b] hold garbage and are never read."""
+    and RoPE (docs/qwen3.md §1.3). Row b's positions >= lengths[b] hold garbage and are never read."""
 
     def __init__(self, config, batch_size: int, max_seq_len: int, device, dtype):
         shape = (config.num_hidden_layers, batch_size, max_seq_len, config.num_key_value_heads, config.head_dim)

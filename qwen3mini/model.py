@@ -1,4 +1,4 @@
-"""The Qwen3 model, dense and MoE (technical report §2; spec §1 and the numerics checklist §7).
+"""The Qwen3 model, dense and MoE (technical report §2; docs/qwen3.md §1 and the numerics checklist §7).
 
 Read it top to bottom beside the paper: RMSNorm, rotary embedding (with YaRN), grouped-query attention with
 QK-Norm, the SwiGLU MLP, the mixture-of-experts block with its router, the decoder layer, the model and the
@@ -28,7 +28,7 @@ from .config import Qwen3Config
 # Qwen3ForCausalLM.init_weights: the checkpoint loader builds the model on the meta device, where random init
 # would be wasted work (and, on meta, pulls in torch's compiler stack at import time).
 class Linear(nn.Module):
-    """A bias-free projection (Qwen3 has no biases, spec §1): ``x @ weight.T`` via ``ops.linear``."""
+    """A bias-free projection (Qwen3 has no biases, docs/qwen3.md §1): ``x @ weight.T`` via ``ops.linear``."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
@@ -39,7 +39,7 @@ class Linear(nn.Module):
 
 
 class Embedding(nn.Module):
-    """Token id -> row of the embedding matrix [vocab, hidden] (no scaling, spec §1.6)."""
+    """Token id -> row of the embedding matrix [vocab, hidden] (no scaling, docs/qwen3.md §1.6)."""
 
     def __init__(self, vocab_size: int, hidden_size: int):
         super().__init__()
@@ -50,7 +50,7 @@ class Embedding(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm (spec §1.2): fp32 statistics, rounded to the model dtype *before* the weight multiply."""
+    """RMSNorm (docs/qwen3.md §1.2): fp32 statistics, rounded to the model dtype *before* the weight multiply."""
 
     def __init__(self, size: int, eps: float):
         super().__init__()
@@ -63,7 +63,7 @@ class RMSNorm(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- RoPE
 def rope_inv_freq(config: Qwen3Config) -> tuple[torch.Tensor, float]:
-    """Inverse frequencies [D/2] (fp32) and the attention factor that scales cos and sin (spec §1.4, §5).
+    """Inverse frequencies [D/2] (fp32) and the attention factor that scales cos and sin (docs/qwen3.md §1.4, §5).
 
     Plain RoPE: ``inv_freq[i] = theta^(-2i/D)``. YaRN ("NTK-by-parts") keeps the high-frequency dims (which
     rotate many times within the original context), divides the low-frequency ones by ``factor`` (position
@@ -196,7 +196,7 @@ class DecodeContext:
 
 
 class Attention(nn.Module):
-    """Grouped-query attention with QK-Norm (spec §1.3).
+    """Grouped-query attention with QK-Norm (docs/qwen3.md §1.3).
 
     q, k, v projections -> per-head RMSNorm of q and k (QK-Norm, *before* RoPE) -> RoPE -> causal attention,
     query head h reading KV head h // (nH / nKV) -> output projection. Scale 1/sqrt(head_dim).
@@ -228,7 +228,7 @@ class Attention(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- feed-forward
 class MLP(nn.Module):
-    """SwiGLU feed-forward (spec §1.5): ``down(silu(gate(x)) * up(x))``.
+    """SwiGLU feed-forward (docs/qwen3.md §1.5): ``down(silu(gate(x)) * up(x))``.
 
     gate and up are one matrix, ``gate_up_proj`` [2I, H] (gate rows first), for the same reason as
     ``qkv_proj``; ``ops.silu_mul`` splits its output."""
@@ -256,11 +256,11 @@ class Experts(nn.Module):
 
 
 class MoE(nn.Module):
-    """Sparse mixture-of-experts block (spec §1.7), no shared expert (paper §2).
+    """Sparse mixture-of-experts block (docs/qwen3.md §1.7), no shared expert (paper §2).
 
     Router: ``logits = x W_g^T`` (model dtype) -> softmax in fp32 over all experts -> top-k -> renormalise
     if ``norm_topk_prob`` -> cast to the model dtype. Each token's output is the weighted sum of its k experts.
-    The router logits [N, E] are returned for the load-balancing loss (paper §2, spec §1.8).
+    The router logits [N, E] are returned for the load-balancing loss (paper §2, docs/qwen3.md §1.8).
     """
 
     def __init__(self, config: Qwen3Config):
@@ -282,7 +282,7 @@ class MoE(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- layers
 class DecoderLayer(nn.Module):
-    """Pre-norm block (spec §1.6): ``h = x + Attn(norm(x)); y = h + MLP(norm(h))``.
+    """Pre-norm block (docs/qwen3.md §1.6): ``h = x + Attn(norm(x)); y = h + MLP(norm(h))``.
 
     The residual add is fused with the norm that follows it (``ops.add_rms_norm``), so a layer takes and
     returns the pair (normalised input of this block's attention, residual stream) in the style of
@@ -317,7 +317,7 @@ class DecoderLayer(nn.Module):
 
 
 class Qwen3Model(nn.Module):
-    """Embedding -> decoder layers -> final RMSNorm (no embedding scaling, no soft-capping; spec §1.6)."""
+    """Embedding -> decoder layers -> final RMSNorm (no embedding scaling, no soft-capping; docs/qwen3.md §1.6)."""
 
     def __init__(self, config: Qwen3Config):
         super().__init__()

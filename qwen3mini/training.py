@@ -666,7 +666,7 @@ def special_token_ids(tokenizer_dir: str) -> dict:
 
 def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None, max_shard_size=None):
     """Save ``model`` in the HF layout: config.json, safetensors, and with ``tokenizer_dir`` its tokenizer
-    files plus a ``generation_config.json`` (spec §2.4: stop on ``<|im_end|>`` or ``<|endoftext|>``;
+    files plus a ``generation_config.json`` (docs/qwen3.md §2.4: stop on ``<|im_end|>`` or ``<|endoftext|>``;
     Qwen3's non-thinking sampling settings, a base model has no thinking mode yet)."""
     from .checkpoint import save_model
     config = model.config

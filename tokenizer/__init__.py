@@ -1,4 +1,4 @@
-"""Qwen3's byte-level BPE tokenizer, from scratch (spec §3, §4).
+"""Qwen3's byte-level BPE tokenizer, from scratch (docs/qwen3.md §3, §4).
 
     tok = load_tokenizer(path)            # HF dir (tokenizer.json or vocab.json + merges.txt), or *.tiktoken
     tok = from_tiktoken("qwen.tiktoken")  # Qwen's ranks + the 26 added tokens

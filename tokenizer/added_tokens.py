@@ -1,4 +1,4 @@
-"""Added tokens: strings matched verbatim in the raw text before normalisation and BPE (spec §3).
+"""Added tokens: strings matched verbatim in the raw text before normalisation and BPE (docs/qwen3.md §3).
 
 Every added token is matched, whatever its ``special`` flag (HF's ``split_special_tokens=False``); ``special``
 only decides whether ``decode(skip_special_tokens=True)`` drops it. So ``<think>`` is one token in the input

@@ -1,4 +1,4 @@
-"""The byte-pair merge loop (spec §3, "Merge loop") in pure Python; csrc/bpe/bpe.cpp is its C++ twin.
+"""The byte-pair merge loop (docs/qwen3.md §3, "Merge loop") in pure Python; csrc/bpe/bpe.cpp is its C++ twin.
 
 A pre-token's UTF-8 bytes start as one token each. Then, as long as any adjacent pair is in the merge table,
 the pair with the lowest rank is replaced by the token it makes; among equal ranks (the same pair twice) the

@@ -1,4 +1,4 @@
-"""Qwen3's chat template (the original hybrid-thinking one, spec §4) written as plain Python.
+"""Qwen3's chat template (the original hybrid-thinking one, docs/qwen3.md §4) written as plain Python.
 
 It renders exactly what ``tokenizer_config.json["chat_template"]`` renders under transformers' Jinja settings
 (``trim_blocks``, ``lstrip_blocks``, ``tojson = json.dumps(ensure_ascii=False)``); the tests check that against

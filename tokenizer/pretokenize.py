@@ -1,4 +1,4 @@
-"""Text -> pre-tokens: NFC normalisation, Qwen's split regex and GPT-2's byte <-> unicode map (spec §3).
+"""Text -> pre-tokens: NFC normalisation, Qwen's split regex and GPT-2's byte <-> unicode map (docs/qwen3.md §3).
 
 Byte-level BPE never merges across pre-token boundaries, so the regex decides what *can* become one token:
 a word with its leading space (" hello"), a single digit, a run of punctuation, a run of whitespace.

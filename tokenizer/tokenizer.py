@@ -1,4 +1,4 @@
-"""The Qwen3 tokenizer: added tokens -> NFC -> regex pre-tokens -> byte-level BPE, and back (spec §3).
+"""The Qwen3 tokenizer: added tokens -> NFC -> regex pre-tokens -> byte-level BPE, and back (docs/qwen3.md §3).
 
 Loads HF ``tokenizer.json``, ``vocab.json`` + ``merges.txt`` and tiktoken rank files (``qwen.tiktoken``);
 saves the HF files, so that ``tokenizers`` and ``transformers`` load what we train.
@@ -129,7 +129,7 @@ class Tokenizer:
     # ------------------------------------------------------------------------------------------------- chat
     def apply_chat_template(self, messages, tools=None, add_generation_prompt=True, enable_thinking=True,
                             tokenize=False):
-        """Qwen3's chat template (spec §4) as a string, or its ids with ``tokenize=True``."""
+        """Qwen3's chat template (docs/qwen3.md §4) as a string, or its ids with ``tokenize=True``."""
         text = render_chat(messages, tools=tools, add_generation_prompt=add_generation_prompt,
                            enable_thinking=enable_thinking)
         return self.encode(text) if tokenize else text

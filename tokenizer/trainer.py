@@ -1,4 +1,4 @@
-"""Train a byte-level BPE vocabulary with Qwen's pre-tokenizer and added tokens (spec §3).
+"""Train a byte-level BPE vocabulary with Qwen's pre-tokenizer and added tokens (docs/qwen3.md §3).
 
     from qwen3mini.tokenizer.trainer import train_bpe
     tok = train_bpe(["corpus.txt"], vocab_size=16384, out_dir="tok16k")   # or a list of strings

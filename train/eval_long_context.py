@@ -1,4 +1,4 @@
-"""Long-context evaluation of the S3 model (Qwen3 technical report §3, spec §5): validation loss by position
+"""Long-context evaluation of the S3 model (Qwen3 technical report §3, docs/qwen3.md §5): validation loss by position
 and passkey retrieval at 1x, 2x and 4x the S3 training length, each with plain RoPE and with YaRN factor 4.
 
 * Loss by position: windows of 4x the S3 length from the S3 validation shard, each starting at a document
@@ -54,7 +54,7 @@ PRESETS = {"tiny": dict(model="runs/tiny/s3/final", data="data/shards/s3/val", w
 
 def variant(model, yarn_factor, trained_len, length):
     """The same weights with the context stretched to ``length``: plain RoPE (extrapolation) when
-    ``yarn_factor`` is None, else YaRN with that factor over the trained length (spec §5)."""
+    ``yarn_factor`` is None, else YaRN with that factor over the trained length (docs/qwen3.md §5)."""
     scaling = None
     if yarn_factor is not None:
         scaling = {"rope_type": "yarn", "factor": yarn_factor, "original_max_position_embeddings": trained_len}

@@ -6,7 +6,7 @@
 //   count_pretokens      == tokenizer/trainer.py      count_pretokens()
 //   train_merges         == tokenizer/trainer.py      learn_merges()
 // Profiling the pure-Python path shows the regex split costs about as much as everything else, so the split
-// is done here too, by a hand-written matcher of Qwen's pattern (spec §3):
+// is done here too, by a hand-written matcher of Qwen's pattern (docs/qwen3.md §3):
 //   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>

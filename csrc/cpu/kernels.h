@@ -8,7 +8,7 @@
 // The kernels are plain C++ over raw pointers: no ATen in here. Vectors are GCC vector extensions
 // (`v8f` = 8 floats); the compiler maps them to one ymm register under AVX2 and to two xmm registers otherwise.
 //
-// Numerics (the rules the reference backend follows, spec §7): every dot product accumulates in fp32, and a
+// Numerics (the rules the reference backend follows, docs/qwen3.md §7): every dot product accumulates in fp32, and a
 // value is rounded to the activation dtype T exactly where the reference rounds it (round_to<T>). For
 // T = float rounding is the identity, so one template serves fp32 and bf16.
 //

@@ -4,7 +4,7 @@ This file *is* the op contract in executable form. Each function states shapes, 
 the C++ and CUDA backends (and any port) must compute the same function within the tolerances stated in
 ``csrc/README.md`` and are checked against these functions by ``tests/kernels``. The numerics follow
 Hugging Face ``transformers`` (the reference implementation of Qwen3), so that a model built on these ops matches
-it to rounding (spec §7).
+it to rounding (docs/qwen3.md §7).
 
 Conventions used throughout:
     N   number of tokens (all sequences of a batch packed one after another)
@@ -47,7 +47,7 @@ class ReferenceBackend:
 
     # ---------------------------------------------------------------- QK-Norm and rotary embedding
     def qk_norm_rope(self, q, k, q_weight, k_weight, eps: float, cos, sin):
-        """QK-Norm then rotary position embedding, for the queries and keys of one layer (spec §1.3, §1.4).
+        """QK-Norm then rotary position embedding, for the queries and keys of one layer (docs/qwen3.md §1.3, §1.4).
 
         q: [N, nH, D]; k: [N, nKV, D]; each may be a strided view (e.g. head slices of one fused q/k/v
         projection) with a contiguous last dim. q_weight, k_weight: [D]. cos, sin: [N, D] in q.dtype (already
@@ -125,7 +125,7 @@ class ReferenceBackend:
         return F.linear(x, weight)
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """SwiGLU's gate (spec §1.5): gate_up [..., 2I] (the output of the fused gate/up projection, gate in the
+        """SwiGLU's gate (docs/qwen3.md §1.5): gate_up [..., 2I] (the output of the fused gate/up projection, gate in the
         first half) -> ``silu(gate) * up`` [..., I] in gate_up.dtype. Numerics (HF ``Qwen3MLP``): SiLU rounded
         to the dtype, then the product rounded to the dtype. gate_up may be non-contiguous in its leading dims.
         """
@@ -133,7 +133,7 @@ class ReferenceBackend:
         return F.silu(gate_up[..., :half]) * gate_up[..., half:]
 
     def moe_route(self, logits: torch.Tensor, top_k: int, normalize: bool):
-        """The MoE router after its projection (spec §1.7): choose each token's top-k experts and their weights.
+        """The MoE router after its projection (docs/qwen3.md §1.7): choose each token's top-k experts and their weights.
 
         logits: [N, E] in the model dtype. Returns ``(ids, weights)``: ids int64 [N, k], distinct per row, in
         descending order of probability (ties in any order); weights [N, k] in logits.dtype.

@@ -72,7 +72,7 @@ def test_save_bf16_keeps_dtype_in_config(dense_dir, tmp_path):
 
 
 def test_tied_checkpoint_with_redundant_lm_head(tmp_path):
-    """Tied checkpoints may carry a copy of lm_head.weight (Qwen3-0.6B does, spec §1.1): it is ignored."""
+    """Tied checkpoints may carry a copy of lm_head.weight (Qwen3-0.6B does, docs/qwen3.md §1.1): it is ignored."""
     hf = make_hf_model(seed=3, tie_word_embeddings=True)
     directory = save_hf_checkpoint(hf, tmp_path / "tied")
     path = os.path.join(directory, "model.safetensors")

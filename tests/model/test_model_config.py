@@ -1,4 +1,4 @@
-"""Qwen3Config: presets against the spec's table, both config.json spellings, transformers agreement."""
+"""Qwen3Config: presets against the table of docs/qwen3.md §2.1, both config.json spellings, transformers agreement."""
 import json
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 from qwen3mini.config import PRESETS, Qwen3Config
 from qwen3mini.model import Qwen3ForCausalLM, rope_inv_freq
 
-# spec §2.1: (total, non-embedding, active) in billions, KV cache KiB/token in bf16
+# docs/qwen3.md §2.1: (total, non-embedding, active) in billions, KV cache KiB/token in bf16
 RELEASED = {
     "Qwen3-0.6B": (0.596, 0.440, None, 112), "Qwen3-1.7B": (1.721, 1.409, None, 112),
     "Qwen3-4B": (4.022, 3.634, None, 144), "Qwen3-8B": (8.191, 6.946, None, 144),
@@ -73,7 +73,7 @@ def test_both_spellings_parse_to_the_same_config():
 
 
 def test_moe_config_defaults_follow_transformers():
-    """A qwen3_moe config.json without norm_topk_prob means False (HF's class default, spec §2.3)."""
+    """A qwen3_moe config.json without norm_topk_prob means False (HF's class default, docs/qwen3.md §2.3)."""
     d = dict(model_type="qwen3_moe", hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_experts=4,
              num_experts_per_tok=2)
     assert Qwen3Config.from_hf_dict(d).norm_topk_prob is False
@@ -92,7 +92,7 @@ def test_moe_config_defaults_follow_transformers():
     None,
 ])
 def test_rope_frequencies_match_transformers(rope):
-    """inv_freq and the attention factor equal transformers' (5.x semantics of `factor`, spec §5)."""
+    """inv_freq and the attention factor equal transformers' (5.x semantics of `factor`, docs/qwen3.md §5)."""
     from transformers import Qwen3Config as HFConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
     from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding

@@ -74,7 +74,7 @@ def test_bf16_logits_match(pair):
     """bf16 against transformers in bf16 (eager). Documented tolerance, per token (relative L2 error of the
     logit vector): median < 2e-2 and 90th percentile < 5e-2, and for dense models every token < 5e-2.
 
-    Why not tighter: both sides round at the same points (spec §7) and their q, k, v agree bit for bit, but
+    Why not tighter: both sides round at the same points (docs/qwen3.md §7) and their q, k, v agree bit for bit, but
     bf16 matmuls on the CPU round differently with different operand layouts (batched [B, nH, T, D] in HF,
     packed per sequence here), ~1 bf16 ulp (0.4%) per matmul, compounding to ~1% over two layers: the same size
     as transformers' own bf16-vs-fp32 error. In MoE models such noise occasionally flips a near-tied top-k

@@ -50,7 +50,7 @@ def ref_tiktoken(qwen_ranks, added_ids):
 
 @pytest.fixture(scope="session")
 def ref_tokenizers(qwen_ranks, tok):
-    """A `tokenizers` Tokenizer assembled with its own API (not from our saved file), Qwen's pipeline (spec §3)."""
+    """A `tokenizers` Tokenizer assembled with its own API (not from our saved file), Qwen's pipeline (docs/qwen3.md §3)."""
     tk = pytest.importorskip("tokenizers")
     from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
     vocab = {bytes_to_token(b): r for b, r in qwen_ranks.items()}

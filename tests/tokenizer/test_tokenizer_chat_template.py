@@ -1,8 +1,8 @@
-"""Our Python chat template vs Qwen3's Jinja template rendered the way transformers renders it (spec §4).
+"""Our Python chat template vs Qwen3's Jinja template rendered the way transformers renders it (docs/qwen3.md §4).
 
 The Jinja text (qwen3_chat_template.jinja) is the original hybrid Qwen3 template from Qwen/Qwen3-*
 tokenizer_config.json ["chat_template"], as copied in wangling03/BioReason
-bioreason/models/dl/chat_template_dl.py (spec [S14a]); it is a test fixture only.
+bioreason/models/dl/chat_template_dl.py; it is a test fixture only.
 """
 import json
 import os

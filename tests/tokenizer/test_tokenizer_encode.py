@@ -1,4 +1,4 @@
-"""Token-for-token equality with tiktoken and `tokenizers` on Qwen's real vocabulary (spec §3)."""
+"""Token-for-token equality with tiktoken and `tokenizers` on Qwen's real vocabulary (docs/qwen3.md §3)."""
 import json
 import os
 import unicodedata
@@ -150,7 +150,7 @@ def test_saved_files_load_in_tokenizers_and_transformers(tok, qwen_dir):
     assert hf.eos_token == "<|im_end|>" and hf.pad_token == "<|endoftext|>"
     with open(os.path.join(qwen_dir, "tokenizer_config.json"), encoding="utf-8") as f:
         config = json.load(f)
-    extra = config["additional_special_tokens"]  # spec §3: the 13 tokens <|im_start|> .. <|video_pad|>
+    extra = config["additional_special_tokens"]  # docs/qwen3.md §3: the 13 tokens <|im_start|> .. <|video_pad|>
     assert len(extra) == 13 and extra[0] == "<|im_start|>" and extra[-1] == "<|video_pad|>"
     assert config["added_tokens_decoder"]["151668"] == {"content": "</think>", "single_word": False, "lstrip": False,
                                                        "rstrip": False, "normalized": False, "special": False}

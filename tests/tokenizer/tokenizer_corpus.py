@@ -1,4 +1,4 @@
-"""A small multilingual test corpus: every script and whitespace/control case spec §3 cares about.
+"""A small multilingual test corpus: every script and whitespace/control case docs/qwen3.md §3 cares about.
 
 Imported by the tokenizer tests (the file name is unique so that pytest's rootdir imports cannot collide),
 with their hypothesis settings: QWEN3MINI_TOKENIZER_EXAMPLES=2000 for a thorough run (default 60)."""

@@ -3,7 +3,7 @@
 On disk, one stage split (e.g. `data/shards/s1/train`) is three files:
 
 * `train.bin`       the token ids as little-endian uint16, every document followed by `<|endoftext|>`
-                    (paper §3 / spec §3: `<|endoftext|>` separates documents in pre-training);
+                    (paper §3 / docs/qwen3.md §3: `<|endoftext|>` separates documents in pre-training);
 * `train.docs.npy`  int64 start offset of every document, plus the total length at the end;
 * `train.json`      metadata: format, dtype, vocab_size, eot_id, num_tokens, num_docs, tokenizer hash.
 

@@ -6,7 +6,7 @@
 The sample takes a fixed fraction of the S1 and S2 training documents (chosen by hash, so deterministic;
 validation documents are never used), which covers every domain: dictionary prose, manuals, translations,
 code and the synthetic problems. The trainer is the project's own (`qwen3mini.tokenizer.trainer.train_bpe`,
-spec §3: Qwen's pre-tokenizer regex, NFC, byte-level alphabet); it appends Qwen3's 26 added tokens at the end
+docs/qwen3.md §3: Qwen's pre-tokenizer regex, NFC, byte-level alphabet); it appends Qwen3's 26 added tokens at the end
 of the vocabulary, so `<|endoftext|>`, `<|im_start|>`, `<think>`... keep their relative order and the Qwen3
 chat template works unchanged.
 """
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .build_corpus import DATA, REPO, keep_fraction, read_jsonl
 
-# The original Qwen3 hybrid chat template (spec §4), kept by the tokenizer's tests as a fixture; saved into
+# The original Qwen3 hybrid chat template (docs/qwen3.md §4), kept by the tokenizer's tests as a fixture; saved into
 # tokenizer_config.json so that transformers' apply_chat_template works on the small tokenizer too.
 QWEN3_CHAT_TEMPLATE = REPO / "tests" / "tokenizer" / "qwen3_chat_template.jinja"
 # Fraction of each stage's training documents that goes into the tokenizer sample (~40 MB of text).
