@@ -11,7 +11,10 @@ import torch
 
 from qwen3mini.config import PRESETS
 from qwen3mini.model import Qwen3ForCausalLM
-from qwen3mini import training
+from qwen3mini.training.distributed import init_distributed, seed_everything, wrap_model
+from qwen3mini.training.optim import Schedule, build_optimizer
+from qwen3mini.training.settings import TrainSettings
+from qwen3mini.training.trainer import Trainer
 
 
 class ToyBatches:
@@ -48,23 +51,23 @@ def tiny_run(out_dir, preset="tiny", steps=30, micro_batch=8, grad_accum=1, seq_
              ckpt_every=1000, lbl_coef=0.01, parallel="ddp", **overrides):
     """Train a tiny model on the toy corpus in this process (joining a process group if the environment
     describes one). Returns (trainer, records)."""
-    info = training.init_distributed("cpu")
-    settings = training.TrainSettings(out_dir=out_dir, seed=seed, seq_len=seq_len, micro_batch=micro_batch,
+    info = init_distributed("cpu")
+    settings = TrainSettings(out_dir=out_dir, seed=seed, seq_len=seq_len, micro_batch=micro_batch,
                                       grad_accum=grad_accum, steps=steps, lr=lr, min_lr=lr / 10,
                                       warmup_steps=5, eval_every=10, eval_batches=2, ckpt_every=ckpt_every,
                                       lbl_coef=lbl_coef, device="cpu", dtype="float32", progress=False,
                                       parallel=parallel, **overrides)
-    training.seed_everything(seed)
+    seed_everything(seed)
     config = PRESETS[preset]
     model = Qwen3ForCausalLM(config)
-    wrapped = training.wrap_model(model, info, parallel=settings.parallel)
-    optimizer = training.build_optimizer(wrapped, settings.lr, settings.weight_decay,
+    wrapped = wrap_model(model, info, parallel=settings.parallel)
+    optimizer = build_optimizer(wrapped, settings.lr, settings.weight_decay,
                                          (settings.beta1, settings.beta2))
-    schedule = training.Schedule(settings.schedule, settings.lr, settings.min_lr, settings.warmup_steps,
+    schedule = Schedule(settings.schedule, settings.lr, settings.min_lr, settings.warmup_steps,
                                  settings.steps, settings.decay_frac)
     train = ToyBatches(config.vocab_size, seq_len, micro_batch, grad_accum, info.rank, info.world_size, seed)
     val = ToyBatches(config.vocab_size, seq_len, micro_batch, 1, info.rank, info.world_size, seed + 1)
-    trainer = training.Trainer(wrapped, optimizer, schedule, settings, info, train, val)
+    trainer = Trainer(wrapped, optimizer, schedule, settings, info, train, val)
     return trainer, trainer.fit()
 
 

@@ -52,7 +52,8 @@ def tokenizer_info(path: Path) -> tuple[Path, int, int, str]:
 
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"tokenizer file {file} does not exist (train it with train.data.train_tokenizer)")
+        raise FileNotFoundError(f"tokenizer file {file} does not exist "
+                                f"(train it with `python -m train.data.train_tokenizer`)")
     tok = Tokenizer.from_file(str(file))
     eot = tok.token_to_id("<|endoftext|>")
     if eot is None:

@@ -88,7 +88,8 @@ class TokenShards:
         bin_path, docs_path, meta_path = shard_paths(prefix)
         for p in (bin_path, docs_path, meta_path):
             if not p.exists():
-                raise FileNotFoundError(f"token shard file {p} is missing (build it with train.data.build_shards)")
+                raise FileNotFoundError(f"token shard file {p} is missing "
+                                        f"(build it with `python -m train.data.build_shards`)")
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: unknown format {self.meta.get('format')!r}, expected {FORMAT!r}")
