@@ -227,12 +227,24 @@ def main(argv=None):
     parser.add_argument("--input", nargs="+", required=True, help="UTF-8 text files")
     parser.add_argument("--vocab-size", type=int, required=True, help="total ids, the 26 added tokens included")
     parser.add_argument("--out", required=True, help="output directory for tokenizer.json etc.")
-    parser.add_argument("--min-frequency", type=int, default=2)
+    parser.add_argument("--min-frequency", type=int, default=2,
+                        help="stop merging when no pair occurs this often (default: 2)")
     args = parser.parse_args(argv)
     for path in args.input:
         if not os.path.isfile(path):
             parser.error(f"--input {path!r} is not a file")
-    tok = train_bpe(args.input, args.vocab_size, out_dir=args.out, min_frequency=args.min_frequency)
+    smallest = 256 + len(QWEN_ADDED_TOKENS)
+    if args.vocab_size < smallest:
+        parser.error(f"--vocab-size {args.vocab_size}: at least {smallest} (256 byte tokens + "
+                     f"{len(QWEN_ADDED_TOKENS)} added tokens)")
+    if args.min_frequency < 1:
+        parser.error(f"--min-frequency {args.min_frequency}: expected a positive number")
+    try:
+        tok = train_bpe(args.input, args.vocab_size, out_dir=args.out, min_frequency=args.min_frequency)
+    except UnicodeDecodeError as error:
+        parser.error(f"an --input file is not UTF-8 text ({error})")
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     print(f"saved a {tok.vocab_size}-id tokenizer to {args.out}")
 
 
