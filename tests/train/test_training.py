@@ -165,6 +165,20 @@ def test_ddp_two_processes_equal_one_process(tmp_path, preset, parallel):
         _check_expert_load_log(read_log(str(tmp_path / "single" / "log.jsonl")))
 
 
+def test_ignored_targets_are_normalised_over_the_global_batch(tmp_path):
+    """SFT and GRPO take the loss on some tokens only, so micro-batches and ranks hold different numbers of
+    loss tokens. The trainer divides the step's summed losses by the token count of the whole global batch:
+    2 ranks x 2 micro-batches must still equal 1 process with one micro-batch (a mean per micro-batch or per
+    rank would weight the tokens of short micro-batches more, and differ)."""
+    common = dict(preset="tiny", steps=3, seq_len=16, masked=True)
+    ddp = _run_ddp(tmp_path, 2, micro_batch=2, grad_accum=2, **common)
+    trainer, single = tiny_run(str(tmp_path / "single"), micro_batch=8, grad_accum=1, **common)
+    for a, b in zip(ddp["records"], single):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(ddp["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def _check_expert_load_log(log):
     assert all(r["lbl"] >= 1.0 - 1e-4 for r in log)            # E·Σ f·P: 1 when balanced, more when not
     table = log[1]["expert_load"]                               # step 2 (log_every=2): the full table

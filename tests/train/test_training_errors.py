@@ -100,3 +100,14 @@ def test_continuing_stage_without_its_start_names_init_from(tmp_path):
     with pytest.raises(ValueError, match=r"--init_from .*missing: no such folder \(run train/pretrain_general.py"):
         script.main(["--preset", "tiny", "--data", str(tmp_path / "s2"), "--tokenizer", "",
                      "--init_from", str(tmp_path / "missing"), "--out_dir", str(tmp_path / "o")])
+
+
+def test_run_started_over_replaces_a_checkpoint_of_the_same_step_whole(finished_run, tmp_path):
+    """--resume false over a finished run reaches step 2 again: the old step-0000002 is swapped for the new
+    one (never removed before the new one is complete), and the log starts over."""
+    out = damaged_copy(finished_run, tmp_path, lambda ckpt: None)
+    trainer, records = tiny_run(out, steps=2, ckpt_every=1, micro_batch=2, seq_len=16, resume=False)
+    assert len(records) == 2
+    assert sorted(os.listdir(os.path.join(out, "ckpt"))) == ["latest", "step-0000002"]
+    resumed, _ = tiny_run(out, steps=2, ckpt_every=1, micro_batch=2, seq_len=16)
+    assert resumed.step == 2
