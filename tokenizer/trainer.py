@@ -6,13 +6,13 @@
 
 How it works:
 1. Count pre-tokens. Text is split on added tokens (which are never trained on), NFC-normalised and cut by
-   the same regex as encoding. Only the *distinct* pre-tokens and their counts matter from here on, which
-   turns ~100 MB of text into ~1M short "words".
+   the same regex as encoding. Only the *distinct* pre-tokens and their counts matter from here on: a large
+   corpus becomes a much smaller table of short "words".
 2. Start from the 256 byte tokens (id = byte value) and count every adjacent pair, weighted by word count.
 3. Repeatedly merge the most frequent pair (ties: the smaller ids first) into a new token. Only the words
    that contain the pair change, so only their pairs are re-counted: we keep, per pair, the set of words it
    occurs in, and a max-heap of counts whose stale entries are fixed up when they surface. This is what makes
-   a 16k vocabulary on 100 MB take minutes instead of hours.
+   a 16k vocabulary on a corpus of many megabytes practical (timings: bench/RESULTS.md).
 4. Append the 26 added tokens and save tokenizer.json, vocab.json, merges.txt, tokenizer_config.json.
 
 ``vocab_size`` counts everything, added tokens included, so ids run 0..vocab_size-1.

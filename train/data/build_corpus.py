@@ -39,21 +39,21 @@ from . import sources, synthetic
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 SPLITS = ("train", "val")
+STEPS = ("fetch", "extract", "synth", "mix", "pack")
+ALL_STEPS = STEPS[:4]                                   # what `python -m train.data.build_corpus` runs
 
 # Fraction of each domain's documents that goes into a stage (documents chosen by a salted hash, never
-# repeated); a source name overrides its domain. S1 keeps half of the translations (52 MB of them are man
-# pages) and a quarter of the library code; S2 doubles down on STEM, code and synthetic problems.
+# repeated); a source name overrides its domain. S1 keeps half of the translations (mostly man pages) and a
+# quarter of the library code; S2 doubles down on STEM, code and synthetic problems.
 STAGE_MIX = {
     "s1": {"prose": 1.0, "tech": 1.0, "multilingual": 0.5, "stem": 1.0, "code": 1.0, "python-libs": 0.25,
            "synthetic": 0.05},
     "s2": {"prose": 0.25, "tech": 0.25, "multilingual": 0.1, "stem": 1.0, "code": 1.0, "python-libs": 0.5,
            "synthetic": 1.0},
 }
-# S3 document lengths: log-uniform between these bounds (~600 to ~38k tokens at the 3.3 characters per token
-# of our 16k BPE), so that the length buckets of the S3 sampler (L/8-L/2 and L/2-L tokens, `shards.py`) have
+# S3 document lengths: log-uniform between these bounds (from a few hundred to tens of thousands of tokens of
+# our 16k BPE), so that the length buckets of the S3 sampler (L/8-L/2 and L/2-L tokens, `shards.py`) have
 # documents for any training length L from 2k to 32k tokens.
-STEPS = ("fetch", "extract", "synth", "mix", "pack")
-ALL_STEPS = STEPS[:4]                                   # what `python -m train.data.build_corpus` runs
 S3_MIN_CHARS = 2_000
 S3_MAX_CHARS = 128_000
 

@@ -23,7 +23,7 @@ from .build_corpus import DATA, REPO, keep_fraction, read_jsonl
 # The original Qwen3 hybrid chat template (docs/qwen3.md §4), kept by the tokenizer's tests as a fixture; saved into
 # tokenizer_config.json so that transformers' apply_chat_template works on the small tokenizer too.
 QWEN3_CHAT_TEMPLATE = REPO / "tests" / "tokenizer" / "qwen3_chat_template.jinja"
-# Fraction of each stage's training documents that goes into the tokenizer sample (~40 MB of text).
+# Fraction of each stage's training documents that goes into the tokenizer sample.
 SAMPLE_FRACTION = {"s1": 0.2, "s2": 0.1}
 
 
