@@ -102,7 +102,10 @@ def main(argv=None):
     trained = base.config.max_position_embeddings           # S3 wrote its sequence length here
     longest = int(trained * s.yarn_factor)
     shards = TokenShards(s.data, seed=s.seed)
-    depths = [float(d) for d in s.depths.split(",")]
+    try:
+        depths = [float(d) for d in s.depths.split(",")]
+    except ValueError:
+        raise ValueError(f"--depths {s.depths!r}: expected comma-separated numbers in [0, 1]") from None
     multiples = [m for m in (1, 2, 4) if m <= s.yarn_factor]
     os.makedirs(s.out_dir, exist_ok=True)
 
