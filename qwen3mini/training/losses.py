@@ -10,13 +10,16 @@ The protocol (``LossFunction``) lets every stage reuse the same trainer:
 the number of tokens it sums over, ``metrics`` name -> value also summed over tokens (detached). The
 trainer adds up ``tokens`` over the step's micro-batches and all ranks, and divides the gradient and every
 metric by that global count. So the loss is a mean over every token of the global batch, however the
-tokens fall into micro-batches and ranks (token-level normalisation, as GRPO's needs; DAPO, Yu et al. 2025).
+tokens fall into micro-batches and ranks (token-level normalisation).
 
-* pre-training: next-token cross-entropy on every position (``CausalLMLoss``), plus the MoE load balancing;
-* SFT on packed conversations: the same loss with the targets of non-assistant tokens set to ``IGNORE``;
-* GRPO: ``loss_sum`` = Σ over completion tokens of the clipped ratio times the token's advantage;
-* distillation: ``loss_sum`` = Σ over tokens of KL(teacher || student), the teacher's logits computed in the
-  loss function under ``torch.no_grad()``.
+* pre-training (paper §3): next-token cross-entropy on every position (``CausalLMLoss``), plus the MoE's
+  load balancing;
+* SFT on packed conversations (paper §4.1, §4.3): the same loss with the targets of every token that is not
+  the assistant's set to ``IGNORE``;
+* GRPO (paper §4.2): ``loss_sum`` = Σ over completion tokens of the clipped ratio times the token's advantage
+  (per-token weights in the micro-batch), ``tokens`` = the completion tokens;
+* distillation (paper §4.5): ``loss_sum`` = Σ over the student's tokens of KL(teacher || student), the
+  teacher's logits computed in the loss function under ``torch.no_grad()``.
 
 The model is in training mode for the training passes and in eval mode for the validation passes.
 """
