@@ -1,11 +1,11 @@
 """Training throughput and model FLOPs utilisation (MFU) of the pre-training step on one GPU.
 
-Times ``qwen3mini.training.Trainer.train_step`` (the step every stage runs: bf16 autocast, fp32 master
-weights, fused AdamW, gradient clipping, loss read back every step) on random tokens, for the shipped
+Times ``Trainer.train_step`` (qwen3mini/training/trainer.py; the step every stage runs: bf16 autocast, fp32
+master weights, fused AdamW, gradient clipping, loss read back every step) on random tokens, for the shipped
 dense shape ("base"), the ~100M-parameter shape ("100m") and the MoE comparison shape ("base-moe"), with and
 without ``torch.compile``. FLOPs per token: 6·N (active matrix parameters incl. lm_head) + 12·L·nH·D·T
-(attention, PaLM appendix B). MFU is against the H100 SXM's dense bf16 peak, 989 TFLOP/s; the bf16 matmul
-rate this script measures on the same card (8192³) is printed as the practical ceiling.
+(attention, PaLM appendix B). MFU is against the dense bf16 peak of the H100 / H200 SXM datasheet; the bf16
+matmul rate this script measures on the same card (8192³) is printed as the practical ceiling.
 
     python bench/bench_training.py                       # all shapes; prints a table, writes --json
     python bench/bench_training.py --shapes 100m --compile 1
@@ -20,10 +20,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qwen3mini import training                                   # noqa: E402
-from qwen3mini.model import Qwen3ForCausalLM                     # noqa: E402
+from qwen3mini.model import Qwen3ForCausalLM                                    # noqa: E402
+from qwen3mini.training.distributed import init_distributed, wrap_model        # noqa: E402
+from qwen3mini.training.optim import Schedule, build_optimizer                 # noqa: E402
+from qwen3mini.training.settings import TrainSettings                          # noqa: E402
+from qwen3mini.training.stage import scratch_config                            # noqa: E402
+from qwen3mini.training.trainer import Trainer                                 # noqa: E402
 
-PEAK_BF16 = 989e12          # H100 SXM dense bf16 (datasheet)
+PEAK_BF16 = 989e12          # H100 and H200 SXM dense bf16 (datasheet)
 
 
 class RandomBatches:
@@ -55,17 +59,17 @@ def matmul_rate(n=8192, repeats=20):
 
 
 def bench(shape, compile, micro_batch, seq_len, warmup, steps, vocab=16384):
-    info = training.init_distributed("cuda")
+    info = init_distributed("cuda")
     torch.manual_seed(0)
-    config = training.model_config(shape, vocab, max_position_embeddings=seq_len)
+    config = scratch_config(shape, vocab, seq_len)
     model = Qwen3ForCausalLM(config)
-    settings = training.TrainSettings(out_dir="/tmp/bench_training", seq_len=seq_len, micro_batch=micro_batch,
-                                      steps=warmup + steps, compile=compile, progress=False)
-    wrapped = training.wrap_model(model, info, compile=compile)
-    optimizer = training.build_optimizer(wrapped, 1e-3, 0.1)
-    schedule = training.Schedule("constant", 1e-3, 1e-3, 0, warmup + steps)
-    trainer = training.Trainer(wrapped, optimizer, schedule, settings, info,
-                               RandomBatches(vocab, micro_batch, seq_len, info.device))
+    settings = TrainSettings(out_dir="/tmp/bench_training", seq_len=seq_len, micro_batch=micro_batch,
+                             steps=warmup + steps, compile=compile, progress=False)
+    wrapped = wrap_model(model, info, compile=compile)
+    optimizer = build_optimizer(wrapped, 1e-3, 0.1)
+    schedule = Schedule("constant", 1e-3, 1e-3, 0, warmup + steps)
+    trainer = Trainer(wrapped, optimizer, schedule, settings, info,
+                      RandomBatches(vocab, micro_batch, seq_len, info.device))
     t0 = time.perf_counter()
     for _ in range(warmup):
         trainer.train_step()
@@ -77,7 +81,7 @@ def bench(shape, compile, micro_batch, seq_len, warmup, steps, vocab=16384):
     torch.cuda.synchronize()
     seconds = (time.perf_counter() - t0) / steps
     tokens = micro_batch * seq_len
-    flops = training.model_flops_per_token(config, seq_len) * tokens / seconds
+    flops = config.training_flops_per_token(seq_len) * tokens / seconds
     result = {"shape": shape, "compile": compile, "params": config.num_parameters(), "micro_batch": micro_batch,
               "seq_len": seq_len, "step_ms": seconds * 1e3, "tokens_per_s": tokens / seconds,
               "tflops": flops / 1e12, "mfu": flops / PEAK_BF16, "warmup_s": warmup_s,

@@ -10,8 +10,9 @@ The fields keep the Hugging Face ``config.json`` names, so a config reads like t
 
 ``to_hf_dict`` writes the original spelling by default, which every transformers version since 4.51 reads.
 
-Presets: the eight released sizes (values from docs/qwen3.md §2.1, post-trained checkpoints) and a few small shapes for
-tests and training from scratch. Change a field with ``dataclasses.replace(PRESETS["tiny"], vocab_size=4096)``.
+Presets (the one table of model shapes): the eight released sizes (values from docs/qwen3.md §2.1,
+post-trained checkpoints), small shapes for tests, and the shapes train/ trains from scratch. Change a field
+with ``dataclasses.replace(PRESETS["tiny"], vocab_size=4096)``.
 """
 import dataclasses
 import json
@@ -79,7 +80,8 @@ class Qwen3Config:
         return _DTYPES[self.torch_dtype]
 
     def is_moe_layer(self, layer: int) -> bool:
-        """Spec §1.7: layer l is sparse iff it is not in mlp_only_layers and (l+1) % decoder_sparse_step == 0."""
+        """docs/qwen3.md §1.7: layer l is sparse iff it is not in mlp_only_layers and
+        (l+1) % decoder_sparse_step == 0."""
         return (self.is_moe and layer not in self.mlp_only_layers
                 and (layer + 1) % self.decoder_sparse_step == 0)
 
@@ -91,7 +93,8 @@ class Qwen3Config:
 
     # ------------------------------------------------------------------ size reports
     def num_parameters(self) -> dict:
-        """Parameter counts: ``total``, ``active`` (per token, MoE) and ``non_embedding`` (docs/qwen3.md §2.1 table)."""
+        """Parameter counts: ``total``, ``active`` (per token, MoE) and ``non_embedding`` (docs/qwen3.md §2.1
+        table)."""
         H, D, L = self.hidden_size, self.head_dim, self.num_hidden_layers
         attn = H * D * (2 * self.num_attention_heads + 2 * self.num_key_value_heads) + 2 * D
         norms = 2 * H
@@ -111,6 +114,15 @@ class Qwen3Config:
         non_embedding = total + H                                  # + final norm
         return {"total": non_embedding + embed + head, "active": active + H + embed + head,
                 "non_embedding": non_embedding}
+
+    def training_flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: 6·N (N = active matrix parameters, lm_head included, the embedding lookup
+        not) + 12·L·nH·D·T for attention scores and values (PaLM appendix B; causal masking not discounted)."""
+        embedding = self.vocab_size * self.hidden_size
+        matrix_params = self.num_parameters()["active"] - embedding * (1 if self.tie_word_embeddings else 2)
+        matrix_params += embedding                                             # lm_head is a matmul
+        attention = 12 * self.num_hidden_layers * self.num_attention_heads * self.head_dim * seq_len
+        return 6 * matrix_params + attention
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype = torch.bfloat16) -> int:
         """K and V of one token over all layers: 2 * L * nKV * D * bytes (docs/qwen3.md §2.1)."""
@@ -190,8 +202,14 @@ class Qwen3Config:
             path = os.path.join(path, "config.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"missing config file {path}")
-        with open(path) as f:
-            return cls.from_hf_dict(json.load(f), source=path)
+        with open(path, encoding="utf-8") as f:
+            try:
+                d = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise ValueError(f"{path} is not valid JSON ({error})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_hf_dict(d, source=path)
 
     def save(self, path, spelling: str = "original") -> None:
         """Write ``config.json`` (``path`` is the file or its directory)."""
@@ -235,7 +253,12 @@ def _released(hidden, inter, layers, heads, kv_heads, tie, **moe) -> Qwen3Config
                        num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=tie, **moe)
 
 
-# Spec §2.1: the April-2025 post-trained checkpoints (the -Base ones use max_position_embeddings=32768).
+def _scratch(**shape) -> Qwen3Config:
+    return Qwen3Config(vocab_size=16384, head_dim=64, max_position_embeddings=4096, rope_theta=10_000.0,
+                       torch_dtype="float32", bos_token_id=None, eos_token_id=None, **shape)
+
+
+# docs/qwen3.md §2.1: the April-2025 post-trained checkpoints (the -Base ones use max_position_embeddings=32768).
 PRESETS = {
     "Qwen3-0.6B": _released(1024, 3072, 28, 16, 8, True),
     "Qwen3-1.7B": _released(2048, 6144, 28, 16, 8, True),
@@ -256,6 +279,15 @@ PRESETS = {
                             num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                             max_position_embeddings=512, torch_dtype="float32", num_experts=8,
                             num_experts_per_tok=2, moe_intermediate_size=32),
+    # Shapes trained from scratch by train/ (our 16,384-id tokenizer; head_dim 64 instead of 128 keeps a few
+    # heads in a narrow model). "base" is the shipped dense model; "base-moe" has the same active parameters
+    # per token (top-2 of 8 experts of half the dense MLP width); "100m" is the training benchmark's largest.
+    "base": _scratch(hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
+                     num_key_value_heads=2),
+    "base-moe": _scratch(hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
+                         num_key_value_heads=2, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=512),
+    "100m": _scratch(hidden_size=768, intermediate_size=2560, num_hidden_layers=12, num_attention_heads=12,
+                     num_key_value_heads=4),
     "small": Qwen3Config(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
                          num_key_value_heads=4, head_dim=64, max_position_embeddings=4096),
     "small-moe": Qwen3Config(hidden_size=512, intermediate_size=1536, num_hidden_layers=8,

@@ -6,13 +6,13 @@
 
 How it works:
 1. Count pre-tokens. Text is split on added tokens (which are never trained on), NFC-normalised and cut by
-   the same regex as encoding. Only the *distinct* pre-tokens and their counts matter from here on, which
-   turns ~100 MB of text into ~1M short "words".
+   the same regex as encoding. Only the *distinct* pre-tokens and their counts matter from here on: a large
+   corpus becomes a much smaller table of short "words".
 2. Start from the 256 byte tokens (id = byte value) and count every adjacent pair, weighted by word count.
 3. Repeatedly merge the most frequent pair (ties: the smaller ids first) into a new token. Only the words
    that contain the pair change, so only their pairs are re-counted: we keep, per pair, the set of words it
    occurs in, and a max-heap of counts whose stale entries are fixed up when they surface. This is what makes
-   a 16k vocabulary on 100 MB take minutes instead of hours.
+   a 16k vocabulary on a corpus of many megabytes practical (timings: bench/RESULTS.md).
 4. Append the 26 added tokens and save tokenizer.json, vocab.json, merges.txt, tokenizer_config.json.
 
 ``vocab_size`` counts everything, added tokens included, so ids run 0..vocab_size-1.
@@ -227,12 +227,24 @@ def main(argv=None):
     parser.add_argument("--input", nargs="+", required=True, help="UTF-8 text files")
     parser.add_argument("--vocab-size", type=int, required=True, help="total ids, the 26 added tokens included")
     parser.add_argument("--out", required=True, help="output directory for tokenizer.json etc.")
-    parser.add_argument("--min-frequency", type=int, default=2)
+    parser.add_argument("--min-frequency", type=int, default=2,
+                        help="stop merging when no pair occurs this often (default: 2)")
     args = parser.parse_args(argv)
     for path in args.input:
         if not os.path.isfile(path):
             parser.error(f"--input {path!r} is not a file")
-    tok = train_bpe(args.input, args.vocab_size, out_dir=args.out, min_frequency=args.min_frequency)
+    smallest = 256 + len(QWEN_ADDED_TOKENS)
+    if args.vocab_size < smallest:
+        parser.error(f"--vocab-size {args.vocab_size}: at least {smallest} (256 byte tokens + "
+                     f"{len(QWEN_ADDED_TOKENS)} added tokens)")
+    if args.min_frequency < 1:
+        parser.error(f"--min-frequency {args.min_frequency}: expected a positive number")
+    try:
+        tok = train_bpe(args.input, args.vocab_size, out_dir=args.out, min_frequency=args.min_frequency)
+    except UnicodeDecodeError as error:
+        parser.error(f"an --input file is not UTF-8 text ({error})")
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     print(f"saved a {tok.vocab_size}-id tokenizer to {args.out}")
 
 

@@ -26,26 +26,27 @@ import torch                                                     # noqa: E402
 import torch.nn.functional as F                                  # noqa: E402
 
 import qwen3mini                                                 # noqa: E402
-from qwen3mini import training                                   # noqa: E402
 from qwen3mini.model import Qwen3ForCausalLM                     # noqa: E402
+from qwen3mini.training.settings import parse_settings, setting  # noqa: E402
+from qwen3mini.training.stage import run_script                  # noqa: E402
 from train.data.shards import TokenShards                        # noqa: E402
 from train.data.synthetic import passkey_document                # noqa: E402
 
 
 @dataclass
 class Settings:
-    model: str = "runs/s3/final"
-    data: str = "data/shards/s3/val"
-    tokenizer: str = ""                         # default: the model's own folder
-    out_dir: str = "runs/eval"
-    yarn_factor: float = 4.0
-    windows: int = 8                            # loss-by-position windows of yarn_factor x the S3 length
-    buckets: int = 32                           # position buckets in the plot
-    depths: str = "0.1,0.3,0.5,0.7,0.9"
-    seeds: int = 4                              # passkey prompts per (length, depth)
-    device: str = "auto"
-    dtype: str = "bfloat16"
-    seed: int = 0
+    model: str = setting("runs/s3/final", "the model to evaluate (HF layout): S3's out_dir/final")
+    data: str = setting("data/shards/s3/val", "token shard prefix of the long validation documents")
+    tokenizer: str = setting("", "tokenizer folder (empty: the model's own folder)")
+    out_dir: str = setting("runs/eval", "output folder: long_context.json, loss_by_position.png")
+    yarn_factor: float = setting(4.0, "YaRN factor; the longest length evaluated is this times the S3 length")
+    windows: int = setting(8, "loss-by-position windows of yarn_factor x the S3 length")
+    buckets: int = setting(32, "position buckets in the plot")
+    depths: str = setting("0.1,0.3,0.5,0.7,0.9", "passkey depths (comma-separated shares of the prompt)")
+    seeds: int = setting(4, "passkey prompts per (length, depth)")
+    device: str = setting("auto", "where to run (auto: cuda if there is a GPU)", ("auto", "cpu", "cuda"))
+    dtype: str = setting("bfloat16", "dtype of the weights", ("bfloat16", "float32"))
+    seed: int = setting(0, "seed of the windows and passkeys")
 
 
 PRESETS = {"tiny": dict(model="runs/tiny/s3/final", data="data/shards/s3/val", windows=2, buckets=8,
@@ -91,15 +92,20 @@ def passkey_accuracy(model, tok, length, depths, seeds) -> float:
 
 
 def main(argv=None):
-    s = training.parse_settings(Settings, argv, PRESETS, description=__doc__)
+    s = parse_settings(Settings, argv, PRESETS, description=__doc__)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device
     dtype = getattr(torch, s.dtype)
+    if not os.path.isdir(s.model):
+        raise ValueError(f"--model {s.model}: no such folder (train/pretrain_long_context.py writes out_dir/final)")
     base = qwen3mini.load_model(s.model, device=device, dtype=dtype)
     tok = qwen3mini.load_tokenizer(s.tokenizer or s.model)
     trained = base.config.max_position_embeddings           # S3 wrote its sequence length here
     longest = int(trained * s.yarn_factor)
     shards = TokenShards(s.data, seed=s.seed)
-    depths = [float(d) for d in s.depths.split(",")]
+    try:
+        depths = [float(d) for d in s.depths.split(",")]
+    except ValueError:
+        raise ValueError(f"--depths {s.depths!r}: expected comma-separated numbers in [0, 1]") from None
     multiples = [m for m in (1, 2, 4) if m <= s.yarn_factor]
     os.makedirs(s.out_dir, exist_ok=True)
 
@@ -145,4 +151,4 @@ def plot_loss_by_position(curves: dict, trained: int, buckets: int, png: str):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -18,16 +18,17 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qwen3mini import training                                   # noqa: E402
-from qwen3mini.model import Qwen3ForCausalLM                     # noqa: E402
-from train.data.shards import TokenShards                        # noqa: E402
+from qwen3mini.model import Qwen3ForCausalLM                                    # noqa: E402
+from qwen3mini.training.settings import TrainSettings, parse_settings, setting  # noqa: E402
+from qwen3mini.training.stage import run_script, run_stage, scratch_config      # noqa: E402
+from train.data.batches import stage_batches                                    # noqa: E402
 
 
 @dataclass
-class Settings(training.TrainSettings):
-    model: str = "base"                         # a shape of training.MODEL_SHAPES
-    data: str = "data/shards/s1"                # holds train.* and val.* token shards
-    tokenizer: str = "checkpoints/tokenizer-16k"
+class Settings(TrainSettings):
+    model: str = setting("base", "model shape: a preset of qwen3mini/config.py's PRESETS")
+    data: str = setting("data/shards/s1", "folder with the train.* and val.* token shards")
+    tokenizer: str = setting("checkpoints/tokenizer-16k", "tokenizer saved with the model (empty: none)")
     out_dir: str = "runs/s1"
     seq_len: int = 1024
     micro_batch: int = 64
@@ -50,25 +51,14 @@ PRESETS = {
 }
 
 
+def build_model(settings, vocab_size):
+    return Qwen3ForCausalLM(scratch_config(settings.model, vocab_size, settings.seq_len))
+
+
 def main(argv=None):
-    settings = training.parse_settings(Settings, argv, PRESETS, description=__doc__)
-    info = training.init_distributed(settings.device)
-    training.seed_everything(settings.seed)        # the same initial weights on every rank
-
-    train_shards = TokenShards(os.path.join(settings.data, "train"), seed=settings.seed)
-    val_shards = TokenShards(os.path.join(settings.data, "val"), seed=settings.seed)
-    train_data = training.ShardBatches(train_shards, settings.micro_batch, settings.seq_len, info)
-    val_data = training.ShardBatches(val_shards, settings.micro_batch, settings.seq_len, info)
-
-    config = training.model_config(settings.model, train_shards.vocab_size,
-                                   max_position_embeddings=settings.seq_len)
-    model = Qwen3ForCausalLM(config)
-    if info.is_main:
-        print(config.describe())
-    training.run_stage(model, settings, info, train_data, val_data, name="S1 general",
-                       tokenizer_dir=settings.tokenizer or None)
-    training.close_distributed()
+    settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
+    return run_stage("S1 general", settings, build_model, stage_batches)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -13,27 +13,26 @@ measures the model with and without YaRN factor 4 (original context = this stage
     python train/pretrain_long_context.py --preset base             # one GPU; torchrun for several
 """
 import dataclasses
+import functools
 import os
 import sys
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                                     # noqa: E402
-
-import qwen3mini                                                 # noqa: E402
-from qwen3mini import training                                   # noqa: E402
-from qwen3mini.model import Qwen3ForCausalLM                     # noqa: E402
-from train.data.shards import TokenShards                        # noqa: E402
+from qwen3mini.model import Qwen3ForCausalLM                                    # noqa: E402
+from qwen3mini.training.settings import TrainSettings, parse_settings, setting  # noqa: E402
+from qwen3mini.training.stage import load_start, run_script, run_stage          # noqa: E402
+from train.data.batches import stage_batches                                    # noqa: E402
 
 
 @dataclass
-class Settings(training.TrainSettings):
-    init_from: str = "runs/s2/final"            # S2's output (HF layout)
-    data: str = "data/shards/s3"
-    tokenizer: str = "checkpoints/tokenizer-16k"
+class Settings(TrainSettings):
+    init_from: str = setting("runs/s2/final", "the model to continue: S2's out_dir/final (HF layout)")
+    data: str = setting("data/shards/s3", "folder with the train.* and val.* token shards")
+    tokenizer: str = setting("checkpoints/tokenizer-16k", "tokenizer saved with the model (empty: none)")
+    rope_theta: float = setting(1_000_000.0, "ABF: the new RoPE base (at least the previous stage's)")
     out_dir: str = "runs/s3"
-    rope_theta: float = 1_000_000.0             # ABF: the new RoPE base
     seq_len: int = 4096
     micro_batch: int = 16                       # 16 x 2 x 4,096 = 131k tokens per step, as in S1/S2
     grad_accum: int = 2
@@ -63,28 +62,20 @@ def long_context_config(config, rope_theta: float, seq_len: int):
     return dataclasses.replace(config, rope_theta=rope_theta, max_position_embeddings=seq_len, rope_scaling=None)
 
 
-def main(argv=None):
-    settings = training.parse_settings(Settings, argv, PRESETS, description=__doc__)
-    info = training.init_distributed(settings.device)
-    training.seed_everything(settings.seed)
-
-    train_shards = TokenShards(os.path.join(settings.data, "train"), seed=settings.seed)
-    val_shards = TokenShards(os.path.join(settings.data, "val"), seed=settings.seed)
-    train_data = training.ShardBatches(train_shards, settings.micro_batch, settings.seq_len, info, long=True)
-    val_data = training.ShardBatches(val_shards, settings.micro_batch, settings.seq_len, info, long=True)
-
-    previous = qwen3mini.load_model(settings.init_from, dtype=torch.float32)
+def build_model(settings, vocab_size):
+    previous = load_start(settings.init_from, vocab_size, previous_stage="train/pretrain_reasoning.py")
     config = long_context_config(previous.config, settings.rope_theta, settings.seq_len)
     model = Qwen3ForCausalLM(config)               # rotary frequencies are computed from the new base
     model.load_state_dict(previous.state_dict())
-    if info.is_main:
-        print(f"ABF: RoPE base {previous.config.rope_theta:g} -> {config.rope_theta:g}; context "
-              f"{previous.config.max_position_embeddings} -> {config.max_position_embeddings}")
-    del previous
-    training.run_stage(model, settings, info, train_data, val_data, name="S3 long context",
-                       tokenizer_dir=settings.tokenizer or None)
-    training.close_distributed()
+    print(f"ABF: RoPE base {previous.config.rope_theta:g} -> {config.rope_theta:g}; context "
+          f"{previous.config.max_position_embeddings} -> {config.max_position_embeddings}")
+    return model
+
+
+def main(argv=None):
+    settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
+    return run_stage("S3 long context", settings, build_model, functools.partial(stage_batches, long=True))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

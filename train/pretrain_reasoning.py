@@ -15,18 +15,16 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                                     # noqa: E402
-
-import qwen3mini                                                 # noqa: E402
-from qwen3mini import training                                   # noqa: E402
-from train.data.shards import TokenShards                        # noqa: E402
+from qwen3mini.training.settings import TrainSettings, parse_settings, setting  # noqa: E402
+from qwen3mini.training.stage import load_start, run_script, run_stage          # noqa: E402
+from train.data.batches import stage_batches                                    # noqa: E402
 
 
 @dataclass
-class Settings(training.TrainSettings):
-    init_from: str = "runs/s1/final"            # S1's output (HF layout)
-    data: str = "data/shards/s2"
-    tokenizer: str = "checkpoints/tokenizer-16k"
+class Settings(TrainSettings):
+    init_from: str = setting("runs/s1/final", "the model to continue: S1's out_dir/final (HF layout)")
+    data: str = setting("data/shards/s2", "folder with the train.* and val.* token shards")
+    tokenizer: str = setting("checkpoints/tokenizer-16k", "tokenizer saved with the model (empty: none)")
     out_dir: str = "runs/s2"
     seq_len: int = 1024
     micro_batch: int = 64
@@ -47,25 +45,14 @@ PRESETS = {
 }
 
 
+def build_model(settings, vocab_size):
+    return load_start(settings.init_from, vocab_size, previous_stage="train/pretrain_general.py")
+
+
 def main(argv=None):
-    settings = training.parse_settings(Settings, argv, PRESETS, description=__doc__)
-    info = training.init_distributed(settings.device)
-    training.seed_everything(settings.seed)
-
-    train_shards = TokenShards(os.path.join(settings.data, "train"), seed=settings.seed)
-    val_shards = TokenShards(os.path.join(settings.data, "val"), seed=settings.seed)
-    train_data = training.ShardBatches(train_shards, settings.micro_batch, settings.seq_len, info)
-    val_data = training.ShardBatches(val_shards, settings.micro_batch, settings.seq_len, info)
-
-    model = qwen3mini.load_model(settings.init_from, dtype=torch.float32)
-    if model.config.vocab_size != train_shards.vocab_size:
-        raise ValueError(f"{settings.init_from} has vocab_size {model.config.vocab_size}, the shards in "
-                         f"{settings.data} {train_shards.vocab_size}")
-    model.train()
-    training.run_stage(model, settings, info, train_data, val_data, name="S2 reasoning",
-                       tokenizer_dir=settings.tokenizer or None)
-    training.close_distributed()
+    settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
+    return run_stage("S2 reasoning", settings, build_model, stage_batches)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -33,14 +33,14 @@ $RUN train/pretrain_reasoning.py --preset base --init_from "$OUT/s1/final" --out
 $RUN train/pretrain_long_context.py --preset base --init_from "$OUT/s2/final" --out_dir "$OUT/s3" --steps "$S3_STEPS" --progress false
 python -c "
 import torch, qwen3mini
-from qwen3mini.training import save_pretrained
+from qwen3mini.training.stage import save_pretrained
 save_pretrained(qwen3mini.load_model('$OUT/s3/final', dtype=torch.bfloat16), '$OUT/ship', 'checkpoints/tokenizer-16k')
 "
 python train/eval_long_context.py --model "$OUT/ship" --data data/shards/s3/val --out_dir "$OUT/eval"
 wait $COMPARE
 
 python -c "
-from qwen3mini.training import plot_losses
+from qwen3mini.training.logs import plot_losses
 runs = {'dense (18.9M)': '$OUT/cmp-dense/log.jsonl', 'MoE (47.2M total, 18.9M active: top-2 of 8 experts)': '$OUT/cmp-moe/log.jsonl'}
 plot_losses(runs, '$OUT/moe_vs_dense_val.png', key='val_loss', title='MoE vs dense at equal active parameters')
 plot_losses(runs, '$OUT/moe_vs_dense_train.png', title='MoE vs dense at equal active parameters')

@@ -136,3 +136,10 @@ def test_config_errors(tmp_path):
 def test_describe_mentions_sizes():
     text = PRESETS["Qwen3-30B-A3B"].describe()
     assert "30.532B" in text and "active 3.353B" in text and "96.0 KiB/token" in text
+
+
+@pytest.mark.parametrize("text", ['{"model_type": "qwen3",', "\xff\xfe", "[1, 2]"])
+def test_config_that_is_not_a_json_object_names_the_file(text, tmp_path):
+    (tmp_path / "config.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=f"{tmp_path / 'config.json'}"):
+        Qwen3Config.load(tmp_path)

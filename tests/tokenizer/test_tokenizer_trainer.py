@@ -110,3 +110,15 @@ def test_file_chunks_do_not_cut_pretokens(monkeypatch):
     for c in chunks:
         count_pretokens(c, parts)
     assert parts == whole
+
+
+@pytest.mark.parametrize("argv,message", [(["--vocab-size", "281"], "--vocab-size 281: at least 282"),
+                                          (["--vocab-size", "600", "--min-frequency", "0"], "--min-frequency 0")])
+def test_cli_rejects_settings_before_reading_the_corpus(argv, message, tmp_path, capsys):
+    from qwen3mini.tokenizer.trainer import main
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world " * 10)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--input", str(corpus), "--out", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

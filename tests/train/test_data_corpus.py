@@ -133,3 +133,21 @@ def test_mix_is_deterministic_and_splits_are_disjoint(tmp_path, monkeypatch):
         assert len(doc["text"]) >= build_corpus.S3_MIN_CHARS
         for name, i in re.findall(r"^(\S+) page (\d+)\.$", doc["text"], re.M):
             assert f"{name}/dir{int(i) % 3}/page{int(i):03d}" in train_ids
+
+
+def test_no_steps_runs_fetch_extract_synth_mix(monkeypatch):
+    """`python -m train.data.build_corpus` as the README prints it: no steps means all four, in order (argparse
+    rejected an empty list of steps against `choices`)."""
+    ran = []
+    monkeypatch.setattr(build_corpus, "fetch", lambda: ran.append("fetch"))
+    monkeypatch.setattr(build_corpus, "extract_sources", lambda names: ran.append("extract"))
+    monkeypatch.setattr(build_corpus, "synth", lambda out, n_docs, seed: ran.append("synth"))
+    monkeypatch.setattr(build_corpus, "mix", lambda src: ran.append("mix"))
+    build_corpus.main([])
+    assert ran == ["fetch", "extract", "synth", "mix"]
+    ran.clear()
+    build_corpus.main(["mix", "synth"])
+    assert ran == ["mix", "synth"]
+    for argv in (["--sources", "no-such-source", "extract"], ["fetch", "tokenize"]):
+        with pytest.raises(SystemExit):
+            build_corpus.main(argv)

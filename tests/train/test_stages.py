@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from qwen3mini import load_model, training
+from qwen3mini import load_model
+from qwen3mini.training.logs import read_log
 from train.data.shards import write_shard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,7 +64,7 @@ def test_s3_raises_rope_base_and_length(stages):
     assert (s2.config.rope_theta, s2.config.max_position_embeddings) == (10_000.0, 64)
     assert (s3.config.rope_theta, s3.config.max_position_embeddings) == (1_000_000.0, 256)
     assert s3.config.rope_scaling is None                            # YaRN only at inference
-    log = training.read_log(str(stages / "s3" / "log.jsonl"))
+    log = read_log(str(stages / "s3" / "log.jsonl"))
     assert log[-1]["tokens"] == 4 * 2 * 256                          # steps x micro_batch x S3 length
     # S3 starts from S2's weights: same tensors before S3's first update moved them a little
     a, b = s2.state_dict()["model.embed_tokens.weight"], s3.state_dict()["model.embed_tokens.weight"]

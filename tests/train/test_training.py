@@ -1,4 +1,4 @@
-"""Training plumbing (qwen3mini/training.py): learning, DDP equivalence, exact resume, global-batch LBL."""
+"""Training plumbing (qwen3mini/training/): learning, DDP equivalence, exact resume, global-batch LBL."""
 import os
 import signal
 import socket
@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from qwen3mini import training
+from qwen3mini.training import distributed, moe_loss, optim, settings
+from qwen3mini.training.logs import read_log
 from qwen3mini.config import PRESETS
 from qwen3mini.model import Qwen3ForCausalLM
 
@@ -33,7 +34,7 @@ def test_tiny_model_loss_falls(dense_run):
     first, last = records[0]["loss"], records[-1]["loss"]
     assert first > 5.5                                   # ~ln(512) at initialisation
     assert last < first - 2.0, (first, last)
-    log = training.read_log(str(out / "log.jsonl"))
+    log = read_log(str(out / "log.jsonl"))
     assert [r["step"] for r in log] == list(range(1, 31))
     assert "val_loss" in log[-1] and log[-1]["val_loss"] < first
 
@@ -51,19 +52,19 @@ def test_checkpoint_is_atomic_and_complete(dense_run):
 
 # ---------------------------------------------------------------------------------------------- schedules
 def test_schedules():
-    cos = training.Schedule("cosine", peak_lr=1.0, min_lr=0.1, warmup_steps=10, total_steps=110)
+    cos = optim.Schedule("cosine", peak_lr=1.0, min_lr=0.1, warmup_steps=10, total_steps=110)
     assert cos.lr(0) == pytest.approx(0.1) and cos.lr(9) == pytest.approx(1.0)
     assert cos.lr(60) == pytest.approx(0.55) and cos.lr(110) == pytest.approx(0.1)
-    wsd = training.Schedule("wsd", peak_lr=1.0, min_lr=0.0, warmup_steps=10, total_steps=100, decay_frac=0.2)
+    wsd = optim.Schedule("wsd", peak_lr=1.0, min_lr=0.0, warmup_steps=10, total_steps=100, decay_frac=0.2)
     assert wsd.lr(50) == 1.0 and wsd.lr(79) == 1.0
     assert wsd.lr(90) == pytest.approx(0.5) and wsd.lr(100) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="schedule 'linear'"):
-        training.Schedule("linear")
+        optim.Schedule("linear")
 
 
 def test_weight_decay_groups():
     model = Qwen3ForCausalLM(PRESETS["tiny"])
-    opt = training.build_optimizer(model, 1e-3, 0.1)
+    opt = optim.build_optimizer(model, 1e-3, 0.1)
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
@@ -72,11 +73,11 @@ def test_weight_decay_groups():
 
 
 def test_parse_settings():
-    s = training.parse_settings(training.TrainSettings, ["--preset", "p", "--lr", "0.5", "--compile", "true"],
+    s = settings.parse_settings(settings.TrainSettings, ["--preset", "p", "--lr", "0.5", "--compile", "true"],
                                 presets={"p": {"steps": 7, "lr": 0.1}})
     assert (s.steps, s.lr, s.compile) == (7, 0.5, True)
     with pytest.raises(SystemExit):
-        training.parse_settings(training.TrainSettings, ["--no_such_setting", "1"])
+        settings.parse_settings(settings.TrainSettings, ["--no_such_setting", "1"])
 
 
 # ---------------------------------------------------------------------------------------------- global-batch LBL
@@ -101,13 +102,13 @@ def test_lbl_over_micro_batches_equals_formula():
     expected = direct_global_lbl(list(logits), k)
     (grad_expected,) = torch.autograd.grad(expected, logits)
     chunks = [list(logits[:, m * n:(m + 1) * n]) for m in range(micro)]
-    counts = sum(training.expert_counts(c, k) for c in chunks)
-    total = sum(training.load_balancing_loss(c, counts) / micro for c in chunks)
+    counts = sum(moe_loss.expert_counts(c, k) for c in chunks)
+    total = sum(moe_loss.load_balancing_loss(c, counts) / micro for c in chunks)
     (grad,) = torch.autograd.grad(total, logits)
     torch.testing.assert_close(total, expected)
     torch.testing.assert_close(grad, grad_expected)
     # the per-micro-batch (local) loss is a different, larger number: the test can tell them apart
-    local = sum(training.load_balancing_loss(c, training.expert_counts(c, k)) / micro for c in chunks)
+    local = sum(moe_loss.load_balancing_loss(c, moe_loss.expert_counts(c, k)) / micro for c in chunks)
     assert not torch.allclose(local, expected)
 
 
@@ -123,10 +124,10 @@ def _ddp_worker(rank, world_size, port, out_dir, kwargs, result_path):
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     trainer, records = tiny_run(out_dir, **kwargs)      # (a rank that raises is ended by mp.spawn, with its peer)
-    model = training.gathered_model(trainer.model, trainer.info)     # FSDP shards gathered on rank 0
+    model = distributed.gathered_model(trainer.model, trainer.info)     # FSDP shards gathered on rank 0
     if rank == 0:
         torch.save({"records": records, "params": model.state_dict()}, result_path)
-    training.close_distributed()
+    distributed.close_distributed()
 
 
 def _run_ddp(tmp_path, world_size, **kwargs):
@@ -155,13 +156,27 @@ def test_ddp_two_processes_equal_one_process(tmp_path, preset, parallel):
     for name, value in trainer.model.state_dict().items():
         torch.testing.assert_close(ddp["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)
     if preset == "tiny-moe":
-        training.seed_everything(0)
+        distributed.seed_everything(0)
         model = Qwen3ForCausalLM(PRESETS["tiny-moe"])             # the same initial weights (same seed)
         rows = ToyBatches(512, 16, 8).next_batch()[0]             # step 1's 8 global rows
         _, router_logits = model(rows, return_router_logits=True)
         expected = direct_global_lbl(router_logits, PRESETS["tiny-moe"].num_experts_per_tok)
         assert ddp["records"][0]["lbl"] == pytest.approx(expected.item(), rel=1e-5)
-        _check_expert_load_log(training.read_log(str(tmp_path / "single" / "log.jsonl")))
+        _check_expert_load_log(read_log(str(tmp_path / "single" / "log.jsonl")))
+
+
+def test_ignored_targets_are_normalised_over_the_global_batch(tmp_path):
+    """SFT and GRPO take the loss on some tokens only, so micro-batches and ranks hold different numbers of
+    loss tokens. The trainer divides the step's summed losses by the token count of the whole global batch:
+    2 ranks x 2 micro-batches must still equal 1 process with one micro-batch (a mean per micro-batch or per
+    rank would weight the tokens of short micro-batches more, and differ)."""
+    common = dict(preset="tiny", steps=3, seq_len=16, masked=True)
+    ddp = _run_ddp(tmp_path, 2, micro_batch=2, grad_accum=2, **common)
+    trainer, single = tiny_run(str(tmp_path / "single"), micro_batch=8, grad_accum=1, **common)
+    for a, b in zip(ddp["records"], single):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(ddp["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def _check_expert_load_log(log):
@@ -179,7 +194,7 @@ def test_killed_run_resumes_to_identical_losses(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     subprocess.run(worker + [str(tmp_path / "straight"), str(steps)], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    straight = training.read_log(str(tmp_path / "straight" / "log.jsonl"))
+    straight = read_log(str(tmp_path / "straight" / "log.jsonl"))
 
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen(worker + [str(killed_dir), str(steps)], env=env,
@@ -194,7 +209,7 @@ def test_killed_run_resumes_to_identical_losses(tmp_path):
     assert saved_step < steps, "the run finished before it could be killed"
     subprocess.run(worker + [str(killed_dir), str(steps)], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    resumed = training.read_log(str(killed_dir / "log.jsonl"))
+    resumed = read_log(str(killed_dir / "log.jsonl"))
     assert [r["step"] for r in resumed] == list(range(1, steps + 1))
     for a, b in zip(straight, resumed):
         assert a["loss"] == b["loss"] and a["lr"] == b["lr"], a["step"]

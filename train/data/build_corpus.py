@@ -39,18 +39,20 @@ from . import sources, synthetic
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 SPLITS = ("train", "val")
+STEPS = ("fetch", "extract", "synth", "mix", "pack")
+ALL_STEPS = STEPS[:4]                                   # what `python -m train.data.build_corpus` runs
 
 # Fraction of each domain's documents that goes into a stage (documents chosen by a salted hash, never
-# repeated); a source name overrides its domain. S1 keeps half of the translations (52 MB of them are man
-# pages) and a quarter of the library code; S2 doubles down on STEM, code and synthetic problems.
+# repeated); a source name overrides its domain. S1 keeps half of the translations (mostly man pages) and a
+# quarter of the library code; S2 doubles down on STEM, code and synthetic problems.
 STAGE_MIX = {
     "s1": {"prose": 1.0, "tech": 1.0, "multilingual": 0.5, "stem": 1.0, "code": 1.0, "python-libs": 0.25,
            "synthetic": 0.05},
     "s2": {"prose": 0.25, "tech": 0.25, "multilingual": 0.1, "stem": 1.0, "code": 1.0, "python-libs": 0.5,
            "synthetic": 1.0},
 }
-# S3 document lengths: log-uniform between these bounds (~600 to ~38k tokens at the 3.3 characters per token
-# of our 16k BPE), so that the length buckets of the S3 sampler (L/8-L/2 and L/2-L tokens, `shards.py`) have
+# S3 document lengths: log-uniform between these bounds (from a few hundred to tens of thousands of tokens of
+# our 16k BPE), so that the length buckets of the S3 sampler (L/8-L/2 and L/2-L tokens, `shards.py`) have
 # documents for any training length L from 2k to 32k tokens.
 S3_MIN_CHARS = 2_000
 S3_MAX_CHARS = 128_000
@@ -245,16 +247,27 @@ def pack(src_dir: Path = DATA / "corpus" / "sources", out: Path = DATA / "carry"
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("steps", nargs="*", default=["fetch", "extract", "synth", "mix"],
-                        choices=["fetch", "extract", "synth", "mix", "pack"])
+    # Checked below, not with `choices`: argparse tests an empty optional positional's value (its default,
+    # or []) against `choices` as a whole and rejects it, whatever the Python version.
+    parser.add_argument("steps", nargs="*", help=f"steps to run, in order, of {' '.join(STEPS)} "
+                                                 f"(default: {' '.join(ALL_STEPS)})")
     parser.add_argument("--sources-dir", type=Path, default=DATA / "corpus" / "sources",
                         help="where `synth` writes and `mix` reads the per-source files "
                              "(data/carry/sources on the GPU machine)")
     parser.add_argument("--sources", nargs="*", help="extract only these sources (default: all)")
-    parser.add_argument("--synthetic-docs", type=int, default=synthetic.DEFAULT_DOCS)
+    parser.add_argument("--synthetic-docs", type=int, default=synthetic.DEFAULT_DOCS,
+                        help="documents the synth step writes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generators")
     args = parser.parse_args(argv)
-    for step in args.steps:
+    unknown = [step for step in args.steps if step not in STEPS]
+    if unknown:
+        parser.error(f"unknown step {unknown[0]!r}: expected some of {' '.join(STEPS)}")
+    if args.synthetic_docs < 1:
+        parser.error(f"--synthetic-docs {args.synthetic_docs}: expected a positive number")
+    unknown = sorted(set(args.sources or ()) - {s.name for s in sources.SOURCES})
+    if unknown:
+        parser.error(f"--sources: unknown {unknown}; the sources are {sorted(s.name for s in sources.SOURCES)}")
+    for step in args.steps or ALL_STEPS:
         if step == "fetch":
             fetch()
         elif step == "extract":
@@ -268,4 +281,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except subprocess.CalledProcessError as error:      # apt-get (needs `apt-get update` once) or dpkg-deb
+        sys.exit(f"build_corpus: error: `{' '.join(error.cmd[:2])} ...` failed with exit status {error.returncode}")
+    except (OSError, ValueError) as error:               # a missing input names its file and the command to run
+        sys.exit(f"build_corpus: error: {error}")

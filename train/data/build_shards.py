@@ -17,6 +17,7 @@ import itertools
 import json
 import lzma
 import multiprocessing
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -48,16 +49,17 @@ def read_texts(path: Path) -> Iterator[str]:
 
 def tokenizer_info(path: Path) -> tuple[Path, int, int, str]:
     """(tokenizer.json, `<|endoftext|>` id, vocabulary size with added tokens, sha256 of tokenizer.json)."""
-    from tokenizers import Tokenizer
+    import qwen3mini
 
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"tokenizer file {file} does not exist (train it with train.data.train_tokenizer)")
-    tok = Tokenizer.from_file(str(file))
-    eot = tok.token_to_id("<|endoftext|>")
+        raise FileNotFoundError(f"tokenizer file {file} does not exist "
+                                f"(train it with `python -m train.data.train_tokenizer`)")
+    tok = qwen3mini.load_tokenizer(file)
+    eot = tok.token_to_id.get("<|endoftext|>")
     if eot is None:
         raise ValueError(f"{file}: no <|endoftext|> token")
-    return file, eot, tok.get_vocab_size(with_added_tokens=True), hashlib.sha256(file.read_bytes()).hexdigest()
+    return file, eot, tok.vocab_size, hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def fast_path_built() -> bool:
@@ -123,8 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     summary_file = args.out / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     summary.update(build(args.tokenizer, args.corpus, args.out, args.stages))
-    summary_file.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    tmp = summary_file.with_suffix(".json.tmp")          # a kill while writing leaves the old summary
+    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    tmp.replace(summary_file)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError) as error:               # a missing input names its file and the command to run
+        sys.exit(f"build_shards: error: {error}")

@@ -86,9 +86,11 @@ class TokenShards:
 
     def __init__(self, prefix: str | Path, seed: int = 0):
         bin_path, docs_path, meta_path = shard_paths(prefix)
+        self.prefix = str(prefix)
         for p in (bin_path, docs_path, meta_path):
             if not p.exists():
-                raise FileNotFoundError(f"token shard file {p} is missing (build it with train.data.build_shards)")
+                raise FileNotFoundError(f"token shard file {p} is missing "
+                                        f"(build it with `python -m train.data.build_shards`)")
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: unknown format {self.meta.get('format')!r}, expected {FORMAT!r}")
@@ -113,7 +115,7 @@ class TokenShards:
     def num_windows(self, seq_len: int) -> int:
         n = (len(self) - 1) // seq_len
         if n < 1:
-            raise ValueError(f"shard of {len(self)} tokens is too short for seq_len {seq_len}")
+            raise ValueError(f"{self.prefix}: {len(self)} tokens, too short for --seq_len {seq_len}")
         return n
 
     def _permutation(self, seq_len: int, epoch: int) -> np.ndarray:
@@ -165,7 +167,7 @@ class TokenShards:
         if candidates.size == 0:
             candidates = np.flatnonzero(fits)
         if candidates.size == 0:
-            raise ValueError(f"shard of {len(self)} tokens is too short for seq_len {seq_len}")
+            raise ValueError(f"{self.prefix}: {len(self)} tokens, too short for --seq_len {seq_len}")
         doc = candidates[rng.integers(candidates.size)]
         start = int(self.doc_starts[doc]) + int(rng.integers(max(1, lengths[doc] - seq_len)))
         return np.asarray(self.tokens[start:start + seq_len + 1], dtype=np.int64)

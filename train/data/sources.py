@@ -51,7 +51,8 @@ def _files(root: Path, package: str, pattern: str, exclude: tuple[str, ...] = ()
     the `exclude` substrings in their path."""
     base = root / package
     if not base.is_dir():
-        raise FileNotFoundError(f"package {package!r} is not unpacked under {base} (run build_corpus.py fetch)")
+        raise FileNotFoundError(f"package {package!r} is not unpacked under {base} "
+                                f"(run `python -m train.data.build_corpus fetch`)")
     return sorted(p for p in base.glob(pattern) if p.is_file() and not any(e in str(p) for e in exclude))
 
 

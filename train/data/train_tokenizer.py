@@ -23,7 +23,7 @@ from .build_corpus import DATA, REPO, keep_fraction, read_jsonl
 # The original Qwen3 hybrid chat template (docs/qwen3.md §4), kept by the tokenizer's tests as a fixture; saved into
 # tokenizer_config.json so that transformers' apply_chat_template works on the small tokenizer too.
 QWEN3_CHAT_TEMPLATE = REPO / "tests" / "tokenizer" / "qwen3_chat_template.jinja"
-# Fraction of each stage's training documents that goes into the tokenizer sample (~40 MB of text).
+# Fraction of each stage's training documents that goes into the tokenizer sample.
 SAMPLE_FRACTION = {"s1": 0.2, "s2": 0.1}
 
 
@@ -41,12 +41,16 @@ def write_sample(corpus: Path, out_file: Path, fractions=SAMPLE_FRACTION) -> int
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab-size", type=int, default=16384, help="all ids, the 26 added tokens included")
-    parser.add_argument("--corpus", type=Path, default=DATA / "corpus")
+    parser.add_argument("--corpus", type=Path, default=DATA / "corpus", help="the stage corpora of build_corpus")
     parser.add_argument("--out", type=Path, default=None, help="default: checkpoints/tokenizer-<vocab/1024>k")
     args = parser.parse_args(argv)
     if not 8192 <= args.vocab_size <= 2**16:
-        raise SystemExit(f"--vocab-size {args.vocab_size}: expected 8192..65536 (uint16 shards)")
+        parser.error(f"--vocab-size {args.vocab_size}: expected 8192..65536 (uint16 shards)")
     out = args.out or REPO / "checkpoints" / f"tokenizer-{args.vocab_size // 1024}k"
+    for stage in SAMPLE_FRACTION:
+        if not (args.corpus / stage / "train.jsonl").is_file():
+            parser.error(f"{args.corpus / stage / 'train.jsonl'} is missing: build the corpus first "
+                         f"(`python -m train.data.build_corpus`, train/data/README.md)")
 
     from qwen3mini.tokenizer.trainer import train_bpe
 
