@@ -1,10 +1,10 @@
 """Reading the final answer out of a reply: the last ``\\boxed{...}`` (Qwen's math convention), then the
 family's answer form (an integer, a list of integers, an expression).
 
-Tolerance, decided once for every family: spaces anywhere, ``$`` signs, a trailing period, LaTeX thin spaces
-(``\\,``), a unicode minus, and thousands separators written as commas *in correct groups of three* (``57,590``
-is 57590; ``5,75,90`` is not an integer). Lists (sort) take commas and/or spaces between items, so a list
-never has thousands separators.
+Tolerance, decided once for every family: spaces around the answer and after its sign (never between
+digits), ``$`` signs, a trailing period, a unicode minus, and thousands separators as commas or LaTeX thin
+spaces (``\\,``) *in correct groups of three* (``57,590`` is 57590; ``5,75,90`` is not an integer).
+Lists (sort) take commas and/or spaces between items, so a list never has thousands separators.
 """
 import re
 
@@ -28,21 +28,23 @@ def last_boxed(text: str) -> str | None:
 
 def clean(answer: str) -> str:
     """The answer without the decoration every family tolerates (see the module docstring)."""
-    for latex in ("\\,", "\\!", "\\;", "\\ ", "$"):
+    answer = answer.replace("\\,", ",")  # LaTeX's thin space, as a thousands separator: 57\,590
+    for latex in ("\\!", "\\;", "\\ ", "$"):
         answer = answer.replace(latex, " ")
     answer = answer.replace("\u2212", "-").strip()
     return answer[:-1].strip() if answer.endswith(".") else answer
 
 
-_INTEGER = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)")
+_INTEGER = re.compile(r"([+-]?)\s*(\d{1,3}(?:,\d{3})+|\d+)")
 
 
 def parse_integer(answer: str) -> int | None:
     """An integer answer (``-3809``, ``57,590``, ``+ 12.``), None if the text is not exactly one integer."""
-    text = re.sub(r"\s+", "", clean(answer))
-    if not _INTEGER.fullmatch(text):
+    found = _INTEGER.fullmatch(clean(answer))
+    if not found:
         return None
-    return int(text.replace(",", ""))
+    sign, digits = found.groups()
+    return int(sign + digits.replace(",", ""))
 
 
 def parse_integer_list(answer: str) -> list[int] | None:

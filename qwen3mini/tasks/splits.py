@@ -14,7 +14,7 @@ TEST_SIZE = 50
 _MAX_REJECTED = 1000  # consecutive held-out draws before a training stream gives up (space exhausted)
 
 
-def test_set(family: str, difficulty: int, size: int = TEST_SIZE) -> list[Problem]:
+def evaluation_set(family: str, difficulty: int, size: int = TEST_SIZE) -> list[Problem]:
     """``size`` draws, duplicates dropped (a small space, like 1-digit addition, gives fewer items)."""
     rng = random.Random(f"test|{family}|{difficulty}")  # str seeds are hashed with SHA-512: stable everywhere
     seen, items = set(), []
@@ -27,9 +27,9 @@ def test_set(family: str, difficulty: int, size: int = TEST_SIZE) -> list[Proble
     return items
 
 
-def test_sets(size: int = TEST_SIZE) -> dict[tuple[str, int], list[Problem]]:
+def evaluation_sets(size: int = TEST_SIZE) -> dict[tuple[str, int], list[Problem]]:
     """Every family at every difficulty."""
-    return {(name, difficulty): test_set(name, difficulty, size)
+    return {(name, difficulty): evaluation_set(name, difficulty, size)
             for name, family in FAMILIES.items() for difficulty in family.difficulties}
 
 
