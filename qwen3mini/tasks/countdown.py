@@ -157,6 +157,10 @@ def _search(target, state, dead_ends_left, lines=None):
     values = [value for value, _ in state]
     if not solvable(tuple(sorted(values)), target):
         return None
+    if target in values:  # only at the start: a move that makes the target stops the search
+        if show:
+            lines.append(f"{target} is one of the numbers. Found it.")
+        return [target]
     candidates = []
     for i in range(len(state)):
         for j in range(i + 1, len(state)):

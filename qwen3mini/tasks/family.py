@@ -77,12 +77,11 @@ class Family:
         return parse_integer(first) is not None and parse_integer(first) == parse_integer(second)
 
     def stated_answer(self, thinking: str) -> str | None:
-        """The result the thinking arrives at: by convention the text after its last ``=`` (a trace's last
-        line restates the result that way), to the end of that line, a trailing period dropped."""
-        at = thinking.rfind("=")
-        if at == -1:
-            return None
-        return thinking[at + 1:].split("\n")[0].strip().rstrip(".")
+        """The result the thinking arrives at: by convention the text after the last ``=`` of its last line
+        with one that is not a check (a trace's last line restates the result that way), a trailing period
+        dropped."""
+        lines = [line for line in thinking.split("\n") if "=" in line and not line.startswith("Check")]
+        return lines[-1].rsplit("=", 1)[1].strip().rstrip(".") if lines else None
 
     def summary(self, problem: Problem) -> str:
         """The sentence after the thinking, before \\boxed{}."""

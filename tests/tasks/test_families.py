@@ -126,3 +126,21 @@ def test_expression_text_round_trips():
     for _ in range(100):
         tree = FAMILIES["expr"].generate(rng, rng.randint(1, 8)).data[0]
         assert expressions.parse(expressions.text(tree)) == tree
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.sampled_from(["What is ", "Compute ", "Solve for x: ", "Make 10 from the numbers ",
+                                                        "Sort in ascending order: ", "Anna has 3 apples. "]).flatmap(
+    lambda prefix: st.text(alphabet="0123456789+-*/()x=,. ?", max_size=30).map(lambda rest: prefix + rest))))
+def test_any_text_parses_or_raises_one_value_error(text):
+    try:
+        problem = parse_question(text)
+    except ValueError:
+        return
+    assert verify(problem, f"\\boxed{{{problem.answer}}}")
+
+
+def test_countdown_target_among_the_numbers():
+    problem = parse_question("Make 25 from the numbers 3, 7, 25. Use each number at most once, with + - * / and "
+                             "parentheses.")
+    assert problem.answer == "25" and verify(problem, "\\boxed{25}")
