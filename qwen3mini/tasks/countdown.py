@@ -60,15 +60,14 @@ class Countdown(Family):
     def generate(self, rng, difficulty):
         while True:
             numbers = [rng.choice(_LARGE) if rng.random() < 0.3 else rng.randint(1, 10) for _ in range(difficulty)]
-            trees = list(numbers)
-            rng.shuffle(trees)
+            pool = [(n, n) for n in numbers]  # (value, expression tree)
+            rng.shuffle(pool)
             for _ in range(rng.choice((difficulty - 2, difficulty - 1, difficulty - 1))):
-                a, b = trees.pop(), trees.pop()
-                op, left, right, _ = rng.choice(moves(int(expressions.evaluate(a)), int(expressions.evaluate(b))))
-                trees.append((op, a, b) if int(expressions.evaluate(a)) == left else (op, b, a))
-                rng.shuffle(trees)
-            tree = next(t for t in trees if not isinstance(t, int))
-            target = int(expressions.evaluate(tree))
+                (a, a_tree), (b, b_tree) = pool.pop(), pool.pop()
+                op, left, right, value = rng.choice(moves(a, b))
+                pool.append((value, (op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)))
+                rng.shuffle(pool)
+            target = next(value for value, tree in pool if not isinstance(tree, int))
             if 10 <= target <= 999 and not _needs_fewer(numbers, target):
                 return self._problem(target, numbers)
 
@@ -130,8 +129,8 @@ class Countdown(Family):
 
     def solve(self, problem):
         target, numbers = problem.data
-        lines = [f"Target {target} from {_listed(numbers)}. Search: combine two numbers, closest to {target} "
-                 "first; back up at a dead end."]
+        lines = [f"Target {target} from {_listed(numbers)}. Search: combine two numbers, promising moves first; "
+                 "back up at a dead end."]
         _search(target, [(n, n) for n in numbers], [_DEAD_END_LINES], lines)
         return lines
 
@@ -165,12 +164,9 @@ def _search(target, state, dead_ends_left, lines=None):
     for i in range(len(state)):
         for j in range(i + 1, len(state)):
             rest = state[:i] + state[i + 1:j] + state[j + 1:]
-            for op, left, right, value in moves(state[i][0], state[j][0]):
-                trees = {state[i][0]: state[i][1], state[j][0]: state[j][1]}
-                if state[i][0] == state[j][0]:
-                    tree = (op, state[i][1], state[j][1])
-                else:
-                    tree = (op, trees[left], trees[right])
+            (a, a_tree), (b, b_tree) = state[i], state[j]
+            for op, left, right, value in moves(a, b):
+                tree = (op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)
                 candidates.append((abs(value - target), len(candidates), op, left, right, value, tree, rest))
     for _, _, op, left, right, value, tree, rest in sorted(candidates):
         after = [v for v, _ in rest] + [value]
