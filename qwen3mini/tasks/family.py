@@ -32,8 +32,8 @@ class Step:
     rest: str = ""
     likely_slip: int | None = None  # a wrong value a person would plausibly write (default: off by a little)
 
-    def line(self, value: int | None = None) -> str:
-        return f"{self.state}{self.work} = {self.value if value is None else value}{self.rest}"
+    def line(self) -> str:
+        return f"{self.state}{self.work} = {self.value}{self.rest}"
 
 
 Trace = list  # of str | Step
