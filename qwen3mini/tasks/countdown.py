@@ -1,0 +1,188 @@
+"""``countdown``: reach a target from given numbers with ``+ - * /`` and parentheses, each number at most once.
+
+The answer is any expression: the verifier evaluates it exactly (fractions) and checks that the numbers it
+uses are a sub-multiset of the given ones. The generator builds the target from a random sequence of moves, so
+every problem has a solution; the canonical answer is the one the solver finds. The solver is a depth-first search over states (the numbers still available),
+moves tried closest-to-target first; the trace shows each move, the dead ends it meets where two numbers are
+left (every combination of the pair listed) and the backtracking.
+"""
+import functools
+import itertools
+from collections import Counter
+
+from . import expressions
+from .family import Family, Problem, Step, match
+
+_LARGE = (25, 50, 75, 100)
+_DEAD_END_LINES = 6  # dead ends a trace may show before the search goes straight for a solution
+_QUESTION = (r"Make\s+(\d+)\s+from the numbers\s+(\d+(?:\s*,\s*\d+)+)\.\s*Use each number at most once, "
+             r"with \+ - \* / and parentheses\.")
+
+
+def _listed(values) -> str:
+    return ", ".join(map(str, values))
+
+
+def moves(a: int, b: int) -> list[tuple[str, int, int, int]]:
+    """``(op, left, right, value)`` for the pair: a person keeps every intermediate a positive integer
+    and skips moves that change nothing (``* 1``, ``/ 1``)."""
+    high, low = max(a, b), min(a, b)
+    found = [("+", high, low, high + low)]
+    if high != low:
+        found.append(("-", high, low, high - low))
+    if low != 1:
+        found.append(("*", high, low, high * low))
+        if high % low == 0:
+            found.append(("/", high, low, high // low))
+    return found
+
+
+@functools.lru_cache(maxsize=100_000)
+def solvable(values: tuple, target: int) -> bool:
+    """Whether ``target`` is among ``values`` (sorted) or reachable from them by moves."""
+    if target in values:
+        return True
+    for i in range(len(values)):
+        for j in range(i + 1, len(values)):
+            rest = values[:i] + values[i + 1:j] + values[j + 1:]
+            if any(solvable(tuple(sorted(rest + (value,))), target) for *_, value in moves(values[i], values[j])):
+                return True
+    return False
+
+
+class Countdown(Family):
+    """Knob: how many numbers, 3 to 5 (small ones 1 to 10, sometimes a large one: 25, 50, 75, 100); the
+    target (10 to 999) needs at least all but one of them."""
+    name = "countdown"
+    difficulties = range(3, 6)
+    example = "Make 100 from the numbers 3, 7, 25, 50. Use each number at most once, with + - * / and parentheses."
+
+    def generate(self, rng, difficulty):
+        while True:
+            numbers = [rng.choice(_LARGE) if rng.random() < 0.3 else rng.randint(1, 10) for _ in range(difficulty)]
+            pool = [(n, n) for n in numbers]  # (value, expression tree)
+            rng.shuffle(pool)
+            for _ in range(rng.choice((difficulty - 2, difficulty - 1, difficulty - 1))):
+                (a, a_tree), (b, b_tree) = pool.pop(), pool.pop()
+                op, left, right, value = rng.choice(moves(a, b))
+                pool.append((value, (op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)))
+                rng.shuffle(pool)
+            target = next(value for value, tree in pool if not isinstance(tree, int))
+            if 10 <= target <= 999 and not _needs_fewer(numbers, target):
+                return self._problem(target, numbers)
+
+    def _problem(self, target, numbers):
+        """The canonical answer is the solver's solution (the one its trace arrives at)."""
+        path = _search(target, [(n, n) for n in numbers], [0])
+        if path is None:
+            raise ValueError(f"countdown: {target} cannot be made from {_listed(numbers)}")
+        return Problem(self.name, len(numbers),
+                       f"Make {target} from the numbers {_listed(numbers)}. Use each number at most once, with "
+                       "+ - * / and parentheses.", expressions.text(path[-1]), (target, tuple(numbers)))
+
+    def parse(self, question):
+        target, listed = match(_QUESTION, question, self.name).groups()
+        return self._problem(int(target), [int(n) for n in listed.split(",")])
+
+    def key(self, problem):
+        target, numbers = problem.data
+        return target, tuple(sorted(numbers))
+
+    def is_correct(self, problem, answer):
+        return self._valid(problem, answer) is not None
+
+    def _valid(self, problem, answer):
+        """The tree of a correct answer (``= target`` at the end allowed), None otherwise."""
+        target, numbers = problem.data
+        text = answer.strip().rstrip(".")
+        if "=" in text:
+            text, result = text.rsplit("=", 1)
+            if result.strip() != str(target):
+                return None
+        try:
+            tree = expressions.parse(text)
+            value = expressions.evaluate(tree)
+        except (ValueError, ZeroDivisionError):
+            return None
+        used = Counter(expressions.numbers(tree))
+        return tree if value == target and not used - Counter(numbers) else None
+
+    def same_answer(self, problem, first, second):
+        trees = [self._valid(problem, answer) for answer in (first, second)]
+        return None not in trees and Counter(expressions.numbers(trees[0])) == Counter(expressions.numbers(trees[1]))
+
+    def stated_answer(self, thinking):
+        """The expression on the thinking's last line that ends in ``= target``, after any label."""
+        lines = [line for line in thinking.split("\n") if "=" in line]
+        if not lines:
+            return None
+        return lines[-1].rsplit("=", 1)[0].split(":")[-1].strip()
+
+    def restated(self, problem):
+        return f"Solution: {problem.answer} = {problem.data[0]}"
+
+    def summary(self, problem):
+        return f"{problem.answer} = {problem.data[0]}, using each number at most once."
+
+    def min_steps(self, problem):
+        return len(problem.data[1]) - 1
+
+    def solve(self, problem):
+        target, numbers = problem.data
+        lines = [f"Target {target} from {_listed(numbers)}. Search: combine two numbers, promising moves first; "
+                 "back up at a dead end."]
+        _search(target, [(n, n) for n in numbers], [_DEAD_END_LINES], lines)
+        return lines
+
+    def check(self, problem):
+        target, numbers = problem.data
+        used = expressions.numbers(expressions.parse(problem.answer))
+        return f"Check: {problem.answer} uses {_listed(used)}, each given; its value is {target}. Correct."
+
+
+def _needs_fewer(numbers, target) -> bool:
+    """Whether ``target`` can be made from ``len(numbers) - 2`` of them: then the problem is easier than its
+    knob says (a 5-number problem must need at least 4 numbers)."""
+    return any(solvable(tuple(sorted(subset)), target)
+               for subset in itertools.combinations(numbers, max(1, len(numbers) - 2)))
+
+
+def _search(target, state, dead_ends_left, lines=None):
+    """Depth-first search from ``state`` (``(value, tree)`` pairs). Returns the moves' trees down to the
+    solution (last one = the answer), None if there is none. With ``lines``, writes the trace: a move into
+    an unsolvable state is shown only while ``dead_ends_left[0]`` allows and only where it is one line (two
+    numbers left); otherwise the search passes it by, as if it had tried the solvable move first."""
+    show = lines is not None
+    values = [value for value, _ in state]
+    if not solvable(tuple(sorted(values)), target):
+        return None
+    if target in values:  # only at the start: a move that makes the target stops the search
+        if show:
+            lines.append(f"{target} is one of the numbers. Found it.")
+        return [target]
+    candidates = []
+    for i in range(len(state)):
+        for j in range(i + 1, len(state)):
+            rest = state[:i] + state[i + 1:j] + state[j + 1:]
+            (a, a_tree), (b, b_tree) = state[i], state[j]
+            for op, left, right, value in moves(a, b):
+                tree = (op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)
+                candidates.append((abs(value - target), len(candidates), op, left, right, value, tree, rest))
+    for _, _, op, left, right, value, tree, rest in sorted(candidates):
+        after = [v for v, _ in rest] + [value]
+        if value != target and not solvable(tuple(sorted(after)), target):
+            if show and len(after) == 2 and dead_ends_left[0] > 0:
+                dead_ends_left[0] -= 1
+                pair = ", ".join(f"{a} {o} {b} = {v}" for o, a, b, v in moves(*after))
+                lines.append(f"{_listed(values)}: {left} {op} {right} = {value}, left {_listed(after)}: {pair}; "
+                             f"no {target}. Back to {_listed(values)}.")
+            continue
+        if show:
+            done = ". Found it." if value == target else f", left {_listed(after)}"
+            lines.append(Step(f"{_listed(values)}: ", f"{left} {op} {right}", value, done))
+        if value == target:
+            return [tree]
+        path = _search(target, rest + [(value, tree)], dead_ends_left, lines)
+        if path is not None:
+            return [tree] + path
+    return None

@@ -1,0 +1,65 @@
+"""``sort``: sort a list of numbers in ascending order, by selection (one pass per number)."""
+from .answers import parse_integer_list
+from .family import Family, Problem, Step, match
+
+
+def _listed(items) -> str:
+    return ", ".join(map(str, items))
+
+
+class Sort(Family):
+    """Knob: the number of items, 3 to 20, each from 1 to 99 (repeats allowed)."""
+    name = "sort"
+    difficulties = range(3, 21)
+    example = "Sort in ascending order: 42, 7, 19, 88, 3."
+
+    def generate(self, rng, difficulty):
+        return self._problem([rng.randint(1, 99) for _ in range(difficulty)])
+
+    def _problem(self, items):
+        return Problem(self.name, len(items), f"Sort in ascending order: {_listed(items)}.",
+                       _listed(sorted(items)), tuple(items))
+
+    def parse(self, question):
+        listed = match(r"Sort in ascending order:\s*(-?\d+(?:\s*,\s*-?\d+)+)\s*\.", question, self.name).group(1)
+        return self._problem([int(item) for item in listed.split(",")])
+
+    def key(self, problem):
+        return tuple(sorted(problem.data))  # the same numbers in another order are the same exercise
+
+    def is_correct(self, problem, answer):
+        return parse_integer_list(answer) == sorted(problem.data)
+
+    def same_answer(self, problem, first, second):
+        return parse_integer_list(first) is not None and parse_integer_list(first) == parse_integer_list(second)
+
+    def stated_answer(self, thinking):
+        at = thinking.rfind("Sorted:")
+        return None if at == -1 else thinking[at + len("Sorted:"):].split("\n")[0].strip().rstrip(".")
+
+    def restated(self, problem):
+        return f"Sorted: {problem.answer}"
+
+    def summary(self, problem):
+        return f"In ascending order: {problem.answer}."
+
+    def min_steps(self, problem):
+        return (problem.difficulty + 1) // 2
+
+    def solve(self, problem):
+        left, done, lines = list(problem.data), [], ["Take the smallest of what is left, one pass at a time."]
+        while len(left) > 1:
+            smallest, state = min(left), f"Left {_listed(left)}: "
+            larger = sorted(set(left) - {smallest})
+            left.remove(smallest)  # its first occurrence: the rest stay in their given order
+            done.append(smallest)
+            lines.append(Step(state, "smallest", smallest, f", sorted so far {_listed(done)}",
+                              likely_slip=larger[0] if larger else None))
+        done += left
+        lines.append(f"Last one {left[0]}, sorted so far {_listed(done)}")
+        return lines
+
+    def check(self, problem):
+        n = len(problem.data)
+        return f"Check: {n} numbers in, {n} out, each at least the one before it. Correct."
+

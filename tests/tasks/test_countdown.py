@@ -1,0 +1,82 @@
+"""Countdown's verifier: exact rational value, and the numbers used a sub-multiset of the given ones."""
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from qwen3mini.tasks import FAMILIES, Problem, verify
+from qwen3mini.tasks import expressions
+
+COUNTDOWN = FAMILIES["countdown"]
+PROBLEM = COUNTDOWN.parse("Make 100 from the numbers 3, 7, 25, 50. Use each number at most once, with + - * / "
+                          "and parentheses.")
+
+
+def _problem(target, numbers):
+    return Problem("countdown", len(numbers), "", "", (target, tuple(numbers)))
+
+
+@pytest.mark.parametrize("answer", ["(50 - 25) * (7 - 3)", "(7 - 3) * 25", "25 * (7 - 3)",
+                                    "(50 - 25) \\times (7 - 3)", "(50 - 25) × (7 - 3) = 100", " (7 - 3) * 25. "])
+def test_accepts_valid_expressions(answer):
+    assert verify(PROBLEM, f"\\boxed{{{answer}}}")
+
+
+@pytest.mark.parametrize("answer, why", [
+    ("50 + 50", "50 reused"), ("25 * 4", "4 is foreign"), ("(7 - 3) * 25 * 1", "1 is foreign"),
+    ("(7 - 3) * 25 = 99", "claims another target"), ("25 * (-3 + 7)", "unary minus"), ("100", "foreign"),
+    ("(7 - 3) * 25.0", "a decimal"), ("7 * 3 + 50 + 25", "96"), ("", "empty"), ("(7 - 3 * 25", "unbalanced")])
+def test_rejects(answer, why):
+    assert not verify(PROBLEM, f"\\boxed{{{answer}}}"), why
+
+
+def test_division_by_zero_and_fractions():
+    problem = _problem(100, [25, 25, 50, 50])
+    assert not verify(problem, "\\boxed{50 / (25 - 25) + 50}")
+    assert verify(problem, "\\boxed{50 + 50}")  # given twice, used twice
+    # a non-integer intermediate is fine: the value is exact
+    assert verify(_problem(24, [1, 3, 4, 6]), "\\boxed{6 / (1 - 3 / 4)}")
+    assert not verify(_problem(24, [1, 3, 4, 6]), "\\boxed{6 / (1 - 3 / 4) + 0}")
+
+
+@st.composite
+def tree_over(draw, numbers):
+    """A random expression over a non-empty sub-multiset of ``numbers`` (any operators, fractions allowed)."""
+    used = draw(st.permutations(numbers))[:draw(st.integers(1, len(numbers)))]
+    trees = list(used)
+    while len(trees) > 1:
+        i = draw(st.integers(0, len(trees) - 2))
+        trees[i:i + 2] = [(draw(st.sampled_from("+-*/")), trees[i], trees[i + 1])]
+    return trees[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_valid_expression_is_accepted(data):
+    numbers = data.draw(st.lists(st.integers(1, 100), min_size=3, max_size=5))
+    tree = data.draw(tree_over(numbers))
+    try:
+        value = expressions.evaluate(tree)
+    except ZeroDivisionError:
+        return
+    problem = _problem(value, numbers)
+    if value.denominator == 1:
+        assert verify(problem, f"\\boxed{{{expressions.text(tree)}}}")
+    # the same expression with one number swapped for one not given is always rejected
+    foreign = max(numbers) + 1
+    swapped = expressions.text(tree).replace(str(expressions.numbers(tree)[0]), str(foreign), 1)
+    assert not verify(problem, f"\\boxed{{{swapped}}}")
+
+
+def test_every_generated_problem_is_solved_by_its_solver():
+    rng = random.Random(2)
+    for difficulty in COUNTDOWN.difficulties:
+        for _ in range(30):
+            problem = COUNTDOWN.generate(rng, difficulty)
+            assert verify(problem, f"\\boxed{{{problem.answer}}}")
+
+
+def test_unsolvable_question_is_refused():
+    with pytest.raises(ValueError, match="cannot be made"):
+        COUNTDOWN.parse("Make 997 from the numbers 1, 2, 3. Use each number at most once, with + - * / and "
+                        "parentheses.")
