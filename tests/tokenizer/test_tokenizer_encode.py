@@ -171,7 +171,7 @@ def test_public_api(qwen_dir, tok):
     assert public.encode(text) == tok.encode(text) == [151644, 872, 198, 9707, 220, 99489, 2928, 220, 17, 15, 17,
                                                        20, 151645]
     assert public.decode(public.encode(text), skip_special_tokens=True) == "user\nHello 世界!! 2025"
-    prompt_ids = public.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)
+    prompt_ids = public.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     assert public.decode(prompt_ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
