@@ -292,12 +292,21 @@ def _vocab_and_merges(vocab_map, merge_list, where):
 
 
 def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON object in ``path``; a file that is not JSON is named in a ValueError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data
 
 
 def _check_tokenizer_json(tj, path):
-    model = tj.get("model", {})
+    if not isinstance(tj.get("model"), dict) or not {"vocab", "merges"} <= tj["model"].keys():
+        raise ValueError(f"{path}: not a tokenizer.json (no model with a vocab and merges)")
+    model = tj["model"]
     if model.get("type") != "BPE" or model.get("byte_fallback") or model.get("ignore_merges") \
             or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
         raise ValueError(f"{path}: only byte-level BPE models like Qwen's are supported")
@@ -309,11 +318,13 @@ def _check_tokenizer_json(tj, path):
 
 def load_tokenizer(path, use_ext=None) -> Tokenizer:
     """A directory with tokenizer.json, or vocab.json + merges.txt (+ tokenizer_config.json), or a
-    tokenizer.json / *.tiktoken file."""
+    tokenizer.json / *.tiktoken file. A file that is none of these gets a ValueError naming it."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if path.endswith(".tiktoken"):
             return from_tiktoken(path, use_ext=use_ext)
+        if not path.endswith(".json"):
+            raise ValueError(f"{path}: not a tokenizer file (expected a directory, a tokenizer.json or a *.tiktoken)")
         directory, tj_path = os.path.dirname(path), path
     else:
         if not os.path.isdir(path):
