@@ -166,7 +166,7 @@ def run_to_the_end(step, cwd, env, timeout=START_TIMEOUT_S):
     run = Run(step, cwd, env)
     status = run.finish(timeout)
     if status != 0:
-        run.fail(f"`{step}` exited with {status}" if status is not None else f"`{step}` still running after {timeout} s")
+        run.fail(f"`{step}` " + (f"exited with {status}" if status is not None else f"still running after {timeout} s"))
     run.stop()
 
 

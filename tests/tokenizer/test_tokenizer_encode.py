@@ -180,8 +180,9 @@ def test_files_that_are_not_tokenizers_are_named(tmp_path, qwen_dir):
     (broken_config / "tokenizer_config.json").write_text("not json")
     not_json = tmp_path / "tokenizer.json"
     not_json.write_bytes(b"\x80\x00\xff binary")
-    for path, error in ((weights, "not a tokenizer file"), (not_json, "not a JSON file"), (config, "not a tokenizer.json"),
-                        (broken, "not a JSON file"), (broken_config, "not a JSON file")):
+    for path, error in ((weights, "not a tokenizer file"), (not_json, "not a JSON file"),
+                        (config, "not a tokenizer.json"), (broken, "not a JSON file"),
+                        (broken_config, "not a JSON file")):
         with pytest.raises(ValueError, match="not a") as raised:
             load_tokenizer(path)
         message = str(raised.value)
