@@ -10,9 +10,10 @@ environment variable, and they stop early where a full run would take minutes:
 * pytest runs: `PYTEST_ADDOPTS=--collect-only` (the options parse and every test collects; the README's whole
   suite command is the run this test is part of, so it is not run again);
 * everything else runs until a command-specific sign of work (a sampled token in the chat's log, the trained
-  files, `apt-get download` called, the benchmark's first measurement) or, where there is none, until the
-  arguments were parsed and the process then kept working for a while (a `sitecustomize` on PYTHONPATH records
-  each successful `ArgumentParser.parse_known_args`);
+  files, `apt-get download` called, the benchmark's machine line) or, where there is none, until the
+  arguments were parsed (a `sitecustomize` on PYTHONPATH records each successful
+  `ArgumentParser.parse_known_args`; a script without argparse: until it prints) and the process then kept
+  working for a while;
 * commands that need a GPU (or 8) are skipped without one, training on the GPU also without data/shards;
   `apt-get update` (root, network) is not run.
 
@@ -172,14 +173,14 @@ def run_to_the_end(step, cwd, env, timeout=START_TIMEOUT_S):
 
 def run_long(step, cwd, env, started=None, stdin=""):
     """Until ``started(run)`` (a sign of real work) holds; without one, until the process parsed its arguments
-    (or, for a script without argparse, was started) and then kept working for LONG_RUN_GRACE_S. It is then
-    stopped; a process that ends on its own must end with status 0."""
+    (or, for a script without argparse, printed something) and then kept working for LONG_RUN_GRACE_S. It is
+    then stopped; a process that ends on its own must end with status 0."""
     run = Run(step, cwd, env, stdin)
     if started is not None:
         if not run.wait_for(lambda: started(run)):
             run.fail(f"`{step}` showed no sign of work")
     else:
-        run.wait_for(run.parsed)
+        run.wait_for(lambda: run.parsed() or run.output())
         time.sleep(LONG_RUN_GRACE_S)
         if run.process.poll() not in (None, 0):
             run.fail(f"`{step}` failed" + ("" if run.parsed() else " before parsing its arguments"))
