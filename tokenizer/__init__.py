@@ -3,7 +3,8 @@
     tok = load_tokenizer(path)            # HF dir (tokenizer.json or vocab.json + merges.txt), or *.tiktoken
     tok = from_tiktoken("qwen.tiktoken")  # Qwen's ranks + the 26 added tokens
     ids = tok.encode(text); text = tok.decode(ids, skip_special_tokens=False)
-    prompt = tok.apply_chat_template(messages, tools=None, add_generation_prompt=True, enable_thinking=True)
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True)   # transformers' signature, defaults
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
     tok.save(directory)                   # tokenizer.json, vocab.json, merges.txt, tokenizer_config.json
 
 Files, in reading order: pretokenize.py (NFC, regex, bytes<->unicode), bpe.py (merge loop), added_tokens.py,

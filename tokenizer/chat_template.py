@@ -75,8 +75,10 @@ def _render_assistant(message, index, is_last, in_current_turn) -> str:
     return out + "<|im_end|>\n"
 
 
-def render_chat(messages, tools=None, add_generation_prompt=True, enable_thinking=True) -> str:
-    """The prompt string for ``messages`` (dicts with role/content[/reasoning_content/tool_calls])."""
+def render_chat(messages, tools=None, add_generation_prompt=False, enable_thinking=True) -> str:
+    """The prompt string for ``messages`` (dicts with role/content[/reasoning_content/tool_calls]); the
+    defaults are the template's: no generation prompt, thinking mode. ``Tokenizer.apply_chat_template`` is the
+    transformers-style entry point."""
     messages = list(messages)
     if not messages:
         raise ValueError("messages must contain at least one message")

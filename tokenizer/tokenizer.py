@@ -14,6 +14,11 @@ from .decoding import IncrementalDecoder
 from .pretokenize import PRETOKENIZE_PATTERN, bytes_to_token, normalize, pretokenize, token_to_bytes
 
 _CACHE_LIMIT = 1 << 20  # pre-tokens remembered by the pure-Python path before the cache is reset
+# transformers' apply_chat_template arguments that this tokenizer does not implement (refused, never ignored)
+_NOT_IMPLEMENTED = ("documents", "chat_template", "sanitize_control_tokens", "padding", "truncation", "max_length",
+                    "return_tensors", "return_assistant_tokens_mask", "tokenizer_kwargs")
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # transformers 5.x reads all three
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' sentinel for continue_final_message
 
 
 def _load_extension(use_ext):
@@ -127,12 +132,66 @@ class Tokenizer:
         return self.id_to_bytes[token_id].decode("utf-8")
 
     # ------------------------------------------------------------------------------------------------- chat
-    def apply_chat_template(self, messages, tools=None, add_generation_prompt=True, enable_thinking=True,
-                            tokenize=False):
-        """Qwen3's chat template (docs/qwen3.md §4) as a string, or its ids with ``tokenize=True``."""
+    def apply_chat_template(self, conversation, tools=None, add_generation_prompt=False,
+                            continue_final_message=False, tokenize=True, return_dict=False, **kwargs):
+        """Qwen3's chat template (docs/qwen3.md §4), called as ``transformers``' ``apply_chat_template`` is.
+
+        Same argument names and defaults, so a call gives the same result in both libraries: no generation
+        prompt unless ``add_generation_prompt=True``; token ids unless ``tokenize=False`` (then the string);
+        ``enable_thinking`` and any other keyword reach the template as its variables (Qwen3's reads only
+        ``enable_thinking``, thinking when it is not given). ``conversation`` is a list of message dicts, or a
+        list of such lists (one result each). ``continue_final_message=True`` (or the name of the field to
+        continue, e.g. ``"reasoning_content"``) leaves the last message open for the model to continue.
+        ``return_dict=True`` gives ``{"input_ids", "attention_mask"}``; its default is False, transformers 4's
+        (5.x switched to True, so pass it explicitly when moving code). transformers' other arguments
+        (documents, chat_template, padding, truncation, max_length, return_tensors, assistant masks, ...) are
+        refused by name rather than ignored.
+        """
+        unsupported = sorted(name for name in _NOT_IMPLEMENTED if kwargs.pop(name, None) not in (None, False))
+        if unsupported:
+            raise ValueError(f"apply_chat_template: {', '.join(unsupported)} not supported by this tokenizer")
+        batched = isinstance(conversation, (list, tuple)) and bool(conversation) \
+            and isinstance(conversation[0], (list, tuple))
+        texts = [self._render_conversation(messages, tools, add_generation_prompt, continue_final_message, kwargs)
+                 for messages in (conversation if batched else [conversation])]
+        if not tokenize:
+            return texts if batched else texts[0]
+        ids = [self.encode(text) for text in texts]
+        if return_dict:
+            masks = [[1] * len(row) for row in ids]
+            return {"input_ids": ids, "attention_mask": masks} if batched else \
+                {"input_ids": ids[0], "attention_mask": masks[0]}
+        return ids if batched else ids[0]
+
+    @staticmethod
+    def _render_conversation(messages, tools, add_generation_prompt, continue_final_message, template_kwargs):
+        """One conversation as transformers renders it: message fields that are None dropped, ``thinking`` /
+        ``reasoning`` read as ``reasoning_content`` (transformers 5.x), and for ``continue_final_message`` the
+        text cut right after the last message's field (found with a sentinel, as transformers does)."""
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise ValueError("apply_chat_template: the conversation must be a non-empty list of messages")
+        messages = [_template_message(m, i) for i, m in enumerate(messages)]
+        if continue_final_message:
+            if add_generation_prompt:
+                raise ValueError("apply_chat_template: continue_final_message and add_generation_prompt exclude "
+                                 "each other")
+            field = continue_final_message if isinstance(continue_final_message, str) else "content"
+            if field in _REASONING_FIELDS:
+                field = "reasoning_content"  # the one name of the three that the template reads
+            elif field != "content":
+                raise ValueError(f"apply_chat_template: continue_final_message: Qwen3's template does not read "
+                                 f"{field!r}")
+            if not isinstance(messages[-1].get(field), str):
+                raise ValueError(f"apply_chat_template: continue_final_message: the last message has no {field!r}")
+            messages[-1][field] += _CONTINUE_TAG
         text = render_chat(messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                           enable_thinking=enable_thinking)
-        return self.encode(text) if tokenize else text
+                           enable_thinking=template_kwargs.get("enable_thinking", True))
+        if continue_final_message:
+            if _CONTINUE_TAG not in text:
+                raise ValueError("apply_chat_template: continue_final_message: the template dropped the last "
+                                 "message (only the current turn keeps its thinking)")
+            text = text[:text.rindex(_CONTINUE_TAG)]
+        return text
 
     # ------------------------------------------------------------------------------------------------- save
     def save(self, directory, chat_template=None):
@@ -182,6 +241,17 @@ def _write_json(path, obj):
         json.dump(obj, f, ensure_ascii=False, indent=2)
 
 
+def _template_message(message, index) -> dict:
+    """A copy of the message as transformers hands it to the template: None fields dropped, reasoning aliased."""
+    if not isinstance(message, dict):
+        raise ValueError(f"apply_chat_template: message {index} is not a dict: {message!r:.60}")
+    message = {key: value for key, value in message.items() if value is not None}
+    reasoning = next((message[key] for key in _REASONING_FIELDS if key in message), None)
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    return message
+
+
 # ---------------------------------------------------------------------------------------------------- loading
 def from_tiktoken(path, added_tokens=None, use_ext=None) -> Tokenizer:
     """A tiktoken rank file (``base64-token rank`` per line, e.g. qwen.tiktoken) plus Qwen's 26 added tokens."""
@@ -222,12 +292,21 @@ def _vocab_and_merges(vocab_map, merge_list, where):
 
 
 def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON object in ``path``; a file that is not JSON is named in a ValueError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data
 
 
 def _check_tokenizer_json(tj, path):
-    model = tj.get("model", {})
+    if not isinstance(tj.get("model"), dict) or not {"vocab", "merges"} <= tj["model"].keys():
+        raise ValueError(f"{path}: not a tokenizer.json (no model with a vocab and merges)")
+    model = tj["model"]
     if model.get("type") != "BPE" or model.get("byte_fallback") or model.get("ignore_merges") \
             or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
         raise ValueError(f"{path}: only byte-level BPE models like Qwen's are supported")
@@ -239,11 +318,13 @@ def _check_tokenizer_json(tj, path):
 
 def load_tokenizer(path, use_ext=None) -> Tokenizer:
     """A directory with tokenizer.json, or vocab.json + merges.txt (+ tokenizer_config.json), or a
-    tokenizer.json / *.tiktoken file."""
+    tokenizer.json / *.tiktoken file. A file that is none of these gets a ValueError naming it."""
     path = os.fspath(path)
     if os.path.isfile(path):
         if path.endswith(".tiktoken"):
             return from_tiktoken(path, use_ext=use_ext)
+        if not path.endswith(".json"):
+            raise ValueError(f"{path}: not a tokenizer file (expected a directory, a tokenizer.json or a *.tiktoken)")
         directory, tj_path = os.path.dirname(path), path
     else:
         if not os.path.isdir(path):

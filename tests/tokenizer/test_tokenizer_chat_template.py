@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from qwen3mini.tokenizer import qwen3_tokenizer_dir, render_chat
+from qwen3mini.tokenizer import load_tokenizer, qwen3_tokenizer_dir, render_chat
 from tokenizer_corpus import HYPOTHESIS  # noqa: E402  (tests/tokenizer is on sys.path under pytest)
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "qwen3_chat_template.jinja")
@@ -120,15 +120,69 @@ def test_system_later_in_the_conversation():
            {"role": "user", "content": "b"}])
 
 
-def test_transformers_apply_chat_template_on_saved_dir(tmp_path):
+@pytest.fixture(scope="module")
+def hf_and_ours():
+    """transformers' tokenizer and ours, loaded from the same directory with Qwen3's Jinja template."""
     transformers = pytest.importorskip("transformers")
     directory = qwen3_tokenizer_dir(chat_template=QWEN3_JINJA)
-    hf = transformers.AutoTokenizer.from_pretrained(directory)
-    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
-            {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}, {"role": "user", "content": "Q2"}]
-    for kwargs in ({}, {"enable_thinking": False}):
-        assert hf.apply_chat_template(msgs, tools=[WEATHER], tokenize=False, add_generation_prompt=True, **kwargs) \
-            == render_chat(msgs, tools=[WEATHER], **kwargs)
+    return transformers.AutoTokenizer.from_pretrained(directory), load_tokenizer(directory)
+
+
+def transformers_result(hf, conversation, **kwargs):
+    """transformers' apply_chat_template with ``return_dict`` pinned to ours (False unless given; 5.x made True
+    its default, the one default this contract keeps from transformers 4)."""
+    out = hf.apply_chat_template(conversation, **{"return_dict": False, **kwargs})
+    return dict(out) if kwargs.get("return_dict") and kwargs.get("tokenize", True) else out
+
+
+CONVERSATION = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}, {"role": "user", "content": "Q2"}]
+ANSWERED = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "reasoning_content": "r"}]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},  # the defaults: ids, no generation prompt, thinking
+    {"add_generation_prompt": True}, {"add_generation_prompt": True, "enable_thinking": False},
+    {"tokenize": False}, {"tokenize": False, "add_generation_prompt": True, "enable_thinking": False},
+    {"tools": [WEATHER], "add_generation_prompt": True}, {"tools": [WEATHER, TIME], "tokenize": False},
+    {"return_dict": True, "add_generation_prompt": True}, {"enable_thinking": False, "unused_variable": 1}])
+def test_apply_chat_template_equals_transformers(hf_and_ours, kwargs):
+    hf, ours = hf_and_ours
+    for conversation in (CONVERSATION, ANSWERED, [CONVERSATION, ANSWERED]):  # one, and a batch of two
+        assert ours.apply_chat_template(conversation, **kwargs) == transformers_result(hf, conversation, **kwargs)
+
+
+@pytest.mark.parametrize("field", [True, "content", "reasoning_content", "thinking"])
+def test_continue_final_message_equals_transformers(hf_and_ours, field):
+    hf, ours = hf_and_ours
+    for tokenize in (False, True):
+        expected = transformers_result(hf, ANSWERED, continue_final_message=field, tokenize=tokenize)
+        assert ours.apply_chat_template(ANSWERED, continue_final_message=field, tokenize=tokenize) == expected
+    text = ours.apply_chat_template(ANSWERED, continue_final_message=field, tokenize=False)
+    assert text.endswith("<think>\nr" if field in ("reasoning_content", "thinking") else "</think>\n\nA")
+
+
+def test_message_fields_as_transformers_reads_them(hf_and_ours):
+    """None fields are dropped; `thinking` and `reasoning` are read as `reasoning_content` (transformers 5.x)."""
+    hf, ours = hf_and_ours
+    for extra in ({"thinking": "t"}, {"reasoning": "t"}, {"reasoning_content": None, "tool_calls": None}):
+        conversation = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", **extra}]
+        assert ours.apply_chat_template(conversation, tokenize=False) == \
+            transformers_result(hf, conversation, tokenize=False)
+
+
+def test_apply_chat_template_refuses_what_it_does_not_implement(hf_and_ours):
+    _, ours = hf_and_ours
+    for kwargs in ({"padding": True}, {"return_tensors": "pt"}, {"chat_template": "{{ messages }}"}):
+        with pytest.raises(ValueError, match=f"{next(iter(kwargs))} not supported"):
+            ours.apply_chat_template(ANSWERED, **kwargs)
+    assert ours.apply_chat_template(ANSWERED, padding=False, return_tensors=None) == ours.apply_chat_template(ANSWERED)
+    for conversation, error in (([], "non-empty list"), (["hi"], "message 0 is not a dict"),
+                                (ANSWERED, "exclude each other")):
+        with pytest.raises(ValueError, match=error):
+            ours.apply_chat_template(conversation, continue_final_message=True, add_generation_prompt=True)
+    with pytest.raises(ValueError, match="does not read 'name'"):
+        ours.apply_chat_template(ANSWERED, continue_final_message="name")
 
 
 _text = st.text(st.sampled_from(list("ab \n<>/thinkolrespu你")), max_size=12) | st.sampled_from(

@@ -164,6 +164,31 @@ def test_missing_files_are_named(tmp_path):
         load_tokenizer(tmp_path / "nowhere")
 
 
+def test_files_that_are_not_tokenizers_are_named(tmp_path, qwen_dir):
+    """Issue 16: a non-JSON file, a broken tokenizer.json or tokenizer_config.json, or another JSON file gets one
+    line naming the file (a ValueError), not a JSONDecodeError or KeyError traceback."""
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x80\x00\xff binary")
+    config = tmp_path / "config.json"
+    config.write_text('{"hidden_size": 8}')
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_text('{"model": {"vocab": {')
+    broken_config = tmp_path / "broken_config"
+    broken_config.mkdir()
+    (broken_config / "tokenizer.json").symlink_to(os.path.join(qwen_dir, "tokenizer.json"))
+    (broken_config / "tokenizer_config.json").write_text("not json")
+    not_json = tmp_path / "tokenizer.json"
+    not_json.write_bytes(b"\x80\x00\xff binary")
+    for path, error in ((weights, "not a tokenizer file"), (not_json, "not a JSON file"),
+                        (config, "not a tokenizer.json"), (broken, "not a JSON file"),
+                        (broken_config, "not a JSON file")):
+        with pytest.raises(ValueError, match="not a") as raised:
+            load_tokenizer(path)
+        message = str(raised.value)
+        assert error in message and "\n" not in message and str(path) in message
+
+
 def test_public_api(qwen_dir, tok):
     import qwen3mini
     public = qwen3mini.load_tokenizer(qwen_dir)
@@ -171,7 +196,7 @@ def test_public_api(qwen_dir, tok):
     assert public.encode(text) == tok.encode(text) == [151644, 872, 198, 9707, 220, 99489, 2928, 220, 17, 15, 17,
                                                        20, 151645]
     assert public.decode(public.encode(text), skip_special_tokens=True) == "user\nHello 世界!! 2025"
-    prompt_ids = public.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)
+    prompt_ids = public.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     assert public.decode(prompt_ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
