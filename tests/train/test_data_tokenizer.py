@@ -34,7 +34,7 @@ def test_transformers_agrees_on_chat_template_and_ids():
                 {"role": "user", "content": "日本語で説明して。"}]
     for thinking in (True, False):
         text = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
-        assert text == ours.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking)
+        assert text == ours.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
         assert hf.encode(text, add_special_tokens=False) == ours.encode(text)
     sample = synthetic.corpus_document(3)[1] + "\n\n    def f(x):\n\treturn x ** 2  # ünïcode\n"
     assert hf.encode(sample, add_special_tokens=False) == ours.encode(sample)
