@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from qwen3mini import load_tokenizer
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LINES = 470             # "no Python file over ~450 lines"
@@ -175,20 +177,22 @@ def test_python_files_stay_short():
     assert not long_files, "\n".join(long_files)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 item 7 is open: a root __init__.py that raises would say what "
-                   "happened, but pytest imports a root __init__.py itself (as the package `qwen3mini` in such a "
-                   "clone), so the fix needs a layout decision")
-def test_clone_named_like_the_package_says_what_happened(tmp_path):
+def test_clone_named_like_the_package_imports_the_package(tmp_path):
     """Issue 16 item 7: Python started in the folder that holds a clone called `qwen3mini` (git's default name)
-    finds the clone before the installed package. The import fails at once, naming the clone, instead of
-    yielding an empty namespace package ("module 'qwen3mini' has no attribute 'load_tokenizer'")."""
+    finds the clone before the installed package. The root's __init__.py makes that import load the real
+    package (and qwen3mini.tokenizer from tokenizer/), instead of an empty namespace package ("module
+    'qwen3mini' has no attribute 'load_tokenizer'")."""
     clone = tmp_path / "qwen3mini"
     os.symlink(ROOT, clone, target_is_directory=True)  # the clone's real layout, found by its name
-    code = "import qwen3mini; qwen3mini.load_tokenizer"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert result.returncode != 0 and last_line.startswith("ImportError: ")
-    assert "repository clone" in last_line and str(clone) in last_line
-    inside = subprocess.run([sys.executable, "-c", code], cwd=clone, capture_output=True, text=True,
-                            timeout=60)
-    assert inside.returncode == 0, inside.stderr[-2000:]  # inside the clone, the inner package is found
+    code = ("import sys, qwen3mini, qwen3mini.tokenizer; print(qwen3mini.__file__); "
+            "print(qwen3mini.tokenizer.__file__); print(qwen3mini.load_tokenizer(sys.argv[1]).encode('hello world'))")
+    expected = load_tokenizer(os.path.join(ROOT, "checkpoints", "tokenizer-16k")).encode("hello world")
+    for cwd, checkpoint in ((tmp_path, "qwen3mini/checkpoints/tokenizer-16k"), (clone, "checkpoints/tokenizer-16k")):
+        result = subprocess.run([sys.executable, "-c", code, checkpoint], cwd=cwd, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        package, tokenizer, ids = result.stdout.splitlines()
+        # the inner package's __init__.py, not the root's own
+        assert os.path.realpath(package) == os.path.realpath(os.path.join(ROOT, "qwen3mini", "__init__.py"))
+        assert tokenizer.endswith(os.path.join("tokenizer", "__init__.py"))
+        assert ids == str(expected)
