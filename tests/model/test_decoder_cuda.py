@@ -1,6 +1,6 @@
-"""The CUDA backend's fused decode step (``ops.cuda.CudaDecoder``, csrc/cuda/decoder.cu) against the op path.
+"""The CUDA backend's fused decode step (``ops.cuda.CudaDecodeStep``, csrc/cuda/decode_step.cu) against the op path.
 
-``CudaDecoder.step`` must do what ``model.decode_step`` does over the CUDA ops: the same logits within the
+``CudaDecodeStep.step`` must do what ``model.decode_step`` does over the CUDA ops: the same logits within the
 dtype's rounding (the fused kernels sum in another order, so not bit for bit), the same K/V written at each
 row's position ``lengths[b]`` and nothing else in the cache touched (free positions are NaN-poisoned: a stray
 write or read shows), the lengths advanced by one. Random small configurations (hypothesis): head_dim 64 and
@@ -73,8 +73,8 @@ def test_fused_step_equals_the_op_path(seed, dtype, head_dim, kv_heads, group, h
     model = random_model(seed, dtype, hidden, inter, kv_heads * group, kv_heads, head_dim, tied=tied)
     ours = prefilled_cache(model, lengths, capacity, seed)
     theirs = copy.deepcopy(ours)
-    decoder = ops.decoder(model, ours)
-    assert type(decoder).__name__ == "CudaDecoder"
+    decoder = ops.decode_step(model, ours)
+    assert type(decoder).__name__ == "CudaDecodeStep"
     g = torch.Generator().manual_seed(seed + 1)
     written = torch.zeros(ours.k.shape[1:3], dtype=torch.bool, device="cuda")  # [rows, positions] stepped
     for step in range(2):  # the second step attends to the first one's K/V
@@ -99,20 +99,20 @@ def test_fused_step_equals_the_op_path(seed, dtype, head_dim, kv_heads, group, h
             assert max(layer_errors) < TOLERANCE[dtype], f"step {step}: new {name} per layer: {layer_errors}"
 
 
-def test_decoder_is_offered_only_where_it_applies():
+def test_decode_step_is_offered_only_where_it_applies():
     dense = random_model(0, torch.bfloat16, 64, 96, 4, 2, 64)
-    assert ops.decoder(dense, KVCache.for_model(dense, 8, 16)) is not None
-    assert ops.decoder(dense, KVCache.for_model(dense, 9, 16)) is None           # more rows than it serves
+    assert ops.decode_step(dense, KVCache.for_model(dense, 8, 16)) is not None
+    assert ops.decode_step(dense, KVCache.for_model(dense, 9, 16)) is None           # more rows than it serves
     odd = random_model(0, torch.bfloat16, 64, 96, 4, 2, 32)
-    assert ops.decoder(odd, KVCache.for_model(odd, 1, 16)) is None               # head_dim 32
+    assert ops.decode_step(odd, KVCache.for_model(odd, 1, 16)) is None               # head_dim 32
     fp32 = random_model(0, torch.float32, 64, 96, 4, 2, 64)
-    assert ops.decoder(fp32, KVCache.for_model(fp32, 1, 16)) is None
-    os.environ["QWEN3MINI_FUSED_DECODER"] = "0"
+    assert ops.decode_step(fp32, KVCache.for_model(fp32, 1, 16)) is None
+    os.environ["QWEN3MINI_FUSED_STEP"] = "0"
     try:
-        assert ops.decoder(dense, KVCache.for_model(dense, 1, 16)) is None
+        assert ops.decode_step(dense, KVCache.for_model(dense, 1, 16)) is None
     finally:
-        del os.environ["QWEN3MINI_FUSED_DECODER"]
-    one_row = ops.decoder(dense, KVCache.for_model(dense, 1, 16))
+        del os.environ["QWEN3MINI_FUSED_STEP"]
+    one_row = ops.decode_step(dense, KVCache.for_model(dense, 1, 16))
     with pytest.raises(ValueError, match=r"tokens must be a LongTensor \[1\]"):
         one_row.step(torch.zeros(2, dtype=torch.long, device="cuda"))
     with pytest.raises(ValueError, match=r"next_tokens must be a LongTensor \[1\]"):
@@ -125,11 +125,11 @@ def test_strided_token_ids_are_read_and_next_tokens_must_be_dense():
     model = random_model(1, torch.bfloat16, 64, 96, 4, 2, 64)
     caches = [prefilled_cache(model, [3, 5], 16, seed=2) for _ in range(2)]
     ids = torch.tensor([[4, 9], [7, 1]], device="cuda")
-    strided = ops.decoder(model, caches[0]).step(ids[:, 0]).clone()
-    dense = ops.decoder(model, caches[1]).step(ids[:, 0].contiguous())
+    strided = ops.decode_step(model, caches[0]).step(ids[:, 0]).clone()
+    dense = ops.decode_step(model, caches[1]).step(ids[:, 0].contiguous())
     assert not ids[:, 0].is_contiguous() and torch.equal(strided, dense)
     with pytest.raises(ValueError, match="next_tokens must be contiguous"):
-        ops.decoder(model, caches[0]).step(ids[:, 0].contiguous(), ids[:, 1])
+        ops.decode_step(model, caches[0]).step(ids[:, 0].contiguous(), ids[:, 1])
 
 
 def test_greedy_continuation_equals_the_op_path():
@@ -137,7 +137,7 @@ def test_greedy_continuation_equals_the_op_path():
     step's token is taken by argmax of its logits or picked in its LM head kernel (written over its input)."""
     model = random_model(3, torch.bfloat16, 256, 512, 8, 4, 128, layers=4, vocab=1024)
     fused, in_kernel, plain = (prefilled_cache(model, [20], 64, seed=5) for _ in range(3))
-    decoder, greedy_decoder = ops.decoder(model, fused), ops.decoder(model, in_kernel)
+    decoder, greedy_decoder = ops.decode_step(model, fused), ops.decode_step(model, in_kernel)
     token = plain_token = model.prefill([[7, 8, 9]], plain, [0]).argmax(-1)
     assert torch.equal(model.prefill([[7, 8, 9]], fused, [0]).argmax(-1), token)
     greedy_token = model.prefill([[7, 8, 9]], in_kernel, [0]).argmax(-1)
@@ -167,7 +167,7 @@ def test_next_tokens_are_the_argmax_of_the_logits(seed, dtype, vocab, rows, data
     for case in ("plain", "ties", "nan"):
         cache = prefilled_cache(model, lengths, 32, seed)
         if case == "ties":  # the winner of row 0 copied to a column before it and one after it
-            winner = int(ops.decoder(model, copy.deepcopy(cache)).step(tokens)[0].argmax())
+            winner = int(ops.decode_step(model, copy.deepcopy(cache)).step(tokens)[0].argmax())
             for column in {winner // 2, (winner + vocab) // 2 + 1} - {winner}:
                 if column < vocab:
                     head.data[column] = head.data[winner]
@@ -176,7 +176,7 @@ def test_next_tokens_are_the_argmax_of_the_logits(seed, dtype, vocab, rows, data
                                                label="nan columns")))
             head.data[nan_columns] = float("nan")
         next_tokens = torch.full((rows,), -5, dtype=torch.long, device="cuda")   # poisoned
-        logits = ops.decoder(model, cache).step(tokens, next_tokens)
+        logits = ops.decode_step(model, cache).step(tokens, next_tokens)
         expected = logits.argmax(-1)
         assert torch.equal(next_tokens, expected), f"{case}: picked {next_tokens.tolist()}, argmax {expected.tolist()}"
         if case == "ties":
@@ -186,17 +186,17 @@ def test_next_tokens_are_the_argmax_of_the_logits(seed, dtype, vocab, rows, data
 
 
 def test_graph_replay_equals_eager_fused_steps():
-    """GraphDecoder captures the fused step; its replays equal the same step launched eagerly, bit for bit."""
-    from qwen3mini.cuda_graphs import GraphDecoder
+    """GraphedDecodeStep captures the fused step; its replays equal the same step launched eagerly, bit for bit."""
+    from qwen3mini.cuda_graphs import GraphedDecodeStep
     model = random_model(4, torch.bfloat16, 264, 344, 8, 2, 64, layers=3)
     eager_cache, graph_cache = (prefilled_cache(model, [5, 0, 33], 80, seed=6) for _ in range(2))
-    eager = ops.decoder(model, eager_cache)
-    graphed = GraphDecoder(model, graph_cache)
+    eager = ops.decode_step(model, eager_cache)
+    graphed = GraphedDecodeStep(model, graph_cache)
     tokens = torch.tensor([1, 2, 3], device="cuda")
     for step in range(5):
         expected = eager.step(tokens).clone()
         got = graphed.step(tokens)
-        assert type(graphed.graphs[3, False][3]).__name__ == "CudaDecoder"
+        assert type(graphed.graphs[3, False][3]).__name__ == "CudaDecodeStep"
         assert torch.equal(got, expected), f"step {step}: replay differs from the eager fused step"
         tokens = expected.argmax(-1)
     assert torch.equal(graph_cache.lengths, eager_cache.lengths)
@@ -233,7 +233,7 @@ def test_qwen3_0_6b_shape_matches_transformers(tmp_path, weights):
     hf = hf.to("cuda", torch.bfloat16)
     ids = torch.randint(0, 151936, (1, 40), generator=torch.Generator().manual_seed(12)).cuda()
     fused_cache, op_cache = KVCache.for_model(ours, 1, 64), KVCache.for_model(ours, 1, 64)
-    decoder = ops.decoder(ours, fused_cache)
+    decoder = ops.decode_step(ours, fused_cache)
     with torch.no_grad():
         fused, op_path = [ours.prefill(ids[:, :24], fused_cache)], [ours.prefill(ids[:, :24], op_cache)]
         for t in range(24, 40):
