@@ -119,6 +119,24 @@ def test_decode_step_is_offered_only_where_it_applies():
         one_row.step(torch.zeros(1, dtype=torch.long, device="cuda"), torch.zeros(1, dtype=torch.int, device="cuda"))
 
 
+def test_a_step_over_the_first_rows_leaves_the_others_alone():
+    """``step(tokens)`` with n < max_rows tokens steps cache rows 0..n-1 only (the DecodeStep contract)."""
+    model = random_model(3, torch.bfloat16, 64, 96, 4, 2, 64)
+    ours = prefilled_cache(model, [3, 5, 2], 16, seed=3)
+    theirs = copy.deepcopy(ours)
+    decoder = ops.decode_step(model, ours)
+    assert decoder.max_rows == 3
+    tokens = torch.tensor([11, 12], device="cuda")
+    view = copy.copy(theirs)
+    view.k, view.v, view.lengths = theirs.k[:, :2], theirs.v[:, :2], theirs.lengths[:2]
+    expected = model.decode_step(tokens, view)
+    got = decoder.step(tokens)
+    assert got.shape == expected.shape
+    assert max(row_errors(got, expected)) < TOLERANCE[torch.bfloat16]
+    assert ours.lengths.tolist() == [4, 6, 2]
+    torch.testing.assert_close(ours.k[:, 2], theirs.k[:, 2], rtol=0, atol=0, equal_nan=True)
+
+
 def test_strided_token_ids_are_read_and_next_tokens_must_be_dense():
     """Token ids may be a strided view (a column of a [B, T] batch); the greedy output, written by the kernel in
     place, must be contiguous."""
