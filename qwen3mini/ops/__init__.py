@@ -1,8 +1,9 @@
 """The op layer: the few operations whose speed matters, behind one small contract.
 
 The model calls ``ops.rms_norm``, ``ops.attention_prefill`` and friends; this module picks the backend that
-runs them, and offers the backend's whole decode step where it has one (``ops.decode_step``). The contract (shapes, dtypes, numerics) is written once, in ``reference.py``; the porting guide is
-``csrc/README.md``.
+runs them, and offers the backend's whole decode step where it has one (``ops.decode_step``). The contract
+(shapes, dtypes, numerics) is written once, in ``reference.py``, its tolerance rule in ``tolerance.py``; the
+porting guide is ``csrc/README.md``.
 
 Backend choice, per call:
   * ``QWEN3MINI_BACKEND=<name>`` (environment) or ``ops.use_backend(name)`` forces one backend everywhere
