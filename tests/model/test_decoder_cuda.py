@@ -25,7 +25,7 @@ from qwen3mini.generation import KVCache
 from qwen3mini.model import Qwen3ForCausalLM
 from qwen3mini.ops.tolerance import assert_rows_within_tolerance, assert_within_tolerance
 from decode_fixtures import prefilled_cache
-from hf_fixtures import make_hf_model, randomize_, save_hf_checkpoint
+from hf_fixtures import hf_in_float64, make_hf_model, randomize_, save_hf_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 EXAMPLES = int(os.environ.get("QWEN3MINI_CUDA_EXAMPLES", "25"))
@@ -258,7 +258,7 @@ def test_qwen3_0_6b_shape_matches_transformers(tmp_path, weights):
     ours = qwen3mini.load_model(save_hf_checkpoint(hf, tmp_path / "ckpt", dtype=torch.bfloat16), device="cuda",
                                 dtype=torch.bfloat16)
     hf = hf.to("cuda", torch.bfloat16)
-    exact_hf = copy.deepcopy(hf).double()
+    exact_hf = hf_in_float64(hf)
     ids = torch.randint(0, 151936, (1, 40), generator=torch.Generator().manual_seed(12)).cuda()
     fused_cache, op_cache = KVCache.for_model(ours, 1, 64), KVCache.for_model(ours, 1, 64)
     decoder = ops.decode_step(ours, fused_cache)

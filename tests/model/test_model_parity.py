@@ -15,7 +15,7 @@ import qwen3mini
 from qwen3mini import ops
 from qwen3mini.checkpoint import split_fused
 from qwen3mini.ops.tolerance import assert_rows_within_tolerance, assert_within_tolerance
-from hf_fixtures import make_hf_model, save_hf_checkpoint
+from hf_fixtures import hf_in_float64, make_hf_model, save_hf_checkpoint
 
 # name -> (moe, transformers config overrides, config.json spelling, max_shard_size)
 CONFIGS = {
@@ -46,20 +46,12 @@ def tokens(batch, time, vocab=256, seed=0):
     return torch.randint(0, vocab, (batch, time), generator=torch.Generator().manual_seed(seed))
 
 
-def in_float64(hf):
-    """transformers' model with the same weights in float64: the exact answer the rule measures against."""
-    exact = copy.deepcopy(hf).double()
-    if hasattr(exact, "set_experts_implementation"):   # transformers 5: its grouped-matmul experts take no float64
-        exact.set_experts_implementation("eager")
-    return exact
-
-
 def test_fp32_logits_match(pair):
     hf, directory, name = pair
     model = qwen3mini.load_model(directory, dtype=torch.float32)
     ids = tokens(3, 100 if "yarn" in name else 24)           # YaRN: run past original_max_position_embeddings
     with torch.no_grad(), ops.backend("reference"):
-        expected, exact = hf(ids).logits, in_float64(hf)(ids).logits
+        expected, exact = hf(ids).logits, hf_in_float64(hf)(ids).logits
         got = model(ids)
     assert got.shape == expected.shape
     assert_within_tolerance(got, exact, expected, f"{name} fp32 logits")
@@ -74,7 +66,7 @@ def test_fp32_logits_match_on_default_backend(pair):
     ids = tokens(2, 24, seed=1)
     with torch.no_grad():
         expected, got = hf(ids).logits, model(ids)
-        exact = in_float64(hf)(ids).logits
+        exact = hf_in_float64(hf)(ids).logits
     assert_within_tolerance(got, exact, expected, f"{name} fp32 logits, backend {ops.backend_name(got)}")
 
 
@@ -94,7 +86,7 @@ def test_bf16_logits_match(pair):
     hf_bf16 = copy.deepcopy(hf).to(torch.bfloat16)
     with torch.no_grad(), ops.backend("reference"):
         expected, got = hf_bf16(ids).logits, model(ids)
-        exact = in_float64(hf_bf16)(ids).logits
+        exact = hf_in_float64(hf_bf16)(ids).logits
     assert got.dtype == torch.bfloat16
     quantiles = (0.5, 0.9) if "moe" in name else (0.5, 0.9, 1.0)
     assert_rows_within_tolerance(got, exact, expected, f"{name} bf16 logits per token", quantiles)
@@ -118,7 +110,7 @@ def test_router_logits_and_gradients_match(pair):
         return loss.detach(), getattr(out, "router_logits", None), {k: p.grad for k, p in hf.named_parameters()}
 
     expected_loss, hf_router, hf_grads = run_hf(hf)
-    exact_loss, exact_router, exact_grads = run_hf(in_float64(hf))
+    exact_loss, exact_router, exact_grads = run_hf(hf_in_float64(hf))
     logits, router = model(ids, return_router_logits=True)
     loss = next_token_loss(logits)
     loss.backward()

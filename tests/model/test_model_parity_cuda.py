@@ -6,15 +6,13 @@ test_model_parity.test_bf16_logits_match (qwen3mini/ops/tolerance.py: ours at mo
 answer, transformers in float64 on the same weights, as transformers in bf16, plus a floor), for the full
 forward (prefill kernels) and for decoding through the KV cache (decode kernels).
 """
-import copy
-
 import pytest
 import torch
 
 import qwen3mini
 from qwen3mini import ops
 from qwen3mini.ops.tolerance import assert_rows_within_tolerance
-from hf_fixtures import make_hf_model, save_hf_checkpoint
+from hf_fixtures import hf_in_float64, make_hf_model, save_hf_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -34,10 +32,7 @@ def pair(request, tmp_path_factory):
     directory = save_hf_checkpoint(hf, tmp_path_factory.mktemp(request.param))
     ours = qwen3mini.load_model(directory, device="cuda", dtype=torch.bfloat16)
     hf = hf.to("cuda", torch.bfloat16)
-    exact = copy.deepcopy(hf).double()
-    if hasattr(exact, "set_experts_implementation"):   # transformers 5: its grouped-matmul experts take no float64
-        exact.set_experts_implementation("eager")
-    return hf, exact, ours, request.param
+    return hf, hf_in_float64(hf), ours, request.param
 
 
 def prompts(batch, time, seed):
