@@ -30,10 +30,10 @@ _parser.add_argument("--backend", default="cpp", help="qwen3mini op backend (cpp
 _parser.add_argument("--skip-hf", action="store_true", help="only qwen3mini")
 _parser.add_argument("--omp-wait", default="brief", choices=["brief", "passive", "active"],
                      help="what idle OpenMP threads do between parallel regions: spin briefly then sleep "
-                          "(GOMP_SPINCOUNT=10000, ~0.1 ms), sleep at once (passive) or spin (active). A decode "
-                          "step opens ~115 parallel regions a few microseconds apart: waking a sleeping thread "
-                          "for each costs tens of microseconds, and a spinning thread holds the core that other "
-                          "work on a shared machine needs")
+                          "(GOMP_SPINCOUNT=10000), sleep at once (passive) or spin (active). A decode step opens "
+                          "~115 parallel regions a few microseconds apart: waking a sleeping thread for each "
+                          "costs more than the work, and a spinning thread holds the core that other work on a "
+                          "shared machine needs")
 args = _parser.parse_args()
 # qwen3mini._C and torch share one OpenMP runtime (torch's libgomp), configured at start-up: same for both.
 os.environ["OMP_NUM_THREADS"] = str(args.threads)

@@ -5,7 +5,7 @@
 On Qwen3-0.6B's shape in bf16 (random weights and a cache of random K/V: the speed does not depend on the
 values): ``attention_decode`` of one layer at each cached length (best of 5 x 10 calls) with the K/V bytes it
 reads per second, beside the machine's copy bandwidth (the bound, as in bench_cpu_inference.py), then
-``CppDecoder.step`` (``ops.decoder``: the step the chat runs) at each length (median of 8 steps). The step is
+``CppDecodeStep.step`` (``ops.decode_step``: the step the chat runs) at each length (median of 8 steps). The step is
 the weights (~1.2 GB) plus 28 attention calls, so at a few thousand tokens attention is a large part of it.
 """
 import argparse
@@ -54,17 +54,17 @@ def main():
     cache = KVCache.for_model(model, 1, max(lengths) + 8)
     cache.k.normal_()
     cache.v.normal_()
-    decoder = ops.decoder(model, cache)
+    decode_step = ops.decode_step(model, cache)
     token = torch.tensor([5])
 
     def step_at(length):
         cache.lengths.fill_(length)
-        decoder.step(token)
+        decode_step.step(token)
 
     for length in lengths:
         step_at(length)
         rate = median_rate(lambda: step_at(length), 8)
-        print(f"{type(decoder).__name__}.step, {length:5d} cached tokens: {1e3 / rate:6.1f} ms ({rate:5.1f} tok/s)")
+        print(f"{type(decode_step).__name__}.step, {length:5d} cached tokens: {1e3 / rate:6.1f} ms ({rate:5.1f} tok/s)")
 
 
 if __name__ == "__main__":

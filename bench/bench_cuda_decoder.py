@@ -1,9 +1,9 @@
-"""Tuning the fused decode step (qwen3mini.ops.cuda.CudaDecoder) at batch 1 on a Qwen3-0.6B-shaped model.
+"""Tuning the fused decode step (qwen3mini.ops.cuda.CudaDecodeStep) at batch 1 on a Qwen3-0.6B-shaped model.
 
     python bench/bench_cuda_decoder.py [--variants "default;chunk=256"] [--profile] [--timeline]
     QWEN3MINI_NO_PDL=1 python bench/bench_cuda_decoder.py --variants default --profile  # per-kernel times
 
-Each variant is a CudaDecoder with other tuning knobs (the fewest cache positions per attention split), captured
+Each variant is a CudaDecodeStep with other tuning knobs (the fewest cache positions per attention split), captured
 in a CUDA graph and timed over 256 greedy steps after a 128-token prompt (best of three runs), against the bound
 (weights + KV bytes per token over the measured copy bandwidth; also printed: weights alone). The graph feeds the
 step its own greedy token, picked inside the LM head kernel (``step(token, token)``); ``argmax=torch`` captures
@@ -27,13 +27,13 @@ from bench_cuda_profile import kernel_breakdown
 from qwen3mini.config import PRESETS
 from qwen3mini.generation import KVCache
 from qwen3mini.model import Qwen3ForCausalLM
-from qwen3mini.ops.cuda import CudaDecoder
+from qwen3mini.ops.cuda import CudaDecodeStep
 
 KNOBS = {"chunk": ("min_chunk", int)}
 
 
 def parse_variant(text):
-    """"default,chunk=256,argmax=torch" -> (CudaDecoder kwargs, whether the graph takes torch's argmax)."""
+    """"default,chunk=256,argmax=torch" -> (CudaDecodeStep kwargs, whether the graph takes torch's argmax)."""
     kwargs, torch_argmax = {}, False
     for item in filter(None, text.split(",")):
         if item == "default":
@@ -65,9 +65,9 @@ def step_timeline(replay, layers):
         with open(path) as f:
             trace = json.load(f)
     kernels = sorted((e for e in trace["traceEvents"] if e.get("cat") == "kernel"), key=lambda e: e["ts"])
-    kernels = [k for k in kernels if "decoder_" in k["name"]]
+    kernels = [k for k in kernels if "step_gemv" in k["name"] or "step_attention" in k["name"]]
     if len(kernels) != 5 * layers + 1:
-        raise RuntimeError(f"the trace has {len(kernels)} decoder kernels, expected {5 * layers + 1}")
+        raise RuntimeError(f"the trace has {len(kernels)} decode-step kernels, expected {5 * layers + 1}")
     ends = [k["ts"] + k["dur"] for k in kernels]
     rows = {name: [] for name in LAYER_KERNELS}
     for i in range(5, 5 * layers):
@@ -83,16 +83,16 @@ def step_timeline(replay, layers):
 
 
 class Graphed:
-    """One CUDA graph of ``decoder.step`` fed by its own greedy token (no host round trip): picked in the LM head
+    """One CUDA graph of ``decode_step.step`` fed by its own greedy token (no host round trip): picked in the LM head
     kernel, or by torch's argmax and a copy (``torch_argmax``)."""
 
-    def __init__(self, decoder, cache, torch_argmax=False):
+    def __init__(self, decode_step, cache, torch_argmax=False):
         self.cache, self.token = cache, torch.zeros(1, dtype=torch.long, device="cuda")
         saved = cache.lengths.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        step = ((lambda: self.token.copy_(decoder.step(self.token).argmax(-1))) if torch_argmax
-                else (lambda: decoder.step(self.token, self.token)))
+        step = ((lambda: self.token.copy_(decode_step.step(self.token).argmax(-1))) if torch_argmax
+                else (lambda: decode_step.step(self.token, self.token)))
         with torch.cuda.stream(side):
             for _ in range(2):
                 step()
@@ -130,8 +130,8 @@ def main():
         cache.reset()
         model.prefill([prompt], cache)
         kwargs, torch_argmax = parse_variant(text)
-        decoder = CudaDecoder(model, cache, **kwargs)
-        graphed = Graphed(decoder, cache, torch_argmax)
+        decode_step = CudaDecodeStep(model, cache, **kwargs)
+        graphed = Graphed(decode_step, cache, torch_argmax)
         rates = []
         for _ in range(3):
             cache.lengths.fill_(args.prompt)
@@ -144,14 +144,14 @@ def main():
         best = max(rates)
         print(f"{text:28s} {best:6.0f} tok/s ({1e6 / best:5.0f} us/step) {best / bound:6.1%} of the bound "
               f"({best / weights_bound:.1%} of weights alone)   runs: {', '.join(f'{r:.0f}' for r in rates)}; "
-              f"attention splits {decoder._impl.splits}", flush=True)
+              f"attention splits {decode_step._impl.splits}", flush=True)
         if args.profile:
             cache.lengths.fill_(args.prompt + args.steps // 2)
             kernel_breakdown(graphed.graph.replay, f"one replay ({text})", top=12)
         if args.timeline:
             cache.lengths.fill_(args.prompt + args.steps // 2)
             step_timeline(graphed.graph.replay, config.num_hidden_layers)
-        del graphed, decoder
+        del graphed, decode_step
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def main():
         assert ids == reference, f"{name} disagrees with tokenizers"
     ntokens = sum(map(len, reference))
 
-    # The pure-Python path on a slice (it is ~50x slower), checked against the same ids.
+    # The pure-Python path on a slice (it is far slower), checked against the same ids.
     py_docs, size = [], 0
     for d in docs:
         if size >= args.python_mb * 1e6:

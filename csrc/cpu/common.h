@@ -1,4 +1,4 @@
-// Shared by the per-ISA kernel builds (kernels_generic.cpp, kernels_avx2.cpp) and the ATen glue (ops.cpp).
+// Shared by the per-ISA kernel builds (kernels_baseline.cpp, kernels_avx2.cpp) and the ATen glue (ops.cpp).
 #pragma once
 #include <omp.h>
 
@@ -43,8 +43,9 @@ struct KernelTable {
                         const T* w_gate_up, const T* w_down, int E, int I, T* out);
 };
 
-namespace generic { template <class T> KernelTable<T> table(); }
+// One build of kernels.h per instruction set (kernels_<isa>.cpp); ops.cpp lists them in its table of ISAs.
+namespace baseline { template <class T> KernelTable<T> table(); }
 namespace avx2 { template <class T> KernelTable<T> table(); }
 
-// The table of the ISA in use (ops.cpp: chosen at run time, or forced by set_isa).
+// The table of the ISA in use (ops.cpp: the best this CPU runs, or the one QWEN3MINI_CPU_ISA names).
 template <class T> KernelTable<T> kernels();

@@ -1,13 +1,13 @@
-// The C++ backend's whole decode step (qwen3mini.ops.decoder, Python side: qwen3mini/ops/cpp.py CppDecoder).
+// The C++ backend's whole decode step (qwen3mini.ops.decode_step; Python side: qwen3mini/ops/cpp.py CppDecodeStep).
 //
-// model.decode_step runs a token through the model one op at a time from Python: for Qwen3-0.6B that is
-// ~4,800 Python calls and ~200 ATen allocations a token, 7-10 ms of a 70 ms step on a 2-core CPU, on top of
-// the arithmetic (bench/RESULTS.md, "cpu kernels"). This file runs the same step as one call, in the manner
-// of llama2.c's forward(): the same kernels as the ops (the KernelTable of ops.cpp), in the same order, with
-// the same roundings, into buffers allocated once. Its logits therefore equal the op path's
-// (tests/model/test_decoders.py checks them, the K/V it writes and the lengths it advances).
+// model.decode_step runs a token through the model one op at a time from Python, a few thousand Python calls
+// and a few hundred ATen allocations a token on top of the arithmetic (bench/RESULTS.md, "cpu kernels"). This
+// file runs the same step as one call, in the manner of llama2.c's forward(): the same kernels as the ops (the
+// KernelTable of ops.cpp), in the same order, with the same roundings, into buffers allocated once. Its logits
+// therefore equal the op path's (tests/model/test_decoders.py checks them, the K/V it writes and the lengths
+// it advances). The weights come by their names in the model (qwen3mini/ops/decode_step.py, named_weights).
 //
-// One step, for B rows each holding lengths[b] tokens (model.py, DecoderLayer and DecodeContext):
+// One step, for n <= B rows each holding lengths[b] tokens (model.py, DecoderLayer and DecodeContext):
 //   x = embed[token]
 //   per layer:  h, residual = add_rms_norm(x, residual)          (rms_norm of x in the first layer)
 //               q, k, v = split(h @ Wqkv^T);  q, k = qk_norm_rope(q, k, cos[pos], sin[pos])
@@ -31,15 +31,19 @@ struct Layer {
     bool moe() const { return router.defined(); }
 };
 
-class Decoder {
+class DecodeStep {
   public:
-    Decoder(at::Tensor embed, std::vector<std::map<std::string, at::Tensor>> layers, at::Tensor final_norm,
-            at::Tensor head, at::Tensor k_cache, at::Tensor v_cache, at::Tensor lengths, at::Tensor cos,
-            at::Tensor sin, int64_t num_heads, int64_t num_kv_heads, double eps, double scale, int64_t top_k, bool norm_topk)
-        : embed_(embed), final_norm_(final_norm), head_(head), k_cache_(k_cache), v_cache_(v_cache),
-          lengths_(lengths), cos_(cos), sin_(sin), nH_(num_heads), nKV_(num_kv_heads), eps_(eps), scale_(scale), top_k_(top_k),
-          norm_topk_(norm_topk) {
-        const char* op = "CppDecoder";
+    DecodeStep(std::map<std::string, at::Tensor> weights, at::Tensor k_cache, at::Tensor v_cache, at::Tensor lengths,
+               at::Tensor cos, at::Tensor sin, int64_t num_heads, int64_t num_kv_heads, double eps, double scale,
+               int64_t top_k, bool norm_topk)
+        : k_cache_(k_cache), v_cache_(v_cache), lengths_(lengths), cos_(cos), sin_(sin), nH_(num_heads),
+          nKV_(num_kv_heads), eps_(eps), scale_(scale), top_k_(top_k), norm_topk_(norm_topk) {
+        embed_ = weight(weights, "model.embed_tokens.weight", true);
+        final_norm_ = weight(weights, "model.norm.weight", true);
+        head_ = weight(weights, "lm_head.weight", true);
+        const at::Tensor& embed = embed_;
+        const at::Tensor& head = head_;
+        const char* op = "CppDecodeStep";
         TORCH_CHECK(embed.dim() == 2, op, ": embed must be [vocab, hidden]");
         const auto dtype = embed.scalar_type();
         TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, op, ": dtype ", dtype,
@@ -48,16 +52,17 @@ class Decoder {
                         v_cache.sizes() == k_cache.sizes(),
                     op, ": k_cache/v_cache must be contiguous [layers, B, S, nKV, D], got ", k_cache.sizes());
         B_ = k_cache.size(1), S_ = k_cache.size(2), D_ = k_cache.size(4), H_ = embed.size(1);
-        TORCH_CHECK(k_cache.size(0) == int64_t(layers.size()) && k_cache.size(3) == nKV_, op, ": k_cache ",
-                    k_cache.sizes(), " does not fit ", layers.size(), " layers of ", nKV_, " KV heads");
+        TORCH_CHECK(k_cache.size(3) == nKV_, op, ": k_cache ", k_cache.sizes(), " does not fit ", nKV_, " KV heads");
         TORCH_CHECK(nKV_ > 0 && nH_ % nKV_ == 0 && D_ % 2 == 0 && D_ <= 512, op, ": unsupported heads nH=", nH_,
                     " nKV=", nKV_, " D=", D_);
         TORCH_CHECK(lengths.scalar_type() == at::kInt && lengths.is_contiguous() && lengths.numel() == B_, op,
                     ": lengths must be a contiguous int32 [", B_, "]");
         TORCH_CHECK(cos.dim() == 2 && cos.size(0) == S_ && cos.size(1) == D_ && sin.sizes() == cos.sizes(), op,
                     ": cos/sin tables must be [", S_, ", ", D_, "], got ", cos.sizes());
-        for (size_t i = 0; i < layers.size(); ++i) layers_.push_back(to_layer(layers[i], int(i)));
-        std::vector<at::Tensor> all = {embed, final_norm, head, k_cache, v_cache, cos, sin};
+        for (int64_t i = 0; i < k_cache.size(0); ++i) layers_.push_back(to_layer(weights, i));
+        TORCH_CHECK(!weights.count("model.layers." + std::to_string(k_cache.size(0)) + ".input_layernorm.weight"), op,
+                    ": the model has more layers than k_cache (", k_cache.size(0), ")");
+        std::vector<at::Tensor> all = {embed_, final_norm_, head_, k_cache, v_cache, cos, sin};
         for (const Layer& l : layers_)
             for (const at::Tensor& t : {l.input_norm, l.qkv, l.q_norm, l.k_norm, l.o, l.post_norm, l.gate_up,
                                         l.down, l.router, l.experts_gate_up, l.experts_down})
@@ -85,47 +90,65 @@ class Decoder {
         logits_ = at::empty({B_, head.size(0)}, opts);
     }
 
-    // tokens: int64 [B]. Returns the logits [B, vocab] (a buffer the next step overwrites).
+    // tokens: int64 [n], one per cache row 0..n-1 (n <= B). Returns the logits [n, vocab] (a view of a buffer
+    // the next step overwrites).
     at::Tensor step(const at::Tensor& tokens) {
         TORCH_CHECK(tokens.device().is_cpu() && tokens.scalar_type() == at::kLong && tokens.dim() == 1 &&
-                        tokens.numel() == B_ && tokens.is_contiguous(),
-                    "CppDecoder.step: tokens must be a contiguous int64 CPU vector of ", B_, " (one per cache row)",
-                    ", got ", tokens.scalar_type(), " ", tokens.sizes());
+                        tokens.numel() >= 1 && tokens.numel() <= B_ && tokens.is_contiguous(),
+                    "CppDecodeStep.step: tokens must be a contiguous int64 CPU vector of 1 to ", B_,
+                    " ids (one per cache row), got ", tokens.scalar_type(), " ", tokens.sizes());
+        const int64_t n = tokens.numel();
         const int64_t* token = tokens.data_ptr<int64_t>();
         const int32_t* len = lengths_.data_ptr<int32_t>();
-        for (int64_t b = 0; b < B_; ++b) {
-            TORCH_CHECK(token[b] >= 0 && token[b] < embed_.size(0), "CppDecoder.step: token ", token[b],
+        for (int64_t b = 0; b < n; ++b) {
+            TORCH_CHECK(token[b] >= 0 && token[b] < embed_.size(0), "CppDecodeStep.step: token ", token[b],
                         " outside the vocabulary [0, ", embed_.size(0), ")");
-            TORCH_CHECK(len[b] >= 0 && len[b] < S_, "CppDecoder.step: cache row ", b, " holds ", len[b],
+            TORCH_CHECK(len[b] >= 0 && len[b] < S_, "CppDecodeStep.step: cache row ", b, " holds ", len[b],
                         " tokens; the KV cache holds ", S_);
         }
         if (embed_.scalar_type() == at::kFloat)
-            run<float>(kernels<float>(), token, len);
+            run<float>(kernels<float>(), token, len, int(n));
         else
-            run<bf16_t>(kernels<bf16_t>(), token, len);
-        return logits_;
+            run<bf16_t>(kernels<bf16_t>(), token, len, int(n));
+        return logits_.narrow(0, 0, n);
     }
 
+    int64_t max_rows() const { return B_; }
+
   private:
-    static Layer to_layer(std::map<std::string, at::Tensor>& w, int index) {
-        auto get = [&](const char* name, bool required) {
-            auto it = w.find(name);
-            TORCH_CHECK(it != w.end() || !required, "CppDecoder: layer ", index, " lacks weight '", name, "'");
-            return it == w.end() ? at::Tensor() : it->second;
-        };
-        Layer l{get("input_norm", true), get("qkv", true),       get("q_norm", true),
-                get("k_norm", true),     get("o", true),         get("post_norm", true),
-                get("gate_up", false),   get("down", false),     get("router", false),
-                get("experts_gate_up", false), get("experts_down", false)};
+    // The weight `name` (a key of ops/decode_step.py named_weights), or an undefined tensor if it is absent and
+    // not required.
+    static at::Tensor weight(const std::map<std::string, at::Tensor>& weights, const std::string& name,
+                             bool required) {
+        auto it = weights.find(name);
+        TORCH_CHECK(it != weights.end() || !required, "CppDecodeStep: the model has no weight '", name, "'");
+        return it == weights.end() ? at::Tensor() : it->second;
+    }
+
+    static Layer to_layer(const std::map<std::string, at::Tensor>& w, int64_t index) {
+        const std::string at = "model.layers." + std::to_string(index) + ".";
+        auto get = [&](const char* name, bool required) { return weight(w, at + name, required); };
+        Layer l{get("input_layernorm.weight", true),
+                get("self_attn.qkv_proj.weight", true),
+                get("self_attn.q_norm.weight", true),
+                get("self_attn.k_norm.weight", true),
+                get("self_attn.o_proj.weight", true),
+                get("post_attention_layernorm.weight", true),
+                get("mlp.gate_up_proj.weight", false),
+                get("mlp.down_proj.weight", false),
+                get("mlp.gate.weight", false),
+                get("mlp.experts.gate_up_proj", false),
+                get("mlp.experts.down_proj", false)};
         TORCH_CHECK(l.moe() ? l.experts_gate_up.defined() && l.experts_down.defined()
                             : l.gate_up.defined() && l.down.defined(),
-                    "CppDecoder: layer ", index, " needs gate_up+down or router+experts_gate_up+experts_down");
+                    "CppDecodeStep: layer ", index, " needs mlp.gate_up_proj + mlp.down_proj or mlp.gate + ",
+                    "mlp.experts.gate_up_proj + mlp.experts.down_proj");
         return l;
     }
 
     template <class T>
-    void run(const KernelTable<T>& kt, const int64_t* token, const int32_t* len) {
-        const int H = int(H_), D = int(D_), nH = int(nH_), nKV = int(nKV_), B = int(B_);
+    void run(const KernelTable<T>& kt, const int64_t* token, const int32_t* len, int B) {
+        const int H = int(H_), D = int(D_), nH = int(nH_), nKV = int(nKV_);
         const float eps = float(eps_);
         T *x = ptr<T>(x_), *residual = ptr<T>(residual_), *h = ptr<T>(h_), *wide = ptr<T>(wide_);
         int32_t* seqlens = seqlens_.data_ptr<int32_t>();
@@ -162,9 +185,9 @@ class Decoder {
             kt.linear(ptr<T>(attn_), B, ptr<T>(l.o), H, nH * D, x);
             kt.add_rms_norm(x, residual, ptr<T>(l.post_norm), eps, B, H, h, residual);
             if (l.moe())
-                moe(kt, l, h, x);
+                moe(kt, l, h, x, B);
             else
-                mlp(kt, l, h, x);
+                mlp(kt, l, h, x, B);
         }
         kt.add_rms_norm(x, residual, ptr<T>(final_norm_), eps, B, H, h, residual);
         kt.linear(h, B, ptr<T>(head_), int(head_.size(0)), H, ptr<T>(logits_));
@@ -173,19 +196,19 @@ class Decoder {
     }
 
     template <class T>
-    void mlp(const KernelTable<T>& kt, const Layer& l, const T* h, T* out) {
+    void mlp(const KernelTable<T>& kt, const Layer& l, const T* h, T* out, int B) {
         const int H = int(H_), I = int(l.down.size(1));
-        kt.linear(h, int(B_), ptr<T>(l.gate_up), 2 * I, H, ptr<T>(wide_));
-        kt.silu_mul(ptr<T>(wide_), 2 * I, B_, I, ptr<T>(act_));
-        kt.linear(ptr<T>(act_), int(B_), ptr<T>(l.down), H, I, out);
+        kt.linear(h, B, ptr<T>(l.gate_up), 2 * I, H, ptr<T>(wide_));
+        kt.silu_mul(ptr<T>(wide_), 2 * I, B, I, ptr<T>(act_));
+        kt.linear(ptr<T>(act_), B, ptr<T>(l.down), H, I, out);
     }
 
     template <class T>
-    void moe(const KernelTable<T>& kt, const Layer& l, const T* h, T* out) {
+    void moe(const KernelTable<T>& kt, const Layer& l, const T* h, T* out, int B) {
         const int H = int(H_), E = int(l.router.size(0)), I = int(l.experts_down.size(2));
-        kt.linear(h, int(B_), ptr<T>(l.router), E, H, ptr<T>(wide_));
-        kt.moe_route(ptr<T>(wide_), B_, E, int(top_k_), norm_topk_, ids_.data_ptr<int64_t>(), ptr<T>(route_weights_));
-        kt.moe_experts(h, B_, H, ids_.data_ptr<int64_t>(), ptr<T>(route_weights_), int(top_k_),
+        kt.linear(h, B, ptr<T>(l.router), E, H, ptr<T>(wide_));
+        kt.moe_route(ptr<T>(wide_), B, E, int(top_k_), norm_topk_, ids_.data_ptr<int64_t>(), ptr<T>(route_weights_));
+        kt.moe_experts(h, B, H, ids_.data_ptr<int64_t>(), ptr<T>(route_weights_), int(top_k_),
                        ptr<T>(l.experts_gate_up), ptr<T>(l.experts_down), E, I, out);
     }
 
@@ -202,14 +225,13 @@ class Decoder {
 
 }  // namespace
 
-void bind_decoder(pybind11::module& m) {
-    pybind11::class_<Decoder>(m, "Decoder", "The whole decode step of a Qwen3 model in one call (decode.cpp)")
-        .def(pybind11::init<at::Tensor, std::vector<std::map<std::string, at::Tensor>>, at::Tensor, at::Tensor,
-                            at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t, int64_t, double,
-                            double, int64_t, bool>(),
-             pybind11::arg("embed"), pybind11::arg("layers"), pybind11::arg("final_norm"), pybind11::arg("head"),
-             pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("lengths"), pybind11::arg("cos"),
-             pybind11::arg("sin"), pybind11::arg("num_heads"), pybind11::arg("num_kv_heads"), pybind11::arg("eps"),
-             pybind11::arg("scale"), pybind11::arg("top_k"), pybind11::arg("norm_topk"))
-        .def("step", &Decoder::step, pybind11::arg("tokens"));
+void bind_decode_step(pybind11::module& m) {
+    pybind11::class_<DecodeStep>(m, "DecodeStep", "The whole decode step of a Qwen3 model in one call (decode.cpp)")
+        .def(pybind11::init<std::map<std::string, at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, int64_t, int64_t, double, double, int64_t, bool>(),
+             pybind11::arg("weights"), pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("lengths"),
+             pybind11::arg("cos"), pybind11::arg("sin"), pybind11::arg("num_heads"), pybind11::arg("num_kv_heads"),
+             pybind11::arg("eps"), pybind11::arg("scale"), pybind11::arg("top_k"), pybind11::arg("norm_topk"))
+        .def("step", &DecodeStep::step, pybind11::arg("tokens"))
+        .def_property_readonly("max_rows", &DecodeStep::max_rows);
 }

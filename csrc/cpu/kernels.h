@@ -1,6 +1,6 @@
 // The CPU kernels of the op contract (csrc/README.md), written once and compiled once per instruction set.
 //
-// This header is included by kernels_generic.cpp (portable: whatever the compiler's baseline is, SSE2 on
+// This header is included by kernels_baseline.cpp (portable: whatever the compiler's baseline is, SSE2 on
 // x86-64) and by kernels_avx2.cpp (under `#pragma GCC target("avx2,fma")`), each time inside its own
 // namespace QWEN3MINI_ISA. ops.cpp picks one at run time with __builtin_cpu_supports, so the same binary
 // runs on any x86-64 (or non-x86) CPU and uses 256-bit FMA where the CPU has it.
@@ -178,10 +178,10 @@ inline void linear_rows(const float* x, int64_t ldx, int M, const T* w, int64_t 
 }
 
 // One row of x (decode): the rows of W are read one after another, a single sequential stream that the
-// hardware prefetcher follows at full speed (4 interleaved 2 KB row streams ran ~30% slower on Zen 3);
-// four accumulators hide the FMA latency. A software prefetch kPrefetchBytes ahead, with the non-temporal
-// hint (each weight byte is used once per token), read the decode weights ~5% faster on Zen 3 than the
-// hardware prefetcher alone (bench/RESULTS.md); 512 B and 2 KB ahead were no better.
+// hardware prefetcher follows at full speed (interleaved row streams were slower on Zen 3); four accumulators
+// hide the FMA latency. A software prefetch kPrefetchBytes ahead, with the non-temporal hint (each weight byte
+// is used once per token), read the decode weights faster on Zen 3 than the hardware prefetcher alone; 512 B
+// and 2 KB ahead were no better (bench/RESULTS.md, "cpu kernels").
 constexpr int kPrefetchBytes = 1024;
 
 template <class T, class OutT>
@@ -229,9 +229,8 @@ void linear(const T* x, int M, const T* w, int N, int K, T* out) {
     const float* xf = as_float(x, int64_t(M) * K, scratch);
     const int blocks = (N + 15) / 16;                     // 16 features per task: enough tasks, little overhead
     // Guided: each thread starts on a long contiguous run of rows (one stream for the prefetcher), and the
-    // shrinking tail chunks let the thread that streams faster take more, so neither waits at the end. On the
-    // shared 2-core Zen 3 box the 113 decode matrices of a 0.6B token read 1-4% faster than with equal static
-    // halves in each of three interleaved runs (bench/RESULTS.md, "cpu kernels").
+    // shrinking tail chunks let the thread that streams faster take more, so neither waits at the end (faster
+    // than equal static halves on a shared 2-core Zen 3: bench/RESULTS.md, "cpu kernels").
 #pragma omp parallel for schedule(guided, 4) if (int64_t(N) * K * std::max(M, 1) > 32768)
     for (int b = 0; b < blocks; ++b)
         linear_block(xf, K, M, w, K, K, b * 16, std::min(N, b * 16 + 16), out, N);
@@ -417,8 +416,7 @@ inline void finish_row(const RowState& st, int D, T* out) {
 // apart in memory ([tokens, heads, D]: 256 B every 2 KB in Qwen3-0.6B's cache), a pattern the hardware
 // prefetcher does not follow: at 4k cached tokens the decode attention spent most of its time stalled on these
 // loads (perf). So each row prefetches the row kRowsAhead later, up to `end` (the rows that exist). Distances
-// 4-16 measured alike; without the look-ahead a 4k-token call was 1.7-2.5x slower (bench/RESULTS.md, "cpu
-// kernels").
+// 4-16 measured alike, and far better than none (bench/RESULTS.md, "cpu kernels").
 template <class T>
 inline void widen_block(View3<T> src, int64_t row0, int n, int64_t head, int D, float* dst, int64_t end) {
     constexpr int kRowsAhead = 8;

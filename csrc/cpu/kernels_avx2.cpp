@@ -12,7 +12,7 @@ template KernelTable<float> avx2::table<float>();
 template KernelTable<bf16_t> avx2::table<bf16_t>();
 #else
 namespace avx2 {  // not an x86 CPU: the "avx2" table is the portable one and is never chosen
-template <class T> KernelTable<T> table() { return generic::table<T>(); }
+template <class T> KernelTable<T> table() { return baseline::table<T>(); }
 }
 template KernelTable<float> avx2::table<float>();
 template KernelTable<bf16_t> avx2::table<bf16_t>();

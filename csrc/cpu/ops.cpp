@@ -3,7 +3,9 @@
 // uses torch.empty, which the conformance suite fills with NaN), so an element the kernel forgets shows up.
 #include <torch/extension.h>
 
+#include <iterator>
 #include <string>
+#include <vector>
 
 #include "common.h"
 
@@ -11,28 +13,59 @@ namespace {
 
 // ------------------------------------------------------------------ ISA choice
 
-std::string& isa_name() {
-    static std::string name = [] {
+// The instruction sets with a build of kernels.h (kernels_<name>.cpp), best first. Adding one (AVX-512) is its
+// kernels_<name>.cpp, its namespace in common.h and one entry here.
+struct Isa {
+    const char* name;
+    bool (*runs_here)();  // does this CPU execute it?
+    KernelTable<float> (*f32)();
+    KernelTable<bf16_t> (*bf16)();
+};
+
+bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return std::string("avx2");
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
 #endif
-        return std::string("generic");
+}
+
+const Isa kIsas[] = {
+    {"avx2", cpu_has_avx2, avx2::table<float>, avx2::table<bf16_t>},
+    {"baseline", [] { return true; }, baseline::table<float>, baseline::table<bf16_t>},
+};
+
+// The ISA in use: the best one this CPU executes, until set_isa picks another.
+const Isa*& current_isa() {
+    static const Isa* isa = [] {
+        for (const Isa& i : kIsas)
+            if (i.runs_here()) return &i;
+        return &kIsas[std::size(kIsas) - 1];
     }();
-    return name;
+    return isa;
+}
+
+// The ISAs this CPU executes, best first (the conformance suite runs on each).
+std::vector<std::string> isas_here() {
+    std::vector<std::string> names;
+    for (const Isa& i : kIsas)
+        if (i.runs_here()) names.push_back(i.name);
+    return names;
 }
 
 void set_isa(const std::string& name) {
-    TORCH_CHECK(name == "generic" || name == "avx2", "qwen3mini._C.set_isa: unknown ISA '", name,
-                "' (generic or avx2)");
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    TORCH_CHECK(name == "generic" || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")),
-                "qwen3mini._C.set_isa: this CPU has no AVX2+FMA");
-#else
-    TORCH_CHECK(name == "generic", "qwen3mini._C.set_isa: not an x86 CPU, only 'generic' exists");
-#endif
-    isa_name() = name;
+    std::string known;
+    for (const Isa& i : kIsas) {
+        if (name == i.name) {
+            TORCH_CHECK(i.runs_here(), "qwen3mini._C.set_isa: this CPU cannot execute '", name, "' kernels (it runs ",
+                        c10::Join(", ", isas_here()), ")");
+            current_isa() = &i;
+            return;
+        }
+        known += known.empty() ? i.name : std::string(", ") + i.name;
+    }
+    TORCH_CHECK(false, "qwen3mini._C.set_isa: unknown ISA '", name, "' (known: ", known, ")");
 }
 
 // Run `body(kernel_table, T*)` for the dtype of `t` (fp32 or bf16).
@@ -275,19 +308,16 @@ void moe_experts(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& w
 
 }  // namespace
 
-template <class T>
-KernelTable<T> kernels() {
-    return isa_name() == "avx2" ? avx2::table<T>() : generic::table<T>();
-}
-template KernelTable<float> kernels<float>();
-template KernelTable<bf16_t> kernels<bf16_t>();
+template <> KernelTable<float> kernels<float>() { return current_isa()->f32(); }
+template <> KernelTable<bf16_t> kernels<bf16_t>() { return current_isa()->bf16(); }
 
-void bind_decoder(pybind11::module& m);  // decode.cpp
+void bind_decode_step(pybind11::module& m);  // decode.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "qwen3mini CPU kernels (csrc/README.md). Every op writes into a caller-allocated `out`.";
-    m.def("isa", [] { return isa_name(); }, "ISA of the kernels in use: 'avx2' or 'generic'");
-    m.def("set_isa", &set_isa, "force 'generic' (portable) or 'avx2' kernels");
+    m.def("isa", [] { return std::string(current_isa()->name); }, "ISA of the kernels in use, e.g. 'avx2'");
+    m.def("isas", &isas_here, "the ISAs this CPU executes, best first ('baseline' always)");
+    m.def("set_isa", &set_isa, "use the kernels of one ISA (a name from isas())", py::arg("name"));
     m.def("linear", &linear, "out[M, N] = x[M, K] @ weight[N, K]^T", py::arg("x"), py::arg("weight"), py::arg("out"));
     m.def("silu_mul", &silu_mul, "out[R, I] = silu(gate_up[:, :I]) * gate_up[:, I:]", py::arg("gate_up"),
           py::arg("out"));
@@ -304,5 +334,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           py::arg("weights"));
     m.def("moe_experts", &moe_experts, py::arg("x"), py::arg("topk_ids"), py::arg("topk_weights"),
           py::arg("w_gate_up"), py::arg("w_down"), py::arg("out"));
-    bind_decoder(m);
+    bind_decode_step(m);
 }

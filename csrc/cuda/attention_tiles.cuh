@@ -1,6 +1,6 @@
 // Tile-level building blocks of the attention kernels: K/V tiles through swizzled shared memory, Q K^T and
 // P V on the tensor cores, the online softmax. Shared by attention.cu (prefill, split-KV decode) and
-// decoder.cu (the fused decode step). The MMA register layouts are written out in common.cuh.
+// decode_step.cu (the fused decode step). The MMA register layouts are written out in common.cuh.
 #pragma once
 
 #include "common.cuh"

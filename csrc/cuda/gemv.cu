@@ -1,60 +1,41 @@
 // Matrix-vector product for batch-1 decode: y[N] = W[N, K] @ x[K] (fp32 accumulation).
 //
 // Contract: qwen3mini/ops/reference.py (linear). In batch-1 decode every projection is a matrix-vector product
-// and speed is the rate at which W streams from memory. cuBLAS picks GEMM tilings for these shapes that reached
-// only ~0.85 TB/s on Qwen3-0.6B's projections (bench/RESULTS.md); here one warp owns one output column (one row
-// of W): its 32 lanes read the row in 16-byte vectors, up to UNROLL of them in flight per lane before the first
-// use, multiply by x (tiny, served from L1/L2) and reduce with shuffles. Thousands of warps in flight keep
-// enough loads outstanding to approach the copy bandwidth even for a 2 MB matrix. Measured 1.1-1.5x cuBLAS for
-// one row (bench/RESULTS.md) but 0.8x at 8 rows (bench/results/cuda_bench_full.log), so only single rows come
-// here; more rows go to cuBLAS.
+// and speed is the rate at which W streams from memory, where cuBLAS's GEMM tilings for these shapes fall short
+// (bench/RESULTS.md, "cuda"). Here one warp owns one output column (one row of W), with the core the fused decode
+// step uses too (gemv.cuh): up to UNROLL 16-byte loads in flight per lane before the first use, x (tiny, served
+// from L1/L2) multiplied in, the lanes reduced with shuffles. Thousands of warps in flight keep enough loads
+// outstanding to approach the copy bandwidth even for a 2 MB matrix. Only single rows come here: at a few rows
+// cuBLAS is faster again (bench/RESULTS.md).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
-#include "common.cuh"
+#include "gemv.cuh"
 
 namespace q3 {
 
 constexpr int GEMV_WARPS = 4;
 
 template <typename T, int UNROLL>
-__device__ __forceinline__ void load_weights(uint4 (&wv)[UNROLL], const T* wr, int base, int k) {
-#pragma unroll
-  for (int u = 0; u < UNROLL; ++u) {  // issue every load of this round before using any
-    const int c = base + u * 32 * 8;
-    wv[u] = c < k ? __ldg(reinterpret_cast<const uint4*>(wr + c)) : make_uint4(0, 0, 0, 0);
-  }
-}
-
-template <typename T, int UNROLL>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                                T* __restrict__ y, int n, int k) {
   const int lane = threadIdx.x % 32;
-  const int64_t col = (int64_t)blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
+  const int col = blockIdx.x * GEMV_WARPS + threadIdx.x / 32;
   pdl_launch_dependents();  // (the next kernel waits for this one's completion anyway)
   if (col >= n) return;
-  const T* wr = w + col * k;
-  uint4 wv[UNROLL];
-  load_weights<T, UNROLL>(wv, wr, lane * 8, k);  // weights are never written: safe before the wait
-  pdl_wait();                                     // x is the previous kernel's output
-  float acc = 0.f;
-  for (int base = lane * 8; base < k; base += 32 * 8 * UNROLL) {
-    if (base != lane * 8) load_weights<T, UNROLL>(wv, wr, base, k);
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      const int c = base + u * 32 * 8;
-      if (c >= k) break;
-      const T* wt = reinterpret_cast<const T*>(&wv[u]);
-      const uint4 xv = *reinterpret_cast<const uint4*>(x + c);  // (not __ldg: written by the kernel before)
-      const T* xt = reinterpret_cast<const T*>(&xv);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc += Traits<T>::to_float(xt[i]) * Traits<T>::to_float(wt[i]);
-    }
+  const int rounds = (k + 256 * UNROLL - 1) / (256 * UNROLL);
+  uint4 wv[1][UNROLL];
+  gemv_load<T, UNROLL, 1>(wv, w, col, n, k, 0, lane);  // weights are never written: safe before the wait
+  pdl_wait();                                           // x is the previous kernel's output
+  float acc[1][1] = {{0.f}};
+  for (int round = 0; round < rounds; ++round) {
+    if (round > 0) gemv_load<T, UNROLL, 1>(wv, w, col, n, k, round, lane);
+    gemv_fma<T, UNROLL, 1, 1>(acc, wv, x, k, 1, round, lane);
   }
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, o);
-  if (lane == 0) y[col] = Traits<T>::from_float(acc);
+  acc[0][0] = warp_sum(acc[0][0]);
+  if (lane == 0) y[col] = Traits<T>::from_float(acc[0][0]);
 }
 
 }  // namespace q3

@@ -1,8 +1,9 @@
 """The op layer: the few operations whose speed matters, behind one small contract.
 
 The model calls ``ops.rms_norm``, ``ops.attention_prefill`` and friends; this module picks the backend that
-runs them. The contract (shapes, dtypes, numerics) is written once, in ``reference.py``; the porting guide is
-``csrc/README.md``.
+runs them, and offers the backend's whole decode step where it has one (``ops.decode_step``). The contract
+(shapes, dtypes, numerics) is written once, in ``reference.py``, its tolerance rule in ``tolerance.py``; the
+porting guide is ``csrc/README.md``.
 
 Backend choice, per call:
   * ``QWEN3MINI_BACKEND=<name>`` (environment) or ``ops.use_backend(name)`` forces one backend everywhere
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 
 import torch
 
+from .decode_step import DecodeStep
 from .reference import ReferenceBackend
 
 _REFERENCE = ReferenceBackend()
@@ -125,18 +127,16 @@ def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down):
     return _select(x, topk_weights, w_gate_up, w_down).moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
 
 
-def decoder(model, cache):
-    """The backend's own decode step for ``model`` over ``cache``, or None.
+def decode_step(model, cache) -> DecodeStep | None:
+    """The backend's own whole decode step for ``model`` over ``cache`` (a ``DecodeStep``), or None.
 
-    Beside the nine ops, a backend may offer ``decoder(model, cache)``: an object whose ``step(tokens)``
-    (LongTensor [B], one token per cache row) does exactly what ``model.decode_step(tokens, cache)`` does --
-    write each row's new K/V at position ``cache.lengths[b]``, advance ``cache.lengths``, return the next-token
-    logits [B, vocab] -- with the whole step in compiled code instead of one Python call per op (the per-op
-    route costs a small model's decode step more than its arithmetic: bench/RESULTS.md). The logits may live in
-    a buffer that the next ``step`` overwrites. It is optional (a port needs only the nine ops), it may return
-    None for a model it does not serve, and tests/model/test_decoders.py holds it to the op path's logits.
+    Beside the nine ops, a backend may offer ``decode_step(model, cache)``: an object whose ``step(tokens)`` does
+    exactly what ``model.decode_step(tokens, cache)`` does, in compiled code instead of one Python call per op
+    (``decode_step.py`` defines the interface and hands every backend the model's weights by name). It is
+    optional (a port needs only the nine ops), it may return None for a model it does not serve, and
+    tests/model/test_decoders.py holds it to the op path's logits.
     """
-    make = getattr(_select(cache.k), "decoder", None)
+    make = getattr(_select(cache.k), "decode_step", None)
     return None if make is None else make(model, cache)
 
 

@@ -10,12 +10,15 @@ the cases the kernels do not serve on the reference or on torch:
   * ``linear`` with many rows (prefill) runs torch's fp32 GEMM on the weights widened to fp32 a slab at a time:
     on CPUs without native bf16 matmul that is several times faster than torch's bf16 path, and the
     matrix-vector kernel of ``_C`` is only the better choice while the weights dominate the traffic.
-``QWEN3MINI_CPU_ISA=generic`` forces the portable (non-AVX2) kernels, e.g. to test them.
+The kernels are compiled once per instruction set and the best one the CPU executes is used;
+``QWEN3MINI_CPU_ISA=<name>`` (``avx2``, ``baseline``: ``qwen3mini._C.isas()`` lists what this CPU runs) forces
+one, e.g. to test the AVX2 and portable kernels on one machine as CI machines of either kind would run them.
 """
 import os
 
 import torch
 
+from .decode_step import named_weights, rotary_tables
 from .reference import ReferenceBackend
 
 try:
@@ -25,7 +28,7 @@ except ImportError as error:  # the dispatcher turns this into its one-line noti
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 # Rows of x up to which the C++ kernel is at least as fast as widening W to fp32 + torch's GEMM (measured on
-# Zen 3, one thread, W [192, 1024] bf16: both ~60 GFLOP/s at 32 rows, the GEMM 20-30% ahead from 64 rows).
+# Zen 3, one thread, W [192, 1024] bf16: bench/RESULTS.md, "cpu kernels").
 _LINEAR_MAX_ROWS = 32
 _WIDEN_SLAB = 4096                                  # weight rows widened to fp32 at a time (bounds the scratch)
 
@@ -33,8 +36,8 @@ _WIDEN_SLAB = 4096                                  # weight rows widened to fp3
 def _kernel_ok(*tensors) -> bool:
     """True when the C++ kernels serve these tensors: CPU, one kernel dtype shared by all.
 
-    Called on every op of every decode step (~200 per token): a plain loop over cheap attributes (``is_cpu``,
-    not ``device.type``, which builds a device object) keeps it under a microsecond."""
+    Called on every op of every decode step (a few hundred a token): a plain loop over cheap attributes
+    (``is_cpu``, not ``device.type``, which builds a device object) keeps it cheap."""
     dtype = tensors[0].dtype
     if dtype not in _KERNEL_DTYPES:
         return False
@@ -149,54 +152,44 @@ class CppBackend:
                        w_down.contiguous(), out)
         return out
 
-
     # ---------------------------------------------------------------- the whole decode step
-    def decoder(self, model, cache):
-        """``CppDecoder`` for a model and cache in fp32 or bf16 on the CPU (``ops.decoder``); None otherwise."""
+    def decode_step(self, model, cache):
+        """``CppDecodeStep`` for a model and cache in fp32 or bf16 on the CPU (``ops.decode_step``); None otherwise."""
         if not (_kernel_ok(cache.k, model.head_weight) and model.dtype == cache.k.dtype
                 and model.config.head_dim <= 512):
             return None
-        return CppDecoder(model, cache)
+        return CppDecodeStep(model, cache)
 
 
-class CppDecoder:
-    """``model.decode_step`` as one call into ``csrc/cpu/decode.cpp``: the same kernels in the same order,
-    without ~4,800 Python calls a token in between (bench/RESULTS.md, "cpu kernels").
+class CppDecodeStep:
+    """``model.decode_step`` as one call into ``csrc/cpu/decode.cpp`` (a ``DecodeStep``): the same kernels in the
+    same order, without the Python call of every op in between (bench/RESULTS.md, "cpu kernels").
 
-    It holds references to the model's weights and the cache (not copies): loading new weights in place is
-    seen, replacing a parameter tensor is not (build a new decoder then). The rotary tables are computed once
-    by the model's own ``RotaryEmbedding`` for every position of the cache, the values the op path computes
-    per step."""
+    It holds the model's weights (``named_weights``) and the cache by reference, not copies. ``max_rows`` is the
+    cache's row count.
+    """
 
     def __init__(self, model, cache):
-        cfg, layers = model.config, []
-        for layer in model.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            weights = dict(input_norm=layer.input_layernorm.weight, qkv=attn.qkv_proj.weight,
-                           q_norm=attn.q_norm.weight, k_norm=attn.k_norm.weight, o=attn.o_proj.weight,
-                           post_norm=layer.post_attention_layernorm.weight)
-            if layer.is_moe:
-                weights.update(router=mlp.gate.weight, experts_gate_up=mlp.experts.gate_up_proj,
-                               experts_down=mlp.experts.down_proj)
-            else:
-                weights.update(gate_up=mlp.gate_up_proj.weight, down=mlp.down_proj.weight)
-            layers.append({name: w.detach() for name, w in weights.items()})
-        positions = torch.arange(cache.max_seq_len)
-        cos, sin = model.model.rotary(positions, model.dtype)
-        self._step = _C.Decoder(
-            model.model.embed_tokens.weight.detach(), layers, model.model.norm.weight.detach(),
-            model.head_weight.detach(), cache.k, cache.v, cache.lengths, cos.contiguous(), sin.contiguous(),
-            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps, cfg.head_dim ** -0.5,
+        cfg = model.config
+        cos, sin = rotary_tables(model, cache)
+        self._step = _C.DecodeStep(
+            named_weights(model), cache.k, cache.v, cache.lengths, cos, sin, cfg.num_attention_heads,
+            cfg.num_key_value_heads, cfg.rms_norm_eps, cfg.head_dim ** -0.5,
             cfg.num_experts_per_tok if cfg.is_moe else 0, bool(cfg.norm_topk_prob))
+        self.max_rows = self._step.max_rows
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens LongTensor [B] -> logits [B, vocab] (overwritten by the next step); advances cache.lengths."""
+        """tokens LongTensor [n] for cache rows 0..n-1 -> logits [n, vocab] (overwritten by the next step);
+        advances cache.lengths[:n]."""
         return self._step.step(tokens.contiguous())
 
 
 def register():
-    """Make the C++ kernels the default backend for CPU tensors (``QWEN3MINI_CPU_ISA`` may force an ISA)."""
+    """Make the C++ kernels the default backend for CPU tensors, on the ISA ``QWEN3MINI_CPU_ISA`` names if set."""
     from . import register_backend
-    if os.environ.get("QWEN3MINI_CPU_ISA"):
-        _C.set_isa(os.environ["QWEN3MINI_CPU_ISA"])
+    isa = os.environ.get("QWEN3MINI_CPU_ISA")
+    if isa:
+        if isa not in _C.isas():
+            raise ValueError(f"QWEN3MINI_CPU_ISA={isa}: this CPU runs the kernels of {', '.join(_C.isas())}")
+        _C.set_isa(isa)
     register_backend("cpp", CppBackend(), ["cpu"])

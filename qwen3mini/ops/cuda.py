@@ -7,8 +7,8 @@ it is given. Every kernel sizes its launch from shapes alone (no host synchronis
 from these ops can be captured in a CUDA graph (``qwen3mini/cuda_graphs.py``); attention_prefill is the
 exception (it reads the sequence bounds on the host) and never runs inside a graph. ``linear`` of a single row
 (batch-1 decode) is a bandwidth-bound GEMV kernel (csrc/cuda/gemv.cu); with more rows it is cuBLAS. Beside the
-ops, ``CudaBackend.decoder`` offers the whole decode step of a dense model fused into 5 kernels a layer
-(``CudaDecoder``, csrc/cuda/decoder.cu), which ``cuda_graphs.GraphDecoder`` captures.
+ops, ``CudaBackend.decode_step`` offers the whole decode step of a dense model fused into 5 kernels a layer
+(``CudaDecodeStep``, csrc/cuda/decode_step.cu), which ``cuda_graphs.GraphedDecodeStep`` captures.
 
 Importing this module never fails on a machine without CUDA or without the built extension (``register`` then
 registers nothing), except when ``QWEN3MINI_REQUIRE_EXT=1`` and a GPU is present: then a missing extension is
@@ -19,6 +19,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from .decode_step import named_weights, rotary_tables
 from .reference import ReferenceBackend
 
 try:
@@ -123,77 +124,70 @@ class CudaBackend(ReferenceBackend):
         # host sync, which CUDA-graph decode cannot have); the router can only produce valid ids.
         return _cuda.moe_experts(x, topk_ids.to(torch.int64), topk_weights, w_gate_up, w_down)
 
-    def decoder(self, model, cache):
-        """The fused decode step (``CudaDecoder``) for ``model`` over ``cache``, or None where it does not apply.
+    def decode_step(self, model, cache):
+        """The fused decode step (``CudaDecodeStep``) for ``model`` over ``cache``, or None where it does not apply.
 
         It serves dense models in bf16/fp16 on the GPU with head_dim 64 or 128, at most 16 query heads per KV
-        head, hidden and intermediate sizes that are multiples of 8, and caches of 1 to 8 rows (batch-1 decode
-        is what it is for: at more rows the projections are matrix products, which cuBLAS does better). MoE
-        models, fp32 models, other shapes and larger batches get None: the op path (``model.decode_step``)
-        runs. ``QWEN3MINI_FUSED_DECODER=0`` turns it off (for A/B comparisons)."""
+        head, hidden and intermediate sizes that are multiples of 8, and caches of 1 to ``_cuda.MAX_ROWS`` rows
+        (batch-1 decode is what it is for: at more rows the projections are matrix products, which cuBLAS does
+        better). MoE models, fp32 models, other shapes and larger batches get None: the op path
+        (``model.decode_step``) runs. ``QWEN3MINI_FUSED_STEP=0`` turns it off (for A/B comparisons)."""
         config = model.config
-        if (_cuda is None or os.environ.get("QWEN3MINI_FUSED_DECODER", "1") == "0" or not cache.k.is_cuda
+        if (_cuda is None or os.environ.get("QWEN3MINI_FUSED_STEP", "1") == "0" or not cache.k.is_cuda
                 or model.dtype not in _KERNEL_DTYPES or cache.k.dtype != model.dtype
                 or any(config.is_moe_layer(layer) for layer in range(config.num_hidden_layers))
                 or config.head_dim not in (64, 128)
                 or config.num_attention_heads % config.num_key_value_heads != 0
                 or config.num_attention_heads // config.num_key_value_heads > 16
                 or config.hidden_size % 8 or config.intermediate_size % 8
-                or not 1 <= cache.batch_size <= CudaDecoder.MAX_ROWS):
+                or not 1 <= cache.batch_size <= _cuda.MAX_ROWS):
             return None
-        return CudaDecoder(model, cache)
+        return CudaDecodeStep(model, cache)
 
 
-class CudaDecoder:
-    """The whole decode step of a dense model in compiled code: 5 kernels a layer + the LM head (csrc/cuda/decoder.cu).
+class CudaDecodeStep:
+    """The whole decode step of a dense model in compiled code (a ``DecodeStep``): 5 kernels a layer + the LM head
+    (csrc/cuda/decode_step.cu).
 
     ``step(tokens)`` does what ``model.decode_step(tokens, cache)`` does -- embed, every layer with its KV write at
     position ``cache.lengths[b]``, final norm, LM head, ``cache.lengths += 1`` -- fusing across op boundaries: the
     RMSNorms run as prologues of the projections after them, the residual adds as epilogues of the ones before,
     SiLU*up as the epilogue of gate_up, QK-Norm + RoPE + the KV write + split-KV attention + its combine as one
     kernel. The rounding to the model dtype after each op is the reference's. No host sync: capturable in a CUDA
-    graph (``cuda_graphs.GraphDecoder`` does). The logits are a buffer that the next ``step`` overwrites.
+    graph (``cuda_graphs.GraphedDecodeStep`` does). The logits are a buffer that the next ``step`` overwrites.
 
-    The rotary cos/sin of every cache position are computed once here with the model's own
-    ``RotaryEmbedding``, so they are bit-identical to the op path's. The weights are held by reference (in-place
-    updates are seen); the cache's k/v/lengths are used in place.
+    The weights (``named_weights``) are held by reference (in-place updates are seen); the cache's k/v/lengths are
+    used in place; the rotary tables are the model's own (``rotary_tables``). ``max_rows``: the cache's rows.
     """
-
-    MAX_ROWS = 8
 
     def __init__(self, model, cache, min_chunk: int = 512):
         """``min_chunk``: the fewest cache positions per attention split (a tuning knob for
-        bench/bench_cuda_decoder.py; rounded up to whole rounds of the block's 6 tiles of 64, 384 positions).
-        Measured on the H100 at the 0.6B shape, 128-384 positions: 512 (one split) 1299 tok/s, 256 (two) 1258."""
-        config, inner = model.config, model.model
-        positions = torch.arange(cache.max_seq_len, device=cache.k.device)
-        with torch.no_grad():
-            self.cos, self.sin = (t.contiguous() for t in inner.rotary(positions, model.dtype))
-        weights = []
-        for layer in inner.layers:
-            attn = layer.self_attn
-            weights += [layer.input_layernorm.weight, attn.qkv_proj.weight, attn.q_norm.weight, attn.k_norm.weight,
-                        attn.o_proj.weight, layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight,
-                        layer.mlp.down_proj.weight]
+        bench/bench_cuda_decoder.py; rounded up to whole rounds of the block's 6 tiles of 64, 384 positions)."""
+        config = model.config
+        self.cos, self.sin = rotary_tables(model, cache)
         self.cache = cache
-        self._impl = _cuda.Decoder([w.detach() for w in weights], inner.embed_tokens.weight.detach(),
-                                   inner.norm.weight.detach(), model.head_weight.detach(), cache.k, cache.v,
-                                   cache.lengths, self.cos, self.sin, config.num_attention_heads,
-                                   config.num_key_value_heads, float(config.rms_norm_eps), min_chunk)
+        self.max_rows = cache.batch_size
+        self._impl = _cuda.DecodeStep(named_weights(model), cache.k, cache.v, cache.lengths, self.cos, self.sin,
+                                      config.num_attention_heads, config.num_key_value_heads,
+                                      float(config.rms_norm_eps), min_chunk)
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, next_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens LongTensor [B] (one per cache row, on the GPU) -> logits [B, vocab]; advances cache.lengths.
+        """tokens LongTensor [n] (one per cache row 0..n-1, on the GPU) -> logits [n, vocab]; advances
+        cache.lengths[:n].
 
-        ``next_tokens`` (LongTensor [B] on the GPU, may be ``tokens`` itself): receives ``logits.argmax(-1)``,
+        ``next_tokens`` (LongTensor [n] on the GPU, may be ``tokens`` itself): receives ``logits.argmax(-1)``,
         picked inside the LM head kernel, which spares a greedy loop the argmax and copy kernels after the step."""
-        rows, device = self.cache.batch_size, self.cache.k.device
+        device = self.cache.k.device
+        rows = tokens.shape[0] if tokens.dim() == 1 and 1 <= tokens.shape[0] <= self.max_rows else self.max_rows
         for name, t in (("tokens", tokens), ("next_tokens", next_tokens)):
             if t is not None and (t.shape != (rows,) or t.dtype != torch.long or t.device != device):
-                raise ValueError(f"CudaDecoder.step: {name} must be a LongTensor [{rows}] on {device}, "
-                                 f"got {tuple(t.shape)} {t.dtype} on {t.device}")
+                raise ValueError(f"CudaDecodeStep.step: {name} must be a LongTensor [{rows}] on {device} (1 to "
+                                 f"{self.max_rows} ids, one per cache row), got {tuple(t.shape)} {t.dtype} on "
+                                 f"{t.device}")
         if next_tokens is not None and not next_tokens.is_contiguous():  # (tokens are made contiguous if need be)
-            raise ValueError("CudaDecoder.step: next_tokens must be contiguous: the LM head kernel writes it in place")
+            raise ValueError("CudaDecodeStep.step: next_tokens must be contiguous: the LM head kernel writes it in "
+                             "place")
         return self._impl.step(tokens, next_tokens)
 
 

@@ -3,6 +3,10 @@
     pytest tests/kernels                       # every registered backend (reference, cpp, cuda, ...)
     pytest tests/kernels --backend cpp         # one backend: the porter's checklist
     QWEN3MINI_KERNEL_EXAMPLES=500 pytest tests/kernels   # hypothesis examples per test (default 40)
+    QWEN3MINI_CPU_ISA=baseline pytest tests/kernels      # the C++ kernels of one instruction set only
+
+The C++ backend runs once per instruction set this CPU executes (``cpp-avx2``, ``cpp-baseline``, ...:
+``qwen3mini._C.isas()``), or only on the one ``QWEN3MINI_CPU_ISA`` forces.
 
 With QWEN3MINI_REQUIRE_EXT=1 (CI) a compiled backend that is missing fails the run instead of being skipped.
 """
@@ -48,12 +52,36 @@ def pytest_generate_tests(metafunc):
                                                  f"(registered: {ops.available_backends()})"))
         if backend_device(name) == "cuda":
             marks.append(pytest.mark.gpu)
-        params.append(pytest.param(name, id=name, marks=marks))
-    metafunc.parametrize("backend", params)
+        for isa in _cpu_isas() if name == "cpp" and name in ops.available_backends() else [None]:
+            params.append(pytest.param(name, isa, id=name if isa is None else f"{name}-{isa}", marks=marks))
+    metafunc.parametrize(("backend", "cpu_isa"), params, indirect=["cpu_isa"])
+
+
+def _cpu_isas():
+    """The instruction sets to test the C++ kernels on: the forced one, else every one this CPU executes."""
+    from qwen3mini import _C
+    forced = os.environ.get("QWEN3MINI_CPU_ISA")
+    return [forced] if forced else _C.isas()
+
+
+@pytest.fixture
+def cpu_isa(request):
+    """Runs the test on the C++ kernels of the instruction set it was parametrised with (none: unchanged)."""
+    isa = getattr(request, "param", None)
+    if isa is None:
+        yield None
+        return
+    from qwen3mini import _C
+    previous = _C.isa()
+    _C.set_isa(isa)
+    try:
+        yield isa
+    finally:
+        _C.set_isa(previous)
 
 
 @pytest.fixture(autouse=True)
-def _backend_must_be_built(request):
+def _backend_must_be_built(request, cpu_isa):
     """A backend CI requires but that is not built fails here, once, before hypothesis starts."""
     name = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
     if name and name not in ops.available_backends():

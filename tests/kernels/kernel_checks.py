@@ -1,16 +1,6 @@
-"""Helpers of the conformance suite: the oracle, the tolerance rule, output poisoning, random inputs.
-
-The tolerance rule (csrc/README.md, "Tolerances"): for an output ``out`` of a backend in dtype T,
-
-    |out - ref64|  <=  2 * max|ref_T - ref64|  +  TOL[T] * max(max|ref64|, 1)        (every element)
-
-where ref64 is the reference op run on the same inputs widened to float64 (the exact answer for those inputs,
-up to the reference's own fp32 softmax) and ref_T is the reference op run in T (the rounding the contract
-allows). A kernel may round differently from the reference, but not be more than twice as far from the truth,
-plus a floor of about one unit in the last place of the largest output. The floor never goes below TOL[T]
-absolute: the test inputs are scaled so that every op's outputs are of order 1, and an output that is small
-only through cancellation (a dot product of large terms) carries the rounding error of its terms, not of
-itself. NaN or inf where ref64 is finite always fails.
+"""Helpers of the conformance suite: the oracle, output poisoning, random inputs. The tolerance rule
+(csrc/README.md, "Tolerances") is ``qwen3mini/ops/tolerance.py``: each op's output is held to the reference op
+run on the same inputs widened to float64 (``exact``) and run in the test dtype (``rounded``).
 """
 import os
 from contextlib import contextmanager
@@ -19,12 +9,12 @@ import torch
 from hypothesis import HealthCheck, settings
 
 from qwen3mini import ops
+from qwen3mini.ops.tolerance import assert_within_tolerance
 
 EXAMPLES = int(os.environ.get("QWEN3MINI_KERNEL_EXAMPLES", "40"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 40, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-TOL = {torch.float32: 1e-5, torch.bfloat16: 2 ** -7, torch.float16: 2 ** -10}
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 REFERENCE = ops.get_backend("reference")
 
@@ -90,20 +80,6 @@ def check_op(backend: str, op: str, *args):
         assert g.shape == e.shape, f"{op} output {i}: shape {tuple(g.shape)}, expected {tuple(e.shape)}"
         assert g.dtype == dtype, f"{op} output {i}: dtype {g.dtype}, expected {dtype}"
         assert_within_tolerance(g, e, r, f"{backend}.{op} output {i} ({dtype})")
-
-
-def assert_within_tolerance(got, exact, rounded, what):
-    exact = exact.double()
-    allowed_ref = (rounded.double() - exact).abs().max().item() if exact.numel() else 0.0
-    scale = max(exact.abs().max().item() if exact.numel() else 0.0, 1.0)
-    bound = 2 * allowed_ref + TOL[got.dtype] * scale
-    error = (got.double() - exact).abs()
-    bad = ~(error <= bound)                                 # NaN counts as bad
-    if bad.any():
-        index = tuple(bad.nonzero()[0].tolist())
-        raise AssertionError(f"{what}: {int(bad.sum())}/{got.numel()} elements off; first at {index}: "
-                             f"got {got[index].item()!r}, exact {exact[index].item()!r}, "
-                             f"bound {bound:.3g} (reference's own error {allowed_ref:.3g}, scale {scale:.3g})")
 
 
 # ---------------------------------------------------------------- inputs

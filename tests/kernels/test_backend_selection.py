@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 LATE_BACKEND = """
 import torch
 from qwen3mini import ops
@@ -41,3 +43,26 @@ def test_ops_before_the_named_backend_registers_are_an_error_naming_it():
 
 def test_a_builtin_backend_is_forced_at_import():
     assert run(LATE_BACKEND.format(before="print(ops.backend_name(torch.ones(1)))"), "reference")[0] == "reference"
+
+
+ISA_IN_USE = """
+import torch
+from qwen3mini import ops, _C
+print(_C.isa())
+"""
+
+
+def run_with_isa(isa):
+    env = {**os.environ, "QWEN3MINI_CPU_ISA": isa}
+    return subprocess.run([sys.executable, "-c", ISA_IN_USE], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_cpu_isa_variable_forces_the_kernels_of_one_instruction_set():
+    """QWEN3MINI_CPU_ISA=baseline runs the portable kernels on any CPU; a name this CPU cannot run is an error
+    that names the variable and what the CPU runs."""
+    pytest.importorskip("qwen3mini._C", reason="the cpp backend (qwen3mini._C) is not built")
+    forced = run_with_isa("baseline")
+    assert forced.returncode == 0 and forced.stdout.split() == ["baseline"], forced.stderr
+    wrong = run_with_isa("avx9")
+    assert wrong.returncode != 0
+    assert "QWEN3MINI_CPU_ISA=avx9: this CPU runs the kernels of" in wrong.stderr.splitlines()[-1]

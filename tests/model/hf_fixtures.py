@@ -57,6 +57,15 @@ def make_hf_model(moe: bool = False, seed: int = 0, **overrides):
     return randomize_(model, seed).eval()
 
 
+def hf_in_float64(hf):
+    """A copy of a transformers model in float64 (the same weights, widened): the exact answer that the
+    tolerance rule (qwen3mini/ops/tolerance.py) measures both implementations against."""
+    exact = copy.deepcopy(hf).double()
+    if hasattr(exact, "set_experts_implementation"):   # transformers 5: its grouped-matmul experts take no float64
+        exact.set_experts_implementation("eager")
+    return exact
+
+
 def to_original_spelling(config_path) -> dict:
     """Rewrite a config.json saved by transformers 5.x in the spelling the released checkpoints use
     (rope_theta / rope_scaling / torch_dtype / num_experts)."""

@@ -1,6 +1,6 @@
-"""A backend's own decode step (``ops.decoder``) against the op path (``model.decode_step``) on CPU.
+"""A backend's own decode step (``ops.decode_step``) against the op path (``model.decode_step``) on CPU.
 
-The C++ backend's ``CppDecoder`` runs the same kernels in the same order as the op path, so its logits, the
+The C++ backend's ``CppDecodeStep`` runs the same kernels in the same order as the op path, so its logits, the
 K/V it writes and the lengths it advances must be *equal* to the op path's, bit for bit, over random small
 configurations: dense and MoE (with dense layers mixed in), fp32 and bf16, GQA ratios, head_dim 64 and 128,
 tied and separate heads, several cache rows of different lengths. The op path itself is held to transformers
@@ -55,14 +55,14 @@ def assert_same(actual, expected):
        head_dim=st.sampled_from([64, 128]), heads=st.sampled_from([(4, 4), (4, 2), (6, 2), (3, 1)]),
        tied=st.booleans(), prompt_lengths=st.lists(st.integers(0, 20), min_size=1, max_size=3),
        steps=st.integers(1, 3))
-def test_cpp_decoder_equals_the_op_path(cpp_backend, seed, dtype, moe, head_dim, heads, tied, prompt_lengths,
+def test_cpp_decode_step_equals_the_op_path(cpp_backend, seed, dtype, moe, head_dim, heads, tied, prompt_lengths,
                                         steps):
     model = random_model(seed, dtype, moe, head_dim, heads, tied)
     capacity = max(prompt_lengths) + steps + 1
     ours = prefilled_cache(model, prompt_lengths, capacity, seed)
     theirs = copy.deepcopy(ours)
-    decoder = ops.decoder(model, ours)
-    assert type(decoder).__name__ == "CppDecoder"
+    decoder = ops.decode_step(model, ours)
+    assert type(decoder).__name__ == "CppDecodeStep" and decoder.max_rows == len(prompt_lengths)
     tokens = torch.randint(0, model.config.vocab_size, (len(prompt_lengths),),
                            generator=torch.Generator().manual_seed(seed + 1))
     for _ in range(steps):
@@ -75,7 +75,7 @@ def test_cpp_decoder_equals_the_op_path(cpp_backend, seed, dtype, moe, head_dim,
         tokens = expected.float().argmax(-1)
 
 
-def test_generate_and_stream_use_the_decoder_and_agree_with_the_op_path(cpp_backend):
+def test_generate_and_stream_use_the_decode_step_and_agree_with_the_op_path(cpp_backend):
     """The chat's stream (with a roll-back between turns) and batched ``generate`` give the op path's tokens."""
     model = random_model(3, torch.bfloat16, moe=True)
     prompt = [5, 17, 3, 99, 4]
@@ -91,25 +91,47 @@ def test_generate_and_stream_use_the_decoder_and_agree_with_the_op_path(cpp_back
     assert (fast.first, fast.second) == (slow.first, slow.second)
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10]]
     batched = generate(model, prompts, 10, stop_token_ids=[])
-    with ops.backend("reference"):                     # the reference backend has no decoder: the op path
-        assert ops.decoder(model, KVCache.for_model(model, 1, 8)) is None
+    with ops.backend("reference"):                     # the reference backend has no decode step: the op path
+        assert ops.decode_step(model, KVCache.for_model(model, 1, 8)) is None
     op_path = [generate(model, [p], 10, stop_token_ids=[])[0] for p in prompts]
     assert batched == op_path
 
 
-def test_cpp_decoder_declines_what_its_kernels_do_not_serve(cpp_backend):
+def test_cpp_decode_step_declines_what_its_kernels_do_not_serve(cpp_backend):
     model = random_model(0, torch.float16)
-    assert ops.decoder(model, KVCache.for_model(model, 1, 8)) is None
+    assert ops.decode_step(model, KVCache.for_model(model, 1, 8)) is None
 
 
-def test_cpp_decoder_names_bad_input(cpp_backend):
+def test_cpp_decode_step_over_the_first_rows_leaves_the_others_alone(cpp_backend):
+    """``step(tokens)`` with n < max_rows tokens steps cache rows 0..n-1 only (the DecodeStep contract)."""
+    model = random_model(2, torch.bfloat16, moe=True)
+    ours = prefilled_cache(model, [3, 5, 2], 10, seed=2)
+    theirs = copy.deepcopy(ours)
+    decoder = ops.decode_step(model, ours)
+    assert decoder.max_rows == 3
+    tokens = torch.tensor([11, 12])
+    expected = model.decode_step(tokens, _first_rows(theirs, 2))
+    assert_same(decoder.step(tokens), expected)
+    assert ours.lengths.tolist() == [4, 6, 2]
+    assert_same(ours.k, theirs.k)
+    assert_same(ours.v, theirs.v)
+
+
+def _first_rows(cache, n):
+    """A KVCache viewing rows 0..n-1 of ``cache`` (the op path's way to step only those)."""
+    view = copy.copy(cache)
+    view.k, view.v, view.lengths = cache.k[:, :n], cache.v[:, :n], cache.lengths[:n]
+    return view
+
+
+def test_cpp_decode_step_names_bad_input(cpp_backend):
     model = random_model(1, torch.float32)
     cache = KVCache.for_model(model, 2, 4)
-    decoder = ops.decoder(model, cache)
+    decoder = ops.decode_step(model, cache)
     with pytest.raises(RuntimeError, match="token 257 outside the vocabulary"):
         decoder.step(torch.tensor([1, 257]))
-    with pytest.raises(RuntimeError, match="one per cache row"):
-        decoder.step(torch.tensor([1]))
+    with pytest.raises(RuntimeError, match="1 to 2 ids"):
+        decoder.step(torch.tensor([1, 2, 3]))
     cache.lengths.fill_(4)
     with pytest.raises(RuntimeError, match="cache row 0 holds 4 tokens; the KV cache holds 4"):
         decoder.step(torch.tensor([1, 2]))

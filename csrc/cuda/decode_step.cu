@@ -3,9 +3,9 @@
 // Contract: what qwen3mini/model.py Qwen3ForCausalLM.decode_step computes over the ops of reference.py (embedding,
 // per layer add_rms_norm -> qkv_proj -> qk_norm_rope -> KV write -> attention_decode -> o_proj -> add_rms_norm ->
 // gate_up_proj -> silu_mul -> down_proj, final norm, LM head), with the same rounding to the model dtype after
-// every op. Python side: qwen3mini/ops/cuda.py (CudaDecoder). Why it exists: at batch 1 the op path is ~12
-// kernels a layer, most of them moving a few KB yet costing 1.5-5 us each; this step is 141 kernels instead of
-// 356, 1510 instead of 822 tokens/s on Qwen3-0.6B's shape on an H100 (bench/RESULTS.md, "cuda").
+// every op. Python side: qwen3mini/ops/cuda.py (CudaDecodeStep), which passes the weights by their names in the
+// model (qwen3mini/ops/decode_step.py). Why it exists: at batch 1 the op path is ~12 kernels a layer, most of
+// them moving a few KB yet each costing a launch; this step is 5 (bench/RESULTS.md, "cuda", has the speeds).
 //
 // A layer here is
 //   1. qkv GEMV      prologue: RMSNorm of the residual stream (input_layernorm); layer 0 reads the embedding row
@@ -29,16 +29,15 @@
 //
 // GEMV bandwidth: one warp per output row (lanes across K, 16-byte loads, a whole row of K <= 1024 per lane in
 // registers). Where a batch-1 projection fits (all four of a Qwen3-0.6B layer), every row of the kernel is loaded
-// into registers before griddepcontrol.wait, by one block per SM at most (decoder_gemv_resident_kernel), so the
+// into registers before griddepcontrol.wait, by one block per SM at most (step_gemv_resident_kernel), so the
 // next kernel's blocks fit beside it and load theirs early too. Otherwise (the LM head, larger models, batches)
 // blocks loop over rows (grid = one wave), loading the next row before using the current one, the first two
 // before the wait. Every kernel here asks for the largest shared-memory carveout: the attention kernel needs
 // 200 KB, and (our reading of the measurement) an SM whose L1/shared split must change between kernels waits for
-// its blocks to drain first: 1450 against 1303 tok/s with the GEMVs left at the default split. Tried and not
-// kept (bench/RESULTS.md, "cuda"): an L2 prefetch of the next projections' weights (cp.async.bulk.prefetch.L2),
-// staging the rows in shared memory (with cp.async, and with the bulk-copy engine), and (batch 1) the input row
-// read into registers by every warp, with a warp-only norm, instead of through shared memory (twice: 1368 and
-// 1278 against 1480 tok/s for o/down alone and for all four); all were slower.
+// its blocks to drain first (the default split was slower). Tried and not kept (bench/RESULTS.md, "cuda"): an
+// L2 prefetch of the next projections' weights (cp.async.bulk.prefetch.L2), staging the rows in shared memory
+// (with cp.async, and with the bulk-copy engine), and (batch 1) the input row read into registers by every warp,
+// with a warp-only norm, instead of through shared memory (for o/down alone and for all four); all were slower.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -47,13 +46,15 @@
 #include <climits>
 #include <map>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "attention_tiles.cuh"
+#include "gemv.cuh"
 
 namespace q3 {
 
-constexpr int DG_WARPS = 8, DG_THREADS = DG_WARPS * 32;  // (4 warps: 1160 tok/s against 1192, not kept)
+constexpr int DG_WARPS = 8, DG_THREADS = DG_WARPS * 32;  // (4 warps were slower)
 enum Epilogue { kStore = 0, kResidual = 1, kSwiGLU = 2 };
 
 struct GemvArgs {
@@ -71,44 +72,6 @@ struct GemvArgs {
   int n, k, batch, vocab;
   float eps;
 };
-
-// One round of a task's weights: U vectors of 8 per lane per row (row `task`, and for SwiGLU also `n + task`).
-// Loaded cache-streaming (ld.global.cs, evict-first): a step streams 1.2 GB of weights once through the 50 MB L2,
-// which would otherwise push out the KV cache and activations it reuses (1212 vs 1194 tok/s, bench/RESULTS.md).
-template <typename T, int U, int R>
-__device__ __forceinline__ void gemv_load(uint4 (&v)[R][U], const T* w, int task, int n, int k, int round, int lane) {
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const T* row = w + (int64_t)(task + r * n) * k;
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = (round * U + u) * 256 + lane * 8;
-      v[r][u] = c < k ? __ldcs(reinterpret_cast<const uint4*>(row + c)) : make_uint4(0, 0, 0, 0);
-    }
-  }
-}
-
-template <typename T, int U, int R, int MAXB>
-__device__ __forceinline__ void gemv_fma(float (&acc)[R][MAXB], const uint4 (&v)[R][U], const T* xs, int k, int batch,
-                                         int round, int lane) {
-#pragma unroll
-  for (int u = 0; u < U; ++u) {
-    const int c = (round * U + u) * 256 + lane * 8;
-    if (c >= k) break;
-#pragma unroll
-    for (int b = 0; b < MAXB; ++b) {
-      if (b >= batch) break;
-      const uint4 xv = *reinterpret_cast<const uint4*>(xs + b * k + c);
-      const T* xt = reinterpret_cast<const T*>(&xv);
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const T* wt = reinterpret_cast<const T*>(&v[r][u]);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[r][b] += Traits<T>::to_float(xt[i]) * Traits<T>::to_float(wt[i]);
-      }
-    }
-  }
-}
 
 // The RMSNorm weight [k] into shared memory `ws` by cp.async, where the kernel has one. It is constant, so the
 // GEMV kernels issue this before griddepcontrol.wait; gemv_stage_x waits for it.
@@ -168,7 +131,7 @@ __device__ __forceinline__ void gemv_stage_x(T* xs, const T* ws, const GemvArgs&
 #pragma unroll
   for (int b = 0; b < MAXB; ++b) {
     if (b >= batch) break;
-    for (int o = 16; o > 0; o >>= 1) sq[b] += __shfl_xor_sync(0xffffffff, sq[b], o);
+    sq[b] = warp_sum(sq[b]);
     if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32][b] = sq[b];
   }
   cp_async_wait<0>();
@@ -199,7 +162,7 @@ __device__ __forceinline__ void gemv_epilogue(float (&acc)[R][MAXB], const GemvA
     if (b >= a.batch) break;
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      for (int o = 16; o > 0; o >>= 1) acc[r][b] += __shfl_xor_sync(0xffffffff, acc[r][b], o);
+      acc[r][b] = warp_sum(acc[r][b]);
     if (lane != b) continue;
     const int64_t at = (int64_t)b * a.n + task;
     if constexpr (MODE == kStore) {
@@ -253,7 +216,7 @@ __device__ __forceinline__ void gemv_argmax_finish(unsigned long long lane_best,
 }
 
 template <typename T, int U, int MAXB, int MODE>
-__global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs a) {
+__global__ void __launch_bounds__(DG_THREADS) step_gemv_kernel(const GemvArgs a) {
   constexpr int R = MODE == kSwiGLU ? 2 : 1;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* xs = reinterpret_cast<T*>(smem_raw);  // [batch, k]
@@ -322,7 +285,7 @@ __global__ void __launch_bounds__(DG_THREADS) decoder_gemv_kernel(const GemvArgs
 // and load their own rows early as well (with as many blocks per SM as fit, the gate_up grid filled the
 // register file and the down projection's blocks only started, and loaded, after it).
 template <typename T, int V, int MODE, int TASKS>
-__global__ void __launch_bounds__(DG_THREADS, 2) decoder_gemv_resident_kernel(const GemvArgs a) {
+__global__ void __launch_bounds__(DG_THREADS, 2) step_gemv_resident_kernel(const GemvArgs a) {
   constexpr int R = MODE == kSwiGLU ? 2 : 1;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* xs = reinterpret_cast<T*>(smem_raw);  // [k]
@@ -371,11 +334,10 @@ __global__ void __launch_bounds__(DG_THREADS, 2) decoder_gemv_resident_kernel(co
 
 // ------------------------------------------------------------------------------------------------ attention
 // Warps per attention block, one K/V tile of 64 positions each at a time: 6 tiles in flight before the wait cover a
-// 384-position cache in one round (1450 tok/s against 1299 with 4 warps, whose second round of tiles was loaded
-// after the wait).
+// 384-position cache in one round (4 warps, whose second round of tiles was loaded after the wait, were slower).
 constexpr int ATT_WARPS = 6;
 
-struct DecoderAttnArgs {
+struct StepAttnArgs {
   const void* qkv;                // [B, (nH + 2 nKV) * D]: this token's fused projection
   const void *q_norm, *k_norm;    // [D]
   const void *cos, *sin;          // [capacity, D]: the model's rotary tables for every position
@@ -449,7 +411,7 @@ struct TokenHeads {
       float sq = 0.f;
 #pragma unroll
       for (int i = 0; i < P; ++i) sq += x1[it][i] * x1[it][i] + x2[it][i] * x2[it][i];
-      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffff, sq, o);
+      sq = warp_sum(sq);
       const float inv = rsqrtf(sq / D + eps);
       const int wi = item < group ? 0 : 1;
 #pragma unroll
@@ -478,7 +440,7 @@ struct TokenHeads {
 // w + ATT_WARPS, ... of the block's chunk; the warps' partials are merged in shared memory, and where the cache
 // has several splits, the last block to finish merges the blocks' partials (no second kernel).
 template <typename T, int D>
-__global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const DecoderAttnArgs p) {
+__global__ void __launch_bounds__(ATT_WARPS * 32) step_attention_kernel(const StepAttnArgs p) {
   constexpr int THREADS = ATT_WARPS * 32;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);         // 16 x D
@@ -641,7 +603,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) decoder_attention_kernel(const
 // ------------------------------------------------------------------------------------------------ host side
 template <typename T, int U, int MAXB, int MODE>
 void launch_gemv_inst(const GemvArgs& a, cudaStream_t stream) {
-  auto kernel = decoder_gemv_kernel<T, U, MAXB, MODE>;
+  auto kernel = step_gemv_kernel<T, U, MAXB, MODE>;
   const int smem = (a.batch + (a.norm_w != nullptr)) * a.k * static_cast<int>(sizeof(T));
   // One wave of blocks (they loop over the rows): the occupancy at this shared-memory size, cached.
   static std::map<std::pair<int, int>, int> wave;  // (device, smem) -> blocks
@@ -672,15 +634,15 @@ void launch_gemv_mode(const GemvArgs& a, int mode, cudaStream_t stream) {
   else launch_gemv_inst<T, U, MAXB, kSwiGLU>(a, stream);
 }
 
-constexpr int kResidentVectors = 24;  // the most 16-byte weight vectors a lane holds in decoder_gemv_resident_kernel
+constexpr int kResidentVectors = 24;  // the most 16-byte weight vectors a lane holds in step_gemv_resident_kernel
 
 template <typename T, int V, int MODE, int TASKS>
 void launch_resident_inst(const GemvArgs& a, cudaStream_t stream) {
   const int smem = (1 + (a.norm_w != nullptr)) * a.k * static_cast<int>(sizeof(T));
   const int blocks = (a.n + TASKS * DG_WARPS - 1) / (TASKS * DG_WARPS);
-  C10_CUDA_CHECK(cudaFuncSetAttribute(decoder_gemv_resident_kernel<T, V, MODE, TASKS>,
+  C10_CUDA_CHECK(cudaFuncSetAttribute(step_gemv_resident_kernel<T, V, MODE, TASKS>,
                                       cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
-  launch_pdl(decoder_gemv_resident_kernel<T, V, MODE, TASKS>, dim3(blocks), dim3(DG_THREADS), smem, stream, a);
+  launch_pdl(step_gemv_resident_kernel<T, V, MODE, TASKS>, dim3(blocks), dim3(DG_THREADS), smem, stream, a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -720,7 +682,7 @@ bool launch_resident_gemv(const GemvArgs& a, cudaStream_t stream) {
 
 // Rows of K <= 1024 in one round of 4 vectors per lane; longer rows in rounds of 8. Batch 1, or up to 8 rows.
 template <typename T>
-void launch_decoder_gemv(const GemvArgs& a, int mode, cudaStream_t stream) {
+void launch_step_gemv(const GemvArgs& a, int mode, cudaStream_t stream) {
   if (a.lengths == nullptr && a.next_tokens == nullptr) {  // (the LM head streams: its rows never fit)
     const bool done = mode == kStore ? launch_resident_gemv<T, kStore>(a, stream)
                       : mode == kResidual ? launch_resident_gemv<T, kResidual>(a, stream)
@@ -741,60 +703,74 @@ void launch_decoder_gemv(const GemvArgs& a, int mode, cudaStream_t stream) {
 namespace {
 using namespace q3;
 
-constexpr int kMaxBatch = 8;
-constexpr int kWeightsPerLayer = 8;  // input_layernorm, qkv_proj, q_norm, k_norm, o_proj, post_attention_layernorm,
-                                     // gate_up_proj, down_proj
+constexpr int kMaxRows = 8;  // the most cache rows a step serves (MAX_ROWS in Python)
+// A layer's weights by their names in the model (qwen3mini/ops/decode_step.py, named_weights), in the order
+// DecodeStep::weight(layer, i) reads them.
+constexpr const char* kLayerWeights[] = {"input_layernorm.weight",   "self_attn.qkv_proj.weight",
+                                         "self_attn.q_norm.weight",  "self_attn.k_norm.weight",
+                                         "self_attn.o_proj.weight",  "post_attention_layernorm.weight",
+                                         "mlp.gate_up_proj.weight",  "mlp.down_proj.weight"};
+constexpr int kWeightsPerLayer = 8;
+
+torch::Tensor named(const std::map<std::string, torch::Tensor>& weights, const std::string& name) {
+  auto it = weights.find(name);
+  TORCH_CHECK(it != weights.end(), "DecodeStep: the model has no weight '", name, "' (dense models only)");
+  return it->second;
+}
 
 void check_tensor(const torch::Tensor& t, const torch::Tensor& like, const char* name, std::vector<int64_t> shape) {
-  TORCH_CHECK(t.device() == like.device() && t.scalar_type() == like.scalar_type(), "Decoder: ", name,
+  TORCH_CHECK(t.device() == like.device() && t.scalar_type() == like.scalar_type(), "DecodeStep: ", name,
               " must be on ", like.device(), " in ", like.scalar_type(), ", got ", t.device(), " ", t.scalar_type());
-  TORCH_CHECK(t.sizes() == c10::IntArrayRef(shape), "Decoder: ", name, " must be ", c10::IntArrayRef(shape), ", got ",
+  TORCH_CHECK(t.sizes() == c10::IntArrayRef(shape), "DecodeStep: ", name, " must be ", c10::IntArrayRef(shape), ", got ",
               t.sizes());
-  TORCH_CHECK(t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, "Decoder: ", name,
+  TORCH_CHECK(t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, "DecodeStep: ", name,
               " must be contiguous and 16-byte aligned");
 }
 }  // namespace
 
 // The fused decode step over one KV cache (see the top of this file). Holds the weights, the cache views and
 // its own activation buffers, so every launch address is fixed: step() can be captured in a CUDA graph.
-class FusedDecoder {
+class DecodeStep {
  public:
-  FusedDecoder(std::vector<torch::Tensor> layer_weights, torch::Tensor embed, torch::Tensor final_norm,
-               torch::Tensor lm_head, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor lengths,
-               torch::Tensor cos, torch::Tensor sin, int64_t n_heads, int64_t n_kv, double eps, int64_t min_chunk)
-      : w_(std::move(layer_weights)), embed_(embed), final_norm_(final_norm), lm_head_(lm_head), k_(k_cache),
-        v_(v_cache), lengths_(lengths), cos_(cos), sin_(sin), n_heads_(n_heads), n_kv_(n_kv), eps_(eps) {
+  DecodeStep(const std::map<std::string, torch::Tensor>& weights, torch::Tensor k_cache, torch::Tensor v_cache,
+             torch::Tensor lengths, torch::Tensor cos, torch::Tensor sin, int64_t n_heads, int64_t n_kv, double eps,
+             int64_t min_chunk)
+      : embed_(named(weights, "model.embed_tokens.weight")), final_norm_(named(weights, "model.norm.weight")),
+        lm_head_(named(weights, "lm_head.weight")), k_(k_cache), v_(v_cache), lengths_(lengths), cos_(cos),
+        sin_(sin), n_heads_(n_heads), n_kv_(n_kv), eps_(eps) {
+    const torch::Tensor &embed = embed_, &final_norm = final_norm_, &lm_head = lm_head_;
     TORCH_CHECK(embed.is_cuda() && embed.dim() == 2 &&
                     (embed.scalar_type() == at::kBFloat16 || embed.scalar_type() == at::kHalf),
-                "Decoder: embed must be a bf16/fp16 CUDA tensor [vocab, hidden]");
-    TORCH_CHECK(w_.size() % kWeightsPerLayer == 0 && !w_.empty(), "Decoder: expected ", kWeightsPerLayer,
-                " weights per layer, got ", w_.size());
+                "DecodeStep: embed must be a bf16/fp16 CUDA tensor [vocab, hidden]");
     TORCH_CHECK(k_cache.dim() == 5 && k_cache.sizes() == v_cache.sizes() && k_cache.strides() == v_cache.strides(),
-                "Decoder: k_cache and v_cache must be [layers, B, S, nKV, D] views with the same strides");
-    layers_ = static_cast<int>(w_.size() / kWeightsPerLayer);
+                "DecodeStep: k_cache and v_cache must be [layers, B, S, nKV, D] views with the same strides");
+    layers_ = static_cast<int>(k_cache.size(0));
+    TORCH_CHECK(layers_ >= 1, "DecodeStep: the cache has no layers");
+    for (int l = 0; l < layers_; ++l)
+      for (const char* name : kLayerWeights) w_.push_back(named(weights, "model.layers." + std::to_string(l) + "." + name));
     batch_ = k_cache.size(1), capacity_ = k_cache.size(2), head_dim_ = k_cache.size(4);
     hidden_ = embed.size(1), vocab_ = embed.size(0);
     inter_ = w_[7].size(1);
     const int64_t D = head_dim_, H = hidden_, qkv_rows = (n_heads + 2 * n_kv) * D;
-    TORCH_CHECK(D == 64 || D == 128, "Decoder: head_dim must be 64 or 128, got ", D);
-    TORCH_CHECK(k_cache.size(0) == layers_ && k_cache.size(3) == n_kv, "Decoder: the cache must be [", layers_,
+    TORCH_CHECK(D == 64 || D == 128, "DecodeStep: head_dim must be 64 or 128, got ", D);
+    TORCH_CHECK(k_cache.size(0) == layers_ && k_cache.size(3) == n_kv, "DecodeStep: the cache must be [", layers_,
                 ", B, S, ", n_kv, ", D], got ", k_cache.sizes());
     TORCH_CHECK(k_cache.stride(4) == 1 && k_cache.stride(3) == D && k_cache.stride(2) == n_kv * D,
-                "Decoder: each cache row must be dense [S, nKV, D]");
-    TORCH_CHECK(n_heads % n_kv == 0 && n_heads / n_kv <= 16, "Decoder: query heads per KV head must divide evenly ",
+                "DecodeStep: each cache row must be dense [S, nKV, D]");
+    TORCH_CHECK(n_heads % n_kv == 0 && n_heads / n_kv <= 16, "DecodeStep: query heads per KV head must divide evenly ",
                 "and be at most 16, got ", n_heads, "/", n_kv);
-    TORCH_CHECK(batch_ >= 1 && batch_ <= kMaxBatch, "Decoder: 1 to ", kMaxBatch, " cache rows, got ", batch_);
-    TORCH_CHECK(H % 8 == 0 && inter_ % 8 == 0, "Decoder: hidden and intermediate sizes must be multiples of 8");
+    TORCH_CHECK(batch_ >= 1 && batch_ <= kMaxRows, "DecodeStep: 1 to ", kMaxRows, " cache rows, got ", batch_);
+    TORCH_CHECK(H % 8 == 0 && inter_ % 8 == 0, "DecodeStep: hidden and intermediate sizes must be multiples of 8");
     TORCH_CHECK(lengths.is_cuda() && lengths.scalar_type() == at::kInt && lengths.numel() == batch_ &&
                     lengths.is_contiguous(),
-                "Decoder: lengths must be a contiguous int32 CUDA tensor of ", batch_, " entries");
+                "DecodeStep: lengths must be a contiguous int32 CUDA tensor of ", batch_, " entries");
     check_tensor(embed, embed, "embed", {vocab_, H});
     check_tensor(final_norm, embed, "final norm", {H});
     check_tensor(lm_head, embed, "lm_head", {vocab_, H});
     check_tensor(cos, embed, "cos", {capacity_, D});
     check_tensor(sin, embed, "sin", {capacity_, D});
     TORCH_CHECK(k_cache.scalar_type() == embed.scalar_type() && k_cache.device() == embed.device(),
-                "Decoder: the cache must be in the model's dtype and on its device");
+                "DecodeStep: the cache must be in the model's dtype and on its device");
     for (int l = 0; l < layers_; ++l) {
       const torch::Tensor* lw = &w_[l * kWeightsPerLayer];
       check_tensor(lw[0], embed, "input_layernorm", {H});
@@ -830,12 +806,17 @@ class FusedDecoder {
     blocks_done_ = torch::zeros({1}, opts.dtype(at::kInt));
   }
 
+  // tokens: int64 [n], one per cache row 0..n-1 (1 <= n <= the cache's rows). Returns the logits [n, vocab], a
+  // view of a buffer the next step overwrites.
   torch::Tensor step(torch::Tensor tokens, std::optional<torch::Tensor> next_tokens) {
+    TORCH_CHECK(tokens.dim() == 1 && tokens.numel() >= 1 && tokens.numel() <= batch_, "DecodeStep.step: tokens must ",
+                "hold 1 to ", batch_, " ids (one per cache row), got ", tokens.sizes());
+    rows_ = tokens.numel();
     check_ids(tokens, "tokens");
     int64_t* greedy = nullptr;
     if (next_tokens) {
       check_ids(*next_tokens, "next_tokens");
-      TORCH_CHECK(next_tokens->is_contiguous(), "Decoder.step: next_tokens must be contiguous");
+      TORCH_CHECK(next_tokens->is_contiguous(), "DecodeStep.step: next_tokens must be contiguous");
       greedy = next_tokens->data_ptr<int64_t>();
     }
     const c10::cuda::CUDAGuard guard(embed_.device());
@@ -843,8 +824,10 @@ class FusedDecoder {
     auto stream = c10::cuda::getCurrentCUDAStream();
     if (embed_.scalar_type() == at::kBFloat16) run<__nv_bfloat16>(ids, greedy, stream);
     else run<__half>(ids, greedy, stream);
-    return logits_;
+    return logits_.narrow(0, 0, rows_);
   }
+
+  int64_t max_rows() const { return batch_; }
 
   int64_t splits() const { return splits_; }
 
@@ -852,15 +835,15 @@ class FusedDecoder {
   const torch::Tensor& weight(int layer, int i) const { return w_[layer * kWeightsPerLayer + i]; }
 
   void check_ids(const torch::Tensor& t, const char* name) const {
-    TORCH_CHECK(t.is_cuda() && t.scalar_type() == at::kLong && t.numel() == batch_ && t.device() == embed_.device(),
-                "Decoder.step: ", name, " must be an int64 CUDA tensor of ", batch_, " ids (one per cache row) on ",
+    TORCH_CHECK(t.is_cuda() && t.scalar_type() == at::kLong && t.numel() == rows_ && t.device() == embed_.device(),
+                "DecodeStep.step: ", name, " must be an int64 CUDA tensor of ", rows_, " ids (one per cache row) on ",
                 embed_.device(), ", got ", t.sizes(), " ", t.scalar_type(), " on ", t.device());
   }
 
   GemvArgs gemv(const torch::Tensor& w, const torch::Tensor& x, int64_t n) const {
     GemvArgs a{};
     a.w = w.data_ptr(), a.x = x.data_ptr(), a.n = static_cast<int>(n), a.k = static_cast<int>(w.size(1));
-    a.batch = static_cast<int>(batch_), a.vocab = static_cast<int>(vocab_), a.eps = static_cast<float>(eps_);
+    a.batch = static_cast<int>(rows_), a.vocab = static_cast<int>(vocab_), a.eps = static_cast<float>(eps_);
     return a;
   }
 
@@ -872,9 +855,9 @@ class FusedDecoder {
       GemvArgs qkv = gemv(weight(l, 1), res_, weight(l, 1).size(0));
       qkv.norm_w = weight(l, 0).data_ptr(), qkv.y = qkv_.data_ptr();
       if (l == 0) qkv.embed = embed_.data_ptr(), qkv.tokens = ids.data_ptr<int64_t>(), qkv.res = res_.data_ptr();
-      launch_decoder_gemv<T>(qkv, kStore, stream);
+      launch_step_gemv<T>(qkv, kStore, stream);
       // 2. attention
-      DecoderAttnArgs p{qkv_.data_ptr(), weight(l, 2).data_ptr(), weight(l, 3).data_ptr(), cos_.data_ptr(),
+      StepAttnArgs p{qkv_.data_ptr(), weight(l, 2).data_ptr(), weight(l, 3).data_ptr(), cos_.data_ptr(),
                         sin_.data_ptr(), static_cast<T*>(k_.data_ptr()) + l * layer_stride,
                         static_cast<T*>(v_.data_ptr()) + l * layer_stride, k_.stride(1), k_.stride(2),
                         lengths_.data_ptr<int>(), o_part_.data_ptr<float>(), lse_part_.data_ptr<float>(),
@@ -887,15 +870,15 @@ class FusedDecoder {
       // 3. o_proj, added to the residual stream
       GemvArgs o = gemv(weight(l, 4), attn_, hidden_);
       o.res = res_.data_ptr();
-      launch_decoder_gemv<T>(o, kResidual, stream);
+      launch_step_gemv<T>(o, kResidual, stream);
       // 4. gate_up projection of the normalised stream, silu(gate) * up
       GemvArgs gu = gemv(weight(l, 6), res_, inter_);
       gu.norm_w = weight(l, 5).data_ptr(), gu.y = act_.data_ptr();
-      launch_decoder_gemv<T>(gu, kSwiGLU, stream);
+      launch_step_gemv<T>(gu, kSwiGLU, stream);
       // 5. down_proj, added to the residual stream
       GemvArgs down = gemv(weight(l, 7), act_, hidden_);
       down.res = res_.data_ptr();
-      launch_decoder_gemv<T>(down, kResidual, stream);
+      launch_step_gemv<T>(down, kResidual, stream);
     }
     // 6. the LM head of the final norm; it also advances the lengths (and picks the greedy tokens, if asked)
     GemvArgs head = gemv(lm_head_, res_, vocab_);
@@ -904,35 +887,37 @@ class FusedDecoder {
       head.next_tokens = next_tokens, head.blocks_done = blocks_done_.data_ptr<int>();
       head.best_key = reinterpret_cast<unsigned long long*>(best_key_.data_ptr<int64_t>());
     }
-    launch_decoder_gemv<T>(head, kStore, stream);
+    launch_step_gemv<T>(head, kStore, stream);
   }
 
   template <typename T, int D>
-  void launch_attention(const DecoderAttnArgs& p, cudaStream_t stream) {
+  void launch_attention(const StepAttnArgs& p, cudaStream_t stream) {
     const int smem = (16 + ATT_WARPS * 2 * BLOCK_N + 2) * D * sizeof(T);
-    auto kernel = decoder_attention_kernel<T, D>;
+    auto kernel = step_attention_kernel<T, D>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    launch_pdl(kernel, dim3(splits_, n_kv_, batch_), dim3(ATT_WARPS * 32), smem, stream, p);
+    launch_pdl(kernel, dim3(splits_, n_kv_, rows_), dim3(ATT_WARPS * 32), smem, stream, p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
   std::vector<torch::Tensor> w_;
   torch::Tensor embed_, final_norm_, lm_head_, k_, v_, lengths_, cos_, sin_;
   torch::Tensor res_, qkv_, attn_, act_, logits_, o_part_, lse_part_, counters_, best_key_, blocks_done_;
-  int64_t n_heads_, n_kv_, batch_ = 0, capacity_ = 0, head_dim_ = 0, hidden_ = 0, vocab_ = 0, inter_ = 0;
+  int64_t n_heads_, n_kv_, batch_ = 0, rows_ = 0, capacity_ = 0, head_dim_ = 0, hidden_ = 0, vocab_ = 0, inter_ = 0;
   int64_t splits_ = 1, chunk_ = ATT_WARPS * BLOCK_N;
   int layers_ = 0;
   double eps_;
 };
 
-void bind_decoder(pybind11::module& m) {
-  pybind11::class_<FusedDecoder>(m, "Decoder", "The fused decode step of a dense model (csrc/cuda/decoder.cu)")
-      .def(pybind11::init<std::vector<torch::Tensor>, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor,
-                          torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, int64_t, int64_t, double,
-                          int64_t>())
-      .def("step", &FusedDecoder::step,
-           "tokens int64 [B] -> logits [B, vocab] (a buffer reused by every step); next_tokens int64 [B], if given, "
-           "receives each row's greedy token (logits.argmax(-1)), computed in the LM head kernel",
+void bind_decode_step(pybind11::module& m) {
+  m.attr("MAX_ROWS") = pybind11::int_(kMaxRows);
+  pybind11::class_<DecodeStep>(m, "DecodeStep", "The fused decode step of a dense model (csrc/cuda/decode_step.cu)")
+      .def(pybind11::init<const std::map<std::string, torch::Tensor>&, torch::Tensor, torch::Tensor, torch::Tensor,
+                          torch::Tensor, torch::Tensor, int64_t, int64_t, double, int64_t>())
+      .def("step", &DecodeStep::step,
+           "tokens int64 [n] for cache rows 0..n-1 -> logits [n, vocab] (a view of a buffer reused by every step); "
+           "next_tokens int64 [n], if given, receives each row's greedy token (logits.argmax(-1)), computed in the "
+           "LM head kernel",
            pybind11::arg("tokens"), pybind11::arg("next_tokens") = pybind11::none())
-      .def_property_readonly("splits", &FusedDecoder::splits);
+      .def_property_readonly("max_rows", &DecodeStep::max_rows)
+      .def_property_readonly("splits", &DecodeStep::splits);
 }
