@@ -178,6 +178,10 @@ def test_sampling_params_validation():
         SamplingParams(top_p=0.0)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         SamplingParams(temperature=-1)
+    with pytest.raises(ValueError, match="temperature must be >= 0, got nan"):
+        SamplingParams(temperature=float("nan"))
+    with pytest.raises(ValueError, match="presence_penalty must be a finite number, got nan"):
+        SamplingParams(presence_penalty=float("nan"))
 
 
 # ---------------------------------------------------------------------------------------------- Generator
