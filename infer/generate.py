@@ -35,7 +35,8 @@ POST_TRAINED_MAX_NEW_TOKENS = 2048     # per sample unless the checkpoint or --m
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="generate.py", description="Generate completions for a file of prompts (JSONL out).")
+    p = argparse.ArgumentParser(prog="generate.py",
+                                description="Generate completions for a file of prompts (JSONL out).")
     p.add_argument("--model", default=SHIPPED_CHECKPOINT, help="HF-layout model directory or hub repo id")
     p.add_argument("--input", required=True, help=".jsonl with prompt/messages per line, or text: a prompt a line")
     p.add_argument("--output", required=True, help="JSONL file to write (replaced once every sample is done)")
