@@ -209,6 +209,8 @@ def main(argv=None) -> int:
         print(f"generate.py: error: {error}", file=sys.stderr)
         return 2
 
+    if args.resume:
+        print(f"[resuming: {done} of {len(jobs)} samples kept from {partial}]", file=sys.stderr)
     with open(partial, "a" if done else "w", encoding="utf-8") as out:
         for start in range(done, len(jobs), args.batch_size):
             batch = jobs[start:start + args.batch_size]
