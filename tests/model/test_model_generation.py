@@ -281,6 +281,37 @@ def test_completions_seeded_sampling_is_reproducible(model):
     assert a == b and a != c
 
 
+def test_completions_through_a_graph_like_step(model, monkeypatch):
+    """The CUDA backend's path on the CPU: a stand-in for GraphedDecodeStep that, like a graph, returns the same
+    output buffer at every step (greedy: the argmax inside the step). Rows finishing at different steps, by
+    budget and by stop id, get the same completions as through the op path."""
+    from qwen3mini import cuda_graphs, generation
+
+    class StaticBufferStep(cuda_graphs.GraphedDecodeStep):
+        def __init__(self, model, cache):
+            self.model, self.cache, self.calls = model, cache, []
+
+        def _replay(self, tokens, greedy):
+            self.calls.append(greedy)
+            logits = self.model.decode_step(tokens, self.cache)
+            output = logits.argmax(-1) if greedy else logits
+            if not hasattr(self, "buffer"):
+                self.buffer = torch.empty_like(output)
+            return self.buffer.copy_(output)
+
+    prompts = [prompt(n, seed=80 + n) for n in (6, 2, 9)]
+    free = [streamed(model, p, 12) for p in prompts]
+    budgets, stops = [12, 12, 5], [[], [free[1][4]], []]
+    steps = []
+    monkeypatch.setattr(generation, "fast_decode_step", lambda m, c: steps.append(StaticBufferStep(m, c)) or steps[-1])
+    for sampling in (None, SamplingParams(temperature=0.9, seed=3)):
+        graphed = generate_completions(model, prompts, budgets, sampling, stops)
+        assert steps[-1].calls == [sampling is None] * 11        # 11 decode steps after the prefill's token
+        assert graphed == generate_completions(model, prompts, budgets, sampling, stops, cuda_graphs=False)
+        if sampling is None:
+            assert [c.tokens for c in graphed] == [free[0], free[1][:free[1].index(free[1][4]) + 1], free[2][:5]]
+
+
 def test_completions_errors(model):
     with pytest.raises(ValueError, match=r"max_new_tokens: 2 entries for 3 prompts"):
         generate_completions(model, [[1], [2], [3]], [4, 4])
