@@ -16,6 +16,7 @@ import qwen3mini
 from qwen3mini import ops
 from qwen3mini.generation import (Completion, Generator, KVCache, SamplingParams, Sampler, ThinkingBudget,
                                   filter_logits, generate_completions)
+from decode_fixtures import SyncFreeOps
 from hf_fixtures import make_hf_model, save_hf_checkpoint
 
 NO_STOP = dict(stop_token_ids=[])
@@ -372,33 +373,6 @@ def test_batched_generator_append(model, exact):
         gen.stream(2)
 
 
-class _SyncFreeOps:
-    """The reference ops, with decode attention and MoE dispatch rewritten without data-dependent shapes, to
-    check that the model's own decode code never synchronises with the host."""
-
-    def __getattr__(self, name):
-        return getattr(ops.get_backend("reference"), name)
-
-    def attention_decode(self, q, k_cache, v_cache, cache_seqlens, scale):
-        group = q.shape[1] // k_cache.shape[2]
-        k = k_cache.repeat_interleave(group, dim=2)                         # [B, S, nH, D]
-        v = v_cache.repeat_interleave(group, dim=2)
-        scores = torch.einsum("bhd,bshd->bhs", q, k).float() * scale
-        hidden = torch.arange(k.shape[1], device=q.device)[None, :] >= cache_seqlens[:, None]
-        probs = torch.softmax(scores.masked_fill(hidden[:, None, :], float("-inf")), dim=-1).to(q.dtype)
-        return torch.einsum("bhs,bshd->bhd", probs, v)
-
-    def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
-        out = torch.zeros_like(x)
-        inter = w_down.shape[-1]
-        for e in range(w_gate_up.shape[0]):
-            weight = ((topk_ids == e) * topk_weights).sum(dim=-1, keepdim=True)
-            gate_up = torch.nn.functional.linear(x, w_gate_up[e])
-            hidden = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
-            out = out + torch.nn.functional.linear(hidden, w_down[e]) * weight
-        return out
-
-
 def test_decode_step_never_syncs_with_the_host(model, exact, monkeypatch):
     """No .item()/.tolist()/nonzero in decode_step itself (CUDA-graph capture needs that): run it under a
     dispatch mode that records data-dependent ops, with tensor-to-Python conversions patched to record too,
@@ -418,7 +392,7 @@ def test_decode_step_never_syncs_with_the_host(model, exact, monkeypatch):
             return func(*args, **(kwargs or {}))
 
     if "sync-free-test" not in ops.available_backends():
-        ops.register_backend("sync-free-test", _SyncFreeOps(), device_types=())
+        ops.register_backend("sync-free-test", SyncFreeOps(), device_types=())
     cache = KVCache.for_model(model, batch_size=2, max_seq_len=16)
     seqs = [prompt(5, seed=30), prompt(9, seed=31)]
     model.prefill(seqs, cache)
