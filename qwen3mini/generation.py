@@ -191,7 +191,7 @@ def _one_per_row(value, rows: int, what: str) -> list:
 
 class _Rows:
     """Where each row of a batch stands, on the device (read by the host only every few steps): its tokens so
-    far, how many it may still sample, whether it stopped, and its think block against its budget."""
+    far (how many of them forced), whether it stopped or is finished, and its think block against its budget."""
 
     def __init__(self, prompts, budgets, stops, thinking, steps: int, device):
         rows, long = len(prompts), dict(dtype=torch.long, device=device)
@@ -293,15 +293,19 @@ def generate_completions(model, prompts, max_new_tokens, sampling: SamplingParam
     if len(stops) != rows:
         raise ValueError(f"stop_token_ids: {len(stops)} lists for {rows} prompts")
     thinking = _one_per_row(thinking_budget, rows, "thinking_budget")
+    vocab, forced_ids = model.config.vocab_size, [[] if t is None else t.stop_ids for t in thinking]
+    for what, lists in (("prompt", prompts), ("thinking_budget stop_ids of prompt", forced_ids)):
+        bad = next(((i, t) for i, ids in enumerate(lists) for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise ValueError(f"{what} {bad[0]}: token id {bad[1]} is outside the vocabulary (0..{vocab - 1})")
     room = [len(p) + n + (0 if t is None else len(t.stop_ids)) for p, n, t in zip(prompts, budgets, thinking)]
-    worst = max(range(rows), key=room.__getitem__)
+    worst = max(range(rows), key=room.__getitem__)                 # the row that needs the most positions
+    what = (f"{'longest prompt' if len(set(budgets)) == 1 else f'prompt {worst}'} ({len(prompts[worst])} tokens) "
+            f"+ max_new_tokens ({budgets[worst]})")
     forced = "" if room[worst] == len(prompts[worst]) + budgets[worst] else " + the thinking budget's stop_ids"
-    check_context(model.config, room[worst], f"{'longest prompt' if len(set(budgets)) == 1 else f'prompt {worst}'} "
-                                             f"({len(prompts[worst])} tokens) + max_new_tokens "
-                                             f"({budgets[worst]}){forced} =")
+    check_context(model.config, room[worst], f"{what}{forced} =")
 
-    params = sampling or SamplingParams(temperature=0.0)
-    device = model.device
+    params, device = sampling or SamplingParams(temperature=0.0), model.device
     cache = KVCache.for_model(model, rows, max(room))
     sampler = Sampler(params, rows, model.config.vocab_size, device)
     state = _Rows(prompts, budgets, stops, thinking, max(n - len(p) for n, p in zip(room, prompts)), device)

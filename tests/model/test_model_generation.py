@@ -322,6 +322,10 @@ def test_completions_errors(model):
     with pytest.raises(ValueError, match=r"prompt 1 \(100 tokens\) \+ max_new_tokens \(27\) \+ the thinking "
                                          r"budget's stop_ids = 129 exceeds the model's context of 128"):
         generate_completions(model, [[1], prompt(100, seed=0)], [4, 27], thinking_budget=budget)
+    with pytest.raises(ValueError, match=r"prompt 1: token id 256 is outside the vocabulary \(0..255\)"):
+        generate_completions(model, [[1], [2, 256]], 4)
+    with pytest.raises(ValueError, match=r"thinking_budget stop_ids of prompt 0: token id -1 is outside"):
+        generate_completions(model, [[1]], 4, thinking_budget=ThinkingBudget(200, 201, 4, [-1]))
     with pytest.raises(ValueError, match="at least one stop id"):
         ThinkingBudget(start_id=200, end_id=201, max_tokens=4, stop_ids=[])
 
