@@ -141,8 +141,9 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         # Rank only the logits that can still survive: after a top-k cut that is a handful, not the whole
-        # vocabulary (a full sort of Qwen3's 151,936 ids a token would cost more than a small model's step).
-        survivors = int(torch.isfinite(logits).sum(dim=-1).max())
+        # vocabulary (a full sort of Qwen3's 151,936 ids a token would cost more than a small model's step on a
+        # CPU). Counting them makes the host wait for an accelerator, which a GPU loop must not: there, rank all.
+        survivors = logits.shape[-1] if logits.device.type != "cpu" else int(torch.isfinite(logits).sum(dim=-1).max())
         sorted_logits, order = torch.topk(logits, max(survivors, 1), dim=-1)
         probs = torch.softmax(sorted_logits, dim=-1)
         # keep a token while the tokens ranked above it cover less than top_p (the best one always stays)
@@ -190,13 +191,14 @@ def _one_per_row(value, rows: int, what: str) -> list:
 
 class _Rows:
     """Where each row of a batch stands, on the device (read by the host only every few steps): its tokens so
-    far, how many it may still sample, whether it stopped, and its think block against its budget."""
+    far (how many of them forced), whether it stopped or is finished, and its think block against its budget."""
 
     def __init__(self, prompts, budgets, stops, thinking, steps: int, device):
         rows, long = len(prompts), dict(dtype=torch.long, device=device)
         self.tokens = torch.zeros(rows, steps, **long)
         self.count = torch.zeros(rows, **long)                      # tokens so far (sampled + forced)
-        self.left = torch.tensor(budgets, **long)                   # tokens each row may still sample
+        self.forced_count = torch.zeros(rows, **long)
+        self.budget = torch.tensor(budgets, **long)                 # tokens each row may sample
         self.stop_ids = _padded(stops, device)                      # [rows, S], -1 = none
         self.stopped = torch.zeros(rows, dtype=torch.bool, device=device)
         self.finished = torch.zeros_like(self.stopped)
@@ -218,7 +220,7 @@ class _Rows:
     def add(self, step: int, sampled: torch.Tensor) -> torch.Tensor:
         """Record step ``step``'s token of every row (the sampled one, or the budget's forced one in its place);
         returns the tokens to feed the next decode step."""
-        tokens, forced = sampled, torch.zeros_like(self.stopped)
+        tokens, active = sampled, ~self.finished
         if self.budgeted:
             start = self.thinking & (self.thought >= self.max_thought) & (self.force_next < 0)
             self.forced_at.masked_fill_(start, step)
@@ -227,27 +229,23 @@ class _Rows:
             index = self.force_next.clamp(0, self.forced.shape[1] - 1)[:, None]
             tokens = torch.where(forced, self.forced.gather(1, index)[:, 0], sampled)
             self.force_next += forced
+            self.forced_count += forced & active
             opens = (tokens == self.start_id) & ~self.thinking
             closes = (tokens == self.end_id) & self.thinking
             self.thought = torch.where(opens, 0, self.thought + (self.thinking & ~closes))
             self.thinking = (self.thinking | opens) & ~closes
-        active = ~self.finished
         self.tokens[:, step] = tokens
         self.count += active
-        self.left -= (active & ~forced).long()
         self.stopped |= active & (tokens[:, None] == self.stop_ids).any(-1)
-        self.finished |= self.stopped | (self.left == 0)
+        self.finished |= self.stopped | (self.count - self.forced_count == self.budget)
         return tokens
 
     def completions(self) -> list[Completion]:
-        counts, stopped = self.count.tolist(), self.stopped.tolist()
+        counts, forced, stopped = self.count.tolist(), self.forced_count.tolist(), self.stopped.tolist()
         forced_at = self.forced_at.tolist() if self.budgeted else [-1] * len(counts)
-        forced_len = self.forced_len.tolist() if self.budgeted else [0] * len(counts)
-        out = []
-        for row, n, at, k, stop in zip(self.tokens[:, :max(counts)].tolist(), counts, forced_at, forced_len, stopped):
-            forced = 0 if at < 0 else min(k, n - at)
-            out.append(Completion(row[:n], n - forced, "stop" if stop else "length", None if at < 0 else at))
-        return out
+        return [Completion(row[:n], n - k, "stop" if stop else "length", None if at < 0 else at)
+                for row, n, k, stop, at in zip(self.tokens[:, :max(counts)].tolist(), counts, forced, stopped,
+                                               forced_at)]
 
 
 def _padded(lists, device) -> torch.Tensor:
@@ -295,15 +293,19 @@ def generate_completions(model, prompts, max_new_tokens, sampling: SamplingParam
     if len(stops) != rows:
         raise ValueError(f"stop_token_ids: {len(stops)} lists for {rows} prompts")
     thinking = _one_per_row(thinking_budget, rows, "thinking_budget")
+    vocab, forced_ids = model.config.vocab_size, [[] if t is None else t.stop_ids for t in thinking]
+    for what, lists in (("prompt", prompts), ("thinking_budget stop_ids of prompt", forced_ids)):
+        bad = next(((i, t) for i, ids in enumerate(lists) for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise ValueError(f"{what} {bad[0]}: token id {bad[1]} is outside the vocabulary (0..{vocab - 1})")
     room = [len(p) + n + (0 if t is None else len(t.stop_ids)) for p, n, t in zip(prompts, budgets, thinking)]
-    worst = max(range(rows), key=room.__getitem__)
+    worst = max(range(rows), key=room.__getitem__)                 # the row that needs the most positions
+    what = (f"{'longest prompt' if len(set(budgets)) == 1 else f'prompt {worst}'} ({len(prompts[worst])} tokens) "
+            f"+ max_new_tokens ({budgets[worst]})")
     forced = "" if room[worst] == len(prompts[worst]) + budgets[worst] else " + the thinking budget's stop_ids"
-    check_context(model.config, room[worst], f"{'longest prompt' if len(set(budgets)) == 1 else f'prompt {worst}'} "
-                                             f"({len(prompts[worst])} tokens) + max_new_tokens "
-                                             f"({budgets[worst]}){forced} =")
+    check_context(model.config, room[worst], f"{what}{forced} =")
 
-    params = sampling or SamplingParams(temperature=0.0)
-    device = model.device
+    params, device = sampling or SamplingParams(temperature=0.0), model.device
     cache = KVCache.for_model(model, rows, max(room))
     sampler = Sampler(params, rows, model.config.vocab_size, device)
     state = _Rows(prompts, budgets, stops, thinking, max(n - len(p) for n, p in zip(room, prompts)), device)
