@@ -83,7 +83,7 @@ def effective_mode(messages, think: bool) -> str:
         return "no-think"
     for message in reversed(messages):
         if message["role"] in ("user", "system"):
-            switches = SOFT_SWITCH.findall(message["content"])
+            switches = SOFT_SWITCH.findall(message.get("content") or "")
             if switches:
                 return "think" if switches[-1] == "think" else "no-think"
     return "think"

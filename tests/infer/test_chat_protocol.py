@@ -30,6 +30,7 @@ def test_the_last_soft_switch_wins():
                                    think=True) == "think"
     assert protocol.effective_mode([user("a /no_think"), user("b")], think=True) == "no-think"
     assert protocol.effective_mode([user("b /think")], think=False) == "no-think"   # empty think block forced
+    assert protocol.effective_mode([{"role": "system", "content": None}, user("hi")], think=True) == "think"
 
 
 def test_thinking_tracker_counts_tokens_after_think():
