@@ -18,7 +18,7 @@ Graphs are captured per batch-size *bucket* (1, 2, 4, 8, ... capped at the cache
 a step over n rows replays the graph of the smallest bucket >= n, the rows past n riding along as padding.
 All graphs share one memory pool. ``greedy_step`` has graphs of its own, which end in the argmax: the fused step
 picks it inside its LM head kernel (``CudaDecodeStep.step(tokens, next_tokens)``), the op path captures
-``logits.argmax(-1)``; greedy generation then needs no kernel outside the graph between two steps.
+``logits.argmax(-1)``; greedy generation then launches no argmax or copy of the logits between two steps.
 
 ``fast_decode_step(model, cache)`` picks it on the CUDA backend; ``generation.py``, the layer above (this
 module imports nothing of it), runs every generation loop over what it picks.

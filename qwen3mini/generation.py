@@ -262,6 +262,11 @@ def _opened(prompt, budget: ThinkingBudget) -> bool:
     return last.get(budget.start_id, -1) > last.get(budget.end_id, -1)
 
 
+# Steps between two looks of the host at the finished rows: each look waits for the device, which on a CPU is
+# free (every op has returned) and on an accelerator stalls the queue of launches.
+HOST_CHECK_EVERY = {"cpu": 1}
+
+
 @torch.no_grad()
 def generate_completions(model, prompts, max_new_tokens, sampling: SamplingParams | None = None,
                          stop_token_ids=None, thinking_budget=None, cuda_graphs: bool = True) -> list[Completion]:
@@ -311,7 +316,7 @@ def generate_completions(model, prompts, max_new_tokens, sampling: SamplingParam
     state = _Rows(prompts, budgets, stops, thinking, max(n - len(p) for n, p in zip(room, prompts)), device)
     fast = fast_decode_step(model, cache) if cuda_graphs else ops.decode_step(model, cache)
     greedy_in_step = isinstance(fast, GraphedDecodeStep) and params.greedy
-    check_every = 16 if device.type == "cuda" else 1
+    check_every = HOST_CHECK_EVERY.get(device.type, 16)
     tokens = state.add(0, sampler.pick(model.prefill(prompts, cache)))
     sampler.observe(tokens)
     for step in range(1, state.tokens.shape[1]):

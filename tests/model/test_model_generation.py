@@ -313,6 +313,23 @@ def test_completions_through_a_graph_like_step(model, monkeypatch):
             assert [c.tokens for c in graphed] == [free[0], free[1][:free[1].index(free[1][4]) + 1], free[2][:5]]
 
 
+def test_completions_with_rare_host_checks(model, monkeypatch):
+    """As on a GPU, the host looks at the rows every 16 steps: rows that finished (by a stop id, a forced stop
+    id, their budget) keep being stepped, retired, until the host sees that all are; the completions are the
+    same as with a look at every step."""
+    from qwen3mini import generation
+    prompts = [prompt(n, seed=90 + n) for n in (3, 8, 5)]
+    free = [streamed(model, p, 8) for p in prompts]
+    budget = ThinkingBudget(start_id=free[0][1], end_id=255, max_tokens=3, stop_ids=[7, 8])
+    almost_all = [t for t in range(256) if t not in free[1][:4]]  # what row 1 makes once retired is a stop id
+    args = (model, prompts, [40, 4, 40], None, [[8], almost_all, [free[2][2]]], [budget, None, None])
+    every_step = generate_completions(*args)
+    assert [c.finish_reason for c in every_step] == ["stop", "length", "stop"]
+    assert max(len(c.tokens) for c in every_step) < 16
+    monkeypatch.setitem(generation.HOST_CHECK_EVERY, "cpu", 16)
+    assert generate_completions(*args) == every_step
+
+
 def test_completions_errors(model):
     with pytest.raises(ValueError, match=r"max_new_tokens: 2 entries for 3 prompts"):
         generate_completions(model, [[1], [2], [3]], [4, 4])
