@@ -50,7 +50,7 @@ import qwen3mini  # noqa: E402
 from qwen3mini import ops  # noqa: E402
 from qwen3mini.checkpoint import save_model  # noqa: E402
 from qwen3mini.config import PRESETS  # noqa: E402
-from qwen3mini.generation import KVCache, fast_decoder  # noqa: E402
+from qwen3mini.generation import KVCache, fast_decode_step  # noqa: E402
 from qwen3mini.model import Qwen3ForCausalLM  # noqa: E402
 
 
@@ -98,10 +98,10 @@ def weight_bytes_per_token(model) -> int:
 
 # ---------------------------------------------------------------- qwen3mini
 def ours_decode(model, prompt, steps, op_path=False):
-    """Batch-1 decode as the chat runs it (``generation.fast_decoder``: the C++ backend's one-call step), or
+    """Batch-1 decode as the chat runs it (``generation.fast_decode_step``: the C++ backend's one-call step), or
     with ``op_path`` through ``model.decode_step`` one op at a time."""
     cache = KVCache.for_model(model, 1, len(prompt) + steps + 2)
-    decoder = None if op_path else fast_decoder(model, cache)
+    decoder = None if op_path else fast_decode_step(model, cache)
     decode = (lambda t: model.decode_step(t, cache)) if decoder is None else decoder.step
     logits = model.prefill([prompt], cache)
     token = logits.argmax(-1)

@@ -95,7 +95,7 @@ def parity(model, hf, vocab):
 
 @torch.no_grad()
 def decode_batch1(model, hf, vocab, copy_bw, prompt_len=128, steps=256, with_hf=True):
-    """Batch-1 greedy decode, tokens/s: the fused decode step (CudaDecoder) and the op path (model.decode_step),
+    """Batch-1 greedy decode, tokens/s: the fused decode step (CudaDecodeStep) and the op path (model.decode_step),
     each eager and graph-replayed; transformers' generate.
     Then one profiled step of each graph: kernels per step and where the time goes."""
     g = torch.Generator().manual_seed(2)

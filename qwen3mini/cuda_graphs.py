@@ -7,7 +7,7 @@ size their grids from shapes only), so the whole step can be captured in a CUDA 
 launch. The KV cache is static (allocated once by ``generation.KVCache``), which is what makes the captured
 addresses valid for every later step. The step captured is the backend's own where it offers one for that
 bucket (``ops.decode_step``: on CUDA, ``ops.cuda.CudaDecodeStep``, 5 kernels a layer instead of ~12), else
-``model.decode_step``; ``GraphedDecodeStep(..., fused=False)`` or ``QWEN3MINI_FUSED_DECODER=0`` capture the op
+``model.decode_step``; ``GraphedDecodeStep(..., fused=False)`` or ``QWEN3MINI_FUSED_STEP=0`` capture the op
 path.
 
     graphed = GraphedDecodeStep(model, cache)     # cache: qwen3mini.generation.KVCache on the GPU
@@ -28,9 +28,6 @@ import copy
 import torch
 
 from . import ops
-
-if not hasattr(ops, "decode_step"):  # TEMPORARY: ops.decoder's name before the kernels branch (contract 2) lands
-    ops.decode_step = ops.decoder
 
 
 def _row_view(cache, n: int):

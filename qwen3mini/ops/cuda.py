@@ -162,7 +162,7 @@ class CudaDecodeStep:
 
     def __init__(self, model, cache, min_chunk: int = 512):
         """``min_chunk``: the fewest cache positions per attention split (a tuning knob for
-        bench/bench_cuda_decoder.py; rounded up to whole rounds of the block's 6 tiles of 64, 384 positions)."""
+        bench/bench_cuda_decode_step.py; rounded up to whole rounds of the block's 6 tiles of 64, 384 positions)."""
         config = model.config
         self.cos, self.sin = rotary_tables(model, cache)
         self.cache = cache

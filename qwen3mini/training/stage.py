@@ -57,10 +57,12 @@ def special_token_ids(tokenizer_dir: str) -> dict:
     return {name: ids[name] for name in ("<|endoftext|>", "<|im_end|>")}
 
 
-def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None, max_shard_size=None):
+def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None, max_shard_size=None,
+                    post_trained: bool = False):
     """Save ``model`` in the HF layout: config.json, safetensors, and with ``tokenizer_dir`` its tokenizer
-    files plus a ``generation_config.json`` (docs/qwen3.md §2.4: stop on ``<|im_end|>`` or ``<|endoftext|>``;
-    Qwen3's non-thinking sampling settings, a base model has no thinking mode yet)."""
+    files plus a ``generation_config.json`` with Qwen3's non-thinking sampling settings (docs/qwen3.md §2.4).
+    A ``post_trained`` model ends its turns, so it stops on ``<|im_end|>`` as well as ``<|endoftext|>``; a base
+    model stops on ``<|endoftext|>`` alone, as Qwen's -Base releases do (qwen3mini.chat reads the difference)."""
     from ..checkpoint import save_model
     config = model.config
     if tokenizer_dir:
@@ -74,8 +76,8 @@ def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None
     for name in sorted(os.listdir(tokenizer_dir)):
         if name.endswith((".json", ".txt", ".model", ".jinja")) and name != "config.json":
             shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(directory, name))
-    generation = {"bos_token_id": eot, "eos_token_id": [im_end, eot], "pad_token_id": eot, "do_sample": True,
-                  "temperature": 0.7, "top_p": 0.8, "top_k": 20}
+    generation = {"bos_token_id": eot, "eos_token_id": [im_end, eot] if post_trained else eot, "pad_token_id": eot,
+                  "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20}
     write_atomic(os.path.join(directory, "generation_config.json"), json.dumps(generation, indent=2) + "\n")
 
 

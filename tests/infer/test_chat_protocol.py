@@ -1,6 +1,8 @@
 """qwen3mini.chat, the chat protocol, in process: settings, modes, the phase tracker, rendering, splitting a
 completion into parts, text for ids without text, loading, and a session's KV-prefix reuse. (infer/chat.py, the
 terminal front end, is tested as a process in test_chat.py; batches in test_generate.py.)"""
+import os
+
 import pytest
 import torch
 
@@ -152,6 +154,16 @@ def test_load_tells_a_post_trained_model_from_a_base_model(scripted_model, endle
     model, _, info = protocol.load(endless_base_model)
     assert not info.post_trained and info.reply_limit() == protocol.BASE_MAX_NEW_TOKENS
     assert model.dtype == torch.float32 and not model.training
+
+
+def test_the_shipped_base_model_reads_as_a_base_model():
+    """Issue 16 item 8: the shipped base model never ends a turn, so its replies get the base model's short
+    default instead of running to the context."""
+    from qwen3mini.checkpoint import SHIPPED_CHECKPOINT
+    if os.path.basename(SHIPPED_CHECKPOINT) != "qwen3mini-base":
+        pytest.skip("the chat model ships: the base model is no longer the default")
+    _, _, info = protocol.load(SHIPPED_CHECKPOINT)
+    assert not info.post_trained and info.reply_limit() == protocol.BASE_MAX_NEW_TOKENS
 
 
 def test_load_errors_are_one_line(tmp_path, scripted_model):

@@ -81,7 +81,7 @@ def test_generate_and_stream_use_the_decode_step_and_agree_with_the_op_path(cpp_
     prompt = [5, 17, 3, 99, 4]
     params = SamplingParams(temperature=0.8, top_k=20, seed=0)
     fast, slow = Generator(model, max_seq_len=64), Generator(model, max_seq_len=64, fast_decode=False)
-    assert fast._decoder is not None and slow._decoder is None
+    assert fast._step is not None and slow._step is None
     for gen in (fast, slow):
         gen.append(prompt)
         gen.first = list(gen.stream(12, params))

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import qwen3mini
 from qwen3mini import ops
-from qwen3mini.generation import (Completion, Generator, KVCache, SamplingParams, Sampler, ThinkingBudget,
-                                  filter_logits, generate_completions)
+from qwen3mini.generation import Completion, Generator, KVCache, ThinkingBudget, generate_completions
+from qwen3mini.sampling import Sampler, SamplingParams, filter_logits
 from decode_fixtures import SyncFreeOps
 from hf_fixtures import make_hf_model, save_hf_checkpoint
 
@@ -352,7 +352,7 @@ def test_stream_survives_interrupt_mid_step(model, monkeypatch, fast_decode):
     """Ctrl-C inside a decode step: the state stays consistent and the stream continues as if never stopped.
 
     Op by op, the interrupt lands between two layers (the last layer dies after layer 0 wrote its K/V). A
-    backend's compiled step (``ops.decoder``) cannot be interrupted inside; Python raises the interrupt as
+    backend's compiled step (``ops.decode_step``) cannot be interrupted inside; Python raises the interrupt as
     the step returns, after it wrote the K/V and advanced the cache lengths, so that is the moment simulated."""
     p = prompt(6, seed=11)
     expected = model.generate([p], max_new_tokens=10, **NO_STOP)[0][6:]

@@ -1,7 +1,7 @@
 """Tuning the fused decode step (qwen3mini.ops.cuda.CudaDecodeStep) at batch 1 on a Qwen3-0.6B-shaped model.
 
-    python bench/bench_cuda_decoder.py [--variants "default;chunk=256"] [--profile] [--timeline]
-    QWEN3MINI_NO_PDL=1 python bench/bench_cuda_decoder.py --variants default --profile  # per-kernel times
+    python bench/bench_cuda_decode_step.py [--variants "default;chunk=256"] [--profile] [--timeline]
+    QWEN3MINI_NO_PDL=1 python bench/bench_cuda_decode_step.py --variants default --profile  # per-kernel times
 
 Each variant is a CudaDecodeStep with other tuning knobs (the fewest cache positions per attention split), captured
 in a CUDA graph and timed over 256 greedy steps after a 128-token prompt (best of three runs), against the bound
