@@ -36,15 +36,27 @@ _EXPERTS = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
 
 
 # ---------------------------------------------------------------------------------------------- locating files
+# The model the training scripts (train/) write and infer/chat.py loads by default.
+SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                                  "qwen3mini-base")
+
+
 def resolve_checkpoint(path) -> str:
-    """A local directory, or a hub repo id (``Qwen/Qwen3-0.6B``) fetched with ``huggingface_hub``."""
+    """A local directory, or a hub repo id (``Qwen/Qwen3-0.6B``) fetched with ``huggingface_hub``. A name
+    whose first part is a local directory (``checkpoints/qwen3mini-bse``) is a mistyped path, not a repo id."""
     path = os.fspath(path)
     if os.path.isdir(path):
         return path
     if os.path.exists(path):
         raise NotADirectoryError(f"{path} is a file; pass the checkpoint directory that holds config.json")
-    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path):
-        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    if os.path.abspath(path) == SHIPPED_CHECKPOINT:
+        raise FileNotFoundError(f"no model at {path}: the shipped model is written there by the training "
+                                "scripts (train/). Pass a Hugging Face-layout directory (config.json, "
+                                "*.safetensors, tokenizer.json) or a hub id such as Qwen/Qwen3-0.6B")
+    parent = os.path.dirname(path)
+    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path) or os.path.isdir(parent):
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist (no such directory"
+                                f"{_siblings(parent)})")
     how = (f"download it with `huggingface-cli download {path} --local-dir DIR` (or from "
            f"https://huggingface.co/{path}) and pass DIR")
     try:
@@ -56,6 +68,29 @@ def resolve_checkpoint(path) -> str:
         return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.txt"])
     except Exception as error:
         raise FileNotFoundError(f"could not fetch repo {path} from the Hugging Face hub ({error}); {how}") from error
+
+
+def _siblings(parent: str) -> str:
+    """", PARENT holds: a, b" when the parent directory exists: the name the user probably meant is there."""
+    if not parent or not os.path.isdir(parent):
+        return ""
+    names = sorted(name for name in os.listdir(parent) if os.path.isdir(os.path.join(parent, name)))
+    return f"; {parent}/ holds: {_some(names)}" if names else f"; {parent}/ is empty"
+
+
+def read_generation_config(directory: str) -> dict:
+    """The checkpoint's ``generation_config.json`` ({} when there is none); an error names a broken file."""
+    path = os.path.join(directory, "generation_config.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return config
 
 
 def tensor_files(directory: str) -> dict:
@@ -146,10 +181,9 @@ class _Shards:
     range in the data section) and the data. A tensor in the parameter's dtype is read with plain file reads
     into the parameter itself; one that must be converted, or moved to a GPU, passes through a small scratch
     buffer a slab at a time. So loading holds the weights and nothing else: no whole-tensor temporaries, whose
-    freed holes the C allocator keeps (measured: +25% resident memory). Using the file's memory map itself as
-    the parameter, as safetensors offers, copies nothing, but batch-1 CPU decode from those page-cache pages ran
-    3-10% slower than from process memory, measured interleaved in one process (bench/RESULTS.md, "cpu
-    kernels")."""
+    freed holes the C allocator keeps. Using the file's memory map itself as the parameter, as safetensors
+    offers, copies nothing, but CPU decode from those page-cache pages ran slower than from process memory
+    (bench/RESULTS.md, "cpu kernels")."""
 
     SLAB_BYTES = 16 << 20
 

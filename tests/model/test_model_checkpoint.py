@@ -233,6 +233,34 @@ def test_error_repo_id_without_huggingface_hub(monkeypatch):
         qwen3mini.load_model("Qwen/Qwen3-0.6B")
 
 
+def test_error_mistyped_local_path_is_not_a_repo_id(tmp_path, monkeypatch):
+    """checkpoints/qwen3mini-bse looks like a repo id, but checkpoints/ is a local directory: a typo, reported
+    as one, without asking the hub."""
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    (tmp_path / "checkpoints" / "qwen3mini-base").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^checkpoint directory checkpoints/qwen3mini-bse does not exist "
+                                                r"\(no such directory; checkpoints/ holds: qwen3mini-base\)$"):
+        qwen3mini.load_model("checkpoints/qwen3mini-bse")
+
+
+def test_generation_config(dense_dir, tmp_path):
+    from qwen3mini.checkpoint import read_generation_config
+    directory = copy_checkpoint(dense_dir[0], tmp_path)
+    if os.path.exists(directory / "generation_config.json"):
+        os.remove(directory / "generation_config.json")
+    assert read_generation_config(directory) == {}
+    (directory / "generation_config.json").write_text('{"eos_token_id": [1, 2]}')
+    assert read_generation_config(directory) == {"eos_token_id": [1, 2]}
+    (directory / "generation_config.json").write_text('{"eos_token_id": [1, ')
+    with pytest.raises(ValueError, match=r"generation_config\.json is not valid JSON"):
+        read_generation_config(directory)
+
+
 def test_error_repo_id_unreachable(monkeypatch):
     import huggingface_hub
 
