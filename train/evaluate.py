@@ -37,9 +37,8 @@ MAX_NEW_TOKENS = 3072       # cap on a reply (fits the shipped 4096-token contex
 SEED = 0
 
 PRESETS = {   # a preset sets defaults; options given on the command line still win
-    "tiny": dict(families="add,mul,sort,countdown", difficulties="3,4", limit=2, samples=2,
-                 budgets="0,16,unlimited", thinkfollow=4, max_new_tokens=48, batch_size=64, device="cpu",
-                 out="runs/tiny/eval"),
+    "tiny": dict(families="add,sort", difficulties="3", limit=2, samples=2, budgets="0,16,unlimited",
+                 thinkfollow=4, max_new_tokens=32, batch_size=64, device="cpu", out="runs/tiny/eval"),
 }
 
 
@@ -59,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--difficulties", default=None, help="difficulties such as 1,2,5-8, where a family has them "
                                                         "(default: every difficulty of each family)")
     p.add_argument("--modes", default=",".join(MODES), help="think, no-think or both (default both)")
+    p.add_argument("--switch", choices=["template", "flags"], default="template",
+                   help="how a mode is asked for: the chat template's enable_thinking (default), or a /think or "
+                        "/no_think flag after the question")
     p.add_argument("--samples", type=int, default=SAMPLES, metavar="N",
                    help=f"sampled replies an item for pass@k, 0 for greedy only (default {SAMPLES})")
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)) + ",unlimited",
@@ -101,7 +103,7 @@ def selection(args) -> Selection:
     return Selection(families=names(args.families), difficulties=integers(args.difficulties, "difficulties"),
                      modes=modes, budgets=budgets(args.budgets), samples=args.samples,
                      thinkfollow=args.thinkfollow, limit=args.limit, max_new_tokens=args.max_new_tokens,
-                     batch_size=args.batch_size, seed=args.seed)
+                     batch_size=args.batch_size, seed=args.seed, switch=args.switch)
 
 
 def names(text: str) -> list[str]:
@@ -166,7 +168,7 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         results = evaluate(model, tokenizer, args.selection, log=lambda line: print(line, flush=True))
-    except ValueError as error:                         # a prompt longer than the model's context
+    except (ChatError, ValueError) as error:            # not a Qwen3 tokenizer; a prompt longer than the context
         sys.exit(f"evaluate.py: {info.path}: {error}")
     results.update(model=info.path, device=device, dtype=str(model.dtype).removeprefix("torch."),
                    wall_seconds=time.perf_counter() - start)

@@ -15,7 +15,7 @@ thinking budgets, and ThinkFollow (paper §4.3); every reply generated through t
 The results dict (``evaluation.json``): ``schema``, ``selection`` (what ran), ``sampling`` (the paper's
 settings per mode), ``reply_limit``, ``cells`` (one record per family, difficulty, mode and budget: n, correct,
 pass@1 (greedy), wilson95, mean_thinking_tokens, mean_answer_tokens, self_ended (share of greedy replies that
-ended their turn themselves), samples, pass@k (``{"1": .., "8": ..}`` from the samples, or null), example),
+ended their turn themselves), thought (share of greedy replies with a non-empty think block), samples, pass@k (``{"1": .., "8": ..}`` from the samples, or null), example),
 ``thinkfollow`` (n, correct, accuracy, wilson95, by_kind, replied_modes; or null) and ``generation`` (replies,
 generated_tokens, seconds, tokens_per_second).
 """

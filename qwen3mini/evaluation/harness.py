@@ -2,7 +2,9 @@
 (``qwen3mini.chat.generate_replies``), and every figure as one JSON-ready dict.
 
 A cell is (family, difficulty, mode, budget) over that family's fixed test set at that difficulty
-(``tasks.splits.evaluation_set``). Every cell gets one greedy reply per item; with ``samples`` n, the cells
+(``tasks.splits.evaluation_set``). The mode is asked for by the chat template (``enable_thinking``) or, with
+``switch="flags"``, by a ``/think`` or ``/no_think`` flag after the question (the template left in thinking
+mode, paper §4.3). Every cell gets one greedy reply per item; with ``samples`` n, the cells
 without a budget also get n sampled replies per item at the paper's settings for their mode (paper §4.6:
 thinking T 0.6, top-p 0.95, top-k 20) for pass@k. The budget sweep repeats the thinking cells with each
 finite thinking budget (greedy); the thinking cell itself is the sweep's "unlimited" point.
@@ -27,7 +29,8 @@ EXAMPLE_CHARS = 600                        # of each cell's first greedy reply, 
 @dataclass
 class Selection:
     """What to evaluate. difficulties None: every difficulty of each family; limit: items per cell (None:
-    the whole test set); budgets: the finite budgets swept in thinking mode (needs "think" in modes)."""
+    the whole test set); budgets: the finite budgets swept in thinking mode (needs "think" in modes);
+    switch: how a mode is asked for, "template" (enable_thinking) or "flags" (/think, /no_think)."""
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
     difficulties: list[int] | None = None
     modes: list[str] = field(default_factory=lambda: list(MODES))
@@ -38,6 +41,7 @@ class Selection:
     max_new_tokens: int = 3072
     batch_size: int = 256
     seed: int = 0
+    switch: str = "template"
 
     def test_sets(self) -> dict[tuple[str, int], list[Problem]]:
         """The selected (family, difficulty) test sets, ``limit`` items each; ValueError naming a selection
@@ -96,8 +100,8 @@ class Run:
         follow = None
         if sel.thinkfollow:
             lowest = {}                               # the easiest selected set of each family: short turns
-            for (f, d), problems in sets.items():
-                lowest.setdefault(f, problems)
+            for (family, _), problems in sets.items():
+                lowest.setdefault(family, problems)
             follow = self.think_follow([p for problems in lowest.values() for p in problems])
         return {"schema": SCHEMA, "selection": asdict(sel),
                 "sampling": {mode: sampling_settings(mode) for mode in MODES},
@@ -159,6 +163,9 @@ class Run:
 
     # ------------------------------------------------------------------------------------------ prompts
     def prompt(self, problem: Problem, mode: str) -> list[int]:
+        if self.sel.switch == "flags":
+            return render(self.tok, [{"role": "user", "content": f"{problem.question} {thinkfollow.FLAGS[mode]}"}],
+                          think=True)
         return render(self.tok, [{"role": "user", "content": problem.question}], think=mode == "think")
 
     def limit(self, problem: Problem, mode: str, prompt: list[int]) -> int:

@@ -14,6 +14,7 @@ class Scored:
     thinking_tokens: int    # sampled between <think> and </think> (or the budget's stop text)
     answer_tokens: int      # sampled outside the think block, the end-of-turn token not counted
     self_ended: bool        # ended with an end-of-turn token, not at its length limit
+    thought: bool           # its think block has content (how a reply shows its mode)
 
 
 def token_counts(completion: Completion, ids: ChatTokens) -> tuple[int, int]:
@@ -38,8 +39,9 @@ def score_reply(problem: Problem, text: str, completion: Completion, ids: ChatTo
     after the think block, ends in the right ``\\boxed{}``; a \\boxed{} inside an unclosed think block is not
     an answer."""
     thinking, answer = token_counts(completion, ids)
-    return Scored(verify(problem, split_completion(text).answer), thinking, answer,
-                  completion.finish_reason == "stop")
+    parts = split_completion(text)
+    return Scored(verify(problem, parts.answer), thinking, answer, completion.finish_reason == "stop",
+                  bool(parts.thinking.strip()))
 
 
 def sample_ks(samples: int) -> list[int]:
@@ -56,7 +58,7 @@ def summarize(greedy: list[Scored], sampled: list[list[bool]] | None = None) -> 
     figures = {"n": n, "correct": correct, "pass@1": correct / n, "wilson95": [low, high],
                "mean_thinking_tokens": sum(s.thinking_tokens for s in greedy) / n,
                "mean_answer_tokens": sum(s.answer_tokens for s in greedy) / n,
-               "self_ended": sum(s.self_ended for s in greedy) / n,
+               "self_ended": sum(s.self_ended for s in greedy) / n, "thought": sum(s.thought for s in greedy) / n,
                "samples": 0, "pass@k": None}
     if sampled:
         samples = len(sampled[0])

@@ -55,7 +55,7 @@ def test_a_correct_reply_counts_and_a_wrong_one_does_not():
     problem = parse_question("What is 48213 + 9377?")
     done = Completion([10, 5, 11, 8, 2], 5, "stop")
     right = score_reply(problem, reply_text("3 + 7 = 10 ...", "48213 + 9377 = 57590.\n\n\\boxed{57590}"), done, IDS)
-    assert right == Scored(True, 1, 1, True)
+    assert right == Scored(True, 1, 1, True, True)
     for wrong in ("\\boxed{57591}", "57590", "\\boxed{57590"):
         assert not score_reply(problem, reply_text("...", wrong), done, IDS).correct
     # a \boxed{} inside a think block that never closed is not an answer
@@ -67,12 +67,13 @@ def test_a_correct_reply_counts_and_a_wrong_one_does_not():
 
 
 def test_summarize_greedy_figures_and_unbiased_pass_at_k():
-    greedy = [Scored(True, 10, 4, True), Scored(False, 20, 0, False)]
+    greedy = [Scored(True, 10, 4, True, True), Scored(False, 20, 0, False, True)]
     sampled = [[True, False, False, False], [False] * 4]
     figures = summarize(greedy, sampled)
     assert (figures["n"], figures["correct"], figures["pass@1"]) == (2, 1, 0.5)
     assert figures["wilson95"] == pytest.approx([0.0945, 0.9055], abs=1e-4)
     assert (figures["mean_thinking_tokens"], figures["mean_answer_tokens"], figures["self_ended"]) == (15, 2, 0.5)
+    assert figures["thought"] == 1.0
     # item 1: 1 of 4 right: pass@1 1/4, pass@2 1 - C(3,2)/C(4,2) = 1/2, pass@4 1; item 2: 0
     assert figures["samples"] == 4
     assert figures["pass@k"] == pytest.approx({"1": 0.125, "2": 0.25, "4": 0.5})
@@ -165,6 +166,7 @@ def test_budget_accounting_on_the_scripted_model(results):
     for (family, difficulty, mode, budget), cell in cells.items():
         assert (cell["mean_thinking_tokens"], cell["mean_answer_tokens"]) == expected[mode, budget]
         assert (cell["n"], cell["correct"], cell["self_ended"]) == (1, 0, 1.0)   # "你 ok" is never right
+        assert cell["thought"] == (mode == "think" and budget != 0)
         assert cell["samples"] == (2 if budget is None else 0)
         assert cell["pass@k"] == ({"1": 0.0, "2": 0.0} if budget is None else None)
         assert cell["example"]["question"] == evaluation_set(family, difficulty)[0].question
@@ -195,6 +197,18 @@ def test_replies_come_back_in_the_order_of_the_prompts(scripted):
                                          "你 ok<|im_end|>"]
 
 
+def test_modes_asked_for_by_flags(scripted):
+    """--switch flags: the question ends in /no_think and the template stays in thinking mode, so the scripted
+    model (which ignores flags) thinks in the no-think cells too; the template's switch leaves it no choice."""
+    from qwen3mini.evaluation.harness import Run
+    _, model, tokenizer = scripted
+    flags = Selection(families=["add"], difficulties=[3], limit=1, modes=["no-think"], budgets=[], switch="flags")
+    prompt = tokenizer.decode(Run(model, tokenizer, flags).prompt(evaluation_set("add", 3)[0], "no-think"))
+    assert prompt.endswith("? /no_think<|im_end|>\n<|im_start|>assistant\n")
+    (cell,) = evaluate(model, tokenizer, flags, log=lambda line: None)["cells"]
+    assert (cell["mode"], cell["thought"], cell["mean_thinking_tokens"]) == ("no-think", 1.0, 6)
+
+
 def test_report_json_and_plots(results, tmp_path):
     paths = write_report(results, str(tmp_path / "eval"))
     assert sorted(os.path.basename(p) for p in paths) == sorted([report.JSON_NAME, report.DIFFICULTY_PLOT,
@@ -205,11 +219,11 @@ def test_report_json_and_plots(results, tmp_path):
     written = json.load(open(paths[0]))
     assert written["schema"] == "qwen3mini-evaluation/1"
     assert set(written) == {"schema", "selection", "sampling", "reply_limit", "cells", "thinkfollow", "generation"}
-    assert written["selection"] == {**SELECTION, "modes": ["think", "no-think"], "seed": 0}
+    assert written["selection"] == {**SELECTION, "modes": ["think", "no-think"], "seed": 0, "switch": "template"}
     assert written["sampling"]["think"] == dict(temperature=0.6, top_p=0.95, top_k=20, presence_penalty=0.0)
     assert set(written["cells"][0]) == {"family", "difficulty", "mode", "budget", "n", "correct", "pass@1",
                                         "wilson95", "mean_thinking_tokens", "mean_answer_tokens", "self_ended",
-                                        "samples", "pass@k", "example"}
+                                        "thought", "samples", "pass@k", "example"}
     # 2 sets of 1 item: 5 greedy cells each, 2 samples an item in both modes; 12 dialogues
     assert written["generation"]["replies"] == 2 * 5 + 2 * 2 * 2 + 12
 
@@ -263,5 +277,6 @@ def test_bad_arguments_are_one_line(flag, value, message, capsys):
 def test_presets_and_budget_lists():
     args = cli.parse_args(["--preset", "tiny", "--samples", "3"])
     assert (args.selection.samples, args.selection.limit, args.selection.budgets) == (3, 2, [0, 16])
+    assert args.selection.families == ["add", "sort"] and args.device == "cpu"
     assert cli.parse_args([]).selection.budgets == [0, 16, 32, 64, 128, 256, 512]
     assert cli.integers("1,2,5-7", "difficulties") == [1, 2, 5, 6, 7]
