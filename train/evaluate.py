@@ -12,7 +12,8 @@ and answer tokens, and the share of replies that end by themselves; then thinkin
 thinking budget (paper §4.3's stop text), and ThinkFollow: multi-turn dialogues with /think and /no_think
 flags, scored on the last reply's mode. Everything runs through qwen3mini.chat.generate_replies.
 
-Writes OUT/evaluation.json (every figure; its layout: qwen3mini/evaluation/__init__.py),
+Writes OUT/evaluation.json (every figure; its layout: qwen3mini/evaluation/__init__.py; this script adds model,
+device, dtype and wall_seconds),
 OUT/accuracy_by_difficulty.png and OUT/accuracy_by_budget.png, each replaced only once all are complete.
 """
 import argparse

@@ -13,11 +13,12 @@ thinking budgets, and ThinkFollow (paper §4.3); every reply generated through t
     report.py       JSON and plots, written atomically
 
 The results dict (``evaluation.json``): ``schema``, ``selection`` (what ran), ``sampling`` (the paper's
-settings per mode), ``reply_limit``, ``cells`` (one record per family, difficulty, mode and budget: n, correct,
-pass@1 (greedy), wilson95, mean_thinking_tokens, mean_answer_tokens, self_ended (share of greedy replies that
-ended their turn themselves), thought (share of greedy replies with a non-empty think block), samples, pass@k (``{"1": .., "8": ..}`` from the samples, or null), example),
-``thinkfollow`` (n, correct, accuracy, wilson95, by_kind, replied_modes; or null) and ``generation`` (replies,
-generated_tokens, seconds, tokens_per_second).
+settings per mode), ``reply_limit``, ``cells``, ``thinkfollow`` (n, correct, accuracy, wilson95, by_kind,
+replied_modes; or null) and ``generation`` (replies, generated_tokens, seconds, tokens_per_second). A cell
+is one record per family, difficulty, mode and budget (null: none): n, correct, pass@1 (greedy), wilson95,
+mean_thinking_tokens, mean_answer_tokens, self_ended (share of greedy replies that ended their turn
+themselves), thought (share of greedy replies with a non-empty think block), samples, pass@k (``{"1": ..,
+"8": ..}`` from the samples, or null) and example (the first item's question and greedy reply).
 """
 from .harness import BUDGETS, MODES, SCHEMA, Selection, evaluate
 from .report import write_report

@@ -83,6 +83,7 @@ class Run:
         self.model, self.tok, self.sel, self.log = model, tokenizer, selection, log
         self.ids = ChatTokens.of(tokenizer, model.config.eos_token_ids)
         self.context = model.config.max_position_embeddings
+        self.requests = {}
         self.replies = self.tokens = 0
         self.seconds = 0.0
 
@@ -114,9 +115,9 @@ class Run:
     # ------------------------------------------------------------------------------------------ generation
     def greedy(self, cells: list[Cell], mode: str, budget: int | None):
         items = [(c, p) for c in cells for p in c.problems]
-        prompts = [self.prompt(p, mode) for _, p in items]
-        replies = self.generate(prompts, [self.limit(p, mode, prompt) for (_, p), prompt in zip(items, prompts)],
-                                SamplingParams(temperature=0.0), budget, f"{mode}, budget {budget}, greedy")
+        prompts, limits = zip(*(self.request(p, mode) for _, p in items))
+        replies = self.generate(prompts, limits, SamplingParams(temperature=0.0), budget,
+                                f"{mode}, {'no' if budget is None else budget} budget, greedy")
         for (cell, problem), reply in zip(items, replies):
             cell.greedy.append(score_reply(problem, reply.text, reply.completion, self.ids))
             if cell.example is None:
@@ -125,10 +126,9 @@ class Run:
     def sample(self, cells: list[Cell], mode: str):
         n = self.sel.samples
         items = [(c, p) for c in cells for p in c.problems]
-        prompts = [self.prompt(p, mode) for _, p in items]
-        limits = [self.limit(p, mode, prompt) for (_, p), prompt in zip(items, prompts)]
-        replies = self.generate([q for q in prompts for _ in range(n)], [m for m in limits for _ in range(n)],
-                                sampling_settings(mode), None, f"{mode}, {n} samples an item")
+        rows = [self.request(p, mode) for _, p in items for _ in range(n)]
+        replies = self.generate([r[0] for r in rows], [r[1] for r in rows], sampling_settings(mode), None,
+                                f"{mode}, {n} samples an item")
         for i, (cell, problem) in enumerate(items):
             cell.sampled.append([score_reply(problem, r.text, r.completion, self.ids).correct
                                  for r in replies[i * n:(i + 1) * n]])
@@ -149,19 +149,27 @@ class Run:
         start, tokens = time.perf_counter(), 0
         for batch, first in enumerate(range(0, len(order), size)):
             rows = order[first:first + size]
-            if isinstance(sampling, dict):
-                sampling = dict(sampling, seed=self.sel.seed + batch)
+            params = dict(sampling, seed=self.sel.seed + batch) if isinstance(sampling, dict) else sampling
             done = generate_replies(self.model, self.tok, [prompts[i] for i in rows], [limits[i] for i in rows],
-                                    sampling, thinking_budget=budget)
+                                    params, thinking_budget=budget)
             for i, reply in zip(rows, done):
                 replies[i] = reply
                 tokens += reply.completion.generated_tokens
         seconds = time.perf_counter() - start
-        self.replies, self.tokens, self.seconds = self.replies + len(prompts), self.tokens + tokens, self.seconds + seconds
+        self.replies += len(prompts)
+        self.tokens += tokens
+        self.seconds += seconds
         self.log(f"{what}: {len(prompts)} replies, {tokens} tokens in {seconds:.1f} s")
         return replies
 
     # ------------------------------------------------------------------------------------------ prompts
+    def request(self, problem: Problem, mode: str) -> tuple[list[int], int]:
+        """(prompt ids, length limit) of ``problem`` in ``mode``, made once (the budget sweep asks again)."""
+        if (problem, mode) not in self.requests:
+            prompt = self.prompt(problem, mode)
+            self.requests[problem, mode] = prompt, self.limit(problem, mode, prompt)
+        return self.requests[problem, mode]
+
     def prompt(self, problem: Problem, mode: str) -> list[int]:
         if self.sel.switch == "flags":
             return render(self.tok, [{"role": "user", "content": f"{problem.question} {thinkfollow.FLAGS[mode]}"}],
