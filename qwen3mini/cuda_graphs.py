@@ -20,8 +20,8 @@ All graphs share one memory pool. ``greedy_step`` has graphs of its own, which e
 picks it inside its LM head kernel (``CudaDecodeStep.step(tokens, next_tokens)``), the op path captures
 ``logits.argmax(-1)``; greedy generation then needs no kernel outside the graph between two steps.
 
-This module is the layer below ``generation.py``, which picks it on the CUDA backend (``fast_decode_step``) and
-runs every generation loop over it; it imports nothing of ``generation.py``.
+``fast_decode_step(model, cache)`` picks it on the CUDA backend; ``generation.py``, the layer above (this
+module imports nothing of it), runs every generation loop over what it picks.
 """
 import copy
 
@@ -131,3 +131,14 @@ class GraphedDecodeStep:
         """``step(tokens).argmax(-1)``, the argmax inside the graph: the next token of each row [n] (a static
         buffer too, overwritten by the next ``greedy_step`` of the same batch size)."""
         return self._replay(tokens, greedy=True)
+
+
+def fast_decode_step(model, cache):
+    """The fastest decode step the backend has for ``model`` over ``cache`` (a ``DecodeStep``: ``step(tokens)
+    -> logits``), or None when the op-by-op ``model.decode_step`` is all there is: on the CUDA backend the
+    graph replay above (of the backend's own step where it has one), elsewhere ``ops.decode_step`` (on the C++
+    backend one call a token). A small model's step is hundreds of short ops, and calling them one by one from
+    Python costs more than their arithmetic."""
+    if cache.k.is_cuda and ops.backend_name(cache.k) == "cuda":
+        return GraphedDecodeStep(model, cache)
+    return ops.decode_step(model, cache)

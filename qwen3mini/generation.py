@@ -1,33 +1,26 @@
 """Inference core: a pre-allocated KV cache, sampling, batched generation and a token stream for the chat.
 
-    done = generate_completions(model, prompt_id_lists, max_new_tokens=[256, 64],     # a budget per prompt
-                                sampling=SamplingParams(temperature=0.6, top_p=0.95, top_k=20, seed=0),
+    done = generate_completions(model, prompt_id_lists, [256, 64], SamplingParams(temperature=0.6, seed=0),
                                 stop_token_ids=[151645], thinking_budget=ThinkingBudget(...))
     done[0].tokens, done[0].finish_reason                                  # one Completion per prompt
-
     out = model.generate(input_ids, max_new_tokens=32)                     # greedy, LongTensor [B, T+32]
-    outs = model.generate([[1, 2, 3], [4, 5]], 32, temperature=0.7, top_p=0.8, seed=0)   # list of lists
-
     gen = Generator(model, max_seq_len=4096)                               # the chat keeps one of these
     gen.append(prompt_ids)                                                 # prefill (extends the cache)
-    for token in gen.stream(512, SamplingParams(temperature=0.6, top_p=0.95, top_k=20), stop_token_ids=[151645]):
+    for token in gen.stream(512, SamplingParams(temperature=0.6), stop_token_ids=[151645]):
         ...                                                                # each token is already in the cache
 
-One batched loop, ``generate_completions``, serves every caller that has a batch of prompts (``generate`` and
-``model.generate`` are wrappers of it; so are the chat's batched replies, evaluation and RL rollouts). The
-chat's ``Generator`` streams one conversation token by token through the same decode step
-(``fast_decode_step``) and the same ``Sampler``: it differs only in putting each token into the cache before
-handing it out, which a conversation's history needs and a batch does not.
-
-Sampling follows the order of Hugging Face's logits processors: presence penalty, temperature, top-k, top-p,
-min-p (recommended settings: docs/qwen3.md §2.4). ``temperature == 0`` is greedy (argmax, first index on ties).
+Every batch of prompts goes through one loop, ``generate_completions`` (``generate`` and ``model.generate`` wrap
+it). The chat's ``Generator`` streams one conversation through the same decode step (``fast_decode_step``) and
+``Sampler``, and differs only in putting each token into the cache before handing it out, as a conversation's
+history needs. Sampling follows the order of Hugging Face's logits processors: presence penalty, temperature,
+top-k, top-p, min-p (settings: docs/qwen3.md §2.4). ``temperature == 0`` is greedy (argmax, first index on ties).
 """
 from dataclasses import dataclass
 
 import torch
 
 from . import ops
-from .cuda_graphs import GraphedDecodeStep
+from .cuda_graphs import GraphedDecodeStep, fast_decode_step
 
 
 @dataclass
@@ -45,8 +38,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     seed: int | None = None
 
-    def __post_init__(self):
-        if self.temperature < 0:
+    def __post_init__(self):                # (written so that NaN fails every check)
+        if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
@@ -54,6 +47,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_p <= 1:
             raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not abs(self.presence_penalty) < float("inf"):
+            raise ValueError(f"presence_penalty must be a finite number, got {self.presence_penalty}")
 
     @property
     def greedy(self) -> bool:
@@ -146,8 +141,9 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         # Rank only the logits that can still survive: after a top-k cut that is a handful, not the whole
-        # vocabulary (a full sort of Qwen3's 151,936 ids a token would cost more than a small model's step).
-        survivors = int(torch.isfinite(logits).sum(dim=-1).max())
+        # vocabulary (a full sort of Qwen3's 151,936 ids a token would cost more than a small model's step on a
+        # CPU). Counting them makes the host wait for an accelerator, which a GPU loop must not: there, rank all.
+        survivors = logits.shape[-1] if logits.device.type != "cpu" else int(torch.isfinite(logits).sum(dim=-1).max())
         sorted_logits, order = torch.topk(logits, max(survivors, 1), dim=-1)
         probs = torch.softmax(sorted_logits, dim=-1)
         # keep a token while the tokens ranked above it cover less than top_p (the best one always stays)
@@ -158,20 +154,6 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_
         probs = torch.softmax(logits, dim=-1)
         logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
     return logits
-
-
-# ---------------------------------------------------------------------------------------------- decode steps
-def fast_decode_step(model, cache):
-    """The fastest decode step the backend has for ``model`` over ``cache`` (a ``DecodeStep``: ``step(tokens)
-    -> logits``), or None when the op-by-op ``model.decode_step`` is all there is.
-
-    On the CUDA backend that is a CUDA-graph replay (``GraphedDecodeStep``, of the backend's own step where it
-    has one); elsewhere the backend's own step (``ops.decode_step``), e.g. the C++ backend's single call a token.
-    A small model's step is hundreds of short ops, and calling them one by one from Python costs more than their
-    arithmetic."""
-    if cache.k.is_cuda and ops.backend_name(cache.k) == "cuda":
-        return GraphedDecodeStep(model, cache)
-    return ops.decode_step(model, cache)
 
 
 # ---------------------------------------------------------------------------------------------- batch generation
@@ -215,7 +197,8 @@ class _Rows:
         rows, long = len(prompts), dict(dtype=torch.long, device=device)
         self.tokens = torch.zeros(rows, steps, **long)
         self.count = torch.zeros(rows, **long)                      # tokens so far (sampled + forced)
-        self.left = torch.tensor(budgets, **long)                   # tokens each row may still sample
+        self.forced_count = torch.zeros(rows, **long)
+        self.budget = torch.tensor(budgets, **long)                 # tokens each row may sample
         self.stop_ids = _padded(stops, device)                      # [rows, S], -1 = none
         self.stopped = torch.zeros(rows, dtype=torch.bool, device=device)
         self.finished = torch.zeros_like(self.stopped)
@@ -237,7 +220,7 @@ class _Rows:
     def add(self, step: int, sampled: torch.Tensor) -> torch.Tensor:
         """Record step ``step``'s token of every row (the sampled one, or the budget's forced one in its place);
         returns the tokens to feed the next decode step."""
-        tokens, forced = sampled, torch.zeros_like(self.stopped)
+        tokens, active = sampled, ~self.finished
         if self.budgeted:
             start = self.thinking & (self.thought >= self.max_thought) & (self.force_next < 0)
             self.forced_at.masked_fill_(start, step)
@@ -246,27 +229,23 @@ class _Rows:
             index = self.force_next.clamp(0, self.forced.shape[1] - 1)[:, None]
             tokens = torch.where(forced, self.forced.gather(1, index)[:, 0], sampled)
             self.force_next += forced
+            self.forced_count += forced & active
             opens = (tokens == self.start_id) & ~self.thinking
             closes = (tokens == self.end_id) & self.thinking
             self.thought = torch.where(opens, 0, self.thought + (self.thinking & ~closes))
             self.thinking = (self.thinking | opens) & ~closes
-        active = ~self.finished
         self.tokens[:, step] = tokens
         self.count += active
-        self.left -= (active & ~forced).long()
         self.stopped |= active & (tokens[:, None] == self.stop_ids).any(-1)
-        self.finished |= self.stopped | (self.left == 0)
+        self.finished |= self.stopped | (self.count - self.forced_count == self.budget)
         return tokens
 
     def completions(self) -> list[Completion]:
-        counts, left, stopped = self.count.tolist(), self.left.tolist(), self.stopped.tolist()
+        counts, forced, stopped = self.count.tolist(), self.forced_count.tolist(), self.stopped.tolist()
         forced_at = self.forced_at.tolist() if self.budgeted else [-1] * len(counts)
-        forced_len = self.forced_len.tolist() if self.budgeted else [0] * len(counts)
-        out = []
-        for row, n, at, k, stop in zip(self.tokens[:, :max(counts)].tolist(), counts, forced_at, forced_len, stopped):
-            forced = 0 if at < 0 else min(k, n - at)
-            out.append(Completion(row[:n], n - forced, "stop" if stop else "length", None if at < 0 else at))
-        return out
+        return [Completion(row[:n], n - k, "stop" if stop else "length", None if at < 0 else at)
+                for row, n, k, stop, at in zip(self.tokens[:, :max(counts)].tolist(), counts, forced, stopped,
+                                               forced_at)]
 
 
 def _padded(lists, device) -> torch.Tensor:
@@ -288,20 +267,17 @@ def generate_completions(model, prompts, max_new_tokens, sampling: SamplingParam
                          stop_token_ids=None, thinking_budget=None, cuda_graphs: bool = True) -> list[Completion]:
     """Complete every prompt (lists of token ids, unequal lengths) in one batch; one ``Completion`` per prompt.
 
-    max_new_tokens: one int >= 1, or one per prompt: the tokens a row may sample. sampling: None is greedy.
-    stop_token_ids: ids shared by every row, or one list per prompt (default: the config's eos_token_id); a row
-    ends after producing one. thinking_budget: a ``ThinkingBudget`` for every row, or one (or None) per prompt;
-    the forced tokens do not count against max_new_tokens. cuda_graphs=False launches the backend's decode
-    step eagerly on the CUDA backend (for comparisons).
+    max_new_tokens: the tokens a row may sample, one int >= 1 or one per prompt. sampling: None is greedy.
+    stop_token_ids: ids for every row, or a list per prompt (default: the config's eos_token_id); a row ends
+    after producing one. thinking_budget: a ``ThinkingBudget`` for every row, or one (or None) per prompt; its
+    forced tokens do not count against max_new_tokens. cuda_graphs=False: the CUDA backend's steps run eagerly.
 
-    All prompts are prefilled in one packed pass, then every row decodes at its own position with the fastest
-    step the backend has (``fast_decode_step``; on CUDA with greedy sampling, the argmax inside the graph). A
-    finished row is *retired* on the device rather than removed: its cache length is reset to 0 after every
-    step, so from then on it attends to one position instead of a growing history; its share of the matrix
-    products stays, which at batch sizes where decode is bound by reading the weights once a step is nearly
-    free. Removing rows (and admitting new prompts in their place, continuous batching) would need their KV rows
-    copied or paged. The host looks at the rows only every 16 steps on a GPU, to stop once all are finished, so
-    the loop never waits for the device in between.
+    One packed prefill, then every row decodes at its own position with ``fast_decode_step`` (greedy on CUDA:
+    the argmax inside the graph). A finished row is *retired* on the device, not removed: its cache length is
+    reset to 0 before every step, so it attends to one position instead of its history; its share of the matrix
+    products stays, nearly free where decode is bound by reading the weights. (Removing rows, or admitting new
+    prompts in their place, would need KV rows copied or paged.) On a GPU the host looks at the rows only every
+    16 steps, to stop once all are finished, so the loop does not wait for the device in between.
     """
     prompts = [list(map(int, p)) for p in prompts]
     if not prompts or min(map(len, prompts)) == 0:
@@ -384,8 +360,7 @@ class Generator:
     batches are generated with ``generate_completions``.
 
     ``stream`` decodes through ``fast_decode_step`` (on a GPU a CUDA graph, captured at the first token and kept
-    for the conversation); ``fast_decode=False`` runs ``model.decode_step`` op by op instead.
-    """
+    for the conversation); ``fast_decode=False`` runs ``model.decode_step`` op by op instead."""
 
     def __init__(self, model, max_seq_len: int | None = None, batch_size: int = 1, fast_decode: bool = True):
         self.model = model

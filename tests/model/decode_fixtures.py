@@ -1,6 +1,8 @@
-"""Shared by the decode-step tests (test_decoders.py on the CPU, test_decoder_cuda.py on the GPU)."""
+"""Shared by the decode-step tests (test_decoders.py on the CPU, test_decoder_cuda.py on the GPU,
+test_model_generation.py)."""
 import torch
 
+from qwen3mini import ops
 from qwen3mini.generation import KVCache
 
 
@@ -16,3 +18,30 @@ def prefilled_cache(model, lengths, capacity, seed):
         model.prefill([torch.randint(0, model.config.vocab_size, (lengths[r],), generator=g).tolist()
                        for r in rows], cache, rows)
     return cache
+
+
+class SyncFreeOps:
+    """The reference ops, with decode attention and MoE dispatch rewritten without data-dependent shapes, to
+    check that the model's own decode code never synchronises with the host."""
+
+    def __getattr__(self, name):
+        return getattr(ops.get_backend("reference"), name)
+
+    def attention_decode(self, q, k_cache, v_cache, cache_seqlens, scale):
+        group = q.shape[1] // k_cache.shape[2]
+        k = k_cache.repeat_interleave(group, dim=2)                         # [B, S, nH, D]
+        v = v_cache.repeat_interleave(group, dim=2)
+        scores = torch.einsum("bhd,bshd->bhs", q, k).float() * scale
+        hidden = torch.arange(k.shape[1], device=q.device)[None, :] >= cache_seqlens[:, None]
+        probs = torch.softmax(scores.masked_fill(hidden[:, None, :], float("-inf")), dim=-1).to(q.dtype)
+        return torch.einsum("bhs,bshd->bhd", probs, v)
+
+    def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
+        out = torch.zeros_like(x)
+        inter = w_down.shape[-1]
+        for e in range(w_gate_up.shape[0]):
+            weight = ((topk_ids == e) * topk_weights).sum(dim=-1, keepdim=True)
+            gate_up = torch.nn.functional.linear(x, w_gate_up[e])
+            hidden = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+            out = out + torch.nn.functional.linear(hidden, w_down[e]) * weight
+        return out

@@ -16,6 +16,7 @@ import qwen3mini
 from qwen3mini import ops
 from qwen3mini.generation import (Completion, Generator, KVCache, SamplingParams, Sampler, ThinkingBudget,
                                   filter_logits, generate_completions)
+from decode_fixtures import SyncFreeOps
 from hf_fixtures import make_hf_model, save_hf_checkpoint
 
 NO_STOP = dict(stop_token_ids=[])
@@ -178,6 +179,10 @@ def test_sampling_params_validation():
         SamplingParams(top_p=0.0)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         SamplingParams(temperature=-1)
+    with pytest.raises(ValueError, match="temperature must be >= 0, got nan"):
+        SamplingParams(temperature=float("nan"))
+    with pytest.raises(ValueError, match="presence_penalty must be a finite number, got nan"):
+        SamplingParams(presence_penalty=float("nan"))
 
 
 # ---------------------------------------------------------------------------------------------- Generator
@@ -277,6 +282,37 @@ def test_completions_seeded_sampling_is_reproducible(model):
     assert a == b and a != c
 
 
+def test_completions_through_a_graph_like_step(model, monkeypatch):
+    """The CUDA backend's path on the CPU: a stand-in for GraphedDecodeStep that, like a graph, returns the same
+    output buffer at every step (greedy: the argmax inside the step). Rows finishing at different steps, by
+    budget and by stop id, get the same completions as through the op path."""
+    from qwen3mini import cuda_graphs, generation
+
+    class StaticBufferStep(cuda_graphs.GraphedDecodeStep):
+        def __init__(self, model, cache):
+            self.model, self.cache, self.calls = model, cache, []
+
+        def _replay(self, tokens, greedy):
+            self.calls.append(greedy)
+            logits = self.model.decode_step(tokens, self.cache)
+            output = logits.argmax(-1) if greedy else logits
+            if not hasattr(self, "buffer"):
+                self.buffer = torch.empty_like(output)
+            return self.buffer.copy_(output)
+
+    prompts = [prompt(n, seed=80 + n) for n in (6, 2, 9)]
+    free = [streamed(model, p, 12) for p in prompts]
+    budgets, stops = [12, 12, 5], [[], [free[1][4]], []]
+    steps = []
+    monkeypatch.setattr(generation, "fast_decode_step", lambda m, c: steps.append(StaticBufferStep(m, c)) or steps[-1])
+    for sampling in (None, SamplingParams(temperature=0.9, seed=3)):
+        graphed = generate_completions(model, prompts, budgets, sampling, stops)
+        assert steps[-1].calls == [sampling is None] * 11        # 11 decode steps after the prefill's token
+        assert graphed == generate_completions(model, prompts, budgets, sampling, stops, cuda_graphs=False)
+        if sampling is None:
+            assert [c.tokens for c in graphed] == [free[0], free[1][:free[1].index(free[1][4]) + 1], free[2][:5]]
+
+
 def test_completions_errors(model):
     with pytest.raises(ValueError, match=r"max_new_tokens: 2 entries for 3 prompts"):
         generate_completions(model, [[1], [2], [3]], [4, 4])
@@ -337,33 +373,6 @@ def test_batched_generator_append(model, exact):
         gen.stream(2)
 
 
-class _SyncFreeOps:
-    """The reference ops, with decode attention and MoE dispatch rewritten without data-dependent shapes, to
-    check that the model's own decode code never synchronises with the host."""
-
-    def __getattr__(self, name):
-        return getattr(ops.get_backend("reference"), name)
-
-    def attention_decode(self, q, k_cache, v_cache, cache_seqlens, scale):
-        group = q.shape[1] // k_cache.shape[2]
-        k = k_cache.repeat_interleave(group, dim=2)                         # [B, S, nH, D]
-        v = v_cache.repeat_interleave(group, dim=2)
-        scores = torch.einsum("bhd,bshd->bhs", q, k).float() * scale
-        hidden = torch.arange(k.shape[1], device=q.device)[None, :] >= cache_seqlens[:, None]
-        probs = torch.softmax(scores.masked_fill(hidden[:, None, :], float("-inf")), dim=-1).to(q.dtype)
-        return torch.einsum("bhs,bshd->bhd", probs, v)
-
-    def moe_experts(self, x, topk_ids, topk_weights, w_gate_up, w_down):
-        out = torch.zeros_like(x)
-        inter = w_down.shape[-1]
-        for e in range(w_gate_up.shape[0]):
-            weight = ((topk_ids == e) * topk_weights).sum(dim=-1, keepdim=True)
-            gate_up = torch.nn.functional.linear(x, w_gate_up[e])
-            hidden = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
-            out = out + torch.nn.functional.linear(hidden, w_down[e]) * weight
-        return out
-
-
 def test_decode_step_never_syncs_with_the_host(model, exact, monkeypatch):
     """No .item()/.tolist()/nonzero in decode_step itself (CUDA-graph capture needs that): run it under a
     dispatch mode that records data-dependent ops, with tensor-to-Python conversions patched to record too,
@@ -383,7 +392,7 @@ def test_decode_step_never_syncs_with_the_host(model, exact, monkeypatch):
             return func(*args, **(kwargs or {}))
 
     if "sync-free-test" not in ops.available_backends():
-        ops.register_backend("sync-free-test", _SyncFreeOps(), device_types=())
+        ops.register_backend("sync-free-test", SyncFreeOps(), device_types=())
     cache = KVCache.for_model(model, batch_size=2, max_seq_len=16)
     seqs = [prompt(5, seed=30), prompt(9, seed=31)]
     model.prefill(seqs, cache)
