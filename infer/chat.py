@@ -194,7 +194,7 @@ def catch_sigint():
 class Chat:
     """The command-line front end: settings that REPL commands change, one method per user line."""
 
-    def __init__(self, session: ChatSession, args, display: Display, max_new_tokens: int, banner: str):
+    def __init__(self, session: ChatSession, args, display: Display, max_new_tokens: int, banner: list):
         self.session, self.args, self.display = session, args, display
         self.max_new_tokens, self.banner = max_new_tokens, banner
         self.think, self.budget = args.think, args.thinking_budget
@@ -258,7 +258,8 @@ class Chat:
                 import readline  # noqa: F401  (line editing and history for input())
             except ImportError:
                 pass
-            self.display.notice(self.banner)
+            for line in self.banner:
+                self.display.notice(line)
             self.display.notice(f"{'thinking' if self.think else 'non-thinking'} mode; :help for commands, "
                                 "Ctrl-D to quit")
         number = 0
@@ -320,18 +321,18 @@ def main(argv=None) -> int:
     return chat.repl()
 
 
-def banner(session: ChatSession, info, max_new_tokens: int) -> str:
-    """What an interactive session starts with: the model, its real KV cache dtype, the context, and a warning
-    when the model is a base model."""
+def banner(session: ChatSession, info, max_new_tokens: int) -> list:
+    """The lines an interactive session starts with: the model, its real KV cache dtype, the context, and a
+    warning when the model is a base model."""
     config, cache = session.model.config, session.gen.cache.k
     dtype = str(cache.dtype).removeprefix("torch.")
-    text = (f"{config.describe().partition(', KV cache')[0]}; KV cache "      # describe() assumes bf16
-            f"{config.kv_cache_bytes_per_token(cache.dtype) / 1024:.1f} KiB/token in {dtype} on {cache.device}; "
-            f"context {session.context} tokens")
+    lines = [f"{config.describe().partition(', KV cache')[0]}; KV cache "      # describe() assumes bf16
+             f"{config.kv_cache_bytes_per_token(cache.dtype) / 1024:.1f} KiB/token in {dtype} on {cache.device}; "
+             f"context {session.context} tokens"]
     if not info.post_trained:
-        text += (f"\nbase model (not post-trained): it continues text and rarely ends a turn, so replies stop "
-                 f"after {max_new_tokens} tokens (--max-new-tokens)")
-    return text
+        lines.append(f"base model (not post-trained): it continues text and rarely ends a turn, so replies stop "
+                     f"after {max_new_tokens} tokens (--max-new-tokens)")
+    return lines
 
 
 if __name__ == "__main__":

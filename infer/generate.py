@@ -35,7 +35,8 @@ POST_TRAINED_MAX_NEW_TOKENS = 2048     # per sample unless the checkpoint or --m
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="generate.py", description="Generate completions for a file of prompts (JSONL out).")
+    p = argparse.ArgumentParser(prog="generate.py",
+                                description="Generate completions for a file of prompts (JSONL out).")
     p.add_argument("--model", default=SHIPPED_CHECKPOINT, help="HF-layout model directory or hub repo id")
     p.add_argument("--input", required=True, help=".jsonl with prompt/messages per line, or text: a prompt a line")
     p.add_argument("--output", required=True, help="JSONL file to write (replaced once every sample is done)")
@@ -82,12 +83,15 @@ def parse_args(argv=None):
 def check_paths(input_path: str, output: str):
     """The input is a readable file; the output (and its .partial) can be written and is not the input."""
     if not os.path.isfile(input_path):
-        raise ChatError(f"argument --input: no such file {input_path}")
+        raise ChatError(f"argument --input: {input_path} is not a file" if os.path.exists(input_path) else
+                        f"argument --input: no such file {input_path}")
     if os.path.isdir(output):
         raise ChatError(f"argument --output: {output} is a directory")
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise ChatError(f"argument --output: no such directory {os.path.dirname(output) or directory}")
+    if not os.access(directory, os.W_OK):
+        raise ChatError(f"argument --output: cannot write files in {os.path.dirname(output) or directory}")
     for path in (output, output + ".partial"):
         if os.path.exists(path) and os.path.samefile(path, input_path):
             raise ChatError(f"argument --output: {path} is the input file; writing it would destroy the input")
@@ -97,7 +101,11 @@ def read_prompts(path: str) -> list:
     """The input file as a list of dicts with "prompt" or "messages" (plus whatever else a JSONL line holds);
     an error names the file and line."""
     items = []
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as error:
+        raise ChatError(f"{path}: cannot read it ({error.strerror})") from None
+    with f:
         for number, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")

@@ -24,14 +24,15 @@ docs/qwen3.md = the repository's notes on Qwen3; paper = the Qwen3 technical rep
 """
 import json
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+from .checkpoint import load_model, read_generation_config, resolve_checkpoint
 from .generation import Completion, Generator, SamplingParams, ThinkingBudget, generate_completions
+from .tokenizer import load_tokenizer
 
 # Paper §4.3, verbatim (the "." after </think> included).
 STOP_THINKING = ("Considering the limited time by the user, I have to give the solution based on the "
@@ -46,9 +47,8 @@ SOFT_SWITCH = re.compile(r"/(think|no_think)\b")
 THINK, ANSWER = "think", "answer"                # the two parts of a reply
 TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 
-# Reply lengths when the checkpoint's generation_config.json names none. A post-trained model ends its turns
-# itself (paper §4.6 allows it 32,768 tokens); a base model continues text and rarely produces <|im_end|>,
-# so every reply would run to the limit.
+# Reply lengths when generation_config.json names none. A post-trained model ends its turns itself (paper §4.6
+# allows it 32,768 tokens); a base model continues text and rarely ends a turn: every reply runs to the limit.
 POST_TRAINED_MAX_NEW_TOKENS = 32768
 BASE_MAX_NEW_TOKENS = 256
 
@@ -114,9 +114,8 @@ class ChatTokens:
 
     def budget(self, max_tokens: int | None) -> ThinkingBudget | None:
         """The generation path's thinking budget for ``max_tokens`` tokens after <think> (None: no budget)."""
-        if max_tokens is None:
-            return None
-        return ThinkingBudget(self.think, self.end_think, max_tokens, list(self.stop_thinking))
+        return None if max_tokens is None else ThinkingBudget(self.think, self.end_think, max_tokens,
+                                                              list(self.stop_thinking))
 
 
 def render(tokenizer, messages, think: bool, tools=None) -> list:
@@ -246,7 +245,6 @@ class ModelInfo:
     """What the checkpoint says about generating with it. post_trained: its generation_config.json ends
     generation on <|im_end|>, as Qwen's post-trained releases do (the -Base ones stop on <|endoftext|> only, or
     ship no such file): a model that never learnt to end a turn is a base model."""
-    path: str
     post_trained: bool
     max_new_tokens: int | None          # generation_config.json's, if it names one
 
@@ -257,10 +255,6 @@ class ModelInfo:
 def load(model: str, device=None, dtype=None):
     """(model, tokenizer, ModelInfo) from a directory or hub repo id. device defaults to cuda when present,
     dtype to bfloat16 on a GPU and float32 on the CPU. Every failure is a ChatError of one line."""
-    from .checkpoint import read_generation_config, resolve_checkpoint
-    from .tokenizer import load_tokenizer
-    from . import load_model
-
     try:
         path = resolve_checkpoint(model)
         generation_config = read_generation_config(path)
@@ -277,10 +271,11 @@ def load(model: str, device=None, dtype=None):
         net = load_model(path, device=device, dtype=getattr(torch, dtype))
     except Exception as error:
         raise ChatError(f"{path}: could not load the model on {device} as {dtype}: {error}") from None
-    eos = generation_config.get("eos_token_id")
-    eos = eos if isinstance(eos, list) else [eos]
-    post_trained = tokenizer.token_to_id.get("<|im_end|>", -1) in eos
-    return net.eval(), tokenizer, ModelInfo(path, post_trained, generation_config.get("max_new_tokens"))
+    eos, limit = generation_config.get("eos_token_id"), generation_config.get("max_new_tokens")
+    if limit is not None and not (isinstance(limit, int) and limit >= 1):
+        raise ChatError(f"{path}: generation_config.json's max_new_tokens must be a whole number >= 1, got {limit!r}")
+    post_trained = tokenizer.token_to_id.get("<|im_end|>", -1) in (eos if isinstance(eos, list) else [eos])
+    return net.eval(), tokenizer, ModelInfo(post_trained, limit)
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -304,11 +299,8 @@ def generate_replies(model, tokenizer, prompt_id_lists, max_new_tokens, sampling
     params = sampling if isinstance(sampling, SamplingParams) else SamplingParams(**sampling)
     completions = generate_completions(model, prompt_id_lists, max_new_tokens, params, tokens.stops,
                                        tokens.budget(thinking_budget))
-    replies = []
-    for completion in completions:
-        text = decode_text(tokenizer, completion.tokens)
-        replies.append(ChatCompletion(completion, text, split_completion(text)))
-    return replies
+    texts = [decode_text(tokenizer, completion.tokens) for completion in completions]
+    return [ChatCompletion(completion, text, split_completion(text)) for completion, text in zip(completions, texts)]
 
 
 # ---------------------------------------------------------------------------------------------- a conversation

@@ -98,8 +98,11 @@ def tensor_files(directory: str) -> dict:
     index_path = os.path.join(directory, INDEX_FILE)
     single_path = os.path.join(directory, SINGLE_FILE)
     if os.path.isfile(index_path):
-        with open(index_path) as f:
-            weight_map = json.load(f).get("weight_map")
+        try:
+            with open(index_path) as f:
+                weight_map = json.load(f).get("weight_map")
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{index_path} is not a JSON object with a weight_map ({error})") from None
         if not weight_map:
             raise ValueError(f"{index_path} has no weight_map")
         for shard in sorted(set(weight_map.values())):
@@ -322,23 +325,34 @@ def save_model(model: Qwen3ForCausalLM, directory, max_shard_size: int | None = 
         size += nbytes
     shards.append(current)
 
-    for stale in (SINGLE_FILE, INDEX_FILE):          # a previous save of the other layout would confuse loaders
-        if os.path.exists(os.path.join(directory, stale)):
-            os.remove(os.path.join(directory, stale))
-    if len(shards) == 1:
-        _write(shards[0], os.path.join(directory, SINGLE_FILE))
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        filename = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        _write(shard, os.path.join(directory, filename))
-        weight_map.update({key: filename for key in shard})
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    with open(os.path.join(directory, INDEX_FILE), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    # Nothing of the previous save goes before the new one is complete: every file is written under a temporary
+    # name first, then renamed; the index last (loaders prefer it to the single file); stale files after that.
+    old_files = _weight_files(directory)
+    names = [SINGLE_FILE] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for shard, name in zip(shards, names):
+        save_file({k: v.contiguous() for k, v in shard.items()}, os.path.join(directory, name + ".tmp"),
+                  metadata={"format": "pt"})
+    for name in names:
+        os.replace(os.path.join(directory, name + ".tmp"), os.path.join(directory, name))
+    if len(shards) > 1:
+        weight_map = {key: name for shard, name in zip(shards, names) for key in shard}
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        with open(os.path.join(directory, INDEX_FILE + ".tmp"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+        os.replace(os.path.join(directory, INDEX_FILE + ".tmp"), os.path.join(directory, INDEX_FILE))
+    for stale in old_files - set(names) - ({INDEX_FILE} if len(shards) > 1 else set()):
+        os.remove(os.path.join(directory, stale))
 
 
-def _write(tensors: dict, path: str) -> None:
-    temporary = path + ".tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, temporary, metadata={"format": "pt"})
-    os.replace(temporary, path)
+def _weight_files(directory: str) -> set:
+    """The weight files of a previous save in ``directory``: the single file, the index and its shards."""
+    files = {name for name in (SINGLE_FILE, INDEX_FILE) if os.path.isfile(os.path.join(directory, name))}
+    if INDEX_FILE in files:
+        try:
+            with open(os.path.join(directory, INDEX_FILE)) as f:
+                files |= {shard for shard in json.load(f).get("weight_map", {}).values()
+                          if os.path.isfile(os.path.join(directory, shard))}
+        except (ValueError, AttributeError):     # a broken index: replaced, its shards left alone
+            pass
+    return files

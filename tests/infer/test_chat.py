@@ -386,7 +386,7 @@ def test_the_banner_names_the_real_kv_cache_dtype_and_a_base_model(scripted_mode
     for path, post_trained in ((scripted_model, True), (endless_base_model, False)):
         model, tokenizer, info = protocol.load(path, device="cpu")
         session = protocol.ChatSession(model, tokenizer, max_context=64)
-        text = cli.banner(session, info, info.reply_limit())
+        text = "\n".join(cli.banner(session, info, info.reply_limit()))
         assert "KV cache 0.2 KiB/token in float32 on cpu; context 64 tokens" in text and "bf16" not in text
         assert ("base model (not post-trained)" in text) != post_trained
         if not post_trained:

@@ -162,6 +162,13 @@ def test_load_errors_are_one_line(tmp_path, scripted_model):
     (broken / "generation_config.json").write_text("{not json")
     with pytest.raises(protocol.ChatError, match=r"broken/generation_config\.json is not valid JSON"):
         protocol.load(str(broken))
+    (broken / "generation_config.json").write_text('{"max_new_tokens": "many"}')
+    with pytest.raises(protocol.ChatError, match=r"broken: generation_config\.json's max_new_tokens must be a whole "
+                                                 r"number >= 1, got 'many'"):
+        protocol.load(str(broken))
+    (broken / "generation_config.json").write_text('{"max_new_tokens": 100}')     # a base model that says so
+    _, _, info = protocol.load(str(broken))
+    assert not info.post_trained and info.reply_limit() == 100
 
 
 # ---------------------------------------------------------------------------------------- in-process session

@@ -236,3 +236,15 @@ def test_an_interrupted_run_keeps_the_old_output_and_resume_finishes_it(files, s
     code, last = run_main(argv + ["--resume"], capsys)
     assert code == 2 and last.endswith("line 1 is not sample 0 of input line 1: it comes from another input or "
                                        "other arguments; delete the file to start over")
+
+
+def test_input_and_output_paths_are_checked_first(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("hi\n")
+    for input_path, output, message in [
+            (tmp_path / "missing.txt", tmp_path / "o.jsonl", f"argument --input: no such file {tmp_path}/missing.txt"),
+            (tmp_path, tmp_path / "o.jsonl", f"argument --input: {tmp_path} is not a file"),
+            (source, tmp_path, f"argument --output: {tmp_path} is a directory")]:
+        with pytest.raises(cli.ChatError) as error:
+            cli.check_paths(str(input_path), str(output))
+        assert str(error.value) == message

@@ -130,6 +130,33 @@ def test_saving_over_the_loaded_checkpoint(dense_dir, tmp_path):
     assert torch.allclose(reloaded.model.norm.weight, 2 * model.model.norm.weight)
 
 
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint(dense_dir, tmp_path, monkeypatch):
+    """Saving sharded over a single-file checkpoint, the second shard fails: the old checkpoint still loads."""
+    import qwen3mini.checkpoint as checkpoint
+    directory = copy_checkpoint(dense_dir[0], tmp_path)
+    model = qwen3mini.load_model(directory, dtype=torch.float32)
+    before = logits(model)
+    calls = []
+
+    def failing_save_file(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return save_file(*args, **kwargs)
+    monkeypatch.setattr(checkpoint, "save_file", failing_save_file)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(2.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(model, directory, max_shard_size=20_000)
+    assert torch.equal(logits(qwen3mini.load_model(directory, dtype=torch.float32)), before)
+    monkeypatch.undo()
+    save_model(model, directory, max_shard_size=20_000)             # sharded now: the single file is gone
+    assert not os.path.exists(directory / "model.safetensors")
+    save_model(model, directory)                                     # single again: index and shards are gone
+    assert sorted(p.name for p in directory.glob("model*")) == ["model.safetensors"]
+    assert torch.equal(logits(qwen3mini.load_model(directory, dtype=torch.float32)), logits(model))
+
+
 def test_fresh_model_roundtrip_from_preset(tmp_path):
     model = Qwen3ForCausalLM(PRESETS["tiny-moe"])
     save_model(model, tmp_path)
