@@ -162,16 +162,16 @@ def main(argv=None):
     model_path = args.model or default_model()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model, tokenizer, info = load(model_path, device=device)
+        model, tokenizer, _ = load(model_path, device=device)
     except ChatError as error:
         sys.exit(f"evaluate.py: {error}")
-    print(f"evaluating {info.path} on {device}", flush=True)
+    print(f"evaluating {model_path} on {device}", flush=True)
     start = time.perf_counter()
     try:
         results = evaluate(model, tokenizer, args.selection, log=lambda line: print(line, flush=True))
     except (ChatError, ValueError) as error:            # not a Qwen3 tokenizer; a prompt longer than the context
-        sys.exit(f"evaluate.py: {info.path}: {error}")
-    results.update(model=info.path, device=device, dtype=str(model.dtype).removeprefix("torch."),
+        sys.exit(f"evaluate.py: {model_path}: {error}")
+    results.update(model=model_path, device=device, dtype=str(model.dtype).removeprefix("torch."),
                    wall_seconds=time.perf_counter() - start)
     print_table(results)
     for path in write_report(results, args.out):
