@@ -280,3 +280,12 @@ def test_presets_and_budget_lists():
     assert args.selection.families == ["add", "sort"] and args.device == "cpu"
     assert cli.parse_args([]).selection.budgets == [0, 16, 32, 64, 128, 256, 512]
     assert cli.integers("1,2,5-7", "difficulties") == [1, 2, 5, 6, 7]
+
+
+def test_a_missing_model_or_an_output_that_is_a_file_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"^evaluate\.py: .*missing"):
+        cli.main(["--model", str(tmp_path / "missing"), "--out", str(tmp_path), "--families", "add"])
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--out", str(tmp_path / "taken")])
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("taken is a file, not a directory")
