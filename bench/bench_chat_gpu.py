@@ -1,5 +1,7 @@
 """Token streaming as the chat does it (``Generator.stream``, batch 1, one host sync per token) on a GPU:
-graph-replayed decode steps vs eager launches, and transformers' ``generate`` on the same checkpoint.
+graph-replayed decode steps (``cuda_graphs.GraphedDecodeStep``, which ``generation.fast_decode_step`` picks on the
+CUDA backend) vs eager launches of ``model.decode_step``, and transformers' ``generate`` (its default dynamic
+cache, eager) on the same checkpoint; bench/bench_cuda_e2e.py part 4 compares with transformers compiled.
 
     python bench/bench_chat_gpu.py [--model checkpoints/qwen3mini-base] [--tokens 256]
 
@@ -59,7 +61,8 @@ def main():
     print(f"chat stream, graph-replayed: {graphed:.0f} tok/s; eager launches: {eager:.0f} tok/s "
           f"({graphed / eager:.1f}x); same tokens: {graphed_tokens == eager_tokens}")
     hf = transformers_rate(args.model, prompt, args.tokens)
-    print(f"transformers generate (greedy, bf16): {hf:.0f} tok/s; ours (graph) is {graphed / hf:.1f}x")
+    print(f"transformers generate (greedy, bf16, dynamic cache, eager): {hf:.0f} tok/s; ours (graph) is "
+          f"{graphed / hf:.1f}x this peer")
 
 
 if __name__ == "__main__":

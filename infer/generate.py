@@ -3,37 +3,44 @@
 
     python infer/generate.py --model DIR --input prompts.jsonl --output samples.jsonl --num-samples 4
     python infer/generate.py --model DIR --input questions.txt --output answers.jsonl --no-think
-    python infer/generate.py --model DIR --input q.jsonl --output o.jsonl --thinking-budget 512
+    python infer/generate.py --model DIR --input q.jsonl --output o.jsonl --thinking-budget 512 --resume
 
 Input: ``.jsonl`` lines are objects with ``"prompt"`` (a user message) or ``"messages"`` (a chat, rendered with
 the template, docs/qwen3.md §4); their other fields are copied to the output. Any other file is one prompt per line.
 Output, one line per sample: the input fields plus ``index`` (input line), ``sample``, ``completion`` (the
-generated text, think block and any budget stop text included), ``thinking``, ``response``, ``finish_reason``
-("stop" or "length"), ``prompt_tokens`` and ``completion_tokens`` (generated tokens only).
+generated text, think block and any budget stop text included), ``thinking``, ``response``, ``tool_calls``,
+``finish_reason`` ("stop" or "length"), ``prompt_tokens`` and ``completion_tokens`` (generated tokens only).
 
-Prompts are generated ``--batch-size`` at a time with the model's batched generation (one packed prefill, then
-all rows decode together). Modes, sampling defaults and the thinking budget are those of ``chat.py`` (paper
-§4.3, §4.6); the budget runs in two passes as in Qwen's own recipe: generate up to N thinking tokens, append the
-stop text to the rows still thinking, and continue every unfinished row.
+Prompts are generated ``--batch-size`` at a time through ``qwen3mini.chat.generate_replies`` (one packed
+prefill, all rows decoding together). Modes, sampling defaults and the thinking budget are the chat's (paper
+§4.3, §4.6).
+
+Nothing is lost: every argument and the whole input are checked before any file is written; samples go to
+``OUTPUT.partial`` (flushed after each batch), renamed to OUTPUT once all are there. ``--resume`` continues an
+interrupted run: it keeps the leading lines of ``OUTPUT.partial`` (or of a finished OUTPUT) that are whole
+records of this input's samples in order, drops an incomplete last line, and generates the rest. Resume with
+the same arguments; with ``--seed``, batch k of a run is seeded with seed + its first sample's number.
 """
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
-# infer/ holds scripts, not a package: make the sibling chat.py importable however this file is loaded.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from chat import DEFAULT_MODEL, STOP_THINKING, ChatError, load, sampling_settings  # noqa: E402
+from qwen3mini.chat import STOP_THINKING, ChatError, generate_replies, load, render, sampling_settings
+from qwen3mini.checkpoint import SHIPPED_CHECKPOINT
 
-DEFAULT_MAX_NEW_TOKENS = 2048
+POST_TRAINED_MAX_NEW_TOKENS = 2048     # per sample unless the checkpoint or --max-new-tokens says otherwise
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Generate completions for a file of prompts (JSONL out).")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="HF-layout model directory or hub repo id")
+    p = argparse.ArgumentParser(prog="generate.py",
+                                description="Generate completions for a file of prompts (JSONL out).")
+    p.add_argument("--model", default=SHIPPED_CHECKPOINT, help="HF-layout model directory or hub repo id")
     p.add_argument("--input", required=True, help=".jsonl with prompt/messages per line, or text: a prompt a line")
-    p.add_argument("--output", required=True, help="JSONL file to write (overwritten)")
+    p.add_argument("--output", required=True, help="JSONL file to write (replaced once every sample is done)")
+    p.add_argument("--resume", action="store_true", help="continue OUTPUT.partial left by an interrupted run")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--think", dest="think", action="store_true", default=True, help="thinking mode (default)")
     mode.add_argument("--no-think", dest="think", action="store_false", help="empty think block in the prompt")
@@ -43,7 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--num-samples", type=int, default=1, metavar="K", help="samples per prompt")
     p.add_argument("--batch-size", type=int, default=16, metavar="B", help="rows generated together")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
-                   help=f"tokens per sample (default {DEFAULT_MAX_NEW_TOKENS}, or what the context leaves)")
+                   help="tokens per sample (default: the checkpoint's generation_config.json, else "
+                        f"{POST_TRAINED_MAX_NEW_TOKENS} for a post-trained model, 256 for a base model; at "
+                        "most what the context leaves)")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
@@ -54,34 +63,86 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     for name in ("num_samples", "batch_size", "max_new_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+            p.error(f"argument --{name.replace('_', '-')}: must be >= 1")
     if args.thinking_budget is not None and (args.thinking_budget < 0 or not args.think or args.raw):
-        p.error("--thinking-budget needs thinking mode (not --no-think / --raw) and N >= 0")
+        p.error("argument --thinking-budget: needs thinking mode (not --no-think / --raw) and N >= 0")
+    try:
+        sampling_settings("think", vars(args))
+    except ChatError as error:
+        p.error(f"argument --{str(error).replace('_', '-')}")
+    try:
+        check_paths(args.input, args.output)
+        (args.system or "").encode("utf-8")   # bytes that are not UTF-8 reach Python as lone surrogates
+    except ChatError as error:
+        p.error(str(error))
+    except UnicodeEncodeError:
+        p.error("argument --system: not valid UTF-8")
     return args
 
 
+def check_paths(input_path: str, output: str):
+    """The input is a readable file; the output (and its .partial) can be written and is not the input."""
+    if not os.path.isfile(input_path):
+        raise ChatError(f"argument --input: {input_path} is not a file" if os.path.exists(input_path) else
+                        f"argument --input: no such file {input_path}")
+    if os.path.isdir(output):
+        raise ChatError(f"argument --output: {output} is a directory")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise ChatError(f"argument --output: no such directory {os.path.dirname(output) or directory}")
+    if not os.access(directory, os.W_OK):
+        raise ChatError(f"argument --output: cannot write files in {os.path.dirname(output) or directory}")
+    for path in (output, output + ".partial"):
+        if os.path.exists(path) and os.path.samefile(path, input_path):
+            raise ChatError(f"argument --output: {path} is the input file; writing it would destroy the input")
+
+
 def read_prompts(path: str) -> list:
-    """The input file as a list of dicts with "prompt" or "messages" (plus whatever else a JSONL line holds)."""
+    """The input file as a list of dicts with "prompt" or "messages" (plus whatever else a JSONL line holds);
+    an error names the file and line."""
     items = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    try:
+        f = open(path, "rb")
+    except OSError as error:
+        raise ChatError(f"{path}: cannot read it ({error.strerror})") from None
+    with f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ChatError(f"{path}:{number}: not valid UTF-8 (byte {raw[error.start]:#04x} at column "
+                                f"{error.start + 1})") from None
             if not line.strip():
                 continue
             if not path.endswith(".jsonl"):
-                items.append({"prompt": line.rstrip("\n")})
+                items.append({"prompt": line.rstrip("\r\n")})
                 continue
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ChatError(f"{path}:{number}: not valid JSON ({error})") from None
-            if not isinstance(item, dict) or not (isinstance(item.get("prompt"), str)
-                                                  or isinstance(item.get("messages"), list)):
-                raise ChatError(f"{path}:{number}: expected an object with a string \"prompt\" or a list "
-                                "\"messages\"")
+            problem = item_problem(item)
+            if problem:
+                raise ChatError(f"{path}:{number}: {problem}")
             items.append(item)
     if not items:
         raise ChatError(f"{path}: no prompts")
     return items
+
+
+def item_problem(item) -> str | None:
+    """What is wrong with one JSONL input line, or None."""
+    if not isinstance(item, dict) or not (isinstance(item.get("prompt"), str) or "messages" in item):
+        return "expected an object with a string \"prompt\" or a list \"messages\""
+    messages = item.get("messages", [])
+    if not isinstance(messages, list) or ("messages" in item and not messages):
+        return "\"messages\" must be a non-empty list"
+    for i, message in enumerate(messages):
+        if not (isinstance(message, dict) and message.get("role") in ("system", "user", "assistant", "tool")
+                and isinstance(message.get("content"), (str, type(None)))):
+            return (f"messages[{i}] is not a message: expected {{\"role\": system/user/assistant/tool, "
+                    f"\"content\": a string}}, got {json.dumps(message, ensure_ascii=False)[:80]}")
+    return None
 
 
 def prompt_ids(tokenizer, item: dict, think: bool, raw: bool, system=None) -> list:
@@ -91,119 +152,82 @@ def prompt_ids(tokenizer, item: dict, think: bool, raw: bool, system=None) -> li
     if messages is None:
         messages = ([{"role": "system", "content": system}] if system else []) + \
                    [{"role": "user", "content": item["prompt"]}]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=think)
-    return tokenizer.encode(text)
+    return render(tokenizer, messages, think)
 
 
-def generate_batch(model, tokenizer, prompts, max_new_tokens, sampling, budget=None, seed=None) -> list:
-    """Complete each token list in ``prompts`` (one batch); returns per row a dict with "completion_ids",
-    "thinking_ids", "response_ids" and "finish_reason". With ``budget``, rows still thinking after ``budget``
-    tokens past <think> get the stop text (paper §4.3) and continue; the stop text is in "completion_ids"
-    only and counts toward neither the budget nor ``max_new_tokens``."""
-    special = tokenizer.token_to_id
-    think_id, end_id = special["<think>"], special["</think>"]
-    stops = sorted(set(model.config.eos_token_ids) | {special["<|im_end|>"], special["<|endoftext|>"]})
-
-    def run(rows, n, call):
-        outs = model.generate(rows, n, stop_token_ids=stops, seed=None if seed is None else seed + call,
-                              **sampling)
-        return [out[len(row):] for row, out in zip(rows, outs)]
-
-    first = run(prompts, max_new_tokens if budget is None else min(budget + 1, max_new_tokens), 0)
-    rows = [dict(generated=g, injected=[]) for g in first]
-    if budget is not None:
-        # Rows that neither stopped nor used up max_new_tokens continue, after the stop text if still thinking.
-        todo = [i for i, r in enumerate(rows) if not _stopped(r["generated"], stops)
-                and len(r["generated"]) < max_new_tokens]
-        for i in todo:
-            g = rows[i]["generated"]
-            if g and g[0] == think_id and end_id not in g:
-                rows[i]["injected"] = tokenizer.encode(STOP_THINKING)
-        continued = [prompts[i] + rows[i]["generated"] + rows[i]["injected"] for i in todo]
-        if todo:
-            spent = len(rows[todo[0]]["generated"])       # every unfinished row generated the same count
-            room = model.config.max_position_embeddings - max(len(c) for c in continued)
-            if min(max_new_tokens - spent, room) > 0:
-                for i, g in zip(todo, run(continued, min(max_new_tokens - spent, room), 1)):
-                    rows[i]["more"] = g
-    return [_result(r, think_id, end_id, stops) for r in rows]
-
-
-def _stopped(ids, stops) -> bool:
-    return bool(ids) and ids[-1] in stops
-
-
-def _result(row, think_id, end_id, stops) -> dict:
-    """Split one row's tokens into thinking and response (the reply format of paper §4.3, Table 9)."""
-    first, injected, more = row["generated"], row["injected"], row.get("more", [])
-    generated = first + more
-    finish = "stop" if _stopped(generated, stops) else "length"
-    content = generated[:-1] if finish == "stop" else generated
-    if injected:                                       # <think> + budget tokens, stop text, then the answer
-        thinking, response = first[1:], content[len(first):]
-    elif content and content[0] == think_id:
-        end = content.index(end_id) if end_id in content else len(content)
-        thinking, response = content[1:end], content[end + 1:]
-    else:
-        thinking, response = [], content
-    return {"completion_ids": first + injected + more, "thinking_ids": thinking, "response_ids": response,
-            "finish_reason": finish, "generated_tokens": len(generated)}
-
-
-def decode(tokenizer, ids) -> str:
-    """``tokenizer.decode`` that shows ids without text (the embedding's padding rows, which an untrained
-    model may sample) as U+FFFD instead of failing."""
-    text, start = [], 0
-    for i, token in enumerate(ids + [None]):
-        if token is None or token >= tokenizer.vocab_size:
-            text.append(tokenizer.decode(ids[start:i]) + ("\ufffd" if token is not None else ""))
-            start = i + 1
-    return "".join(text)
+def finished_records(path: str, items: list, jobs: list) -> int:
+    """How many leading lines of ``path`` are whole records of ``jobs`` in order; the file is cut after them.
+    A whole record of another input is an error (resuming would mix two runs)."""
+    kept, size = 0, 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                record = json.loads(raw) if raw.endswith(b"\n") and kept < len(jobs) else None
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                break
+            index, sample, _ = jobs[kept]
+            if (record.get("index"), record.get("sample")) != (index, sample) or \
+                    any(record.get(key) != value for key, value in items[index].items()):
+                raise ChatError(f"{path}: line {kept + 1} is not sample {sample} of input line {index + 1}: it "
+                                f"comes from another input or other arguments; delete the file to start over")
+            kept, size = kept + 1, size + len(raw)
+    os.truncate(path, size)
+    return kept
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    partial = args.output + ".partial"
     try:
         items = read_prompts(args.input)
-        model, tokenizer = load(args.model, args.device, args.dtype)
-    except (ChatError, OSError) as error:
+        if os.path.exists(partial) and not args.resume:
+            raise ChatError(f"{partial} holds an interrupted run: --resume continues it; delete it to start over")
+        try:
+            model, tokenizer, info = load(args.model, args.device, args.dtype)
+        except ChatError as error:
+            raise ChatError(f"--model: {error}") from None
+        sampling = sampling_settings("think" if args.think else "no-think", vars(args))  # --raw: thinking's
+        context = model.config.max_position_embeddings
+        stop_text = len(tokenizer.encode(STOP_THINKING)) if args.thinking_budget is not None else 0
+        jobs = []                                      # (item index, sample index, prompt ids)
+        for index, item in enumerate(items):
+            ids = prompt_ids(tokenizer, item, args.think, args.raw, args.system)
+            if len(ids) + (args.max_new_tokens or 1) + stop_text > context:
+                raise ChatError(f"{args.input}: prompt {index + 1} is {len(ids)} tokens; with --max-new-tokens "
+                                f"{args.max_new_tokens or 1} (and the budget's stop text, {stop_text} tokens) "
+                                f"it exceeds the model's context of {context}")
+            jobs += [(index, k, ids) for k in range(args.num_samples)]
+        longest = max(len(ids) for _, _, ids in jobs)
+        max_new_tokens = args.max_new_tokens or min(info.reply_limit(POST_TRAINED_MAX_NEW_TOKENS),
+                                                     context - longest - stop_text)
+        if args.resume and not os.path.exists(partial) and os.path.exists(args.output):
+            shutil.copyfile(args.output, partial)      # a finished run: resume from its lines
+        done = finished_records(partial, items, jobs) if args.resume and os.path.exists(partial) else 0
+    except ChatError as error:
         print(f"generate.py: error: {error}", file=sys.stderr)
         return 2
-    sampling = sampling_settings("think" if args.think else "no-think", args)   # --raw: thinking defaults
-    context = model.config.max_position_embeddings
-    stop_text = len(tokenizer.encode(STOP_THINKING)) if args.thinking_budget is not None else 0
-    jobs = []                                          # (item index, sample index, prompt ids)
-    for index, item in enumerate(items):
-        ids = prompt_ids(tokenizer, item, args.think, args.raw, args.system)
-        if len(ids) + (args.max_new_tokens or 1) + stop_text > context:
-            print(f"generate.py: error: {args.input}: prompt {index + 1} is {len(ids)} tokens; with "
-                  f"--max-new-tokens {args.max_new_tokens or 1} (and the budget's stop text, {stop_text} "
-                  f"tokens) it exceeds the model's context of {context}", file=sys.stderr)
-            return 2
-        jobs += [(index, k, ids) for k in range(args.num_samples)]
-    longest = max(len(ids) for _, _, ids in jobs)
-    max_new_tokens = args.max_new_tokens or min(DEFAULT_MAX_NEW_TOKENS, context - longest - stop_text)
 
-    with open(args.output, "w", encoding="utf-8") as out:
-        for start in range(0, len(jobs), args.batch_size):
+    with open(partial, "a" if done else "w", encoding="utf-8") as out:
+        for start in range(done, len(jobs), args.batch_size):
             batch = jobs[start:start + args.batch_size]
             began = time.perf_counter()
-            seed = None if args.seed is None else args.seed + 2 * start
-            results = generate_batch(model, tokenizer, [ids for _, _, ids in batch], max_new_tokens,
-                                     sampling, args.thinking_budget, seed)
-            for (index, sample, ids), r in zip(batch, results):
-                record = {**items[index], "index": index, "sample": sample,
-                          "completion": decode(tokenizer, r["completion_ids"]),
-                          "thinking": decode(tokenizer, r["thinking_ids"]).strip("\n"),
-                          "response": decode(tokenizer, r["response_ids"]).lstrip("\n"),
-                          "finish_reason": r["finish_reason"], "prompt_tokens": len(ids),
-                          "completion_tokens": r["generated_tokens"]}
+            seed = None if args.seed is None else args.seed + start
+            replies = generate_replies(model, tokenizer, [ids for _, _, ids in batch], max_new_tokens,
+                                       {**sampling, "seed": seed}, args.thinking_budget)
+            for (index, sample, ids), reply in zip(batch, replies):
+                record = {**items[index], "index": index, "sample": sample, "completion": reply.text,
+                          "thinking": reply.parts.thinking, "response": reply.parts.answer,
+                          "tool_calls": reply.parts.tool_calls, "finish_reason": reply.completion.finish_reason,
+                          "prompt_tokens": len(ids), "completion_tokens": reply.completion.generated_tokens}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
-            tokens = sum(r["generated_tokens"] for r in results)
+            tokens = sum(reply.completion.generated_tokens for reply in replies)
             seconds = time.perf_counter() - began
-            print(f"[{min(start + len(batch), len(jobs))}/{len(jobs)} samples · {tokens} tokens in {seconds:.1f} s "
+            print(f"[{start + len(batch)}/{len(jobs)} samples · {tokens} tokens in {seconds:.1f} s "
                   f"· {tokens / seconds:.1f} tokens/s]", file=sys.stderr)
+    os.replace(partial, args.output)
     return 0
 
 

@@ -36,15 +36,27 @@ _EXPERTS = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
 
 
 # ---------------------------------------------------------------------------------------------- locating files
+# The model the training scripts (train/) write and infer/chat.py loads by default.
+SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                                  "qwen3mini-base")
+
+
 def resolve_checkpoint(path) -> str:
-    """A local directory, or a hub repo id (``Qwen/Qwen3-0.6B``) fetched with ``huggingface_hub``."""
+    """A local directory, or a hub repo id (``Qwen/Qwen3-0.6B``) fetched with ``huggingface_hub``. A name
+    whose first part is a local directory (``checkpoints/qwen3mini-bse``) is a mistyped path, not a repo id."""
     path = os.fspath(path)
     if os.path.isdir(path):
         return path
     if os.path.exists(path):
         raise NotADirectoryError(f"{path} is a file; pass the checkpoint directory that holds config.json")
-    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path):
-        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    if os.path.abspath(path) == SHIPPED_CHECKPOINT:
+        raise FileNotFoundError(f"no model at {path}: the shipped model is written there by the training "
+                                "scripts (train/). Pass a Hugging Face-layout directory (config.json, "
+                                "*.safetensors, tokenizer.json) or a hub id such as Qwen/Qwen3-0.6B")
+    parent = os.path.dirname(path)
+    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", path) or os.path.isdir(parent):
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist (no such directory"
+                                f"{_siblings(parent)})")
     how = (f"download it with `huggingface-cli download {path} --local-dir DIR` (or from "
            f"https://huggingface.co/{path}) and pass DIR")
     try:
@@ -58,13 +70,39 @@ def resolve_checkpoint(path) -> str:
         raise FileNotFoundError(f"could not fetch repo {path} from the Hugging Face hub ({error}); {how}") from error
 
 
+def _siblings(parent: str) -> str:
+    """", PARENT holds: a, b" when the parent directory exists: the name the user probably meant is there."""
+    if not parent or not os.path.isdir(parent):
+        return ""
+    names = sorted(name for name in os.listdir(parent) if os.path.isdir(os.path.join(parent, name)))
+    return f"; {parent}/ holds: {_some(names)}" if names else f"; {parent}/ is empty"
+
+
+def read_generation_config(directory: str) -> dict:
+    """The checkpoint's ``generation_config.json`` ({} when there is none); an error names a broken file."""
+    path = os.path.join(directory, "generation_config.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return config
+
+
 def tensor_files(directory: str) -> dict:
     """Map every tensor name on disk to the shard file that holds it."""
     index_path = os.path.join(directory, INDEX_FILE)
     single_path = os.path.join(directory, SINGLE_FILE)
     if os.path.isfile(index_path):
-        with open(index_path) as f:
-            weight_map = json.load(f).get("weight_map")
+        try:
+            with open(index_path) as f:
+                weight_map = json.load(f).get("weight_map")
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{index_path} is not a JSON object with a weight_map ({error})") from None
         if not weight_map:
             raise ValueError(f"{index_path} has no weight_map")
         for shard in sorted(set(weight_map.values())):
@@ -146,10 +184,9 @@ class _Shards:
     range in the data section) and the data. A tensor in the parameter's dtype is read with plain file reads
     into the parameter itself; one that must be converted, or moved to a GPU, passes through a small scratch
     buffer a slab at a time. So loading holds the weights and nothing else: no whole-tensor temporaries, whose
-    freed holes the C allocator keeps (measured: +25% resident memory). Using the file's memory map itself as
-    the parameter, as safetensors offers, copies nothing, but batch-1 CPU decode from those page-cache pages ran
-    3-10% slower than from process memory, measured interleaved in one process (bench/RESULTS.md, "cpu
-    kernels")."""
+    freed holes the C allocator keeps. Using the file's memory map itself as the parameter, as safetensors
+    offers, copies nothing, but CPU decode from those page-cache pages ran slower than from process memory
+    (bench/RESULTS.md, "cpu kernels")."""
 
     SLAB_BYTES = 16 << 20
 
@@ -288,23 +325,34 @@ def save_model(model: Qwen3ForCausalLM, directory, max_shard_size: int | None = 
         size += nbytes
     shards.append(current)
 
-    for stale in (SINGLE_FILE, INDEX_FILE):          # a previous save of the other layout would confuse loaders
-        if os.path.exists(os.path.join(directory, stale)):
-            os.remove(os.path.join(directory, stale))
-    if len(shards) == 1:
-        _write(shards[0], os.path.join(directory, SINGLE_FILE))
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        filename = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        _write(shard, os.path.join(directory, filename))
-        weight_map.update({key: filename for key in shard})
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    with open(os.path.join(directory, INDEX_FILE), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    # Nothing of the previous save goes before the new one is complete: every file is written under a temporary
+    # name first, then renamed; the index last (loaders prefer it to the single file); stale files after that.
+    old_files = _weight_files(directory)
+    names = [SINGLE_FILE] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for shard, name in zip(shards, names):
+        save_file({k: v.contiguous() for k, v in shard.items()}, os.path.join(directory, name + ".tmp"),
+                  metadata={"format": "pt"})
+    for name in names:
+        os.replace(os.path.join(directory, name + ".tmp"), os.path.join(directory, name))
+    if len(shards) > 1:
+        weight_map = {key: name for shard, name in zip(shards, names) for key in shard}
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        with open(os.path.join(directory, INDEX_FILE + ".tmp"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+        os.replace(os.path.join(directory, INDEX_FILE + ".tmp"), os.path.join(directory, INDEX_FILE))
+    for stale in old_files - set(names) - ({INDEX_FILE} if len(shards) > 1 else set()):
+        os.remove(os.path.join(directory, stale))
 
 
-def _write(tensors: dict, path: str) -> None:
-    temporary = path + ".tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, temporary, metadata={"format": "pt"})
-    os.replace(temporary, path)
+def _weight_files(directory: str) -> set:
+    """The weight files of a previous save in ``directory``: the single file, the index and its shards."""
+    files = {name for name in (SINGLE_FILE, INDEX_FILE) if os.path.isfile(os.path.join(directory, name))}
+    if INDEX_FILE in files:
+        try:
+            with open(os.path.join(directory, INDEX_FILE)) as f:
+                files |= {shard for shard in json.load(f).get("weight_map", {}).values()
+                          if os.path.isfile(os.path.join(directory, shard))}
+        except (ValueError, AttributeError):     # a broken index: replaced, its shards left alone
+            pass
+    return files

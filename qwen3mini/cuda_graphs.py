@@ -4,63 +4,65 @@ A decode step of a small model is hundreds of tiny kernels (28 layers x ~12 ops)
 Python, the launches, not the GPU, set the pace. ``model.decode_step(tokens, cache)`` is written to run without
 host synchronisation (positions come from ``cache.lengths`` on the device, the CUDA attention and MoE kernels
 size their grids from shapes only), so the whole step can be captured in a CUDA graph and replayed with one
-launch. The KV cache is static (allocated once by ``KVCache``), which is what makes the captured addresses
-valid for every later step. The step captured is the backend's own fused one where it offers one for that
-bucket (``ops.decoder``: on CUDA, ``ops.cuda.CudaDecoder``, 5 kernels a layer instead of ~12), else
-``model.decode_step``; ``GraphDecoder(..., fused=False)`` or ``QWEN3MINI_FUSED_DECODER=0`` capture the op path.
+launch. The KV cache is static (allocated once by ``generation.KVCache``), which is what makes the captured
+addresses valid for every later step. The step captured is the backend's own where it offers one for that
+bucket (``ops.decode_step``: on CUDA, ``ops.cuda.CudaDecodeStep``, 5 kernels a layer instead of ~12), else
+``model.decode_step``; ``GraphedDecodeStep(..., fused=False)`` or ``QWEN3MINI_FUSED_DECODER=0`` capture the op
+path.
 
-    decoder = GraphDecoder(model, cache)          # cache: qwen3mini.generation.KVCache on the GPU
-    logits = decoder.step(tokens)                 # tokens LongTensor [n] for cache rows 0..n-1 -> [n, vocab]
-    tokens = decoder.greedy_step(tokens)          # the same step -> its greedy tokens [n] (argmax in the graph)
-
-    rows = generate_graphed(model, prompts, max_new_tokens=256)   # batched greedy/sampled generation
-    rows = generate_graphed(model, prompts, max_new_tokens=[100, 900, ...])   # a budget per prompt
+    graphed = GraphedDecodeStep(model, cache)     # cache: qwen3mini.generation.KVCache on the GPU
+    logits = graphed.step(tokens)                 # tokens LongTensor [n] for cache rows 0..n-1 -> [n, vocab]
+    tokens = graphed.greedy_step(tokens)          # the same step -> its greedy tokens [n] (argmax in the graph)
 
 Graphs are captured per batch-size *bucket* (1, 2, 4, 8, ... capped at the cache's rows) on first use and kept;
 a step over n rows replays the graph of the smallest bucket >= n, the rows past n riding along as padding.
 All graphs share one memory pool. ``greedy_step`` has graphs of its own, which end in the argmax: the fused step
-picks it inside its LM head kernel (``CudaDecoder.step(tokens, next_tokens)``), the op path captures
+picks it inside its LM head kernel (``CudaDecodeStep.step(tokens, next_tokens)``), the op path captures
 ``logits.argmax(-1)``; greedy generation then needs no kernel outside the graph between two steps.
 
-Finished rows of a batch are *retired* on the device rather than removed: their cache length is reset to 0
-after every step, so from then on they attend to one position (a few bytes) instead of a growing history; their
-share of the matrix products stays, but at batch sizes where decode is bound by reading the weights once per
-step, that share is nearly free. Removing them (and admitting new prompts in their place, continuous batching)
-would need their KV rows copied or paged; for a fixed set of prompts that all fit in one batch it saves only
-that small share (bench/RESULTS.md, "cuda").
+``fast_decode_step(model, cache)`` picks it on the CUDA backend; ``generation.py``, the layer above (this
+module imports nothing of it), runs every generation loop over what it picks.
 """
+import copy
+
 import torch
 
 from . import ops
-from .generation import KVCache, Sampler, SamplingParams, check_context
+
+if not hasattr(ops, "decode_step"):  # TEMPORARY: ops.decoder's name before the kernels branch (contract 2) lands
+    ops.decode_step = ops.decoder
 
 
-def _row_view(cache: KVCache, n: int) -> KVCache:
-    """A KVCache over rows 0..n-1 of ``cache`` (views: writes land in the shared storage)."""
-    view = object.__new__(KVCache)
+def _row_view(cache, n: int):
+    """The KV cache over rows 0..n-1 of ``cache`` (views: writes land in the shared storage)."""
+    view = copy.copy(cache)
     view.k, view.v, view.lengths = cache.k[:, :n], cache.v[:, :n], cache.lengths[:n]
     return view
 
 
-class GraphDecoder:
-    """Replays a captured decode step over the first n rows of a static KV cache.
+class GraphedDecodeStep:
+    """Replays a captured decode step over the first n rows of a static KV cache (a ``DecodeStep``).
 
     A step over n rows runs the graph of bucket b >= n: rows n..b-1 of the cache are stepped too, as padding
     (token 0, their K/V written at their next free position, which the cache contract treats as garbage) and
     their lengths are restored afterwards, so they must not be full. ``fused``: capture the backend's fused
     step where it has one (default), or always ``model.decode_step``."""
 
-    def __init__(self, model, cache: KVCache, warmup_steps: int = 2, fused: bool = True):
+    def __init__(self, model, cache, warmup_steps: int = 2, fused: bool = True):
         if not cache.k.is_cuda:
-            raise ValueError("GraphDecoder needs the model and its KV cache on a CUDA device")
+            raise ValueError("GraphedDecodeStep needs the model and its KV cache on a CUDA device")
         self.model, self.cache, self.warmup_steps, self.fused = model, cache, warmup_steps, fused
         self.pool = torch.cuda.graph_pool_handle()
         # (bucket, greedy) -> (graph, static tokens [bucket], static output [bucket, vocab] or [bucket], step owner)
         self.graphs = {}
 
-    def step_function(self, view: KVCache):
+    @property
+    def max_rows(self) -> int:
+        return self.cache.batch_size
+
+    def step_function(self, view):
         """What is captured for a bucket: the backend's fused step over ``view``, else the op path."""
-        fused = ops.decoder(self.model, view) if self.fused else None
+        fused = ops.decode_step(self.model, view) if self.fused else None
         if fused is not None:
             return fused, fused.step
         return None, lambda tokens: self.model.decode_step(tokens, view)
@@ -105,8 +107,8 @@ class GraphDecoder:
     def _replay(self, tokens: torch.Tensor, greedy: bool) -> torch.Tensor:
         n = tokens.shape[0]
         if not 1 <= n <= self.cache.batch_size:
-            raise ValueError(f"GraphDecoder.{'greedy_step' if greedy else 'step'}: {n} tokens for a cache of "
-                             f"{self.cache.batch_size} rows")
+            raise ValueError(f"GraphedDecodeStep.{'greedy_step' if greedy else 'step'}: {n} tokens for a cache "
+                             f"of {self.cache.batch_size} rows")
         b = self.bucket(n)
         if (b, greedy) not in self.graphs:
             self._capture(b, greedy)
@@ -131,48 +133,12 @@ class GraphDecoder:
         return self._replay(tokens, greedy=True)
 
 
-@torch.no_grad()
-def generate_graphed(model, prompts, max_new_tokens, params: SamplingParams | None = None, stop_token_ids=None,
-                     check_every: int = 32):
-    """Batched generation with a graph-captured decode loop; returns a list of token lists (prompt + new).
-
-    Same semantics as ``qwen3mini.generation.generate`` on lists of prompts: all prompts are prefilled in one
-    packed pass, then every row decodes at its own position; a row ends after its first stop token or after its
-    own budget (``max_new_tokens``: one int for all rows, or one per prompt). A finished row is retired on the
-    device (see the module docstring); the host looks at the rows only every ``check_every`` steps, to stop
-    early once all are finished, so the loop never waits for the GPU in between."""
-    params = params or SamplingParams(temperature=0.0)
-    prompts = [list(map(int, p)) for p in prompts]
-    if not prompts or min(map(len, prompts)) == 0:
-        raise ValueError("generate_graphed needs at least one prompt and every prompt needs at least one token")
-    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(map(int, max_new_tokens))
-    if len(budgets) != len(prompts) or min(budgets) < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1 or one such int per prompt "
-                         f"({len(prompts)} prompts), got {max_new_tokens!r}")
-    longest = max(len(p) + n for p, n in zip(prompts, budgets))
-    check_context(model.config, longest, "longest prompt + its max_new_tokens")
-    stops = model.config.eos_token_ids if stop_token_ids is None else list(stop_token_ids)
-    batch, device, steps = len(prompts), model.device, max(budgets)
-    cache = KVCache.for_model(model, batch, longest)
-    sampler = Sampler(params, batch, model.config.vocab_size, device)
-    decoder = GraphDecoder(model, cache)
-    stop_tensor = torch.tensor(stops, dtype=torch.long, device=device)
-    last_step = torch.tensor(budgets, dtype=torch.long, device=device) - 1     # a row's final step index
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-
-    greedy = params.temperature == 0 and not params.presence_penalty   # the sampler would only take the argmax
-    tokens = sampler(model.prefill(prompts, cache))
-    out = torch.empty(batch, steps, dtype=torch.long, device=device)
-    for step in range(steps):
-        out[:, step] = tokens
-        finished |= torch.isin(tokens, stop_tensor) | (last_step == step)
-        if step + 1 == steps or ((step + 1) % check_every == 0 and bool(finished.all())):
-            break
-        cache.lengths.masked_fill_(finished, 0)        # retire finished rows: one position of attention each
-        tokens = decoder.greedy_step(tokens) if greedy else sampler(decoder.step(tokens))
-    rows = []
-    for prompt, budget, row in zip(prompts, budgets, out[:, :step + 1].tolist()):
-        row = row[:budget]
-        end = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
-        rows.append(prompt + row[:end])
-    return rows
+def fast_decode_step(model, cache):
+    """The fastest decode step the backend has for ``model`` over ``cache`` (a ``DecodeStep``: ``step(tokens)
+    -> logits``), or None when the op-by-op ``model.decode_step`` is all there is: on the CUDA backend the
+    graph replay above (of the backend's own step where it has one), elsewhere ``ops.decode_step`` (on the C++
+    backend one call a token). A small model's step is hundreds of short ops, and calling them one by one from
+    Python costs more than their arithmetic."""
+    if cache.k.is_cuda and ops.backend_name(cache.k) == "cuda":
+        return GraphedDecodeStep(model, cache)
+    return ops.decode_step(model, cache)

@@ -1,21 +1,26 @@
 """Inference core: a pre-allocated KV cache, sampling, batched generation and a token stream for the chat.
 
+    done = generate_completions(model, prompt_id_lists, [256, 64], SamplingParams(temperature=0.6, seed=0),
+                                stop_token_ids=[151645], thinking_budget=ThinkingBudget(...))
+    done[0].tokens, done[0].finish_reason                                  # one Completion per prompt
     out = model.generate(input_ids, max_new_tokens=32)                     # greedy, LongTensor [B, T+32]
-    outs = model.generate([[1, 2, 3], [4, 5]], 32, temperature=0.7, top_p=0.8, seed=0)   # list of lists
-
     gen = Generator(model, max_seq_len=4096)                               # the chat keeps one of these
     gen.append(prompt_ids)                                                 # prefill (extends the cache)
-    for token in gen.stream(512, SamplingParams(temperature=0.6, top_p=0.95, top_k=20), stop_token_ids=[151645]):
+    for token in gen.stream(512, SamplingParams(temperature=0.6), stop_token_ids=[151645]):
         ...                                                                # each token is already in the cache
 
-Sampling follows the order of Hugging Face's logits processors: presence penalty, temperature, top-k, top-p,
-min-p (recommended settings: docs/qwen3.md §2.4). ``temperature == 0`` is greedy (argmax, first index on ties).
+Every batch of prompts goes through one loop, ``generate_completions`` (``generate`` and ``model.generate`` wrap
+it). The chat's ``Generator`` streams one conversation through the same decode step (``fast_decode_step``) and
+``Sampler``, and differs only in putting each token into the cache before handing it out, as a conversation's
+history needs. Sampling follows the order of Hugging Face's logits processors: presence penalty, temperature,
+top-k, top-p, min-p (settings: docs/qwen3.md §2.4). ``temperature == 0`` is greedy (argmax, first index on ties).
 """
 from dataclasses import dataclass
 
 import torch
 
 from . import ops
+from .cuda_graphs import GraphedDecodeStep, fast_decode_step
 
 
 @dataclass
@@ -33,8 +38,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     seed: int | None = None
 
-    def __post_init__(self):
-        if self.temperature < 0:
+    def __post_init__(self):                # (written so that NaN fails every check)
+        if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
@@ -42,6 +47,13 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_p <= 1:
             raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not abs(self.presence_penalty) < float("inf"):
+            raise ValueError(f"presence_penalty must be a finite number, got {self.presence_penalty}")
+
+    @property
+    def greedy(self) -> bool:
+        """Every token is the argmax of the raw logits (no temperature, no penalty to apply first)."""
+        return self.temperature == 0 and not self.presence_penalty
 
 
 class KVCache:
@@ -59,7 +71,7 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model, batch_size: int, max_seq_len: int) -> "KVCache":
-        check_context(model.config, max_seq_len, "KV cache max_seq_len")
+        check_context(model.config, max_seq_len, "KV cache max_seq_len =")
         return cls(model.config, batch_size, max_seq_len, model.device, model.dtype)
 
     @property
@@ -75,8 +87,9 @@ class KVCache:
 
 
 def check_context(config, length: int, what: str):
+    """Refuse ``length`` positions beyond the model's context; ``what`` names them ("sequence length")."""
     if length > config.max_position_embeddings:
-        raise ValueError(f"{what} = {length} exceeds the model's context of {config.max_position_embeddings} "
+        raise ValueError(f"{what} {length} exceeds the model's context of {config.max_position_embeddings} "
                          f"tokens (max_position_embeddings in config.json)")
 
 
@@ -94,17 +107,24 @@ class Sampler:
             self.seen = torch.zeros(batch_size, vocab_size, dtype=torch.bool, device=device)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        tokens = self.pick(logits)
+        self.observe(tokens)
+        return tokens
+
+    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """The next token of every row, from its logits [B, V]."""
         p = self.params
         logits = logits.float()
         if self.seen is not None:
             logits = logits - p.presence_penalty * self.seen
         if p.temperature == 0:
-            tokens = logits.argmax(dim=-1)
-        else:
-            tokens = self._sample(filter_logits(logits / p.temperature, p.top_k, p.top_p, p.min_p))
+            return logits.argmax(dim=-1)
+        return self._sample(filter_logits(logits / p.temperature, p.top_k, p.top_p, p.min_p))
+
+    def observe(self, tokens: torch.Tensor):
+        """Note the tokens that were output (picked, or forced in their place) for the presence penalty."""
         if self.seen is not None:
             self.seen[torch.arange(len(tokens), device=tokens.device), tokens] = True
-        return tokens
 
     def _sample(self, logits):
         # Exponential race (Gumbel-max in another guise): argmax p_i / q_i with q_i ~ Exp(1) draws i with
@@ -121,7 +141,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         # Rank only the logits that can still survive: after a top-k cut that is a handful, not the whole
-        # vocabulary (a full sort of Qwen3's 151,936 ids costs ~9 ms a token on a 2-core CPU).
+        # vocabulary (a full sort of Qwen3's 151,936 ids a token would cost more than a small model's step).
         survivors = int(torch.isfinite(logits).sum(dim=-1).max())
         sorted_logits, order = torch.topk(logits, max(survivors, 1), dim=-1)
         probs = torch.softmax(sorted_logits, dim=-1)
@@ -135,79 +155,200 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_
     return logits
 
 
-# ---------------------------------------------------------------------------------------------- decode steps
-def fast_decoder(model, cache):
-    """The fastest way to run ``model.decode_step`` over ``cache``: an object with ``step(tokens) -> logits``,
-    or None when the op-by-op ``model.decode_step`` is all there is.
-
-    On the CUDA backend that is a CUDA graph replay (of the backend's own step where it has one); elsewhere
-    the backend's own step (``ops.decoder``), e.g. the C++ backend's single call per token."""
-    if cache.k.is_cuda and ops.backend_name(cache.k) == "cuda":
-        from .cuda_graphs import GraphDecoder
-        return GraphDecoder(model, cache)
-    return ops.decoder(model, cache)
-
-
 # ---------------------------------------------------------------------------------------------- batch generation
+@dataclass
+class ThinkingBudget:
+    """A cap on a think block (paper §4.3): once a row has sampled ``max_tokens`` tokens after ``start_id``
+    without ``end_id``, its next tokens are ``stop_ids``, forced in place of sampling (e.g. the paper's stop
+    text, which ends with ``end_id``). A block opened in the prompt counts from the first generated token."""
+    start_id: int
+    end_id: int
+    max_tokens: int
+    stop_ids: list[int]
+
+    def __post_init__(self):
+        if self.max_tokens < 0 or not self.stop_ids:
+            raise ValueError(f"ThinkingBudget needs max_tokens >= 0 and at least one stop id, got {self}")
+
+
+@dataclass
+class Completion:
+    tokens: list[int]              # everything after the prompt: sampled + forced tokens, the stop token included
+    generated_tokens: int          # tokens the model sampled (forced ones not counted)
+    finish_reason: str             # "stop" (a stop id was produced) or "length" (its max_new_tokens ran out)
+    forced_at: int | None = None   # index in `tokens` where the forced stop_ids begin; None if the budget never hit
+
+
+def _one_per_row(value, rows: int, what: str) -> list:
+    """``value`` for every row, or ``value`` itself when it is a list of one entry per row."""
+    if not isinstance(value, (list, tuple)):
+        return [value] * rows
+    if len(value) != rows:
+        raise ValueError(f"{what}: {len(value)} entries for {rows} prompts (give one value, or one per prompt)")
+    return list(value)
+
+
+class _Rows:
+    """Where each row of a batch stands, on the device (read by the host only every few steps): its tokens so
+    far, how many it may still sample, whether it stopped, and its think block against its budget."""
+
+    def __init__(self, prompts, budgets, stops, thinking, steps: int, device):
+        rows, long = len(prompts), dict(dtype=torch.long, device=device)
+        self.tokens = torch.zeros(rows, steps, **long)
+        self.count = torch.zeros(rows, **long)                      # tokens so far (sampled + forced)
+        self.left = torch.tensor(budgets, **long)                   # tokens each row may still sample
+        self.stop_ids = _padded(stops, device)                      # [rows, S], -1 = none
+        self.stopped = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.finished = torch.zeros_like(self.stopped)
+        self.budgeted = any(t is not None for t in thinking)
+        if not self.budgeted:
+            return
+        def per_row(name, none):                            # rows without a budget: ids no token equals
+            return [none if t is None else getattr(t, name) for t in thinking]
+        self.start_id, self.end_id, self.max_thought = (torch.tensor(per_row(name, -1), **long)
+                                                        for name in ("start_id", "end_id", "max_tokens"))
+        self.forced = _padded(per_row("stop_ids", []), device)              # [rows, F]
+        self.forced_len = torch.tensor([len(ids) for ids in per_row("stop_ids", [])], **long)
+        self.force_next = torch.full((rows,), -1, **long)    # -1: not forced yet; then the index of the next one
+        self.forced_at = torch.full((rows,), -1, **long)
+        self.thought = torch.zeros(rows, **long)            # tokens sampled inside the open think block
+        self.thinking = torch.tensor([t is not None and _opened(p, t) for p, t in zip(prompts, thinking)],
+                                     dtype=torch.bool, device=device)
+
+    def add(self, step: int, sampled: torch.Tensor) -> torch.Tensor:
+        """Record step ``step``'s token of every row (the sampled one, or the budget's forced one in its place);
+        returns the tokens to feed the next decode step."""
+        tokens, forced = sampled, torch.zeros_like(self.stopped)
+        if self.budgeted:
+            start = self.thinking & (self.thought >= self.max_thought) & (self.force_next < 0)
+            self.forced_at.masked_fill_(start, step)
+            self.force_next.masked_fill_(start, 0)
+            forced = (self.force_next >= 0) & (self.force_next < self.forced_len)
+            index = self.force_next.clamp(0, self.forced.shape[1] - 1)[:, None]
+            tokens = torch.where(forced, self.forced.gather(1, index)[:, 0], sampled)
+            self.force_next += forced
+            opens = (tokens == self.start_id) & ~self.thinking
+            closes = (tokens == self.end_id) & self.thinking
+            self.thought = torch.where(opens, 0, self.thought + (self.thinking & ~closes))
+            self.thinking = (self.thinking | opens) & ~closes
+        active = ~self.finished
+        self.tokens[:, step] = tokens
+        self.count += active
+        self.left -= (active & ~forced).long()
+        self.stopped |= active & (tokens[:, None] == self.stop_ids).any(-1)
+        self.finished |= self.stopped | (self.left == 0)
+        return tokens
+
+    def completions(self) -> list[Completion]:
+        counts, stopped = self.count.tolist(), self.stopped.tolist()
+        forced_at = self.forced_at.tolist() if self.budgeted else [-1] * len(counts)
+        forced_len = self.forced_len.tolist() if self.budgeted else [0] * len(counts)
+        out = []
+        for row, n, at, k, stop in zip(self.tokens[:, :max(counts)].tolist(), counts, forced_at, forced_len, stopped):
+            forced = 0 if at < 0 else min(k, n - at)
+            out.append(Completion(row[:n], n - forced, "stop" if stop else "length", None if at < 0 else at))
+        return out
+
+
+def _padded(lists, device) -> torch.Tensor:
+    """Lists of ids of unequal lengths as one LongTensor [len(lists), longest] (at least 1 wide), -1-padded."""
+    table = torch.full((len(lists), max(1, max(map(len, lists)))), -1, dtype=torch.long)
+    for row, ids in enumerate(lists):
+        table[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return table.to(device)
+
+
+def _opened(prompt, budget: ThinkingBudget) -> bool:
+    """Does the prompt end inside a think block (a template that opens it for the model)?"""
+    last = {token: i for i, token in enumerate(prompt)}
+    return last.get(budget.start_id, -1) > last.get(budget.end_id, -1)
+
+
 @torch.no_grad()
-def generate(model, input_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
+def generate_completions(model, prompts, max_new_tokens, sampling: SamplingParams | None = None,
+                         stop_token_ids=None, thinking_budget=None, cuda_graphs: bool = True) -> list[Completion]:
+    """Complete every prompt (lists of token ids, unequal lengths) in one batch; one ``Completion`` per prompt.
+
+    max_new_tokens: the tokens a row may sample, one int >= 1 or one per prompt. sampling: None is greedy.
+    stop_token_ids: ids for every row, or a list per prompt (default: the config's eos_token_id); a row ends
+    after producing one. thinking_budget: a ``ThinkingBudget`` for every row, or one (or None) per prompt; its
+    forced tokens do not count against max_new_tokens. cuda_graphs=False: the CUDA backend's steps run eagerly.
+
+    One packed prefill, then every row decodes at its own position with ``fast_decode_step`` (greedy on CUDA:
+    the argmax inside the graph). A finished row is *retired* on the device, not removed: its cache length is
+    reset to 0 before every step, so it attends to one position instead of its history; its share of the matrix
+    products stays, nearly free where decode is bound by reading the weights. (Removing rows, or admitting new
+    prompts in their place, would need KV rows copied or paged.) On a GPU the host looks at the rows only every
+    16 steps, to stop once all are finished, so the loop does not wait for the device in between.
+    """
+    prompts = [list(map(int, p)) for p in prompts]
+    if not prompts or min(map(len, prompts)) == 0:
+        raise ValueError("generation needs at least one prompt and every prompt needs at least one token")
+    rows = len(prompts)
+    budgets = _one_per_row(max_new_tokens, rows, "max_new_tokens")
+    if not all(isinstance(n, int) and n >= 1 for n in budgets):
+        raise ValueError(f"max_new_tokens must be an int >= 1 or one such int per prompt, got {max_new_tokens!r}")
+    if stop_token_ids is None:
+        stop_token_ids = model.config.eos_token_ids
+    per_row = any(isinstance(s, (list, tuple)) for s in stop_token_ids)
+    stops = [list(map(int, s)) for s in (stop_token_ids if per_row else [stop_token_ids] * rows)]
+    if len(stops) != rows:
+        raise ValueError(f"stop_token_ids: {len(stops)} lists for {rows} prompts")
+    thinking = _one_per_row(thinking_budget, rows, "thinking_budget")
+    room = [len(p) + n + (0 if t is None else len(t.stop_ids)) for p, n, t in zip(prompts, budgets, thinking)]
+    worst = max(range(rows), key=room.__getitem__)
+    forced = "" if room[worst] == len(prompts[worst]) + budgets[worst] else " + the thinking budget's stop_ids"
+    check_context(model.config, room[worst], f"{'longest prompt' if len(set(budgets)) == 1 else f'prompt {worst}'} "
+                                             f"({len(prompts[worst])} tokens) + max_new_tokens "
+                                             f"({budgets[worst]}){forced} =")
+
+    params = sampling or SamplingParams(temperature=0.0)
+    device = model.device
+    cache = KVCache.for_model(model, rows, max(room))
+    sampler = Sampler(params, rows, model.config.vocab_size, device)
+    state = _Rows(prompts, budgets, stops, thinking, max(n - len(p) for n, p in zip(room, prompts)), device)
+    fast = fast_decode_step(model, cache) if cuda_graphs else ops.decode_step(model, cache)
+    greedy_in_step = isinstance(fast, GraphedDecodeStep) and params.greedy
+    check_every = 16 if device.type == "cuda" else 1
+    tokens = state.add(0, sampler.pick(model.prefill(prompts, cache)))
+    sampler.observe(tokens)
+    for step in range(1, state.tokens.shape[1]):
+        if step % check_every == 0 and bool(state.finished.all()):
+            break
+        cache.lengths.masked_fill_(state.finished, 0)          # retire finished rows: one position of attention
+        if greedy_in_step:
+            sampled = fast.greedy_step(tokens)
+        else:
+            sampled = sampler.pick(model.decode_step(tokens, cache) if fast is None else fast.step(tokens))
+        tokens = state.add(step, sampled)
+        sampler.observe(tokens)
+    return state.completions()
+
+
+@torch.no_grad()
+def generate(model, input_ids, max_new_tokens, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, min_p: float = 0.0, presence_penalty: float = 0.0, seed: int | None = None,
              stop_token_ids=None, pad_token_id: int | None = None):
-    """Continue each prompt by up to ``max_new_tokens`` tokens.
+    """Continue each prompt by up to ``max_new_tokens`` tokens (one int, or one per prompt).
 
     input_ids: LongTensor [B, T] -> LongTensor [B, T + max_new_tokens]; or a list of token lists of unequal
     lengths -> a list of lists (prompt + generated tokens, ending at the stop token if one was produced).
     stop_token_ids: a row stops after producing one of these (default: the config's eos_token_id); in the
     tensor form finished rows are padded with ``pad_token_id`` (default: the stop token that ended them).
-    All prompts are prefilled in one packed pass and decoded together, each row at its own position.
+    A wrapper of ``generate_completions``, which does the work.
     """
     as_tensor = isinstance(input_ids, torch.Tensor)
-    if as_tensor:
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
-        prompts = input_ids.tolist()
-    else:
-        prompts = [list(map(int, p)) for p in input_ids]
-    if not prompts or min(len(p) for p in prompts) == 0:
-        raise ValueError("generate needs at least one prompt and every prompt needs at least one token")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    longest = max(len(p) for p in prompts)
-    check_context(model.config, longest + max_new_tokens,
-                  f"longest prompt ({longest} tokens) + max_new_tokens ({max_new_tokens})")
+    if as_tensor and input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
+    prompts = input_ids.tolist() if as_tensor else [list(map(int, p)) for p in input_ids]
     params = SamplingParams(temperature, top_k, top_p, min_p, presence_penalty, seed)
-    stops = model.config.eos_token_ids if stop_token_ids is None else list(stop_token_ids)
-
-    batch, device = len(prompts), model.device
-    cache = KVCache.for_model(model, batch, longest + max_new_tokens)
-    sampler = Sampler(params, batch, model.config.vocab_size, device)
-    stop_tensor = torch.tensor(stops, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    pad = torch.full((batch,), -1 if pad_token_id is None else pad_token_id, dtype=torch.long, device=device)
-
-    decoder = ops.decoder(model, cache)                 # the backend's own decode step, if it has one
-    logits = model.prefill(prompts, cache)
-    generated = []
-    for step in range(max_new_tokens):
-        tokens = torch.where(finished, pad, sampler(logits))
-        generated.append(tokens)
-        just_stopped = torch.isin(tokens, stop_tensor) & ~finished
-        if pad_token_id is None:
-            pad = torch.where(just_stopped, tokens, pad)
-        finished |= just_stopped
-        if step + 1 == max_new_tokens or bool(finished.all()):
-            break
-        logits = model.decode_step(tokens, cache) if decoder is None else decoder.step(tokens)
-    new = torch.stack(generated, dim=1)                                  # [B, steps]
-    if new.shape[1] < max_new_tokens:                                    # every row stopped early
-        new = torch.cat([new, pad[:, None].expand(batch, max_new_tokens - new.shape[1])], dim=1)
-    if as_tensor:
-        return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
-    rows = []
-    for prompt, row in zip(prompts, new.tolist()):
-        end = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
-        rows.append(prompt + row[:end])
-    return rows
+    completions = generate_completions(model, prompts, max_new_tokens, params, stop_token_ids)
+    if not as_tensor:
+        return [prompt + c.tokens for prompt, c in zip(prompts, completions)]
+    width = max(_one_per_row(max_new_tokens, len(prompts), "max_new_tokens"))
+    new = [c.tokens + [c.tokens[-1] if pad_token_id is None else pad_token_id] * (width - len(c.tokens))
+           for c in completions]
+    return torch.cat([input_ids, torch.tensor(new, dtype=input_ids.dtype, device=input_ids.device)], dim=1)
 
 
 # ---------------------------------------------------------------------------------------------- incremental use
@@ -218,20 +359,16 @@ class Generator:
     rolls back. The token list on the host is the source of truth: the cache and the logits are re-synchronised
     from it at every call, so an interruption (Ctrl-C) at any point leaves a consistent state, at worst with
     one token's work to redo. ``batch_size`` > 1 supports ``append`` (one list per row) but not ``stream``;
-    batches are generated with ``generate``.
+    batches are generated with ``generate_completions``.
 
-    ``stream`` decodes through the backend's own decode step where there is one (``ops.decoder``: on the C++
-    backend the whole step is one call) and, on a GPU whose ops run on the CUDA backend, replays a captured
-    CUDA graph of the step (``cuda_graphs.GraphDecoder``; captured at the first token, kept for the
-    conversation). A small model's step is hundreds of short ops, and calling them one by one from Python costs
-    more than their arithmetic. ``fast_decode=False`` runs ``model.decode_step`` op by op instead.
-    """
+    ``stream`` decodes through ``fast_decode_step`` (on a GPU a CUDA graph, captured at the first token and kept
+    for the conversation); ``fast_decode=False`` runs ``model.decode_step`` op by op instead."""
 
     def __init__(self, model, max_seq_len: int | None = None, batch_size: int = 1, fast_decode: bool = True):
         self.model = model
         self.max_seq_len = max_seq_len or model.config.max_position_embeddings
         self.cache = KVCache.for_model(model, batch_size, self.max_seq_len)
-        self._decoder = fast_decoder(model, self.cache) if fast_decode else None
+        self._step = fast_decode_step(model, self.cache) if fast_decode else None
         self.reset()
 
     def reset(self):
@@ -305,9 +442,9 @@ class Generator:
                 return
 
     def _decode(self, token):
-        if self._decoder is None:
+        if self._step is None:
             return self.model.decode_step(token, self.cache)[0]
-        return self._decoder.step(token)[0].clone()    # a decoder's output buffer is reused by the next step
+        return self._step.step(token)[0].clone()       # a DecodeStep's output buffer is reused by the next step
 
     # -------------------------------------------------------------- consistency after interruptions
     def _sync(self):

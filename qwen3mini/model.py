@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from . import ops
 from .config import Qwen3Config
+from .generation import check_context, generate
 
 
 # Modules allocate their parameters with torch.empty and leave initialisation to
@@ -167,8 +168,8 @@ class PrefillContext:
     def _sdpa(self, q, k, v, scale):
         """Training fast path. Autograd would run the reference op anyway (kernels are forward-only), which
         loops over rows and keeps every [heads, T, T] score matrix for the backward pass; for full rows of
-        equal length torch's fused causal attention computes the same function (fp32 relative difference
-        ~2e-7) several times faster and without materialising the scores (measured: bench/RESULTS.md)."""
+        equal length torch's fused causal attention computes the same function (up to fp32 rounding) faster and
+        without materialising the scores (bench/RESULTS.md)."""
         (batch, time), heads, kv_heads, dim = self.equal_rows, q.shape[1], k.shape[1], q.shape[2]
         q, k, v = (t.view(batch, time, t.shape[1], dim).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=heads != kv_heads)
@@ -390,7 +391,7 @@ class Qwen3ForCausalLM(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         batch, time = input_ids.shape
-        self._check_positions(time)
+        check_context(self.config, time, "sequence length")
         device = input_ids.device
         positions = torch.arange(time, device=device).repeat(batch)
         cu_seqlens = torch.arange(0, batch + 1, device=device, dtype=torch.int32) * time
@@ -422,7 +423,7 @@ class Qwen3ForCausalLM(nn.Module):
             if start + n > cache.max_seq_len:
                 raise ValueError(f"prefill: row {row} would hold {start + n} tokens; the KV cache holds "
                                  f"{cache.max_seq_len} (max_seq_len)")
-        self._check_positions(max(s + n for s, n in zip(starts, lengths)))
+        check_context(self.config, max(s + n for s, n in zip(starts, lengths)), "sequence length")
         tokens = torch.cat(seqs).to(device)
         positions = torch.cat([torch.arange(s, s + n) for s, n in zip(starts, lengths)]).to(device)
         cu_seqlens = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0).to(device, torch.int32)
@@ -445,12 +446,6 @@ class Qwen3ForCausalLM(nn.Module):
         cache.lengths += 1
         return logits
 
-    def _check_positions(self, length: int):
-        if length > self.config.max_position_embeddings:
-            raise ValueError(f"sequence length {length} exceeds the model's context "
-                             f"(max_position_embeddings={self.config.max_position_embeddings})")
-
     def generate(self, input_ids, max_new_tokens: int, temperature: float = 0.0, **kwargs):
         """Greedy or sampled continuation; see ``qwen3mini.generation.generate`` for the options."""
-        from .generation import generate
         return generate(self, input_ids, max_new_tokens, temperature=temperature, **kwargs)

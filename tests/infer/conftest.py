@@ -12,8 +12,11 @@ embeddings and head rows in the remaining dimensions, so the model babbles there
             (the "endless" model repeats " ok" forever instead of ending)
 
 The margin (logit 80 against at most 0) makes the script deterministic under any of the chat's samplings.
+A scripted checkpoint says it is post-trained (its generation_config.json stops on <|im_end|>, as Qwen's
+post-trained releases do); ``post_trained=False`` writes none, like a base model.
 """
 import dataclasses
+import json
 import os
 import shutil
 
@@ -45,7 +48,8 @@ def script_ids(tok, endless=False):
     return script
 
 
-def build_scripted_checkpoint(directory, tokenizer_dir, tok, endless=False, max_position_embeddings=1024):
+def build_scripted_checkpoint(directory, tokenizer_dir, tok, endless=False, max_position_embeddings=1024,
+                              post_trained=True):
     from qwen3mini.checkpoint import save_model
     from qwen3mini.config import PRESETS
     from qwen3mini.model import Qwen3ForCausalLM
@@ -74,6 +78,10 @@ def build_scripted_checkpoint(directory, tokenizer_dir, tok, endless=False, max_
     save_model(model, directory)
     for name in os.listdir(tokenizer_dir):
         shutil.copy(os.path.join(tokenizer_dir, name), directory)
+    if post_trained:
+        special = tok.token_to_id
+        with open(os.path.join(directory, "generation_config.json"), "w") as f:
+            json.dump({"eos_token_id": [special["<|im_end|>"], special["<|endoftext|>"]]}, f)
     return directory
 
 
@@ -98,3 +106,10 @@ def scripted_model(tmp_path_factory, tokenizer_dir, tokenizer):
 def endless_model(tmp_path_factory, tokenizer_dir, tokenizer):
     return build_scripted_checkpoint(str(tmp_path_factory.mktemp("endless")), tokenizer_dir, tokenizer,
                                      endless=True)
+
+
+@pytest.fixture(scope="session")
+def endless_base_model(tmp_path_factory, tokenizer_dir, tokenizer):
+    """The endless model as a base model: no generation_config.json."""
+    return build_scripted_checkpoint(str(tmp_path_factory.mktemp("endless-base")), tokenizer_dir, tokenizer,
+                                     endless=True, post_trained=False)

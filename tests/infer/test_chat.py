@@ -1,4 +1,5 @@
-"""infer/chat.py, driven as a real process (pipes, and a pseudo-terminal for Ctrl-C / Ctrl-D / dim thinking).
+"""The chat: qwen3mini.chat (the protocol) in process, and infer/chat.py driven as a real process (pipes, and a
+pseudo-terminal for Ctrl-C / Ctrl-D / dim thinking).
 
 The model is a tiny scripted Qwen3 checkpoint with the real 151,936-row vocabulary and the real tokenizer
 (conftest.py): it thinks " one two three four five six" and answers "你 ok" (the 你 as three byte tokens, so the
@@ -19,6 +20,8 @@ import time
 import pytest
 import torch
 
+import qwen3mini.chat as protocol
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHAT = os.path.join(REPO, "infer", "chat.py")
 STOP = ("Considering the limited time by the user, I have to give the solution based on the thinking directly "
@@ -28,14 +31,15 @@ SUMMARY = re.compile(r"\[thinking (\d+) tokens( \(budget reached\))? · answer (
 TIMEOUT = 240      # seconds per chat process; generous for a loaded 2-core machine
 
 
-def load_chat_module():
+def load_chat_script():
+    """infer/chat.py as a module, for its command-line parts (scripts are not a package)."""
     spec = importlib.util.spec_from_file_location("qwen3mini_chat_cli", CHAT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-chat = load_chat_module()
+cli = load_chat_script()
 
 
 def run_chat(model, args, log, stdin="", env=None):
@@ -68,74 +72,73 @@ def generated_texts(turn):
 
 # ------------------------------------------------------------------------------------------- no model needed
 def test_sampling_defaults_follow_the_mode_and_flags_win():
-    args = chat.parse_args([])
+    args = cli.parse_args([])
     assert args.think and args.thinking_budget is None
-    assert chat.sampling_settings("think", args) == dict(temperature=0.6, top_p=0.95, top_k=20,
-                                                         presence_penalty=0.0)
-    assert chat.sampling_settings("no-think", args) == dict(temperature=0.7, top_p=0.8, top_k=20,
-                                                            presence_penalty=1.5)
-    args = chat.parse_args(["--no-think", "--temperature", "0", "--top-k", "5", "--thinking-budget", "7"])
+    assert protocol.sampling_settings("think", vars(args)) == dict(temperature=0.6, top_p=0.95, top_k=20,
+                                                                   presence_penalty=0.0)
+    assert protocol.sampling_settings("no-think", vars(args)) == dict(temperature=0.7, top_p=0.8, top_k=20,
+                                                                      presence_penalty=1.5)
+    args = cli.parse_args(["--no-think", "--temperature", "0", "--top-k", "5", "--thinking-budget", "7"])
     assert not args.think and args.thinking_budget == 7
-    assert chat.sampling_settings("no-think", args) == dict(temperature=0.0, top_p=0.8, top_k=5,
-                                                            presence_penalty=1.5)
+    assert protocol.sampling_settings("no-think", vars(args)) == dict(temperature=0.0, top_p=0.8, top_k=5,
+                                                                      presence_penalty=1.5)
 
 
 @pytest.mark.parametrize("argv", [["--think", "--no-think"], ["--thinking-budget", "-1"], ["--top-p", "0"],
                                   ["--dtype", "int8"], ["--max-new-tokens", "0"]])
 def test_bad_flags_are_rejected(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        chat.parse_args(argv)
+        cli.parse_args(argv)
     assert exit_info.value.code == 2
     assert "error" in capsys.readouterr().err
 
 
-def test_the_last_soft_switch_wins():
-    user = lambda text: {"role": "user", "content": text}  # noqa: E731
-    assert chat.effective_mode([user("hi")], think=True) == "think"
-    assert chat.effective_mode([user("hi /no_think")], think=True) == "no-think"
-    assert chat.effective_mode([user("a /no_think"), {"role": "assistant", "content": "x"}, user("b /think")],
-                               think=True) == "think"
-    assert chat.effective_mode([user("a /no_think"), user("b")], think=True) == "no-think"
-    assert chat.effective_mode([user("b /think")], think=False) == "no-think"   # empty think block forced
+@pytest.mark.parametrize("flag,value", [("--temperature", "nan"), ("--presence-penalty", "nan"),
+                                        ("--top-p", "nan"), ("--temperature", "-1"), ("--top-k", "-1"),
+                                        ("--presence-penalty", "inf")])
+def test_out_of_range_sampling_flags_name_the_flag(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args([flag, value])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"chat.py: error: argument {flag} must be ") and ", got " in last
 
 
-def test_thinking_tracker_counts_tokens_after_think():
-    THINK_ID, END_ID = 10, 11
-    tracker = chat.ThinkingTracker(THINK_ID, END_ID, budget=2)
-    assert tracker.observe(THINK_ID) == chat.THINK and not tracker.over_budget
-    assert tracker.observe(5) == chat.THINK and not tracker.over_budget
-    assert tracker.observe(6) == chat.THINK and tracker.over_budget
-    tracker.stop_thinking()
-    assert tracker.observe(7) == chat.ANSWER and not tracker.over_budget
-    assert (tracker.thinking_tokens, tracker.answer_tokens, tracker.budget_hit) == (2, 1, True)
-
-    tracker = chat.ThinkingTracker(THINK_ID, END_ID, budget=5)       # the model ends its thinking itself
-    parts = [tracker.observe(t) for t in (THINK_ID, 1, 2, END_ID, 3, 4)]
-    assert parts == [chat.THINK] * 4 + [chat.ANSWER] * 2
-    assert (tracker.thinking_tokens, tracker.answer_tokens, tracker.budget_hit) == (2, 2, False)
-
-    tracker = chat.ThinkingTracker(THINK_ID, END_ID, budget=0)       # no <think>: the answer, never over budget
-    assert tracker.observe(3) == chat.ANSWER and not tracker.over_budget
-
-
-def test_prompt_phase():
-    START, THINK_ID, END_ID = 1, 10, 11
-    assert chat.prompt_phase([START, 5, START, 6], START, THINK_ID, END_ID) == "start"
-    assert chat.prompt_phase([START, 5, START, 6, THINK_ID, 7, END_ID, 7], START, THINK_ID, END_ID) == chat.ANSWER
-    assert chat.prompt_phase([START, 6, THINK_ID, 7], START, THINK_ID, END_ID) == chat.THINK
-    # a think block of an earlier turn does not count
-    assert chat.prompt_phase([START, THINK_ID, END_ID, START, 6], START, THINK_ID, END_ID) == "start"
-
-
-def test_missing_model_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import qwen3mini.checkpoint
     missing_default = str(tmp_path / "checkpoints" / "qwen3mini-base")
-    monkeypatch.setattr(chat, "DEFAULT_MODEL", missing_default)
-    with pytest.raises(chat.ChatError, match="--model"):
-        chat.resolve_model(missing_default)
+    monkeypatch.setattr(qwen3mini.checkpoint, "SHIPPED_CHECKPOINT", missing_default)
+    assert cli.main(["--model", missing_default, "--prompt", "hi"]) == 2
+    assert re.fullmatch(r"chat\.py: error: --model: no model at .*qwen3mini-base: the shipped model is written "
+                        r"there by the training scripts \(train/\)\. .*\n", capsys.readouterr().err)
     proc = subprocess.run([sys.executable, CHAT, "--model", str(tmp_path / "nope"), "--prompt", "hi"],
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 2
     assert "no such directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("value,message", [("abc", "QWEN3MINI_MAX_CONTEXT='abc': not a whole number of tokens"),
+                                           ("-5", "QWEN3MINI_MAX_CONTEXT=-5: the context must be >= 1 token"),
+                                           ("0", "QWEN3MINI_MAX_CONTEXT=0: the context must be >= 1 token")])
+def test_a_bad_max_context_names_the_variable(value, message):
+    with pytest.raises(protocol.ChatError) as error:
+        cli.max_context_from_env({"QWEN3MINI_MAX_CONTEXT": value})
+    assert str(error.value) == message
+    assert cli.max_context_from_env({}) is None and cli.max_context_from_env({"QWEN3MINI_MAX_CONTEXT": "64"}) == 64
+
+
+def test_bad_environment_is_one_line_before_any_loading(tmp_path):
+    """Both are reported before the model loads (the --model given does not even exist)."""
+    env = {**os.environ, "QWEN3MINI_MAX_CONTEXT": "abc"}
+    proc = subprocess.run([sys.executable, CHAT, "--model", str(tmp_path / "nope"), "--prompt", "hi"],
+                          capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stderr) == (2, "chat.py: error: QWEN3MINI_MAX_CONTEXT='abc': not a whole "
+                                                 "number of tokens\n")
+    env = {**os.environ, "QWEN3MINI_CHAT_LOG": str(tmp_path / "missing" / "log.jsonl")}
+    proc = subprocess.run([sys.executable, CHAT, "--model", str(tmp_path / "nope"), "--prompt", "hi"],
+                          capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stderr) == (2, f"chat.py: error: QWEN3MINI_CHAT_LOG={tmp_path}/missing/"
+                                                 f"log.jsonl: no such directory {tmp_path}/missing\n")
 
 
 # ------------------------------------------------------------------------------- one-shot and piped runs
@@ -170,7 +173,7 @@ def test_thinking_budget_flag_inserts_the_stop_text_after_n_tokens(scripted_mode
 @pytest.fixture(scope="module")
 def piped(scripted_model, tmp_path_factory):
     """One piped conversation in thinking mode that exercises switches, history, budgets and commands."""
-    lines = ["Hello /no_think", "Why? /think", ":budget 3", "Budget please", ":budget 0", "Zero",
+    lines = ["Hello /no_think", "Why? /think", ":budget -5", ":budget 3", "Budget please", ":budget 0", "Zero",
              ":budget off", ":no-think", "Plain", ":bogus", "", ":reset", "Fresh"]
     log = tmp_path_factory.mktemp("piped") / "log"
     # --top-p 1 skips the nucleus sort over the whole vocabulary, the slowest part of sampling a tiny model
@@ -185,6 +188,8 @@ def test_piped_stdin_is_one_turn_per_line_and_eof_exits_cleanly(piped):
     assert len(conversation) == 6
     assert len(SUMMARY.findall(proc.stderr)) == 6
     assert "unknown command ':bogus'" in proc.stderr
+    assert "[the budget must be a whole number of tokens >= 0, or off; got '-5']" in proc.stderr
+    assert "unknown command ':budget" not in proc.stderr
 
 
 def test_soft_switches_reach_the_model_verbatim(piped):
@@ -345,38 +350,44 @@ def test_ctrl_c_stops_a_reply_and_ctrl_d_exits(endless_model, tmp_path):
     assert first(conversation[1], "prefill")["reused"] > 0   # ...and its prefix still came from the cache
 
 
-# ---------------------------------------------------------------------------------------- in-process session
-def test_kv_cache_reuse_gives_the_logits_of_a_fresh_prefill(tokenizer):
-    """With a random model whose attention matters, the reused-prefix cache must give the same next-token
-    logits as running the whole rendered conversation from scratch."""
-    import dataclasses
-    from qwen3mini.config import PRESETS
-    from qwen3mini.model import Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = dataclasses.replace(PRESETS["tiny"], vocab_size=151936)
-    model = Qwen3ForCausalLM(config).eval()
-    session = chat.ChatSession(model, tokenizer, system="Be brief.")
-    sampling = dict(temperature=0.0, top_p=1.0, top_k=0, presence_penalty=0.0)
-    quiet = chat.Display(out=open(os.devnull, "w"), err=open(os.devnull, "w"))
-    for text in ("first question", "second question /no_think"):
-        reply = session.reply(text, think=True, sampling=sampling, max_new_tokens=6, display=quiet)
-        assert reply.finish in ("stop", "length")
-    messages = session.system + session.history + [{"role": "user", "content": "third"}]
-    ids = session.render(messages, think=True)
-    cached = list(session.gen.tokens[0])
-    reused_logits = session.prefill(ids)
-    assert sum(1 for a, b in zip(cached, ids) if a == b) > len(ids) // 2     # most of the prompt was reused
-    with torch.no_grad():
-        fresh_logits = model(torch.tensor([ids]))[0, -1]
-    torch.testing.assert_close(reused_logits, fresh_logits, rtol=1e-4, atol=1e-4)
+# ------------------------------------------------------------------------------------------ bad input
+def test_piped_input_that_is_not_utf8_stops_with_an_error(scripted_model, tmp_path):
+    log = tmp_path / "log"
+    proc = subprocess.run([sys.executable, CHAT, "--model", scripted_model, "--no-think", "--seed", "0"],
+                          input=b"Hello\n\xff\xfe oops\nNever sent\n", capture_output=True, timeout=TIMEOUT,
+                          env={**os.environ, "QWEN3MINI_CHAT_LOG": str(log)})
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in stderr
+    assert "[stdin line 2: the input is not UTF-8; stopping]" in stderr
+    assert len(turns([json.loads(line) for line in open(log, encoding="utf-8")])) == 1
 
 
-def test_a_tokenizer_without_chat_tokens_is_refused():
-    from qwen3mini.config import PRESETS
-    from qwen3mini.model import Qwen3ForCausalLM
-    from qwen3mini.tokenizer import Tokenizer
+def test_a_prompt_that_is_not_utf8_is_refused(scripted_model):
+    proc = subprocess.run([sys.executable, CHAT.encode(), b"--model", scripted_model.encode(), b"--prompt",
+                           b"\xff oops"], capture_output=True, timeout=TIMEOUT)
+    assert proc.returncode == 2 and proc.stderr.decode().endswith("error: argument --prompt: not valid UTF-8\n")
 
-    bytes_only = Tokenizer([bytes([b]) for b in range(256)], merges=[])
-    with pytest.raises(chat.ChatError, match=r"lacks Qwen3's chat tokens \['<\|im_start\|>'"):
-        chat.ChatSession(Qwen3ForCausalLM(PRESETS["tiny"]), bytes_only)
+
+# ------------------------------------------------------------------------------------------ base models
+def test_a_base_model_gets_short_replies_by_default(endless_base_model, tmp_path):
+    """A base model never ends a turn: without --max-new-tokens its replies stop at the base default, not at
+    the end of the context (the endless model's context is 1,024 tokens)."""
+    import qwen3mini.chat as protocol
+    proc, events = run_chat(endless_base_model, ["--no-think", "--temperature", "0", "--prompt", "Hi"],
+                            tmp_path / "log")
+    assert proc.returncode == 0, proc.stderr
+    end = first(events, "end")
+    assert end["finish"] == "length" and len(end["generated"]) == protocol.BASE_MAX_NEW_TOKENS
+    assert "cut at --max-new-tokens" in proc.stderr
+
+
+def test_the_banner_names_the_real_kv_cache_dtype_and_a_base_model(scripted_model, endless_base_model):
+    import qwen3mini.chat as protocol
+    for path, post_trained in ((scripted_model, True), (endless_base_model, False)):
+        model, tokenizer, info = protocol.load(path, device="cpu")
+        session = protocol.ChatSession(model, tokenizer, max_context=64)
+        text = "\n".join(cli.banner(session, info, info.reply_limit()))
+        assert "KV cache 0.2 KiB/token in float32 on cpu; context 64 tokens" in text and "bf16" not in text
+        assert ("base model (not post-trained)" in text) != post_trained
+        if not post_trained:
+            assert f"replies stop after {protocol.BASE_MAX_NEW_TOKENS} tokens" in text

@@ -130,6 +130,33 @@ def test_saving_over_the_loaded_checkpoint(dense_dir, tmp_path):
     assert torch.allclose(reloaded.model.norm.weight, 2 * model.model.norm.weight)
 
 
+def test_a_save_that_fails_midway_leaves_the_previous_checkpoint(dense_dir, tmp_path, monkeypatch):
+    """Saving sharded over a single-file checkpoint, the second shard fails: the old checkpoint still loads."""
+    import qwen3mini.checkpoint as checkpoint
+    directory = copy_checkpoint(dense_dir[0], tmp_path)
+    model = qwen3mini.load_model(directory, dtype=torch.float32)
+    before = logits(model)
+    calls = []
+
+    def failing_save_file(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return save_file(*args, **kwargs)
+    monkeypatch.setattr(checkpoint, "save_file", failing_save_file)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(2.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(model, directory, max_shard_size=20_000)
+    assert torch.equal(logits(qwen3mini.load_model(directory, dtype=torch.float32)), before)
+    monkeypatch.undo()
+    save_model(model, directory, max_shard_size=20_000)             # sharded now: the single file is gone
+    assert not os.path.exists(directory / "model.safetensors")
+    save_model(model, directory)                                     # single again: index and shards are gone
+    assert sorted(p.name for p in directory.glob("model*")) == ["model.safetensors"]
+    assert torch.equal(logits(qwen3mini.load_model(directory, dtype=torch.float32)), logits(model))
+
+
 def test_fresh_model_roundtrip_from_preset(tmp_path):
     model = Qwen3ForCausalLM(PRESETS["tiny-moe"])
     save_model(model, tmp_path)
@@ -231,6 +258,34 @@ def test_error_repo_id_without_huggingface_hub(monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"huggingface_hub is not installed.*huggingface-cli download "
                                                 r"Qwen/Qwen3-0\.6B --local-dir DIR"):
         qwen3mini.load_model("Qwen/Qwen3-0.6B")
+
+
+def test_error_mistyped_local_path_is_not_a_repo_id(tmp_path, monkeypatch):
+    """checkpoints/qwen3mini-bse looks like a repo id, but checkpoints/ is a local directory: a typo, reported
+    as one, without asking the hub."""
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    (tmp_path / "checkpoints" / "qwen3mini-base").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^checkpoint directory checkpoints/qwen3mini-bse does not exist "
+                                                r"\(no such directory; checkpoints/ holds: qwen3mini-base\)$"):
+        qwen3mini.load_model("checkpoints/qwen3mini-bse")
+
+
+def test_generation_config(dense_dir, tmp_path):
+    from qwen3mini.checkpoint import read_generation_config
+    directory = copy_checkpoint(dense_dir[0], tmp_path)
+    if os.path.exists(directory / "generation_config.json"):
+        os.remove(directory / "generation_config.json")
+    assert read_generation_config(directory) == {}
+    (directory / "generation_config.json").write_text('{"eos_token_id": [1, 2]}')
+    assert read_generation_config(directory) == {"eos_token_id": [1, 2]}
+    (directory / "generation_config.json").write_text('{"eos_token_id": [1, ')
+    with pytest.raises(ValueError, match=r"generation_config\.json is not valid JSON"):
+        read_generation_config(directory)
 
 
 def test_error_repo_id_unreachable(monkeypatch):
