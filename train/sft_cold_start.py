@@ -57,7 +57,7 @@ class Settings(TrainSettings):
     init_from: str = setting("checkpoints/qwen3mini-base", "the model to fine-tune (HF layout, with its tokenizer)")
     tokenizer: str = setting("", "tokenizer folder saved with the model (empty: the one in --init_from)")
     ranges: str = setting(COLD_START_RANGES, "family:low-high difficulties of the cold start, comma-separated")
-    queries_per_cell: int = setting(600, "training queries per (family, difficulty) before filtering")
+    queries_per_cell: int = setting(1500, "training queries per (family, difficulty) before filtering")
     val_per_cell: int = setting(8, "validation queries per (family, difficulty)")
     no_think_share: float = setting(0.2, "share of replies in non-thinking mode (/no_think)")
     unflagged_share: float = setting(0.5, "share of thinking queries without /think (thinking is the default)")
@@ -65,17 +65,17 @@ class Settings(TrainSettings):
     drop_answered: bool = setting(True, "drop queries the start model answers right without thinking (§4.1)")
     steps_scale: float = setting(1.0, "multiply --steps (4: the 4x longer cold start that RL must beat)")
     out_dir: str = "runs/sft_cold_start"
-    seq_len: int = 2048
-    micro_batch: int = 32
-    grad_accum: int = 1                         # 32 x 2,048 = 65k tokens per step on one GPU
-    steps: int = 300
-    lr: float = 5e-4
-    min_lr: float = 5e-5
+    seq_len: int = 1024                         # the base model's training length; a trace fits in it
+    micro_batch: int = 64
+    grad_accum: int = 1                         # 64 x 1,024 = 65k tokens per step on one GPU
+    steps: int = 600                            # about 3 passes over the data: brief (paper §4.1)
+    lr: float = 1e-3
+    min_lr: float = 1e-4
     schedule: str = "cosine"
-    warmup_steps: int = 20
-    eval_every: int = 100
+    warmup_steps: int = 30
+    eval_every: int = 200
     eval_batches: int = 4
-    ckpt_every: int = 100
+    ckpt_every: int = 200
     compile: bool = True
 
     def __post_init__(self):
@@ -89,7 +89,7 @@ class Settings(TrainSettings):
 
 
 PRESETS = {
-    "tiny": dict(init_from="runs/tiny/s3/final", ranges="add:1-2,sort:3-4,linear:1", queries_per_cell=12, val_per_cell=2, seq_len=512,
+    "tiny": dict(init_from="runs/tiny/s3/final", ranges="add:1-2,sort:3-4,linear:1", queries_per_cell=12, val_per_cell=2, seq_len=256,
                  micro_batch=2, steps=8, warmup_steps=1, lr=3e-3, min_lr=3e-4, eval_every=4, eval_batches=1,
                  ckpt_every=4, log_every=2, drop_answered=False, device="cpu", dtype="float32", compile=False,
                  progress=False, out_dir="runs/tiny/sft_cold_start"),

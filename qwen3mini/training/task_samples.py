@@ -72,14 +72,13 @@ def unique_answer(problem: Problem) -> bool:
 def draw_queries(family: str, difficulty: int, count: int, rng: random.Random, exclude: frozenset) -> list:
     """``count`` distinct training problems of one cell with a unique answer, none of them held out."""
     seen, queries = set(), []
-    for problem in training_problems(family, difficulty, rng, exclude):
+    for draws, problem in enumerate(training_problems(family, difficulty, rng, exclude), 1):
         digest = problem_hash(FAMILIES[family], problem)
         if digest not in seen and unique_answer(problem):
             seen.add(digest)
             queries.append(problem)
-        if len(queries) == count or len(seen) > 20 * count:  # a small space (1-digit sums) runs out early
+        if len(queries) == count or draws == 20 * count:     # a small space (1-digit sums) runs out early
             return queries
-    return queries
 
 
 def evaluation_items() -> frozenset:
@@ -87,7 +86,7 @@ def evaluation_items() -> frozenset:
     return held_out(evaluation_sets().values())
 
 
-def answered_directly(model, tokenizer, problems: list, batch_size: int = 256) -> list[bool]:
+def answered_directly(model, tokenizer, problems: list, batch_size: int = 512) -> list[bool]:
     """Whether ``model`` answers each problem right without thinking: greedy, in non-thinking mode, a few
     tokens more than the answer. A base model knows no ``\\boxed{}``, so its reply's first line counts as the
     answer when it has no box."""

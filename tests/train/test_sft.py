@@ -196,8 +196,8 @@ def test_tiny_stage_end_to_end(tmp_path, capsys):
     model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["tiny"], vocab_size=16384, max_position_embeddings=1024))
     save_pretrained(model, str(start), TOKENIZER)
     out = tmp_path / "run"
-    args = ["--preset", "tiny", "--init_from", str(start), "--out_dir", str(out), "--steps", "12",
-            "--lr", "1e-2", "--min_lr", "1e-3", "--eval_every", "12"]
+    args = ["--preset", "tiny", "--init_from", str(start), "--out_dir", str(out), "--steps", "10",
+            "--lr", "1e-2", "--min_lr", "1e-3", "--eval_every", "10"]
     sft_cold_start.main(args)
     printed = capsys.readouterr().out
     assert "think" in printed and "tokens" in printed
@@ -208,6 +208,35 @@ def test_tiny_stage_end_to_end(tmp_path, capsys):
     data = json.load(open(out / "data.json"))
     assert set(data) == {"add/1", "add/2", "sort/3", "sort/4", "linear/1"}
     # killed after its last checkpoint: a rerun with more steps resumes from it
-    sft_cold_start.main(args[:-6] + ["--steps", "14", "--lr", "1e-2", "--min_lr", "1e-3", "--eval_every", "12"])
+    sft_cold_start.main(args[:-6] + ["--steps", "12", "--lr", "1e-2", "--min_lr", "1e-3", "--eval_every", "10"])
     assert "resumed from" in capsys.readouterr().out
-    assert [json.loads(line)["step"] for line in open(out / "log.jsonl")][-1] == 14
+    assert [json.loads(line)["step"] for line in open(out / "log.jsonl")][-1] == 12
+
+
+def test_answered_directly(tok, monkeypatch):
+    """The query filter runs the start model through the chat's generation path; a bare first line counts as
+    the answer of a model that knows no \\boxed{}."""
+    import types
+    from qwen3mini import chat
+    from qwen3mini.training.task_samples import answered_directly
+    problems = [problem(i, "add", 2) for i in range(3)]
+    model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["tiny"], vocab_size=16384, max_position_embeddings=1024))
+    assert len(answered_directly(model.eval(), tok, problems, batch_size=2)) == 3     # the real path runs
+    texts = [problems[0].answer + "\nmore text", "The sum is \\boxed{" + problems[1].answer + "}", "12345"]
+
+    def planted(model, tokenizer, prompts, max_new_tokens, sampling):
+        assert all(tokenizer.decode(p).endswith("<think>\n\n</think>\n\n") for p in prompts)  # non-thinking
+        return [types.SimpleNamespace(parts=chat.split_completion(texts.pop(0))) for _ in prompts]
+    monkeypatch.setattr(chat, "generate_replies", planted)
+    assert answered_directly(model, tok, problems, batch_size=2) == [True, True, False]
+
+
+def test_draw_queries_distinct_held_out_and_ends_in_a_small_space():
+    from qwen3mini.tasks import problem_hash
+    from qwen3mini.tasks.splits import evaluation_set
+    from qwen3mini.training.task_samples import draw_queries, evaluation_items
+    exclude = evaluation_items()
+    queries = draw_queries("add", 1, 1000, random.Random(0), exclude)    # far more than 1-digit sums exist
+    hashes = [problem_hash(FAMILIES["add"], q) for q in queries]
+    assert 10 < len(queries) < 1000 and len(set(hashes)) == len(hashes) and not set(hashes) & exclude
+    assert evaluation_set("add", 1)[0] not in queries
