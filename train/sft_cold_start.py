@@ -96,8 +96,9 @@ PRESETS = {
 }
 
 
-def build_samples(settings, model, tokenizer):
-    """(train samples, val samples, stats): rendered (ids, mask) pairs of the filtered queries and replies."""
+def build_samples(settings, tokenizer, judge=None):
+    """(train samples, val samples, stats): rendered (ids, mask) pairs of the filtered queries and replies;
+    ``judge``: the start model that drops the queries it answers without thinking (None: keep them)."""
     exclude = evaluation_items()
     stats, train, val = SampleStats(), [], []
     for family, levels in parse_ranges(settings.ranges).items():
@@ -106,8 +107,8 @@ def build_samples(settings, model, tokenizer):
             queries = draw_queries(family, difficulty, settings.queries_per_cell + settings.val_per_cell, rng,
                                    exclude)
             stats.add(family, difficulty, "drawn", len(queries))
-            if settings.drop_answered:
-                answered = answered_directly(model, tokenizer, queries)
+            if judge is not None:
+                answered = answered_directly(judge, tokenizer, queries)
                 stats.add(family, difficulty, "answered_directly", sum(answered))
                 queries = [q for q, a in zip(queries, answered) if not a]
             for n, problem in enumerate(queries):
@@ -150,11 +151,15 @@ def main(argv=None):
     tokenizer_dir = settings.tokenizer or settings.init_from
     info = init_distributed(settings.device)
     seed_everything(settings.seed)
+    if not os.path.isdir(tokenizer_dir):
+        option = "--tokenizer" if settings.tokenizer else "--init_from"
+        raise ValueError(f"{option} {tokenizer_dir}: no such folder (the tiny preset starts from S3's tiny run)")
     tokenizer = qwen3mini.load_tokenizer(tokenizer_dir)
     model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="the pre-training stages")
-    model.to(info.device)
-    train, val, stats = build_samples(settings, model.eval(), tokenizer)
-    model.train()
+    # The query filter asks the start model as inference would: in its shipped dtype, through generation.
+    judge = qwen3mini.load_model(settings.init_from, device=info.device) if settings.drop_answered else None
+    train, val, stats = build_samples(settings, tokenizer, judge)
+    del judge
     if info.is_main:
         print(stats.table())
         print(f"{len(train)} training samples, {stats.total('tokens') / 1e6:.2f}M tokens "

@@ -240,3 +240,14 @@ def test_draw_queries_distinct_held_out_and_ends_in_a_small_space():
     hashes = [problem_hash(FAMILIES["add"], q) for q in queries]
     assert 10 < len(queries) < 1000 and len(set(hashes)) == len(hashes) and not set(hashes) & exclude
     assert evaluation_set("add", 1)[0] not in queries
+
+
+def test_build_samples_balanced_with_the_query_filter(tok):
+    from train import sft_cold_start as stage
+    settings = stage.Settings(**{**stage.PRESETS["tiny"], "ranges": "add:2,sort:3", "drop_answered": True})
+    judge = Qwen3ForCausalLM(dataclasses.replace(PRESETS["tiny"], vocab_size=16384, max_position_embeddings=1024))
+    train, val, stats = stage.build_samples(settings, tok, judge.eval())
+    assert set(stats.cells) == {"add/2", "sort/3"} and len(val) == 2 * settings.val_per_cell
+    for cell in stats.cells.values():
+        assert cell["drawn"] == settings.queries_per_cell + settings.val_per_cell and "answered_directly" in cell
+    assert all(len(ids) <= settings.seq_len and any(mask) for ids, mask in train)
