@@ -89,7 +89,8 @@ class Settings(TrainSettings):
 
 
 PRESETS = {
-    "tiny": dict(init_from="runs/tiny/s3/final", ranges="add:1-2,sort:3-4,linear:1", queries_per_cell=12, val_per_cell=2, seq_len=256,
+    "tiny": dict(init_from="runs/tiny/s3/final", ranges="add:1-2,sort:3-4,linear:1", queries_per_cell=12,
+                 val_per_cell=2, seq_len=256,
                  micro_batch=2, steps=8, warmup_steps=1, lr=3e-3, min_lr=3e-4, eval_every=4, eval_batches=1,
                  ckpt_every=4, log_every=2, drop_answered=False, device="cpu", dtype="float32", compile=False,
                  progress=False, out_dir="runs/tiny/sft_cold_start"),
