@@ -251,3 +251,22 @@ def test_build_samples_balanced_with_the_query_filter(tok):
     for cell in stats.cells.values():
         assert cell["drawn"] == settings.queries_per_cell + settings.val_per_cell and "answered_directly" in cell
     assert all(len(ids) <= settings.seq_len and any(mask) for ids, mask in train)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_packed_rows_on_the_gpu_use_the_memory_efficient_kernel():
+    """On a GPU the masked training path must run in the memory-efficient SDPA kernel (forced here: the call
+    fails if that kernel cannot take it) and agree with each conversation alone, in bf16 under autocast."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    model, samples = tiny_model().cuda(), random_samples([40, 70, 30, 90])
+    inputs, _, positions = (t[None].cuda() for t in packed_row(samples, [0, 1, 2, 3], 256, 0))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+            packed = model(inputs, position_ids=positions).float()
+            packed.sum().backward()
+        offset = 0
+        for ids, _ in samples:
+            alone = model(torch.tensor(ids, device="cuda")[None]).float()
+            # bf16 activations (8 bits of mantissa) through 2 layers, two kernels: a few bf16 ulps of the logits
+            torch.testing.assert_close(packed[:, offset:offset + len(ids)], alone, rtol=3e-2, atol=3e-2)
+            offset += len(ids)
