@@ -135,9 +135,10 @@ class PrefillContext:
     whole row (``Lk = start + Lq``, causal aligned to the end; see ``ops.attention_prefill``).
     """
 
-    def __init__(self, cu_seqlens, cache=None, rows=None, starts=None, equal_rows=None):
+    def __init__(self, cu_seqlens, cache=None, rows=None, starts=None, equal_rows=None, row_mask=None):
         self.cu_seqlens_q = self.cu_seqlens_k = cu_seqlens
         self.equal_rows = equal_rows            # (B, T) when the packed tokens are B full rows of T tokens
+        self.row_mask = row_mask                # [B, 1, T, T] bool when those rows hold several sequences
         self.cache = cache
         if cache is None:
             return
@@ -172,7 +173,15 @@ class PrefillContext:
         without materialising the scores (bench/RESULTS.md)."""
         (batch, time), heads, kv_heads, dim = self.equal_rows, q.shape[1], k.shape[1], q.shape[2]
         q, k, v = (t.view(batch, time, t.shape[1], dim).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=heads != kv_heads)
+        if self.row_mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                                 enable_gqa=heads != kv_heads)
+        else:
+            # Packed rows: the block-diagonal causal mask keeps each sequence to itself. A mask rules out
+            # the flash kernel; KV heads are repeated so that the memory-efficient one (which takes masks
+            # but not grouped heads) serves it rather than the math fallback that stores the scores.
+            k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.row_mask, scale=scale)
         return out.transpose(1, 2).reshape(batch * time, heads, dim)
 
 
@@ -340,6 +349,24 @@ class Qwen3Model(nn.Module):
         return x, router_logits
 
 
+def packed_sequences(position_ids: torch.Tensor, shape) -> tuple:
+    """Rows [B, T] holding several sequences each, described by their positions (0 where one starts):
+    (positions [B*T], cu_seqlens of the sequences, block-diagonal causal mask [B, 1, T, T])."""
+    if position_ids.shape != shape:
+        raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}, input_ids {tuple(shape)}")
+    previous = F.pad(position_ids[:, :-1], (1, 0), value=-1)
+    starts = position_ids == 0
+    if not bool((starts | (position_ids == previous + 1)).all()):
+        raise ValueError("position_ids: every row must start at 0 and count up by 1 until the next 0")
+    sequence = starts.cumsum(dim=1)                                     # [B, T]: which sequence of its row
+    time = torch.arange(shape[1], device=position_ids.device)
+    causal = time[:, None] >= time[None, :]
+    row_mask = (sequence[:, :, None] == sequence[:, None, :]) & causal  # [B, T, T]
+    first = starts.reshape(-1).nonzero().flatten()
+    cu_seqlens = F.pad(first, (0, 1), value=position_ids.numel()).to(torch.int32)
+    return position_ids.reshape(-1), cu_seqlens, row_mask[:, None]
+
+
 class Qwen3ForCausalLM(nn.Module):
     """The causal language model: ``Qwen3Model`` plus the head (tied to the embedding or separate).
 
@@ -382,20 +409,28 @@ class Qwen3ForCausalLM(nn.Module):
         return ops.linear(hidden, self.head_weight)
 
     # -------------------------------------------------------------- no-cache forward
-    def forward(self, input_ids: torch.Tensor, return_router_logits: bool = False):
+    def forward(self, input_ids: torch.Tensor, return_router_logits: bool = False, position_ids=None):
         """input_ids LongTensor [B, T] (all rows the same length, no padding) -> logits [B, T, vocab].
 
         With ``return_router_logits`` also returns the router logits of every MoE layer, each [B*T, E]
         (an empty list for a dense model) for the load-balancing loss.
+
+        ``position_ids`` [B, T] packs several sequences into a row (SFT on conversations): a sequence starts
+        wherever the position is 0, its positions count up from there, and its tokens attend only to its
+        own (transformers reads packed position_ids the same way for its varlen attention).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         batch, time = input_ids.shape
         check_context(self.config, time, "sequence length")
         device = input_ids.device
-        positions = torch.arange(time, device=device).repeat(batch)
-        cu_seqlens = torch.arange(0, batch + 1, device=device, dtype=torch.int32) * time
-        context = PrefillContext(cu_seqlens, equal_rows=(batch, time))
+        if position_ids is None:
+            positions = torch.arange(time, device=device).repeat(batch)
+            cu_seqlens = torch.arange(0, batch + 1, device=device, dtype=torch.int32) * time
+            context = PrefillContext(cu_seqlens, equal_rows=(batch, time))
+        else:
+            positions, cu_seqlens, row_mask = packed_sequences(position_ids, input_ids.shape)
+            context = PrefillContext(cu_seqlens, equal_rows=(batch, time), row_mask=row_mask)
         hidden, router_logits = self.model(input_ids.reshape(-1), positions, context)
         logits = self.logits(hidden).view(batch, time, -1)
         return (logits, router_logits) if return_router_logits else logits

@@ -1,0 +1,154 @@
+"""Supervised fine-tuning on conversations (paper §4.1 cold start, §4.3 fusion, §4.5 off-policy distillation).
+
+Three steps, each usable alone:
+
+* ``render_sample``: a conversation ending in the assistant reply to learn -> token ids and a loss mask. The
+  ids are the chat template's (docs/qwen3.md §4) exactly as inference sees them: the prompt part is
+  ``apply_chat_template(history, add_generation_prompt=True)`` token for token, and the reply is what the
+  model must write after it, ``<think>\\n{thinking}\\n</think>\\n\\n{answer}<|im_end|>``.
+* ``pack_rows``: many samples per row of ``seq_len`` tokens; ``PackedBatches`` serves the rows to the
+  trainer as (inputs, targets, position_ids) micro-batches, positions restarting at each sample, so that the
+  model's training forward keeps attention inside each conversation (``model.forward(position_ids=...)``).
+* ``PackedLMLoss``: pre-training's cross-entropy, taken only where the target is an assistant token (the
+  others are ``IGNORE``); the trainer divides by the global count of those tokens.
+
+What is trained (the mask): every token of the final reply, ``<|im_end|>`` included, nothing of the prompt.
+A non-thinking reply is trained with its empty think block ``<think>\\n\\n</think>\\n\\n``: under a ``/no_think``
+flag the model writes that block itself (paper Table 9), so it has to learn it. Under ``enable_thinking=False``
+the template puts the same tokens into the prompt instead, and since ``<think>`` and ``</think>`` are single
+added tokens the ids are identical either way (tests/train/test_sft.py checks it), so one sample serves both.
+Earlier turns of a multi-turn sample are prompt: the template drops their thinking, so training on them would
+teach the model to answer without thinking; a dialogue whose every turn should be learned makes one sample
+per assistant turn.
+"""
+import random
+
+import torch
+
+from .. import ops
+from .distributed import all_reduce, unwrap
+from .losses import IGNORE, CausalLMLoss
+from .moe_loss import expert_counts, load_balancing_loss
+
+END_OF_TURN = "<|im_end|>"
+
+
+def render_sample(tokenizer, messages) -> tuple[list[int], list[bool]]:
+    """(ids, mask) of a conversation whose last message is the assistant reply to learn (a dict with
+    ``content`` and, for a thinking reply, ``reasoning_content``). ``mask[i]`` says whether token i is the
+    model's to write (a loss target)."""
+    if not messages or messages[-1].get("role") != "assistant":
+        raise ValueError("render_sample: the conversation must end with the assistant reply to learn")
+    history = messages[:-1]
+    prompt = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    # The template closes the turn with "<|im_end|>\n"; the newline comes after the stop token, never generated.
+    if not (text.startswith(prompt) and text.endswith(END_OF_TURN + "\n")):
+        raise ValueError("render_sample: the chat template renders the reply differently from the prompt "
+                         "that inference would open")
+    prompt_ids, reply_ids = tokenizer.encode(prompt), tokenizer.encode(text[len(prompt):-1])
+    return prompt_ids + reply_ids, [False] * len(prompt_ids) + [True] * len(reply_ids)
+
+
+def pack_rows(lengths: list[int], seq_len: int, order: list[int], open_rows: int = 8) -> list[list[int]]:
+    """Samples (by index, in ``order``) packed into rows of at most ``seq_len`` tokens: each goes into the
+    first of the last ``open_rows`` rows with room (first fit over a window: little padding, and the rows
+    keep the shuffled order's mix). A sample longer than ``seq_len`` is an error: drop such samples first."""
+    rows, room = [], []
+    for index in order:
+        if lengths[index] > seq_len:
+            raise ValueError(f"pack_rows: sample {index} has {lengths[index]} tokens, more than --seq_len {seq_len}")
+        start = max(0, len(rows) - open_rows)
+        fit = next((r for r in range(start, len(rows)) if room[r] >= lengths[index]), None)
+        if fit is None:
+            rows.append([])
+            room.append(seq_len)
+            fit = len(rows) - 1
+        rows[fit].append(index)
+        room[fit] -= lengths[index]
+    return rows
+
+
+def packed_row(samples, indices, seq_len: int, pad_id: int) -> tuple:
+    """One row: (inputs, targets, position_ids), LongTensors [seq_len]. A sample's target at token i is token
+    i+1 where that one is masked in, else IGNORE; its last token has none (the next token is another
+    sample's). Padding fills the end as a sequence of its own with no targets."""
+    inputs, targets, positions = [], [], []
+    for index in indices:
+        ids, mask = samples[index]
+        inputs += ids
+        targets += [t if m else IGNORE for t, m in zip(ids[1:], mask[1:])] + [IGNORE]
+        positions += range(len(ids))
+    pad = seq_len - len(inputs)
+    inputs, targets, positions = inputs + [pad_id] * pad, targets + [IGNORE] * pad, positions + list(range(pad))
+    return tuple(torch.tensor(x, dtype=torch.long) for x in (inputs, targets, positions))
+
+
+class PackedBatches:
+    """A batch source for the trainer over rendered samples ``[(ids, mask), ...]``: each epoch shuffles the
+    samples (seeded by ``seed`` and the epoch), packs them into rows, and serves ``micro_batch`` rows per
+    process; rank r reads slice r of each global micro-batch. The state (epoch, rows served in it) resumes
+    exactly. ``shuffle=False`` (validation) keeps the samples' order in every epoch."""
+
+    def __init__(self, samples, seq_len: int, micro_batch: int, info, seed: int, pad_id: int, vocab_size: int,
+                 shuffle: bool = True):
+        if not samples:
+            raise ValueError("PackedBatches: no samples")
+        self.samples, self.seq_len, self.micro_batch, self.info = samples, seq_len, micro_batch, info
+        self.seed, self.pad_id, self.vocab_size, self.shuffle = seed, pad_id, vocab_size, shuffle
+        self.lengths = [len(ids) for ids, _ in samples]
+        self.epoch, self.position, self._rows = 0, 0, None
+
+    def rows(self, epoch: int) -> list[list[int]]:
+        order = list(range(len(self.samples)))
+        if self.shuffle:
+            random.Random(f"{self.seed}|{epoch}").shuffle(order)
+        return pack_rows(self.lengths, self.seq_len, order)
+
+    def next_batch(self) -> tuple:
+        batch = []
+        for n in range(self.micro_batch * self.info.world_size):
+            if self._rows is None:
+                self._rows = self.rows(self.epoch)
+            if n // self.micro_batch == self.info.rank:
+                batch.append(packed_row(self.samples, self._rows[self.position], self.seq_len, self.pad_id))
+            self.position += 1
+            if self.position == len(self._rows):
+                self.epoch, self.position, self._rows = self.epoch + 1, 0, None
+        return tuple(torch.stack(column) for column in zip(*batch))
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict):
+        self.epoch, self.position, self._rows = state["epoch"], state["position"], None
+
+
+class PackedLMLoss(CausalLMLoss):
+    """``CausalLMLoss`` on packed (inputs, targets, position_ids) micro-batches: the model sees the positions,
+    so attention stays inside each sample; the MoE's step-wide expert counts come from the same packed
+    forward."""
+
+    @torch.no_grad()
+    def begin_step(self, model, micro_batches):
+        self.counts = None
+        if self.config.is_moe and len(micro_batches) > 1:   # as moe_loss.global_expert_counts, packed
+            counts = 0
+            for inputs, _, positions in micro_batches:
+                with ops.backend("reference"):
+                    _, router_logits = unwrap(model)(inputs, return_router_logits=True, position_ids=positions)
+                counts = counts + expert_counts(router_logits, self.config.num_experts_per_tok)
+            self.counts = all_reduce(counts)
+
+    def __call__(self, model, micro_batch):
+        inputs, targets, positions = micro_batch
+        tokens = (targets != IGNORE).sum()
+        if not (self.config.is_moe and unwrap(model).training):
+            ce = self.cross_entropy(model(inputs, position_ids=positions), targets)
+            return ce, tokens, {"loss": ce.detach()}
+        logits, router_logits = model(inputs, return_router_logits=True, position_ids=positions)
+        if self.counts is None:
+            self.counts = all_reduce(expert_counts(router_logits, self.config.num_experts_per_tok))
+        ce = self.cross_entropy(logits, targets)
+        lbl = load_balancing_loss(router_logits, self.counts) * tokens
+        return ce + self.lbl_coef * lbl, tokens, {"loss": ce.detach(), "lbl": lbl.detach()}

@@ -1,0 +1,126 @@
+"""SFT samples from the verifiable tasks (paper §4.1): query filtering, the solvers' replies in thinking and
+non-thinking mode, response filtering. The cold start builds its data here; later stages reuse the query
+side (stage 3 samples the RL model on the same kind of queries and filters its replies the same way).
+
+Query filtering (§4.1):
+* held out: no item of any evaluation set, in any order (``tasks.splits.training_problems``);
+* unique answer: the question alone must determine the answer, i.e. read back by the family's parser it
+  gives the same canonical answer (countdown has many answers: its verifier checks the solver's instead);
+* balanced: the same number of queries per (family, difficulty) cell, drawn without repeats;
+* not answered directly: a query the start model already answers without thinking teaches no reasoning
+  (``answered_directly``, measured through the chat's generation path).
+Response filtering: ``tasks.filters.reject_reason`` on every solver reply, the same function that later
+judges model samples.
+"""
+import random
+from dataclasses import dataclass, field
+
+from ..tasks import FAMILIES, Problem, family_of, problem_hash, verify
+from ..tasks import filters, traces
+from ..tasks.answers import last_boxed
+from ..tasks.splits import evaluation_sets, held_out, training_problems
+
+THINK, NO_THINK = "think", "no-think"
+
+
+@dataclass
+class SampleStats:
+    """What the data holds, by (family, difficulty) cell: samples per mode, tokens, and what was dropped."""
+    cells: dict = field(default_factory=dict)
+
+    def add(self, family: str, difficulty: int, key: str, n: int = 1):
+        cell = self.cells.setdefault(f"{family}/{difficulty}", {})
+        cell[key] = cell.get(key, 0) + n
+
+    def total(self, key: str) -> int:
+        return sum(cell.get(key, 0) for cell in self.cells.values())
+
+    def table(self) -> str:
+        keys = sorted({k for cell in self.cells.values() for k in cell})
+        lines = ["cell".ljust(14) + "".join(k.rjust(16) for k in keys)]
+        for name, cell in self.cells.items():
+            lines.append(name.ljust(14) + "".join(str(cell.get(k, 0)).rjust(16) for k in keys))
+        lines.append("total".ljust(14) + "".join(str(self.total(k)).rjust(16) for k in keys))
+        return "\n".join(lines)
+
+
+def parse_ranges(text: str) -> dict[str, range]:
+    """``"add:1-6,mul:1-3"`` -> {"add": range(1, 7), "mul": range(1, 4)}; ValueError naming a bad part."""
+    ranges = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, span = part.partition(":")
+        low, _, high = span.partition("-")
+        if name not in FAMILIES or not (low.isdigit() and (high or low).isdigit()):
+            raise ValueError(f"--ranges {part!r}: expected family:low-high with a family of {', '.join(FAMILIES)}")
+        levels = range(int(low), int(high or low) + 1)
+        known = FAMILIES[name].difficulties
+        if not levels or levels[0] < known.start or levels[-1] >= known.stop:
+            raise ValueError(f"--ranges {part!r}: {name} has difficulties {known.start} to {known.stop - 1}")
+        ranges[name] = levels
+    if not ranges:
+        raise ValueError("--ranges: no family given")
+    return ranges
+
+
+def unique_answer(problem: Problem) -> bool:
+    """Whether the question determines the answer (countdown: whether its answer verifies instead)."""
+    if problem.family == "countdown":
+        return verify(problem, f"\\boxed{{{problem.answer}}}")
+    return family_of(problem).parse(problem.question).answer == problem.answer
+
+
+def draw_queries(family: str, difficulty: int, count: int, rng: random.Random, exclude: frozenset) -> list:
+    """``count`` distinct training problems of one cell with a unique answer, none of them held out."""
+    seen, queries = set(), []
+    for draws, problem in enumerate(training_problems(family, difficulty, rng, exclude), 1):
+        digest = problem_hash(FAMILIES[family], problem)
+        if digest not in seen and unique_answer(problem):
+            seen.add(digest)
+            queries.append(problem)
+        if len(queries) == count or draws == 20 * count:     # a small space (1-digit sums) runs out early
+            return queries
+
+
+def evaluation_items() -> frozenset:
+    """Hashes of every evaluation item of every family and difficulty."""
+    return held_out(evaluation_sets().values())
+
+
+def answered_directly(model, tokenizer, problems: list, batch_size: int = 512) -> list[bool]:
+    """Whether ``model`` answers each problem right without thinking: greedy, in non-thinking mode, a few
+    tokens more than the answer. A base model knows no ``\\boxed{}``, so its reply's first line counts as the
+    answer when it has no box."""
+    from ..chat import generate_replies, render
+    prompts = [render(tokenizer, [{"role": "user", "content": p.question}], think=False) for p in problems]
+    right = []
+    for start in range(0, len(problems), batch_size):
+        batch = problems[start:start + batch_size]
+        longest = max(len(tokenizer.encode(p.answer)) for p in batch)
+        replies = generate_replies(model, tokenizer, prompts[start:start + batch_size], longest + 16,
+                                   {"temperature": 0.0})
+        for problem, reply in zip(batch, replies):
+            text = reply.parts.answer
+            answer = last_boxed(text) or (text.strip().split("\n")[0] if text.strip() else "")
+            right.append(family_of(problem).is_correct(problem, answer))
+    return right
+
+
+def flagged(question: str, mode: str, rng: random.Random, unflagged_share: float) -> str:
+    """The user's turn: the question with the mode's flag at the end (paper §4.3); thinking being the
+    default, a share of thinking queries carries no flag."""
+    if mode == THINK:
+        return question if rng.random() < unflagged_share else f"{question} /think"
+    return f"{question} /no_think"
+
+
+def reply_message(problem: Problem, mode: str, rng: random.Random, slip_share: float) -> dict:
+    """The solver's reply as an assistant message (the chat template adds the think block around it)."""
+    if mode == THINK:
+        return {"role": "assistant", "reasoning_content": traces.thinking(problem, rng, slip_share),
+                "content": traces.answer(problem)}
+    return {"role": "assistant", "content": traces.answer(problem)}
+
+
+def response_rejected(problem: Problem, message: dict) -> str | None:
+    """The response filters (tasks.filters) on one reply; None when it is kept."""
+    return filters.reject_reason(problem, message.get("reasoning_content", ""), message["content"])
