@@ -40,8 +40,9 @@ from qwen3mini.training.distributed import (barrier, close_distributed, gathered
 from qwen3mini.training.logs import plot_losses                                   # noqa: E402
 from qwen3mini.training.optim import Schedule, build_optimizer                    # noqa: E402
 from qwen3mini.training.settings import TrainSettings, parse_settings, setting    # noqa: E402
-from qwen3mini.training.sft import PackedBatches, PackedLMLoss, render_sample     # noqa: E402
-from qwen3mini.training.stage import _summary, load_start, run_script, save_pretrained  # noqa: E402
+from qwen3mini.training.losses import CausalLMLoss                            # noqa: E402
+from qwen3mini.training.sft import PackedBatches, render_sample                  # noqa: E402
+from qwen3mini.training.stage import load_start, run_script, save_pretrained, stage_summary  # noqa: E402
 from qwen3mini.training.task_samples import (NO_THINK, THINK, SampleStats, answered_directly,  # noqa: E402
                                              draw_queries, evaluation_items, flagged, parse_ranges,
                                              reply_message, response_rejected)
@@ -138,7 +139,7 @@ def save_final(model, out_dir: str, tokenizer_dir: str):
     """out_dir/final in bf16 with the tokenizer, written beside it first: a kill keeps the previous one."""
     final, tmp = os.path.join(out_dir, "final"), os.path.join(out_dir, "final.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp, tokenizer_dir, dtype=torch.bfloat16)
+    save_pretrained(model, tmp, tokenizer_dir, dtype=torch.bfloat16, post_trained=True)
     if os.path.exists(final):
         shutil.rmtree(final + ".old", ignore_errors=True)
         os.replace(final, final + ".old")
@@ -172,7 +173,7 @@ def main(argv=None):
                              shuffle=samples is train) for samples in (train, val)]
     wrapped = wrap_model(model, info, settings.parallel, settings.compile)
     optimizer = build_optimizer(wrapped, settings.lr, settings.weight_decay, (settings.beta1, settings.beta2))
-    loss_fn = PackedLMLoss(model.config, settings.lbl_coef, settings.compile)
+    loss_fn = CausalLMLoss(model.config, settings.lbl_coef, settings.compile)
     trainer = Trainer(wrapped, optimizer, Schedule.from_settings(settings), settings, info, *batches,
                       name="SFT cold start", loss_fn=loss_fn)
     records = trainer.fit()
@@ -181,7 +182,7 @@ def main(argv=None):
         save_final(final, settings.out_dir, tokenizer_dir)
         plot_losses({"cold start train": trainer.log.path}, os.path.join(settings.out_dir, "loss.png"),
                     key="loss", title="SFT cold start: training loss (assistant tokens)")
-        summary = {**_summary("SFT cold start", trainer, records, model.config, info.world_size),
+        summary = {**stage_summary("SFT cold start", trainer, records, model.config, info.world_size),
                    "samples": len(train), "sample_tokens": stats.total("tokens")}
         write_atomic(os.path.join(settings.out_dir, "summary.json"), json.dumps(summary, indent=2))
         print(f"SFT cold start: {trainer.step} steps, {trainer.elapsed:.0f} s, loss {summary['final_loss']}, "

@@ -52,7 +52,9 @@ def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 
 class CausalLMLoss(LossFunction):
-    """Cross-entropy of (inputs, targets) micro-batches (LongTensors [B, T]); for an MoE also the global-batch
+    """Cross-entropy of (inputs, targets) micro-batches (LongTensors [B, T]), or (inputs, targets, position_ids)
+    for rows that pack several conversations (the model keeps attention inside each: sft.py); for an MoE also
+    the global-batch
     load-balancing loss (moe_loss.py) weighted by ``lbl_coef``, logged as ``lbl``, in training passes.
 
     Metrics: ``loss`` (the cross-entropy alone) and, for an MoE, ``lbl``. The LBL of a micro-batch is
@@ -73,12 +75,13 @@ class CausalLMLoss(LossFunction):
             self.counts = global_expert_counts(model, micro_batches, self.config.num_experts_per_tok)
 
     def __call__(self, model, micro_batch):
-        inputs, targets = micro_batch
+        inputs, targets, *positions = micro_batch
+        positions = positions[0] if positions else None
         tokens = (targets != IGNORE).sum()
         if not (self.config.is_moe and unwrap(model).training):
-            ce = self.cross_entropy(model(inputs), targets)
+            ce = self.cross_entropy(model(inputs, position_ids=positions), targets)
             return ce, tokens, {"loss": ce.detach()}
-        logits, router_logits = model(inputs, return_router_logits=True)
+        logits, router_logits = model(inputs, return_router_logits=True, position_ids=positions)
         if self.counts is None:
             self.counts = all_reduce(expert_counts(router_logits, self.config.num_experts_per_tok))
         ce = self.cross_entropy(logits, targets)

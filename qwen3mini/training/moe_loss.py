@@ -52,13 +52,14 @@ def global_expert_counts(model, micro_batches, top_k: int) -> torch.Tensor:
     The loss of micro-batch 1 needs the frequencies of all micro-batches, which only exist after their
     forward passes: a forward pass without gradients over the step's inputs gets them. It runs the reference
     ops, as the training passes do (``qwen3mini.ops`` picks them whenever gradients are needed), so it routes
-    every token to the same experts. ``micro_batches``: (inputs, ...) tuples.
+    every token to the same experts. ``micro_batches``: (inputs, targets) or (inputs, targets, position_ids).
     """
     model = unwrap(model)
     counts = 0
-    for inputs, *_ in micro_batches:
+    for inputs, _, *positions in micro_batches:
         with ops.backend("reference"):
-            _, router_logits = model(inputs, return_router_logits=True)
+            _, router_logits = model(inputs, return_router_logits=True,
+                                     position_ids=positions[0] if positions else None)
         counts = counts + expert_counts(router_logits, top_k)
     return all_reduce(counts)
 

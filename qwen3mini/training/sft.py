@@ -9,8 +9,8 @@ Three steps, each usable alone:
 * ``pack_rows``: many samples per row of ``seq_len`` tokens; ``PackedBatches`` serves the rows to the
   trainer as (inputs, targets, position_ids) micro-batches, positions restarting at each sample, so that the
   model's training forward keeps attention inside each conversation (``model.forward(position_ids=...)``).
-* ``PackedLMLoss``: pre-training's cross-entropy, taken only where the target is an assistant token (the
-  others are ``IGNORE``); the trainer divides by the global count of those tokens.
+* the loss is pre-training's ``CausalLMLoss`` on those micro-batches, taken only where the target is an
+  assistant token (the others are ``IGNORE``); the trainer divides by the global count of those tokens.
 
 What is trained (the mask): every token of the final reply, ``<|im_end|>`` included, nothing of the prompt.
 A non-thinking reply is trained with its empty think block ``<think>\\n\\n</think>\\n\\n``: under a ``/no_think``
@@ -25,10 +25,7 @@ import random
 
 import torch
 
-from .. import ops
-from .distributed import all_reduce, unwrap
-from .losses import IGNORE, CausalLMLoss
-from .moe_loss import expert_counts, load_balancing_loss
+from .losses import IGNORE
 
 END_OF_TURN = "<|im_end|>"
 
@@ -122,33 +119,3 @@ class PackedBatches:
 
     def load_state_dict(self, state: dict):
         self.epoch, self.position, self._rows = state["epoch"], state["position"], None
-
-
-class PackedLMLoss(CausalLMLoss):
-    """``CausalLMLoss`` on packed (inputs, targets, position_ids) micro-batches: the model sees the positions,
-    so attention stays inside each sample; the MoE's step-wide expert counts come from the same packed
-    forward."""
-
-    @torch.no_grad()
-    def begin_step(self, model, micro_batches):
-        self.counts = None
-        if self.config.is_moe and len(micro_batches) > 1:   # as moe_loss.global_expert_counts, packed
-            counts = 0
-            for inputs, _, positions in micro_batches:
-                with ops.backend("reference"):
-                    _, router_logits = unwrap(model)(inputs, return_router_logits=True, position_ids=positions)
-                counts = counts + expert_counts(router_logits, self.config.num_experts_per_tok)
-            self.counts = all_reduce(counts)
-
-    def __call__(self, model, micro_batch):
-        inputs, targets, positions = micro_batch
-        tokens = (targets != IGNORE).sum()
-        if not (self.config.is_moe and unwrap(model).training):
-            ce = self.cross_entropy(model(inputs, position_ids=positions), targets)
-            return ce, tokens, {"loss": ce.detach()}
-        logits, router_logits = model(inputs, return_router_logits=True, position_ids=positions)
-        if self.counts is None:
-            self.counts = all_reduce(expert_counts(router_logits, self.config.num_experts_per_tok))
-        ce = self.cross_entropy(logits, targets)
-        lbl = load_balancing_loss(router_logits, self.counts) * tokens
-        return ce + self.lbl_coef * lbl, tokens, {"loss": ce.detach(), "lbl": lbl.detach()}

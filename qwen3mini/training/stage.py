@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from ..chat import SAMPLING_DEFAULTS
 from ..config import PRESETS
 from .checkpoints import write_atomic
 from .distributed import barrier, close_distributed, gathered_model, init_distributed, seed_everything, wrap_model
@@ -60,7 +61,8 @@ def special_token_ids(tokenizer_dir: str) -> dict:
 def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None, max_shard_size=None,
                     post_trained: bool = False):
     """Save ``model`` in the HF layout: config.json, safetensors, and with ``tokenizer_dir`` its tokenizer
-    files plus a ``generation_config.json`` with Qwen3's non-thinking sampling settings (docs/qwen3.md §2.4).
+    files plus a ``generation_config.json`` with Qwen3's sampling settings (docs/qwen3.md §2.4: thinking mode's
+    for a post-trained model, non-thinking mode's for a base model, which cannot think yet).
     A ``post_trained`` model ends its turns, so it stops on ``<|im_end|>`` as well as ``<|endoftext|>``; a base
     model stops on ``<|endoftext|>`` alone, as Qwen's -Base releases do (qwen3mini.chat reads the difference)."""
     from ..checkpoint import save_model
@@ -76,8 +78,9 @@ def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None
     for name in sorted(os.listdir(tokenizer_dir)):
         if name.endswith((".json", ".txt", ".model", ".jinja")) and name != "config.json":
             shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(directory, name))
+    sampling = SAMPLING_DEFAULTS["think" if post_trained else "no-think"]   # a base model cannot think yet
     generation = {"bos_token_id": eot, "eos_token_id": [im_end, eot] if post_trained else eot, "pad_token_id": eot,
-                  "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20}
+                  "do_sample": True, **{k: sampling[k] for k in ("temperature", "top_p", "top_k")}}
     write_atomic(os.path.join(directory, "generation_config.json"), json.dumps(generation, indent=2) + "\n")
 
 
@@ -108,7 +111,7 @@ def run_stage(name: str, settings, build_model, build_data) -> dict:
         save_pretrained(final, os.path.join(settings.out_dir, "final"), settings.tokenizer or None)
         plot_losses({f"{name} train": trainer.log.path}, os.path.join(settings.out_dir, "loss.png"),
                     title=f"{name}: training loss")
-        summary = _summary(name, trainer, records, config, info.world_size)
+        summary = stage_summary(name, trainer, records, config, info.world_size)
         write_atomic(os.path.join(settings.out_dir, "summary.json"), json.dumps(summary, indent=2))
         print(f"{name}: {trainer.step} steps, {summary['tokens'] / 1e6:.1f}M tokens, {trainer.elapsed:.0f} s, "
               f"loss {summary['final_loss']}, val {summary['final_val_loss']}")
@@ -117,7 +120,7 @@ def run_stage(name: str, settings, build_model, build_data) -> dict:
     return summary
 
 
-def _summary(name, trainer, records, config, world_size) -> dict:
+def stage_summary(name, trainer, records, config, world_size) -> dict:
     log = read_log(trainer.log.path)
     evals = [r for r in log if "val_loss" in r]
     tokens = log[-1]["tokens"] if log else 0

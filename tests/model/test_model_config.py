@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from qwen3mini.config import PRESETS, Qwen3Config
-from qwen3mini.model import Qwen3ForCausalLM, rope_inv_freq
+from qwen3mini.model import Qwen3ForCausalLM
+from qwen3mini.rope import rope_inv_freq
 
 # docs/qwen3.md §2.1: (total, non-embedding, active) in billions, KV cache KiB/token in bf16
 RELEASED = {

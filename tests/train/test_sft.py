@@ -12,8 +12,8 @@ from qwen3mini.config import PRESETS
 from qwen3mini.model import Qwen3ForCausalLM
 from qwen3mini.tasks import FAMILIES, traces
 from qwen3mini.training.distributed import DistInfo
-from qwen3mini.training.losses import IGNORE
-from qwen3mini.training.sft import PackedBatches, PackedLMLoss, pack_rows, packed_row, render_sample
+from qwen3mini.training.losses import IGNORE, CausalLMLoss
+from qwen3mini.training.sft import PackedBatches, pack_rows, packed_row, render_sample
 from qwen3mini.training.stage import save_pretrained
 from qwen3mini.training.task_samples import parse_ranges, unique_answer
 
@@ -146,7 +146,7 @@ def test_pack_rows_fits_and_keeps_every_sample():
 def test_loss_counts_reply_tokens_only():
     model, samples = tiny_model(), random_samples([10, 10])
     batch = tuple(t[None] for t in packed_row(samples, [0, 1], 24, 0))
-    loss, tokens, _ = PackedLMLoss(model.config)(model, batch)
+    loss, tokens, _ = CausalLMLoss(model.config)(model, batch)
     assert int(tokens) == 2 * 5                      # tokens 5..9 of each sample, predicted from tokens 4..8
     assert torch.isfinite(loss)
 
