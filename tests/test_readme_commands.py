@@ -70,13 +70,15 @@ COMMANDS = {
     r"python infer/generate\.py .*": "generate",
     r"python -m qwen3mini\.tokenizer\.trainer .*": "tokenizer_trainer",
     r"python bench/bench_cpu_inference\.py.*": "cpu_bench",
+    r"python train/sft_cold_start\.py .*": "sft",
+    r"python train/evaluate\.py .*": "evaluate",
     r"apt-get update": "system",
     r"python -m train\.data\.build_corpus": "data_chain",
     r"python -m train\.data\.train_tokenizer": "data_chain",
     r"python -m train\.data\.build_shards": "data_chain",
     r"python train/pretrain_general\.py --preset tiny": "data_chain",
     r"(\w+=\S+ )*python csrc/cuda/build_jit\.py": "gpu",
-    r"python bench/bench_(cuda_\w+|chat_gpu)\.py": "gpu",
+    r"python bench/bench_(cuda_\w+|chat_gpu|generate)\.py": "gpu",
     r"bash bench/bench_cuda_device\.sh": "gpu",
     r"bash train/run_pipeline\.sh .*": "gpu",
     r"python bench/bench_training\.py": "gpu",
@@ -232,6 +234,13 @@ def test_readme_command(step, tmp_path):
     if check == "generate":
         repo = sandbox(tmp_path, "infer")
         (repo / "prompts.jsonl").write_text('{"prompt": "What does the ls command do?"}\n')
+        return run_long(step, repo, environment(tmp_path))
+    if check in ("sft", "evaluate"):  # in a sandbox: both write under runs/
+        repo = sandbox(tmp_path, "train")
+        if check == "evaluate":  # the base model stands in for the cold-start model the README evaluates
+            model = repo / "runs" / "sft_cold_start" / "final"
+            model.parent.mkdir(parents=True)
+            os.symlink(os.path.join(ROOT, "checkpoints", "qwen3mini-base"), model, target_is_directory=True)
         return run_long(step, repo, environment(tmp_path))
     if check == "tokenizer_trainer":
         corpus = "\n".join(open(os.path.join(ROOT, p), encoding="utf-8").read() for p in ("README.md", "setup.py"))
