@@ -7,6 +7,7 @@ these solvers). Each family has ONE integer difficulty knob.
 import hashlib
 import random
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from .answers import parse_integer
@@ -39,17 +40,20 @@ class Step:
 Trace = list  # of str | Step
 
 
-class Family:
+class Family(ABC):
+    """A task family: a subclass writes the abstract methods; the others have defaults that fit integer answers."""
+
     name: str
     difficulties: range
     example: str  # a question in the exact format (for the README table)
 
+    @abstractmethod
     def generate(self, rng: random.Random, difficulty: int) -> Problem:
-        raise NotImplementedError
+        """A problem of ``difficulty`` drawn with ``rng`` (the same draws give the same problem)."""
 
+    @abstractmethod
     def parse(self, question: str) -> Problem:
         """The problem asked by ``question`` in this family's exact format; ValueError if it is not one."""
-        raise NotImplementedError
 
     def is_correct(self, problem: Problem, answer: str) -> bool:
         """Whether ``answer`` (the content of the reply's last \\boxed{}) answers ``problem``."""
@@ -60,13 +64,13 @@ class Family:
         multiset...): the held-out split hashes this, so no reordering of a test item reaches training."""
         return problem.data
 
+    @abstractmethod
     def solve(self, problem: Problem) -> Trace:
         """The careful person's steps up to the result (the trace then adds ``check`` and ``restated``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def check(self, problem: Problem) -> str:
         """A line that checks the result another way."""
-        raise NotImplementedError
 
     def min_steps(self, problem: Problem) -> int:
         """Fewest lines of thinking that can count as reasoning for this problem (the guessing filter)."""
@@ -87,9 +91,9 @@ class Family:
         """The sentence after the thinking, before \\boxed{}."""
         return f"{self.restated(problem)}."
 
+    @abstractmethod
     def restated(self, problem: Problem) -> str:
         """``question = answer`` in the family's words, e.g. ``48213 + 9377 = 57590``."""
-        raise NotImplementedError
 
 
 def problem_hash(family: Family, problem: Problem) -> str:

@@ -23,6 +23,8 @@ tokens fall into micro-batches and ranks (token-level normalisation).
 
 The model is in training mode for the training passes and in eval mode for the validation passes.
 """
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 
@@ -32,14 +34,15 @@ from .distributed import all_reduce, unwrap
 IGNORE = -100           # a target that no loss is taken on (F.cross_entropy's ignore_index)
 
 
-class LossFunction:
+class LossFunction(ABC):
     """The protocol above, with the hooks a plain loss does not need left empty."""
 
     def begin_step(self, model, micro_batches):
         pass
 
+    @abstractmethod
     def __call__(self, model, micro_batch) -> tuple:
-        raise NotImplementedError
+        """(loss summed over the micro-batch's tokens, token count, metrics summed over tokens)."""
 
     def end_step(self) -> dict:
         return {}
