@@ -107,13 +107,13 @@ def test_greedy_step_is_the_argmax_of_step(fused):
 
 
 def completed(model, prompts, max_new_tokens, cuda_graphs=True, **kwargs):
-    """generate_completions as prompt + tokens lists (the old generate_graphed's return value)."""
+    """generate_completions as prompt + tokens lists (the form graph-captured generation used to return)."""
     from qwen3mini.generation import generate_completions
     done = generate_completions(model, prompts, max_new_tokens, cuda_graphs=cuda_graphs, **kwargs)
     return [p + c.tokens for p, c in zip(prompts, done)]
 
 
-def test_generate_graphed_matches_generate():
+def test_graphed_generation_matches_generate():
     """The batched loop over graph replays (greedy: the argmax inside the graph) equals the same loop launching
     the backend's steps eagerly."""
     model = small_model("small")
