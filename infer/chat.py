@@ -324,11 +324,8 @@ def main(argv=None) -> int:
 def banner(session: ChatSession, info, max_new_tokens: int) -> list:
     """The lines an interactive session starts with: the model, its real KV cache dtype, the context, and a
     warning when the model is a base model."""
-    config, cache = session.model.config, session.gen.cache.k
-    dtype = str(cache.dtype).removeprefix("torch.")
-    lines = [f"{config.describe().partition(', KV cache')[0]}; KV cache "      # describe() assumes bf16
-             f"{config.kv_cache_bytes_per_token(cache.dtype) / 1024:.1f} KiB/token in {dtype} on {cache.device}; "
-             f"context {session.context} tokens"]
+    cache = session.gen.cache.k
+    lines = [f"{session.model.config.describe(cache.dtype)} on {cache.device}; context {session.context} tokens"]
     if not info.post_trained:
         lines.append(f"base model (not post-trained): it continues text and rarely ends a turn, so replies stop "
                      f"after {max_new_tokens} tokens (--max-new-tokens)")

@@ -129,16 +129,17 @@ class Qwen3Config:
         element = torch.empty((), dtype=dtype).element_size()
         return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * element
 
-    def describe(self) -> str:
+    def describe(self, kv_dtype: torch.dtype = torch.bfloat16) -> str:
+        """One line: shape, parameter counts and the KV cache's bytes per token in ``kv_dtype``."""
         n = self.num_parameters()
-        kv = self.kv_cache_bytes_per_token()
+        kv = self.kv_cache_bytes_per_token(kv_dtype)
         text = (f"{self.model_type}: {self.num_hidden_layers} layers, hidden {self.hidden_size}, heads "
                 f"{self.num_attention_heads}/{self.num_key_value_heads} x {self.head_dim}, params "
                 f"{_count(n['total'])} (non-embedding {_count(n['non_embedding'])}")
         if self.is_moe:
             text += (f", active {_count(n['active'])}; {self.num_experts} experts, top-"
                      f"{self.num_experts_per_tok}")
-        return text + f"), KV cache {kv / 1024:.1f} KiB/token in bf16"
+        return text + f"), KV cache {kv / 1024:.1f} KiB/token in {str(kv_dtype).removeprefix('torch.')}"
 
     # ------------------------------------------------------------------ config.json
     @classmethod
