@@ -77,7 +77,7 @@ class Settings(TrainSettings):
     eval_every: int = 200
     eval_batches: int = 4
     ckpt_every: int = 200
-    compile: bool = True
+    compile: bool = False                       # the masked SFT step has not been measured compiled yet
 
     def __post_init__(self):
         super().__post_init__()
