@@ -20,6 +20,7 @@ environment variable, and they stop early where a full run would take minutes:
 Commands that write files run in a sandbox: a copy of the scripts they run in tmp_path (the scripts place their
 output beside the repository root they live in), with the shipped checkpoint linked in.
 """
+import json
 import os
 import re
 import shlex
@@ -72,6 +73,9 @@ COMMANDS = {
     r"python bench/bench_cpu_inference\.py.*": "cpu_bench",
     r"python train/sft_cold_start\.py .*": "sft",
     r"python train/evaluate\.py .*": "evaluate",
+    r"python train/compare_evaluations\.py .*": "compare",
+    r"python train/rl_reasoning\.py .*": "gpu",
+    r"bash train/run_posttrain\.sh .*": "gpu",
     r"apt-get update": "system",
     r"python -m train\.data\.build_corpus": "data_chain",
     r"python -m train\.data\.train_tokenizer": "data_chain",
@@ -237,11 +241,23 @@ def test_readme_command(step, tmp_path):
         return run_long(step, repo, environment(tmp_path))
     if check in ("sft", "evaluate"):  # in a sandbox: both write under runs/
         repo = sandbox(tmp_path, "train")
-        if check == "evaluate":  # the base model stands in for the cold-start model the README evaluates
-            model = repo / "runs" / "sft_cold_start" / "final"
+        if check == "evaluate":  # the base model stands in for the post-trained model the README evaluates
+            words = shlex.split(step)
+            model = repo / words[words.index("--model") + 1]
             model.parent.mkdir(parents=True)
             os.symlink(os.path.join(ROOT, "checkpoints", "qwen3mini-base"), model, target_is_directory=True)
         return run_long(step, repo, environment(tmp_path))
+    if check == "compare":  # two evaluations of one cell stand in for the runs the README compares
+        repo = sandbox(tmp_path, "train")
+        for i, path in enumerate(re.findall(r"=(\S+\.json)", step)):
+            cell = {"family": "add", "difficulty": 3, "mode": "think", "budget": None, "n": 20, "correct": 10 + i,
+                    "pass@1": (10 + i) / 20, "wilson95": [0.3, 0.7], "pass@k": None}
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).write_text(json.dumps({"cells": [cell]}))
+        run_to_the_end(step, repo, environment(tmp_path))
+        out = shlex.split(step)[shlex.split(step).index("--out") + 1]
+        assert "| add 3 (edge) | 0.50 | 0.55 | +0.05 |" in (repo / out / "comparison.md").read_text()
+        return None
     if check == "tokenizer_trainer":
         corpus = "\n".join(open(os.path.join(ROOT, p), encoding="utf-8").read() for p in ("README.md", "setup.py"))
         (tmp_path / "corpus.txt").write_text(corpus, encoding="utf-8")

@@ -24,12 +24,9 @@ Output: ``out_dir/final`` (HF layout, bf16, with the tokenizer), ``data.json`` (
 import dataclasses
 import json
 import os
-import random
-import shutil
 import sys
 from dataclasses import dataclass
 
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,9 +39,9 @@ from qwen3mini.training.optim import Schedule, build_optimizer                  
 from qwen3mini.training.settings import TrainSettings, parse_settings, setting    # noqa: E402
 from qwen3mini.training.losses import CausalLMLoss                            # noqa: E402
 from qwen3mini.training.sft import PackedBatches, render_sample                  # noqa: E402
-from qwen3mini.training.stage import load_start, run_script, save_pretrained, stage_summary  # noqa: E402
+from qwen3mini.training.stage import load_start, run_script, save_final, stage_summary  # noqa: E402
 from qwen3mini.training.task_samples import (NO_THINK, THINK, SampleStats, answered_directly,  # noqa: E402
-                                             draw_queries, evaluation_items, flagged, parse_ranges,
+                                             cell_rng, draw_queries, evaluation_items, flagged, parse_ranges,
                                              reply_message, response_rejected)
 from qwen3mini.training.trainer import Trainer                                    # noqa: E402
 
@@ -105,7 +102,7 @@ def build_samples(settings, tokenizer, judge=None):
     stats, train, val = SampleStats(), [], []
     for family, levels in parse_ranges(settings.ranges).items():
         for difficulty in levels:
-            rng = random.Random(f"{settings.seed}|{family}|{difficulty}")
+            rng = cell_rng(settings.seed, family, difficulty)
             queries = draw_queries(family, difficulty, settings.queries_per_cell + settings.val_per_cell, rng,
                                    exclude)
             stats.add(family, difficulty, "drawn", len(queries))
@@ -133,18 +130,6 @@ def build_samples(settings, tokenizer, judge=None):
     if not train:
         raise ValueError(f"--ranges {settings.ranges}: no training sample survived the filters")
     return train, val or train[:1], stats
-
-
-def save_final(model, out_dir: str, tokenizer_dir: str):
-    """out_dir/final in bf16 with the tokenizer, written beside it first: a kill keeps the previous one."""
-    final, tmp = os.path.join(out_dir, "final"), os.path.join(out_dir, "final.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp, tokenizer_dir, dtype=torch.bfloat16, post_trained=True)
-    if os.path.exists(final):
-        shutil.rmtree(final + ".old", ignore_errors=True)
-        os.replace(final, final + ".old")
-    os.replace(tmp, final)
-    shutil.rmtree(final + ".old", ignore_errors=True)
 
 
 def main(argv=None):

@@ -20,10 +20,10 @@ mean_thinking_tokens, mean_answer_tokens, self_ended (share of greedy replies th
 themselves), thought (share of greedy replies with a non-empty think block), samples, pass@k (``{"1": ..,
 "8": ..}`` from the samples, or null) and example (the first item's question and greedy reply).
 """
-from .harness import BUDGETS, MODES, SCHEMA, Selection, evaluate
+from .harness import BUDGETS, MODES, SCHEMA, Selection, evaluate, reply_limit
 from .report import write_report
 from .scoring import Scored, score_reply, summarize, token_counts
 from .thinkfollow import Dialogue, make_dialogues, reply_mode
 
 __all__ = ["BUDGETS", "MODES", "SCHEMA", "Dialogue", "Scored", "Selection", "evaluate", "make_dialogues",
-           "reply_mode", "score_reply", "summarize", "token_counts", "write_report"]
+           "reply_limit", "reply_mode", "score_reply", "summarize", "token_counts", "write_report"]

@@ -177,11 +177,7 @@ class Run:
         return render(self.tok, [{"role": "user", "content": problem.question}], think=mode == "think")
 
     def limit(self, problem: Problem, mode: str, prompt: list[int]) -> int:
-        """Tokens a reply to ``problem`` may take: ``max_new_tokens``, but at most twice the solver's own reply
-        in this mode plus REPLY_SLACK (a model that never ends its turn, such as a base model, costs no more
-        than that), and what the context leaves."""
-        solver = len(self.tok.encode(thinkfollow.reply_in_mode(problem, mode)))
-        return min(self.sel.max_new_tokens, 2 * solver + REPLY_SLACK, self.room(prompt))
+        return min(reply_limit(self.tok, problem, mode, self.sel.max_new_tokens), self.room(prompt))
 
     def room(self, prompt: list[int]) -> int:
         """Tokens the context leaves after ``prompt`` and a budget's stop text."""
@@ -190,6 +186,14 @@ class Run:
             raise ValueError(f"a prompt of {len(prompt)} tokens leaves no room for a reply in the model's "
                              f"context of {self.context} tokens")
         return room
+
+
+def reply_limit(tokenizer, problem: Problem, mode: str, max_new_tokens: int) -> int:
+    """Tokens a reply to ``problem`` may take: ``max_new_tokens``, but at most twice the solver's own reply in
+    this mode plus REPLY_SLACK (a model that never ends its turn, such as a base model, costs no more than that;
+    RL's rollouts are held to the same rule). The harness also holds it to what the context leaves."""
+    solver = len(tokenizer.encode(thinkfollow.reply_in_mode(problem, mode)))
+    return min(max_new_tokens, 2 * solver + REPLY_SLACK)
 
 
 def evaluate(model, tokenizer, selection: Selection, log=print) -> dict:

@@ -55,13 +55,9 @@ def plot_accuracy_by_difficulty(results: dict, path: str):
     """One panel per family: greedy pass@1 (Wilson 95% bars) against difficulty, a line per mode, without a
     thinking budget; dashed, the largest pass@k when samples were drawn."""
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
     cells = [c for c in results["cells"] if c["budget"] is None]
     families = list(dict.fromkeys(c["family"] for c in cells))
-    columns = min(4, len(families))
-    rows = -(-len(families) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows), squeeze=False)
-    for ax, family in zip(axes.flat, families):
+    for ax, family in _family_panels(plt, families):
         for mode in MODE_STYLE:
             line = [c for c in cells if c["family"] == family and c["mode"] == mode]
             if not line:
@@ -74,15 +70,30 @@ def plot_accuracy_by_difficulty(results: dict, path: str):
                 k = max(line[0]["pass@k"], key=int)
                 ax.plot(x, [c["pass@k"][k] for c in line], linestyle="--", label=f"{mode} pass@{k}",
                         color=MODE_STYLE[mode]["color"])
+    _save_panels(plt, path, "accuracy")
+
+
+def _family_panels(plt, families):
+    """(axis, family) for a grid of panels, one per family, difficulty on x and accuracy on y."""
+    from matplotlib.ticker import MaxNLocator
+    columns = min(4, len(families))
+    rows = -(-len(families) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows), squeeze=False)
+    for ax in list(axes.flat)[len(families):]:
+        ax.axis("off")
+    for ax, family in zip(axes.flat, families):
         ax.set_title(family)
         ax.set_xlabel("difficulty")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(families):]:
-        ax.axis("off")
-    axes.flat[0].set_ylabel("accuracy")
-    axes.flat[0].legend(fontsize=7)
+        yield ax, family
+
+
+def _save_panels(plt, path: str, ylabel: str):
+    fig = plt.gcf()
+    fig.axes[0].set_ylabel(ylabel)
+    fig.axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
@@ -114,3 +125,77 @@ def plot_accuracy_by_budget(results: dict, path: str):
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+def greedy_cells(results: dict, mode: str = "think") -> dict:
+    """(family, difficulty) -> cell of ``mode`` without a budget."""
+    return {(c["family"], c["difficulty"]): c for c in results["cells"] if c["mode"] == mode and c["budget"] is None}
+
+
+def reach(cells: dict, family: str, level: float = 0.5) -> int | None:
+    """The last difficulty of ``family`` before its greedy pass@1 first falls below ``level`` (None: below
+    it from the first difficulty on): how far a model's competence extends along the ladder."""
+    last = None
+    for (name, difficulty), cell in sorted(cells.items()):
+        if name == family:
+            if cell["pass@1"] < level:
+                return last
+            last = difficulty
+    return last
+
+
+def compare(runs: dict, mode: str = "think", edge: tuple = (0.05, 0.75)) -> dict:
+    """Figures of several evaluations of the same cells (``runs``: label -> results), against the first:
+    per cell each label's greedy pass@1 (and largest pass@k); each family's reach; and the mean gain over the
+    *edge* cells, where the first model's greedy pass@1 lies in ``edge`` (it solves them only sometimes)."""
+    labels, tables = list(runs), {label: greedy_cells(r, mode) for label, r in runs.items()}
+    base = tables[labels[0]]
+    shared = [key for key in base if all(key in t for t in tables.values())]
+    rows = []
+    for key in shared:
+        row = {"family": key[0], "difficulty": key[1]}
+        for label in labels:
+            cell = tables[label][key]
+            k = max(cell["pass@k"], key=int) if cell["pass@k"] else None
+            row[label] = {"pass@1": cell["pass@1"], "n": cell["n"], "wilson95": cell["wilson95"],
+                          "sampled_pass@1": cell["pass@k"]["1"] if k else None,
+                          f"pass@{k}" if k else "pass@k": cell["pass@k"][k] if k else None}
+        rows.append(row)
+    edge_rows = [r for r in rows if edge[0] <= r[labels[0]]["pass@1"] <= edge[1]]
+    families = list(dict.fromkeys(key[0] for key in shared))
+    return {"mode": mode, "labels": labels, "cells": rows, "edge": list(edge),
+            "edge_cells": [f"{r['family']}/{r['difficulty']}" for r in edge_rows],
+            "edge_mean": {label: sum(r[label]["pass@1"] for r in edge_rows) / max(1, len(edge_rows))
+                          for label in labels},
+            "reach": {label: {f: reach(tables[label], f) for f in families} for label in labels}}
+
+
+def comparison_markdown(figures: dict) -> str:
+    """The comparison as a Markdown table (greedy pass@1 per label, the gain of the last over the first),
+    then the reach of each family and the edge cells' mean."""
+    labels = figures["labels"]
+    lines = ["| cell | " + " | ".join(labels) + f" | {labels[-1]} - {labels[0]} |",
+             "|---|" + "---|" * (len(labels) + 1)]
+    for row in figures["cells"]:
+        values = [row[label]["pass@1"] for label in labels]
+        edge = " (edge)" if f"{row['family']}/{row['difficulty']}" in figures["edge_cells"] else ""
+        lines.append(f"| {row['family']} {row['difficulty']}{edge} | " + " | ".join(f"{v:.2f}" for v in values)
+                     + f" | {values[-1] - values[0]:+.2f} |")
+    lines += ["", "Reach (last difficulty before greedy pass@1 < 0.5): " + "; ".join(
+        f"{label}: " + ", ".join(f"{f} {d}" for f, d in figures["reach"][label].items()) for label in labels),
+        "", f"Edge cells ({labels[0]}'s pass@1 in {figures['edge']}: {len(figures['edge_cells'])} cells), mean "
+        "greedy pass@1: " + ", ".join(f"{label} {v:.3f}" for label, v in figures["edge_mean"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(figures: dict, path: str):
+    """One panel per family: greedy pass@1 against difficulty, a line per label."""
+    plt = _pyplot()
+    families = list(dict.fromkeys(r["family"] for r in figures["cells"]))
+    for ax, family in _family_panels(plt, families):
+        line = [r for r in figures["cells"] if r["family"] == family]
+        for label in figures["labels"]:
+            ax.plot([r["difficulty"] for r in line], [r[label]["pass@1"] for r in line], marker="o", markersize=3,
+                    label=label)
+    _save_panels(plt, path, f"greedy pass@1 ({figures['mode']})")

@@ -66,6 +66,14 @@ def all_reduce(tensor: torch.Tensor, op=None) -> torch.Tensor:
     return tensor
 
 
+def global_max(value: float, device) -> float:
+    """The largest ``value`` over the ranks (every rank gets it): decisions that all ranks must take together."""
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.item()
+
+
 def barrier():
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

@@ -9,8 +9,8 @@ class RunLog:
     """``out_dir/log.jsonl``, written by rank 0. The per-expert load table of an MoE goes into every
     ``log_every``-th line and into the lines with a validation loss; the other lines keep its summary."""
 
-    def __init__(self, out_dir: str, is_main: bool, log_every: int):
-        self.path, self.is_main, self.log_every = os.path.join(out_dir, "log.jsonl"), is_main, log_every
+    def __init__(self, out_dir: str, is_main: bool, log_every: int, name: str = "log.jsonl"):
+        self.path, self.is_main, self.log_every = os.path.join(out_dir, name), is_main, log_every
 
     def start(self, resumed_at: int | None):
         """A fresh run empties the log; a resumed one drops the lines of steps the killed run made after its
@@ -60,4 +60,27 @@ def plot_losses(runs: dict, png: str, key: str = "loss", x: str = "tokens", titl
     ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(path: str, png: str, keys: list[str], title: str, x: str = "step"):
+    """One PNG with a panel per key of a JSONL log (an RL run's reward, entropy, lengths...) against ``x``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    records = read_log(path)
+    columns = min(3, len(keys))
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        points = [(r[x], r[key]) for r in records if key in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=2)
+        ax.set_title(key)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
     plt.close(fig)

@@ -84,6 +84,19 @@ def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None
     write_atomic(os.path.join(directory, "generation_config.json"), json.dumps(generation, indent=2) + "\n")
 
 
+def save_final(model, out_dir: str, tokenizer_dir: str):
+    """A post-training stage's ``out_dir/final``: bf16, with the tokenizer, written beside it first and swapped
+    in (a kill keeps the previous one)."""
+    final, tmp = os.path.join(out_dir, "final"), os.path.join(out_dir, "final.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(model, tmp, tokenizer_dir, dtype=torch.bfloat16, post_trained=True)
+    if os.path.exists(final):
+        shutil.rmtree(final + ".old", ignore_errors=True)
+        os.replace(final, final + ".old")
+    os.replace(tmp, final)
+    shutil.rmtree(final + ".old", ignore_errors=True)
+
+
 def run_stage(name: str, settings, build_model, build_data) -> dict:
     """Train one stage and save ``out_dir/final`` (HF layout, fp32: the next stage's start), ``loss.png``
     and ``summary.json``; returns the summary (on rank 0; {} elsewhere).

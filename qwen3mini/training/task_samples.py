@@ -81,6 +81,20 @@ def draw_queries(family: str, difficulty: int, count: int, rng: random.Random, e
             return queries
 
 
+def cell_rng(seed: int, family: str, difficulty: int, stage: str = "cold-start") -> random.Random:
+    """The random stream of one (family, difficulty) cell of a stage's data: the cold start draws its queries
+    (and their replies) from it, so a later stage can redraw them exactly (``drawn_items``)."""
+    return random.Random(f"{seed}|{family}|{difficulty}" if stage == "cold-start" else f"{seed}|{stage}|{family}|"
+                         f"{difficulty}")
+
+
+def drawn_items(ranges: str, per_cell: int, seed: int, exclude: frozenset) -> frozenset:
+    """Hashes of the queries a cold start with these settings drew (before its filters): what RL's pool must
+    not contain (paper §4.2: query-verifier pairs not used in the cold start)."""
+    return held_out(draw_queries(family, difficulty, per_cell, cell_rng(seed, family, difficulty), exclude)
+                    for family, levels in parse_ranges(ranges).items() for difficulty in levels)
+
+
 def evaluation_items() -> frozenset:
     """Hashes of every evaluation item of every family and difficulty."""
     return held_out(evaluation_sets().values())
@@ -124,3 +138,40 @@ def reply_message(problem: Problem, mode: str, rng: random.Random, slip_share: f
 def response_rejected(problem: Problem, message: dict) -> str | None:
     """The response filters (tasks.filters) on one reply; None when it is kept."""
     return filters.reject_reason(problem, message.get("reasoning_content", ""), message["content"])
+
+
+def pass_rates(model, tokenizer, problems: list, samples: int, limits: list[int], sampling, seed: int,
+               batch_rows: int = 2048) -> list[float]:
+    """The share of ``samples`` sampled thinking-mode replies that solve each problem (RL's pool selection,
+    paper §4.2: learnable by the model, but not yet solved)."""
+    from ..chat import ChatTokens, render
+    from ..evaluation.scoring import score_reply
+    from .rollouts import sample_groups
+    ids = ChatTokens.of(tokenizer, model.config.eos_token_ids)
+    prompts = [render(tokenizer, [{"role": "user", "content": p.question}], think=True) for p in problems]
+    groups = sample_groups(model, tokenizer, prompts, samples, limits, sampling, seed, batch_rows)
+    return [sum(score_reply(p, r.text, r.completion, ids).correct for r in group) / samples
+            for p, group in zip(problems, groups)]
+
+
+def rl_candidates(ranges: str, per_cell: int, seed: int, exclude: frozenset) -> list:
+    """``per_cell`` fresh problems of each (family, difficulty) in ``ranges``, none in ``exclude``."""
+    return [problem for family, levels in parse_ranges(ranges).items() for difficulty in levels
+            for problem in draw_queries(family, difficulty, per_cell, cell_rng(seed, family, difficulty, "rl"),
+                                        exclude)]
+
+
+def balanced_pool(problems: list, rates: list[float], low: float, high: float, size: int) -> list:
+    """Problems with a pass rate in [low, high], at most ``size`` of them, the same share for every family
+    (taken round-robin over its difficulties, so no difficulty crowds the others out)."""
+    cells = {}
+    for problem, rate in zip(problems, rates):
+        if low <= rate <= high:
+            cells.setdefault(problem.family, {}).setdefault(problem.difficulty, []).append(problem)
+    per_family, pool = size // max(1, len(cells)), []
+    for levels in cells.values():
+        queues, taken = [list(q) for q in levels.values()], []
+        while len(taken) < per_family and any(queues):
+            taken += [q.pop(0) for q in queues if q][:per_family - len(taken)]
+        pool += taken
+    return pool

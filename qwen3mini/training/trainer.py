@@ -21,7 +21,8 @@ from .settings import TrainSettings
 
 
 class Trainer:
-    """``model`` is the wrapped module from ``wrap_model``; ``train_data`` / ``val_data`` are batch sources;
+    """``model`` is the wrapped module from ``wrap_model``; ``train_data`` / ``val_data`` are batch sources (RL,
+    which brings its own micro-batches to ``train_step``, passes its query pool: the checkpoints keep its place);
     ``loss_fn`` defaults to pre-training's ``CausalLMLoss``. A resumed run reproduces the losses of an
     uninterrupted one: model, optimizer, step, the data positions and every rank's RNG states are saved."""
 
@@ -72,8 +73,12 @@ class Trainer:
         return records
 
     # ---------------------------------------------------------------- one optimizer step
-    def train_step(self) -> dict:
-        micro_batches = [self._to_device(self.train_data.next_batch()) for _ in range(self.settings.grad_accum)]
+    def train_step(self, micro_batches=None) -> dict:
+        """One optimizer step over ``micro_batches`` (default: ``grad_accum`` of them from the batch source;
+        RL passes the micro-batches of one mini-batch of its rollouts)."""
+        if micro_batches is None:
+            micro_batches = [self.train_data.next_batch() for _ in range(self.settings.grad_accum)]
+        micro_batches = [self._to_device(micro_batch) for micro_batch in micro_batches]
         lr = self.schedule.lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -94,11 +99,13 @@ class Trainer:
         global_tokens = totals[0].item()
         self._scale_gradients(self.info.world_size / max(global_tokens, 1.0))   # DDP/FSDP averaged over ranks
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.optimizer.step()
+        if global_tokens > 0:               # no loss token (RL: every group's rewards equal): nothing to learn,
+            self.optimizer.step()           # and Adam's momentum alone must not move the weights
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         means = dict(zip(sums, (totals[1:] / max(global_tokens, 1.0)).tolist()))
-        record = {"step": self.step, "loss": means.pop("loss"), "lr": lr, "grad_norm": float(grad_norm)}
+        record = {"step": self.step, "loss": means.pop("loss"), "lr": lr, "grad_norm": float(grad_norm),
+                  "loss_tokens": global_tokens}
         record.update(self.loss_fn.end_step())
         return {**record, **means}
 

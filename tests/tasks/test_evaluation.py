@@ -289,3 +289,26 @@ def test_a_missing_model_or_an_output_that_is_a_file_is_one_line(tmp_path, capsy
     with pytest.raises(SystemExit):
         cli.parse_args(["--out", str(tmp_path / "taken")])
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("taken is a file, not a directory")
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+def test_compare_gain_reach_and_edge_cells(tmp_path):
+    from qwen3mini.evaluation.report import compare, comparison_markdown, plot_comparison
+
+    def results(rates):
+        return {"cells": [{"family": "sort", "difficulty": d, "mode": "think", "budget": None, "n": 50,
+                           "correct": round(r * 50), "pass@1": r, "wilson95": [0, 1], "pass@k": {"1": r, "16": 1.0}}
+                          for d, r in zip(range(3, 3 + len(rates)), rates)]
+                + [{"family": "sort", "difficulty": 3, "mode": "no-think", "budget": None, "n": 50, "correct": 0,
+                    "pass@1": 0.0, "wilson95": [0, 1], "pass@k": None}]}
+    before, after = results([1.0, 0.9, 0.6, 0.3, 0.0]), results([1.0, 0.9, 0.7, 0.6, 0.1])
+    figures = compare({"cold": before, "rl": after})
+    assert figures["reach"] == {"cold": {"sort": 5}, "rl": {"sort": 6}}      # the last difficulty >= 0.5
+    assert figures["edge_cells"] == ["sort/5", "sort/6"]                        # cold's pass@1 within the edge
+    assert figures["edge_mean"] == pytest.approx({"cold": 0.45, "rl": 0.65})
+    assert figures["cells"][0]["rl"]["pass@16"] == 1.0 and len(figures["cells"]) == 5   # think cells only
+    text = comparison_markdown(figures)
+    assert "| sort 6 (edge) | 0.30 | 0.60 | +0.30 |" in text and "| sort 7 | 0.00 | 0.10 | +0.10 |" in text
+    plot_comparison(figures, str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert compare({"cold": before, "rl": results([0.2])}, edge=(0.0, 0.1))["edge_cells"] == []

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The H200 device calls of post-training (issues 17 and 18), as run; each call is self-contained (a fresh
+# machine keeps nothing), so it makes the cold start again (a few minutes) before what it measures. Results
+# (logs, JSON, PNG; no weights) come back as one archive, OUT/results.tar.gz, plus the built CUDA extension
+# (OUT/_cuda.so) that later calls carry instead of building it again.
+#
+#   COLD_ARGS="--drop_answered false" OUT=/tmp/out bash bench/posttrain_device.sh rl   # cold start -> pool ->
+#                                                         # two RL runs -> evaluations
+#   OUT=/tmp/out bash bench/posttrain_device.sh more      # the same machine after 'rl': pass@16, rollout
+#                                                         # throughput vs transformers, the 4x cold start
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/results}
+R=${RUNS:-/tmp/posttrain}
+LIMIT=${LIMIT:-560}          # seconds of work before the archive is written (the device call allows 600)
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
+mkdir -p "$R" "$OUT"
+ln -sfn ../tokenizer qwen3mini/tokenizer          # the package layout that pip install -e . makes
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$R/env.txt"
+EVAL_THINK="--modes think --budgets none --thinkfollow 0"
+
+build() {
+    [ -f qwen3mini/_cuda.so ] || { MAX_JOBS=10 python csrc/cuda/build_jit.py > "$R/build.log" 2>&1 && cp qwen3mini/_cuda.so "$OUT/"; }
+}
+
+cold_start() {   # cold_start NAME ARGS...: train/sft_cold_start.py into $R/NAME
+    local name=$1
+    shift
+    local start=$SECONDS
+    python train/sft_cold_start.py --out_dir "$R/$name" --progress false --log_every 50 "$@" > "$R/$name.log" 2>&1
+    echo "$name wall $((SECONDS - start)) s" | tee -a "$R/walls.txt"
+}
+
+evaluate() {     # evaluate NAME MODEL ARGS...
+    local name=$1 model=$2
+    shift 2
+    python train/evaluate.py --model "$model" --out "$R/$name" "$@" > "$R/$name.log" 2>&1
+}
+
+rl() {           # rl NAME ARGS...
+    local name=$1
+    shift
+    local start=$SECONDS
+    python train/rl_reasoning.py --init_from "$R/cold/final" --cold_start_dir "$R/cold" --out_dir "$R/$name" \
+        --progress false "$@" > "$R/$name.log" 2>&1
+    echo "$name wall $((SECONDS - start)) s" | tee -a "$R/walls.txt"
+}
+
+call_rl() {    # (the build first: without the extension the cold start's query filter generates op by op)
+    build
+    cold_start cold ${COLD_ARGS:-}
+    evaluate eval_base checkpoints/qwen3mini-base --limit 20 --samples 0 --budgets none --thinkfollow 0 &
+    local base=$!
+    rl rl_a --lr 3e-5 --min_lr 3e-5 --steps 60 --time_limit 170 --candidates_per_cell 64 --max_new_tokens 1024 &
+    local first=$!
+    until [ -f "$R/rl_a/pool.json" ] || ! kill -0 $first 2>/dev/null; do sleep 2; done
+    mkdir -p "$R/rl_b" && cp "$R/rl_a/pool.json" "$R/rl_b/"
+    rl rl_b --lr 1e-4 --min_lr 1e-4 --steps 60 --time_limit 170 --candidates_per_cell 64 --max_new_tokens 1024
+    wait $first $base
+    for name in cold rl_a rl_b; do
+        evaluate "eval_$name" "$R/$name/final" --limit 50 --samples 0 --difficulties 1-14 $EVAL_THINK &
+    done
+    wait
+}
+
+call_more() {    # right after call_rl, on the same machine: pass@16, the rollout benchmark, the 4x cold start
+    [ -d "$R/rl_a/final" ] || { echo "no $R/rl_a/final: the machine was released; run 'rl' first" >&2; return 1; }
+    python bench/bench_rollouts.py --model "$R/cold/final" --queries 64 --group 16 --max-new-tokens 768 --repeats 1 \
+        --out "$R/bench_rollouts.json" > "$R/bench_rollouts.log" 2>&1
+    cold_start cold4x --steps_scale 4 --drop_answered false &     # (the base model answered none: see cold.log)
+    local long=$!
+    for name in cold rl_a rl_b; do
+        evaluate "eval16_$name" "$R/$name/final" --limit 20 --samples 16 --difficulties 1-14 $EVAL_THINK &
+    done
+    wait $long
+    evaluate eval_cold4x "$R/cold4x/final" --limit 50 --samples 0 --difficulties 1-14 $EVAL_THINK
+    wait
+}
+
+export -f build cold_start evaluate rl call_rl call_more
+export R OUT EVAL_THINK
+case ${1:-rl} in
+    rl) timeout "$LIMIT" bash -c call_rl ;;
+    more) timeout "$LIMIT" bash -c call_more ;;     # (the archive below is written whatever happened)
+    *) echo "usage: posttrain_device.sh rl|more" >&2; exit 2 ;;
+esac
+cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='ckpt' --exclude='*.tmp' . && ls -la "$OUT"
