@@ -27,23 +27,17 @@ import os
 import sys
 from dataclasses import dataclass
 
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import qwen3mini                                                                  # noqa: E402
 from qwen3mini.training.checkpoints import write_atomic                          # noqa: E402
-from qwen3mini.training.distributed import (barrier, close_distributed, gathered_model,  # noqa: E402
-                                            init_distributed, seed_everything, wrap_model)
-from qwen3mini.training.logs import plot_losses                                   # noqa: E402
-from qwen3mini.training.optim import Schedule, build_optimizer                    # noqa: E402
+from qwen3mini.training.distributed import barrier, close_distributed, init_distributed, seed_everything  # noqa: E402
 from qwen3mini.training.settings import TrainSettings, parse_settings, setting    # noqa: E402
-from qwen3mini.training.losses import CausalLMLoss                            # noqa: E402
-from qwen3mini.training.sft import PackedBatches, render_sample                  # noqa: E402
-from qwen3mini.training.stage import load_start, run_script, save_final, stage_summary  # noqa: E402
+from qwen3mini.training.sft import render_sample                                  # noqa: E402
+from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
 from qwen3mini.training.task_samples import (NO_THINK, THINK, SampleStats, answered_directly,  # noqa: E402
                                              cell_rng, draw_queries, evaluation_items, flagged, parse_ranges,
                                              reply_message, response_rejected)
-from qwen3mini.training.trainer import Trainer                                    # noqa: E402
 
 # The cold start's share of each ladder (issue 17 §3): RL gets the rest (add 7-10 digits, mul 4x4 and 5x5,
 # expr 6-8 operations, linear 5-6, sort 11-20 items, countdown with 5 numbers, chain 6-8 steps).
@@ -153,25 +147,8 @@ def main(argv=None):
               f"({stats.total('reply_tokens') / 1e6:.2f}M trained); {len(val)} validation samples")
         os.makedirs(settings.out_dir, exist_ok=True)
         write_atomic(os.path.join(settings.out_dir, "data.json"), json.dumps(stats.cells, indent=1))
-    vocab_size, pad = model.config.vocab_size, tokenizer.token_to_id["<|endoftext|>"]
-    batches = [PackedBatches(samples, settings.seq_len, settings.micro_batch, info, settings.seed, pad, vocab_size,
-                             shuffle=samples is train) for samples in (train, val)]
-    wrapped = wrap_model(model, info, settings.parallel, settings.compile)
-    optimizer = build_optimizer(wrapped, settings.lr, settings.weight_decay, (settings.beta1, settings.beta2))
-    loss_fn = CausalLMLoss(model.config, settings.lbl_coef, settings.compile)
-    trainer = Trainer(wrapped, optimizer, Schedule.from_settings(settings), settings, info, *batches,
-                      name="SFT cold start", loss_fn=loss_fn)
-    records = trainer.fit()
-    final = gathered_model(wrapped, info)
-    if info.is_main:
-        save_final(final, settings.out_dir, tokenizer_dir)
-        plot_losses({"cold start train": trainer.log.path}, os.path.join(settings.out_dir, "loss.png"),
-                    key="loss", title="SFT cold start: training loss (assistant tokens)")
-        summary = {**stage_summary("SFT cold start", trainer, records, model.config, info.world_size),
-                   "samples": len(train), "sample_tokens": stats.total("tokens")}
-        write_atomic(os.path.join(settings.out_dir, "summary.json"), json.dumps(summary, indent=2))
-        print(f"SFT cold start: {trainer.step} steps, {trainer.elapsed:.0f} s, loss {summary['final_loss']}, "
-              f"val {summary['final_val_loss']}; saved {settings.out_dir}/final")
+    fine_tune("SFT cold start", settings, info, model, tokenizer_dir, tokenizer.token_to_id["<|endoftext|>"], train,
+              val, {"samples": len(train), "sample_tokens": stats.total("tokens")})
     barrier()
     close_distributed()
 

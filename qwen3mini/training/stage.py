@@ -97,6 +97,34 @@ def save_final(model, out_dir: str, tokenizer_dir: str):
     shutil.rmtree(final + ".old", ignore_errors=True)
 
 
+def fine_tune(name: str, settings, info, model, tokenizer_dir: str, pad_id: int, train: list, val: list,
+              extra: dict | None = None) -> dict:
+    """The SFT run of a post-training stage (paper §4.1, §4.3): ``train`` / ``val`` samples [(ids, mask)]
+    packed into rows (sft.py), the shared trainer (resumable), ``out_dir/final`` in bf16 with the tokenizer,
+    ``loss.png`` and ``summary.json`` (with ``extra``). Returns the summary on rank 0 ({} elsewhere)."""
+    from .losses import CausalLMLoss
+    from .sft import PackedBatches
+    batches = [PackedBatches(samples, settings.seq_len, settings.micro_batch, info, settings.seed, pad_id,
+                             model.config.vocab_size, shuffle=samples is train) for samples in (train, val)]
+    wrapped = wrap_model(model, info, settings.parallel, settings.compile)
+    optimizer = build_optimizer(wrapped, settings.lr, settings.weight_decay, (settings.beta1, settings.beta2))
+    loss_fn = CausalLMLoss(model.config, settings.lbl_coef, settings.compile)
+    trainer = Trainer(wrapped, optimizer, Schedule.from_settings(settings), settings, info, *batches, name=name,
+                      loss_fn=loss_fn)
+    records = trainer.fit()
+    final = gathered_model(wrapped, info)
+    summary = {}
+    if info.is_main:
+        save_final(final, settings.out_dir, tokenizer_dir)
+        plot_losses({f"{name} train": trainer.log.path}, os.path.join(settings.out_dir, "loss.png"), key="loss",
+                    title=f"{name}: training loss (assistant tokens)")
+        summary = {**stage_summary(name, trainer, records, model.config, info.world_size), **(extra or {})}
+        write_atomic(os.path.join(settings.out_dir, "summary.json"), json.dumps(summary, indent=2))
+        print(f"{name}: {trainer.step} steps, {trainer.elapsed:.0f} s, loss {summary['final_loss']}, "
+              f"val {summary['final_val_loss']}; saved {settings.out_dir}/final")
+    return summary
+
+
 def run_stage(name: str, settings, build_model, build_data) -> dict:
     """Train one stage and save ``out_dir/final`` (HF layout, fp32: the next stage's start), ``loss.png``
     and ``summary.json``; returns the summary (on rank 0; {} elsewhere).

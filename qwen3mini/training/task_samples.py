@@ -88,11 +88,24 @@ def cell_rng(seed: int, family: str, difficulty: int, stage: str = "cold-start")
                          f"{difficulty}")
 
 
-def drawn_items(ranges: str, per_cell: int, seed: int, exclude: frozenset) -> frozenset:
-    """Hashes of the queries a cold start with these settings drew (before its filters): what RL's pool must
-    not contain (paper §4.2: query-verifier pairs not used in the cold start)."""
-    return held_out(draw_queries(family, difficulty, per_cell, cell_rng(seed, family, difficulty), exclude)
-                    for family, levels in parse_ranges(ranges).items() for difficulty in levels)
+def drawn_queries(ranges: str, per_cell: int, seed: int, exclude: frozenset) -> list:
+    """The queries a cold start with these settings drew (before its filters), cell by cell: stage 3 samples
+    the RL model on them again (paper §4.3), and RL's pool must not contain them (§4.2)."""
+    return [problem for family, levels in parse_ranges(ranges).items() for difficulty in levels
+            for problem in draw_queries(family, difficulty, per_cell, cell_rng(seed, family, difficulty), exclude)]
+
+
+def cold_start_queries(cold_start_dir: str) -> list:
+    """``drawn_queries`` of the cold start whose out_dir is ``cold_start_dir`` (its summary.json's settings)."""
+    import json
+    import os
+    summary = os.path.join(cold_start_dir, "summary.json")
+    if not os.path.exists(summary):
+        raise ValueError(f"--cold_start_dir {cold_start_dir}: no summary.json (run the cold start first)")
+    with open(summary) as f:
+        cold = json.load(f)["settings"]
+    return drawn_queries(cold["ranges"], cold["queries_per_cell"] + cold["val_per_cell"], cold["seed"],
+                         evaluation_items())
 
 
 def evaluation_items() -> frozenset:

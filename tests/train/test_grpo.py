@@ -173,12 +173,13 @@ def test_tiny_stage_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     """The tiny preset on the CPU; a random model never solves a task, so the reward is planted (even first
     token: correct) to give the groups unequal rewards and the policy updates to make."""
     from qwen3mini.evaluation import Scored
+    from qwen3mini.training import rl
     from train import rl_reasoning, sft_cold_start
 
     def planted(problem, text, completion, ids):
         return Scored(completion.tokens[0] % 2 == 0, 0, len(completion.tokens), completion.finish_reason == "stop",
                       False)
-    monkeypatch.setattr(rl_reasoning, "score_reply", planted)
+    monkeypatch.setattr(rl, "score_reply", planted)
     start, cold = tmp_path / "start", tmp_path / "cold"
     model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["tiny"], vocab_size=16384, max_position_embeddings=1024))
     save_pretrained(model, str(start), TOKENIZER)

@@ -1,0 +1,95 @@
+"""Thinking-mode fusion (issue 19, stage 3): rejection sampling, the Table 9 formats, the stage on the CPU."""
+import dataclasses
+import json
+import random
+
+import pytest
+
+import qwen3mini
+from qwen3mini.chat import ChatCompletion, split_completion
+from qwen3mini.config import PRESETS
+from qwen3mini.evaluation.thinkfollow import reply_mode
+from qwen3mini.generation import Completion
+from qwen3mini.model import Qwen3ForCausalLM
+from qwen3mini.tasks import FAMILIES, traces
+from qwen3mini.training import rollouts
+from qwen3mini.training.fusion_samples import dialogue_sample, direct_answer, flagged_turn, rejection_sampled
+from qwen3mini.training.sft import render_sample
+from qwen3mini.training.stage import save_pretrained
+
+from test_sft import TOKENIZER, tok  # noqa: F401  (the tokenizer fixture)
+
+
+def problem(seed, family="add", difficulty=3):
+    return FAMILIES[family].generate(random.Random(seed), difficulty)
+
+
+def reply(text, finish="stop"):
+    return ChatCompletion(Completion([1, 2], 2, finish), text, split_completion(text))
+
+
+def test_rejection_sampling_keeps_the_first_right_filtered_reply(tok, monkeypatch):
+    problems = [problem(i) for i in range(3)]
+    good = [f"<think>\n{traces.thinking(p)}\n</think>\n\n{traces.answer(p)}" for p in problems]
+    wrong = "<think>\nI guess.\n</think>\n\nThe answer is \\boxed{1}."
+    planted = {0: [(wrong, "stop"), (good[0], "stop")], 1: [(wrong, "stop"), (wrong, "stop")],
+               2: [(good[2], "length"), (good[2], "stop")]}                  # 2: cut by its token cap first
+
+    def generate(model, tokenizer, prompts, limits, params):
+        assert len(prompts) == 6 and params.temperature == 0.6 and params.top_k == 20      # the paper's settings
+        return [reply(*planted[i // 2][i % 2]) for i in range(6)]
+    monkeypatch.setattr(rollouts, "generate_replies", generate)
+    kept = rejection_sampled(None, tok, problems, 2, {"temperature": 0.6, "top_p": 0.95, "top_k": 20}, seed=0)
+    assert kept[1] is None
+    assert kept[0] == {"role": "assistant", "reasoning_content": traces.thinking(problems[0]),
+                       "content": traces.answer(problems[0])}
+    assert kept[2]["reasoning_content"] == traces.thinking(problems[2])
+
+
+def test_table_9_formats(tok):
+    rng, p = random.Random(0), problem(1)
+    assert flagged_turn(p.question, "no-think", rng, 0.5)["content"].endswith(" /no_think")
+    flags = {flagged_turn(p.question, "think", random.Random(i), 0.5)["content"].endswith(" /think") for i in range(20)}
+    assert flags == {True, False}                                       # some thinking samples carry no flag
+    ids, mask = render_sample(tok, [flagged_turn(p.question, "no-think", rng, 0), direct_answer(p)])
+    assert tok.decode([t for t, m in zip(ids, mask) if m]).startswith("<think>\n\n</think>\n\n")   # the empty block
+    pool = [problem(i, family) for i in range(10) for family in ("add", "sort")]
+    for i in range(30):
+        messages, last = dialogue_sample(random.Random(i), pool)
+        assert messages[-1]["role"] == "user" and 3 <= len(messages) <= 7
+        flags = [m["content"].rsplit(" ", 1)[-1] for m in messages if m["role"] == "user"]
+        asked = next((f for f in reversed(flags) if f in ("/think", "/no_think")), "/think")
+        text = tok.decode([t for t, m in zip(*render_sample(tok, messages + [last])) if m])
+        assert reply_mode(text) == ("think" if asked == "/think" else "no-think")
+
+
+def test_tiny_stage_end_to_end(tmp_path, monkeypatch, capsys):
+    from train import sft_mode_fusion
+    start, cold = tmp_path / "start", tmp_path / "cold"
+    model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["tiny"], vocab_size=16384, max_position_embeddings=1024))
+    save_pretrained(model, str(start), TOKENIZER, post_trained=True)
+    cold.mkdir()
+    (cold / "summary.json").write_text(json.dumps({"settings": {"ranges": "add:2,sort:3", "queries_per_cell": 6,
+                                                                "val_per_cell": 1, "seed": 5}}))
+
+    def solver_replies(model, tokenizer, problems, samples, sampling, seed, max_new_tokens):
+        return [None if i % 2 else {"role": "assistant", "reasoning_content": traces.thinking(p),
+                                    "content": traces.answer(p)} for i, p in enumerate(problems)]
+    monkeypatch.setattr(sft_mode_fusion, "rejection_sampled", solver_replies)
+    out = tmp_path / "fusion"
+    sft_mode_fusion.main(["--preset", "tiny", "--init_from", str(start), "--cold_start_dir", str(cold),
+                          "--out_dir", str(out), "--val_share", "0"])
+    data = json.load(open(out / "data.json"))
+    assert data["add/2"]["think"] == 1 and data["add/2"]["no_reply_kept"] == 1 and data["add/2"]["no-think"] == 2
+    assert sum(cell.get("dialogue", 0) for cell in data.values()) == 6
+    assert "thinking-mode fusion: 6 steps" in capsys.readouterr().out
+    final = qwen3mini.load_model(str(out / "final"))
+    assert final.config.num_hidden_layers == PRESETS["tiny"].num_hidden_layers
+
+
+def test_bad_settings():
+    from train import sft_mode_fusion
+    with pytest.raises(ValueError, match="--unflagged_share"):
+        sft_mode_fusion.main(["--preset", "tiny", "--unflagged_share", "1.5"])
+    with pytest.raises(ValueError, match="--init_from"):
+        sft_mode_fusion.main(["--preset", "tiny", "--init_from", "/nonexistent"])

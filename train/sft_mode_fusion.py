@@ -1,0 +1,154 @@
+"""Stage 3 of post-training, thinking-mode fusion (paper §4.3): SFT of the reasoning-RL model on thinking and
+non-thinking data together, so that one model thinks or answers directly as the user's flag asks.
+
+The data (qwen3mini/training/fusion_samples.py):
+
+* thinking samples: the stage-2 model's own replies to the cold start's queries (``--per_cell`` per family and
+  difficulty), ``--samples`` tries each at the paper's thinking settings, the first right one that passes the
+  response filters kept (rejection sampling); a ``--unflagged_share`` of them without a flag (thinking is the
+  default), the rest with ``/think``;
+* non-thinking samples: ``/no_think`` and the solver's answer line, on other queries of the same cells;
+* ``--dialogues`` multi-turn samples (2 to 4 turns, random flags; the reply follows the last flag);
+* rendered with the chat template as inference sees them, loss on the reply only, packed (the cold start's
+  plumbing). The thinking budget is not trained: whether it emerges is measured by the evaluation.
+
+    python train/sft_mode_fusion.py --preset tiny                    # CPU, seconds, after the RL tiny preset
+    python train/sft_mode_fusion.py                                  # one GPU, from runs/rl_reasoning/final
+
+Output: ``out_dir/final`` (HF layout, bf16), ``data.json``, ``log.jsonl``, ``loss.png``, ``summary.json``, ``ckpt``.
+"""
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import qwen3mini                                                                  # noqa: E402
+from qwen3mini.chat import sampling_settings                                      # noqa: E402
+from qwen3mini.training.checkpoints import write_atomic                          # noqa: E402
+from qwen3mini.training.distributed import barrier, close_distributed, init_distributed, seed_everything  # noqa: E402
+from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
+                                               rejection_sampled)
+from qwen3mini.training.settings import TrainSettings, parse_settings, setting    # noqa: E402
+from qwen3mini.training.sft import render_sample                                  # noqa: E402
+from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
+from qwen3mini.training.task_samples import SampleStats, cold_start_queries       # noqa: E402
+
+
+@dataclass
+class Settings(TrainSettings):
+    init_from: str = setting("runs/rl_reasoning/final", "the reasoning-RL model (HF layout, with its tokenizer)")
+    cold_start_dir: str = setting("runs/sft_cold_start", "the cold start's out_dir: its queries are sampled again")
+    per_cell: int = setting(150, "queries per (family, difficulty) for thinking replies (rejection sampling)")
+    samples: int = setting(4, "tries per query; the first right reply that passes the filters is kept")
+    max_new_tokens: int = setting(2048, "cap on a sampled reply (each also held to twice the solver's + 256)")
+    no_think_per_cell: int = setting(100, "queries per (family, difficulty) answered in non-thinking mode")
+    dialogues: int = setting(3000, "multi-turn samples with random /think and /no_think flags")
+    unflagged_share: float = setting(0.3, "share of thinking samples without a flag (thinking is the default)")
+    val_share: float = setting(0.02, "share of samples held out for the validation loss")
+    out_dir: str = "runs/sft_mode_fusion"
+    seq_len: int = 1024
+    micro_batch: int = 64
+    steps: int = 200
+    lr: float = 2e-4
+    min_lr: float = 2e-5
+    warmup_steps: int = 20
+    eval_every: int = 100
+    eval_batches: int = 4
+    ckpt_every: int = 100
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("unflagged_share", "val_share"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)}: expected a share in [0, 1)")
+        for name in ("per_cell", "samples", "no_think_per_cell", "dialogues"):
+            if getattr(self, name) < 0 or (name == "samples" and self.samples < 1):
+                raise ValueError(f"--{name} {getattr(self, name)}: expected a count >= {int(name == 'samples')}")
+
+
+PRESETS = {
+    "tiny": dict(init_from="runs/tiny/rl_reasoning/final", cold_start_dir="runs/tiny/sft_cold_start", per_cell=2,
+                 samples=2, max_new_tokens=24, no_think_per_cell=2, dialogues=6, val_share=0.2, seq_len=512,
+                 micro_batch=2, steps=6, warmup_steps=1, lr=3e-3, min_lr=3e-4, eval_every=3, eval_batches=1,
+                 ckpt_every=3, log_every=2, device="cpu", dtype="float32", progress=False,
+                 out_dir="runs/tiny/sft_mode_fusion"),
+}
+
+
+def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
+    """Every (messages, reply, kind, cell) of the stage, before rendering."""
+    cells = {}
+    for problem in cold_start_queries(settings.cold_start_dir):
+        cells.setdefault(f"{problem.family}/{problem.difficulty}", []).append(problem)
+    thinking, direct, stats = [], [], SampleStats()
+    for cell, problems in cells.items():
+        random.Random(f"{settings.seed}|fusion|{cell}").shuffle(problems)
+        thinking += [(cell, p) for p in problems[:settings.per_cell]]
+        direct += [(cell, p) for p in problems[settings.per_cell:settings.per_cell + settings.no_think_per_cell]]
+    sampling = sampling_settings("think")
+    replies = rejection_sampled(model, tokenizer, [p for _, p in thinking], settings.samples, sampling, settings.seed,
+                                settings.max_new_tokens) if thinking else []
+    rng, items = random.Random(f"{settings.seed}|fusion"), []
+    for (cell, problem), reply in zip(thinking, replies):
+        if reply is None:
+            stats.add(*cell.split("/"), "no_reply_kept")
+        else:
+            items.append(([flagged_turn(problem.question, "think", rng, settings.unflagged_share)], reply, "think",
+                          cell))
+    items += [([flagged_turn(p.question, "no-think", rng, 0.0)], direct_answer(p), "no-think", cell)
+              for cell, p in direct]
+    pool = [p for problems in cells.values() for p in problems]
+    for i in range(settings.dialogues):
+        messages, reply = dialogue_sample(random.Random(f"{settings.seed}|dialogue|{i}"), pool)
+        items.append((messages, reply, "dialogue", f"dialogue/{len(messages) // 2 + 1}"))
+    return items, stats
+
+
+def build_samples(settings, tokenizer, model) -> tuple[list, list, SampleStats]:
+    """(train, val, stats): the rendered (ids, mask) samples, a ``val_share`` of them held out by index."""
+    items, stats = conversations(settings, tokenizer, model)
+    train, val = [], []
+    for i, (messages, reply, kind, cell) in enumerate(items):
+        ids, mask = render_sample(tokenizer, messages + [reply])
+        family, level = cell.split("/")
+        if len(ids) > settings.seq_len:
+            stats.add(family, level, "longer_than_row")
+            continue
+        split = val if random.Random(f"{settings.seed}|val|{i}").random() < settings.val_share else train
+        split.append((ids, mask))
+        if split is train:
+            stats.add(family, level, kind)
+            stats.add(family, level, "tokens", len(ids))
+    if not train:
+        raise ValueError("sft_mode_fusion: no training sample (every reply was rejected or too long)")
+    return train, val or train[:1], stats
+
+
+def main(argv=None):
+    settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
+    info = init_distributed(settings.device)
+    seed_everything(settings.seed)
+    if not os.path.isdir(settings.init_from):
+        raise ValueError(f"--init_from {settings.init_from}: no such folder (run train/rl_reasoning.py first)")
+    tokenizer = qwen3mini.load_tokenizer(settings.init_from)
+    model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="reasoning RL")
+    sampler = qwen3mini.load_model(settings.init_from, device=info.device)   # its shipped dtype, as at inference
+    train, val, stats = build_samples(settings, tokenizer, sampler)
+    del sampler
+    if info.is_main:
+        print(stats.table())
+        print(f"{len(train)} training samples, {stats.total('tokens') / 1e6:.2f}M tokens; {len(val)} validation")
+        os.makedirs(settings.out_dir, exist_ok=True)
+        write_atomic(os.path.join(settings.out_dir, "data.json"), json.dumps(stats.cells, indent=1))
+    fine_tune("thinking-mode fusion", settings, info, model, settings.init_from,
+              tokenizer.token_to_id["<|endoftext|>"], train, val,
+              {"samples": len(train), "sample_tokens": stats.total("tokens")})
+    barrier()
+    close_distributed()
+
+
+if __name__ == "__main__":
+    run_script(main)
