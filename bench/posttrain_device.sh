@@ -5,9 +5,12 @@
 # (OUT/_cuda.so) that later calls carry instead of building it again.
 #
 #   COLD_ARGS="--drop_answered false" OUT=/tmp/out bash bench/posttrain_device.sh rl   # cold start -> pool ->
-#                                                         # two RL runs -> evaluations
+#                                                         # two RL runs -> evaluations (session 8)
 #   OUT=/tmp/out bash bench/posttrain_device.sh more      # the same machine after 'rl': pass@16, rollout
 #                                                         # throughput vs transformers, the 4x cold start
+#   OUT=/tmp/out bash bench/posttrain_device.sh stages12  # train/run_posttrain.sh stages 1 and 2 with evaluations
+#   OUT=/tmp/out bash bench/posttrain_device.sh stages34  # the same machine after stages12: stages 3 and 4
+#   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and its evaluation
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}
@@ -77,11 +80,28 @@ call_more() {    # right after call_rl, on the same machine: pass@16, the rollou
     wait
 }
 
-export -f build cold_start evaluate rl call_rl call_more
-export R OUT EVAL_THINK
+call_stages12() {
+    build
+    STAGES="1 2" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$R/pt"
+}
+
+call_stages34() {
+    [ -d "$R/pt/rl_reasoning/final" ] || { echo "no $R/pt/rl_reasoning/final: run stages12 first" >&2; return 1; }
+    STAGES="3 4" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$R/pt"
+}
+
+call_cold4x() {
+    build
+    cold_start cold4x --steps_scale 4 --drop_answered false
+    evaluate eval_cold4x "$R/cold4x/final" --limit 50 --samples 0 --difficulties 1-14 $EVAL_THINK
+}
+
+export -f build cold_start evaluate rl call_rl call_more call_stages12 call_stages34 call_cold4x
+EVAL_PIPELINE="--limit 20 --samples 8 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"
+export R OUT EVAL_THINK EVAL_PIPELINE
 case ${1:-rl} in
     rl) timeout "$LIMIT" bash -c call_rl ;;
-    more) timeout "$LIMIT" bash -c call_more ;;     # (the archive below is written whatever happened)
-    *) echo "usage: posttrain_device.sh rl|more" >&2; exit 2 ;;
+    more|stages12|stages34|cold4x) timeout "$LIMIT" bash -c "call_$1" ;;   # (the archive is written whatever happened)
+    *) echo "usage: posttrain_device.sh rl|more|stages12|stages34|cold4x" >&2; exit 2 ;;
 esac
 cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='ckpt' --exclude='*.tmp' . && ls -la "$OUT"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Chat with a Qwen3 model in the terminal: thinking and non-thinking modes, thinking budgets.
+"""Chat with a Qwen3 model in the terminal: thinking and non-thinking modes, thinking budgets, tools.
 
     python infer/chat.py --no-think                              # interactive, answers without thinking
     python infer/chat.py --thinking-budget 256 --prompt "Is 221 prime?"
     printf 'Hi!\\nAnd in French? /no_think\\n' | python infer/chat.py  # piped: one user turn per line
+    python infer/chat.py --tools calculator --prompt "What is 347 * 86?"   # tool calls (qwen3mini.tools)
 
 The protocol (rendering, modes and /think /no_think switches, the thinking budget, KV-prefix reuse, sampling
 defaults per mode) is ``qwen3mini.chat``; this script holds the arguments, the display and the REPL.
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from qwen3mini.chat import (ANSWER, THINK, ChatError, ChatSession, Reply, TooLong, effective_mode, load,
                             sampling_settings)
 from qwen3mini.checkpoint import SHIPPED_CHECKPOINT
+from qwen3mini.tools import TOOLS, ToolSession
 
 HELP = """commands (a ':' prefix, so they never collide with the /think and /no_think switches):
   :help             this text
@@ -53,6 +55,9 @@ def parse_args(argv=None):
                    help="stop thinking after N tokens and make the model answer (paper §4.3)")
     p.add_argument("--prompt", default=None, metavar="TEXT", help="answer this one message and exit")
     p.add_argument("--system", default=None, metavar="TEXT", help="system prompt")
+    p.add_argument("--tools", action="append", choices=sorted(TOOLS), default=None, metavar="NAME",
+                   help="offer this tool to the model (repeatable; the model's calls run and their results go back "
+                        f"to it): {', '.join(sorted(TOOLS))}")
     p.add_argument("--max-new-tokens", type=_positive_int, default=None, metavar="N",
                    help="most tokens generated per reply, capped by the context (default: the checkpoint's "
                         "generation_config.json, else 32768 for a post-trained model, 256 for a base model)")
@@ -170,7 +175,8 @@ def summary(reply: Reply) -> str:
     budget = " (budget reached)" if reply.budget_hit else ""
     end = {"stop": "", "length": " · cut at --max-new-tokens", "context": " · cut: context full",
            "interrupted": " · interrupted"}[reply.finish]
-    return (f"thinking {reply.thinking_tokens} tokens{budget} · answer {reply.answer_tokens} tokens · "
+    calls = f" · {len(reply.calls)} tool call(s)" if getattr(reply, "calls", None) else ""
+    return (f"thinking {reply.thinking_tokens} tokens{budget} · answer {reply.answer_tokens} tokens{calls} · "
             f"{speed:.1f} tokens/s{end}")
 
 
@@ -301,7 +307,8 @@ def main(argv=None) -> int:
             model, tokenizer, info = load(args.model, args.device, args.dtype)
         except ChatError as error:
             raise ChatError(f"--model: {error}") from None
-        session = ChatSession(model, tokenizer, args.system, max_context, log)
+        session = ToolSession(model, tokenizer, args.tools, args.system, max_context, log) if args.tools else \
+            ChatSession(model, tokenizer, args.system, max_context, log)
     except ChatError as error:
         print(f"chat.py: error: {error}", file=sys.stderr)
         return 2

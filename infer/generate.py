@@ -4,6 +4,7 @@
     python infer/generate.py --model DIR --input prompts.jsonl --output samples.jsonl --num-samples 4
     python infer/generate.py --model DIR --input questions.txt --output answers.jsonl --no-think
     python infer/generate.py --model DIR --input q.jsonl --output o.jsonl --thinking-budget 512 --resume
+    python infer/generate.py --model DIR --input q.jsonl --output o.jsonl --tools calculator --max-calls 4
 
 Input: ``.jsonl`` lines are objects with ``"prompt"`` (a user message) or ``"messages"`` (a chat, rendered with
 the template, docs/qwen3.md §4); their other fields are copied to the output. Any other file is one prompt per line.
@@ -14,6 +15,13 @@ generated text, think block and any budget stop text included), ``thinking``, ``
 Prompts are generated ``--batch-size`` at a time through ``qwen3mini.chat.generate_replies`` (one packed
 prefill, all rows decoding together). Modes, sampling defaults and the thinking budget are the chat's (paper
 §4.3, §4.6).
+
+``--tools calculator``: the tool is offered through the chat template and each prompt goes through
+``qwen3mini.tools.generate_with_tools`` (the model's calls run, their results go back to it, at most
+``--max-calls`` per sample; ``--max-new-tokens`` counts the sampled tokens of all rounds). ``completion`` is then
+every token after the prompt (tool turns included), ``thinking``/``response``/``tool_calls`` are the last reply's,
+``finish_reason`` may also be "max_calls", and each line adds ``calls`` ({"name", "arguments", "result",
+"valid"} per call run) and ``all_calls_valid``.
 
 Nothing is lost: every argument and the whole input are checked before any file is written; samples go to
 ``OUTPUT.partial`` (flushed after each batch), renamed to OUTPUT once all are there. ``--resume`` continues an
@@ -28,8 +36,9 @@ import shutil
 import sys
 import time
 
-from qwen3mini.chat import STOP_THINKING, ChatError, generate_replies, load, render, sampling_settings
+from qwen3mini.chat import STOP_THINKING, ChatError, decode_text, generate_replies, load, render, sampling_settings
 from qwen3mini.checkpoint import SHIPPED_CHECKPOINT
+from qwen3mini.tools import TOOLS, generate_with_tools, resolve_tools
 
 POST_TRAINED_MAX_NEW_TOKENS = 2048     # per sample unless the checkpoint or --max-new-tokens says otherwise
 
@@ -47,6 +56,9 @@ def parse_args(argv=None):
     mode.add_argument("--raw", action="store_true", help="feed prompts as plain text, no chat template (base models)")
     p.add_argument("--thinking-budget", type=int, default=None, metavar="N")
     p.add_argument("--system", default=None, help="system prompt for inputs given as a bare prompt")
+    p.add_argument("--tools", action="append", choices=sorted(TOOLS), default=None, metavar="NAME",
+                   help=f"offer this tool and run the model's calls (repeatable): {', '.join(sorted(TOOLS))}")
+    p.add_argument("--max-calls", type=int, default=4, metavar="N", help="with --tools: most calls per sample")
     p.add_argument("--num-samples", type=int, default=1, metavar="K", help="samples per prompt")
     p.add_argument("--batch-size", type=int, default=16, metavar="B", help="rows generated together")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
@@ -64,6 +76,10 @@ def parse_args(argv=None):
     for name in ("num_samples", "batch_size", "max_new_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"argument --{name.replace('_', '-')}: must be >= 1")
+    if args.tools and args.raw:
+        p.error("argument --tools: needs the chat template (not --raw)")
+    if args.max_calls < 0:
+        p.error("argument --max-calls: must be >= 0")
     if args.thinking_budget is not None and (args.thinking_budget < 0 or not args.think or args.raw):
         p.error("argument --thinking-budget: needs thinking mode (not --no-think / --raw) and N >= 0")
     try:
@@ -145,14 +161,17 @@ def item_problem(item) -> str | None:
     return None
 
 
-def prompt_ids(tokenizer, item: dict, think: bool, raw: bool, system=None) -> list:
+def conversation(item: dict, system=None) -> list:
+    """The messages of one input line: its "messages", or the system prompt (if any) and its "prompt"."""
+    if item.get("messages") is not None:
+        return item["messages"]
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": item["prompt"]}]
+
+
+def prompt_ids(tokenizer, item: dict, think: bool, raw: bool, system=None, tools=None) -> list:
     if raw:
         return tokenizer.encode(item["prompt"])
-    messages = item.get("messages")
-    if messages is None:
-        messages = ([{"role": "system", "content": system}] if system else []) + \
-                   [{"role": "user", "content": item["prompt"]}]
-    return render(tokenizer, messages, think)
+    return render(tokenizer, conversation(item, system), think, [t.schema for t in resolve_tools(tools)] or None)
 
 
 def finished_records(path: str, items: list, jobs: list) -> int:
@@ -177,6 +196,20 @@ def finished_records(path: str, items: list, jobs: list) -> int:
     return kept
 
 
+def tool_records(model, tokenizer, items: list, args, max_new_tokens: int, sampling: dict) -> list:
+    """The output fields of each item's sample through the tool loop (``qwen3mini.tools.generate_with_tools``)."""
+    rollouts = generate_with_tools(model, tokenizer, [conversation(item, args.system) for item in items], args.tools,
+                                   max_new_tokens, sampling, args.think, args.max_calls, args.thinking_budget)
+    records = []
+    for rollout in rollouts:
+        last = rollout.replies[-1].parts if rollout.replies else None
+        records.append({"completion": decode_text(tokenizer, rollout.tokens), "thinking": last.thinking if last else "",
+                        "response": rollout.answer, "tool_calls": last.tool_calls if last else [],
+                        "finish_reason": rollout.finish, "completion_tokens": sum(rollout.mask),
+                        "calls": rollout.calls, "all_calls_valid": rollout.all_calls_valid})
+    return records
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     partial = args.output + ".partial"
@@ -193,7 +226,7 @@ def main(argv=None) -> int:
         stop_text = len(tokenizer.encode(STOP_THINKING)) if args.thinking_budget is not None else 0
         jobs = []                                      # (item index, sample index, prompt ids)
         for index, item in enumerate(items):
-            ids = prompt_ids(tokenizer, item, args.think, args.raw, args.system)
+            ids = prompt_ids(tokenizer, item, args.think, args.raw, args.system, args.tools)
             if len(ids) + (args.max_new_tokens or 1) + stop_text > context:
                 raise ChatError(f"{args.input}: prompt {index + 1} is {len(ids)} tokens; with --max-new-tokens "
                                 f"{args.max_new_tokens or 1} (and the budget's stop text, {stop_text} tokens) "
@@ -216,16 +249,23 @@ def main(argv=None) -> int:
             batch = jobs[start:start + args.batch_size]
             began = time.perf_counter()
             seed = None if args.seed is None else args.seed + start
-            replies = generate_replies(model, tokenizer, [ids for _, _, ids in batch], max_new_tokens,
-                                       {**sampling, "seed": seed}, args.thinking_budget)
-            for (index, sample, ids), reply in zip(batch, replies):
-                record = {**items[index], "index": index, "sample": sample, "completion": reply.text,
-                          "thinking": reply.parts.thinking, "response": reply.parts.answer,
-                          "tool_calls": reply.parts.tool_calls, "finish_reason": reply.completion.finish_reason,
-                          "prompt_tokens": len(ids), "completion_tokens": reply.completion.generated_tokens}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if args.tools:
+                records = tool_records(model, tokenizer, [items[index] for index, _, _ in batch], args,
+                                       max_new_tokens, {**sampling, "seed": seed})
+            else:
+                replies = generate_replies(model, tokenizer, [ids for _, _, ids in batch], max_new_tokens,
+                                           {**sampling, "seed": seed}, args.thinking_budget)
+                records = [{"completion": reply.text, "thinking": reply.parts.thinking, "response": reply.parts.answer,
+                            "tool_calls": reply.parts.tool_calls, "finish_reason": reply.completion.finish_reason,
+                            "completion_tokens": reply.completion.generated_tokens} for reply in replies]
+            for (index, sample, ids), fields in zip(batch, records):
+                fields = dict(fields)
+                counted = fields.pop("completion_tokens")
+                line = {**items[index], "index": index, "sample": sample, **fields, "prompt_tokens": len(ids),
+                        "completion_tokens": counted}
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
             out.flush()
-            tokens = sum(reply.completion.generated_tokens for reply in replies)
+            tokens = sum(record["completion_tokens"] for record in records)
             seconds = time.perf_counter() - began
             print(f"[{start + len(batch)}/{len(jobs)} samples · {tokens} tokens in {seconds:.1f} s "
                   f"· {tokens / seconds:.1f} tokens/s]", file=sys.stderr)

@@ -120,9 +120,8 @@ class ChatTokens:
 
 def render(tokenizer, messages, think: bool, tools=None) -> list:
     """Prompt ids of ``messages`` with the assistant turn opened, in thinking or non-thinking mode."""
-    text = tokenizer.apply_chat_template(messages, tools, tokenize=False, add_generation_prompt=True,
-                                         enable_thinking=think)
-    return tokenizer.encode(text)
+    return tokenizer.encode(tokenizer.apply_chat_template(messages, tools, tokenize=False,
+                                                          add_generation_prompt=True, enable_thinking=think))
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -331,10 +330,10 @@ class ChatSession:
     prompt is not simply "cache + new message": the longest prefix of the KV cache that still matches is kept
     and only the rest is prefilled. ``log(event, **fields)`` sees every prompt, prefill and token."""
 
-    def __init__(self, model, tokenizer, system=None, max_context=None, log=None):
+    def __init__(self, model, tokenizer, system=None, max_context=None, log=None, tools=None):
         self.ids = ChatTokens.of(tokenizer, model.config.eos_token_ids)
         self.model, self.tok, self.log = model, tokenizer, log or (lambda event, **fields: None)
-        self.system = [{"role": "system", "content": system}] if system else []
+        self.system, self.tools = ([{"role": "system", "content": system}] if system else []), tools  # tools: schemas
         self.history = []                                 # user/assistant messages of finished turns
         self.context = min(model.config.max_position_embeddings, max_context or DEFAULT_MAX_CONTEXT)
         try:
@@ -346,18 +345,18 @@ class ChatSession:
     def reset(self):
         self.history = []
 
-    def fit(self, user_text: str, think: bool, reserve: int):
-        """(prompt ids, history, dropped turns) for the history plus ``user_text``, the oldest turns dropped
-        until ``reserve`` tokens are left for the reply; TooLong if even no history leaves them."""
+    def fit(self, new: list, think: bool, reserve: int):
+        """(prompt ids, history, dropped turns) for the history plus the ``new`` messages, the oldest turns dropped
+        until ``reserve`` tokens are left for the reply; TooLong if even no (earlier) history leaves them."""
         history, dropped = list(self.history), 0
         while True:
-            ids = render(self.tok, self.system + history + [{"role": "user", "content": user_text}], think)
+            ids = render(self.tok, self.system + history + new, think, self.tools)
             if len(ids) + reserve <= self.context:
                 return ids, history, dropped
-            if not history:
-                raise TooLong(len(ids))
-            # A turn is a user message and the assistant messages after it.
+            # A turn is a user message and the assistant (and tool) messages after it.
             cut = next((i for i in range(1, len(history)) if history[i]["role"] == "user"), len(history))
+            if not history or (not new and cut == len(history)):
+                raise TooLong(len(ids))
             history, dropped = history[cut:], dropped + 1
 
     def prefill(self, ids):
@@ -376,12 +375,13 @@ class ChatSession:
 
     def reply(self, user_text: str, think: bool, sampling: dict, budget=None,
               max_new_tokens=POST_TRAINED_MAX_NEW_TOKENS, on_text=None, interrupted=lambda: False) -> Reply:
-        """Answer ``user_text``, calling ``on_text(text, part)`` as the reply streams; keep the turn in the
-        history unless ``interrupted()`` turned true. Raises TooLong when the message cannot fit."""
+        """Answer ``user_text`` (None: go on after tool results), calling ``on_text(text, part)`` as the reply
+        streams; keep the turn in the history unless ``interrupted()`` turned true. TooLong if it cannot fit."""
         on_text = on_text or (lambda text, part: None)
+        new = [] if user_text is None else [{"role": "user", "content": user_text}]
         stop_text = self.ids.stop_thinking
         reserve = min(max_new_tokens, self.context // 2) + (len(stop_text) if budget is not None else 0)
-        ids, history, dropped = self.fit(user_text, think, reserve)
+        ids, history, dropped = self.fit(new, think, reserve)
         if dropped:
             self.history = history
             self.log("drop", turns=dropped)
@@ -427,10 +427,8 @@ class ChatSession:
         self.log("end", finish=reply.finish, thinking_tokens=reply.thinking_tokens,
                  answer_tokens=reply.answer_tokens, generated=reply.generated)
         if reply.finish != "interrupted":
-            # The template drops thinking from earlier turns, so the answer is all the history needs (keeping
-            # the raw text would also keep the "." that the budget's stop text puts after </think>).
-            self.history = history + [{"role": "user", "content": user_text},
-                                      {"role": "assistant", "content": reply.answer.lstrip("\n")}]
+            # Earlier turns lose their thinking in the template: the answer is all the history needs (no stop text).
+            self.history = history + new + [{"role": "assistant", "content": reply.answer.lstrip("\n")}]
         return reply
 
     def _stream(self, limit, params, tracker, stream, reply, show, interrupted) -> str:

@@ -75,6 +75,7 @@ COMMANDS = {
     r"python train/evaluate\.py .*": "evaluate",
     r"python train/compare_evaluations\.py .*": "compare",
     r"python train/rl_reasoning\.py .*": "gpu",
+    r"python train/(sft_mode_fusion|rl_general)\.py .*": "gpu",
     r"bash train/run_posttrain\.sh .*": "gpu",
     r"apt-get update": "system",
     r"python -m train\.data\.build_corpus": "data_chain",

@@ -33,13 +33,17 @@ MODELS = [os.path.join(REPO, "checkpoints", name) for name in ("qwen3mini-chat",
 OUT = "runs/eval"
 SAMPLES = 8                 # sampled replies an item, for pass@1..pass@8
 THINKFOLLOW = 200           # dialogues
+INSTRUCTIONS = 40           # items per instruction (strict: the constraint holds and the answer is right)
+KNOWLEDGE = 50              # held-out knowledge questions per kind (man-page function/command, word, term)
+TOOLS = 30                  # 4x4, 5x5 and 6x6-digit products each, with the calculator and without
 BATCH_SIZE = 512            # rows generated together
 MAX_NEW_TOKENS = 3072       # cap on a reply (fits the shipped 4096-token context after the longest prompt)
 SEED = 0
 
 PRESETS = {   # a preset sets defaults; options given on the command line still win
     "tiny": dict(families="add,sort", difficulties="3", limit=2, samples=2, budgets="0,16,unlimited",
-                 thinkfollow=4, max_new_tokens=32, batch_size=64, device="cpu", out="runs/tiny/eval"),
+                 thinkfollow=4, instructions=1, knowledge=1, tools=1, max_new_tokens=32, batch_size=64, device="cpu",
+                 out="runs/tiny/eval"),
 }
 
 
@@ -69,6 +73,13 @@ def parse_args(argv=None):
                         "'none' skips the sweep (default: 0 to 512 and unlimited)")
     p.add_argument("--thinkfollow", type=int, default=THINKFOLLOW, metavar="N",
                    help=f"ThinkFollow dialogues, 0 to skip (default {THINKFOLLOW})")
+    p.add_argument("--instructions", type=int, default=INSTRUCTIONS, metavar="N",
+                   help=f"items per instruction of the five, 0 to skip (default {INSTRUCTIONS})")
+    p.add_argument("--knowledge", type=int, default=KNOWLEDGE, metavar="N",
+                   help=f"held-out knowledge questions per kind, 0 to skip (default {KNOWLEDGE})")
+    p.add_argument("--tools", type=int, default=TOOLS, metavar="N",
+                   help=f"products per size (4x4, 5x5, 6x6) with the calculator and without, 0 to skip "
+                        f"(default {TOOLS})")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="items per cell (default: the whole set)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when present)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="B",
@@ -92,7 +103,7 @@ def parse_args(argv=None):
 
 def selection(args) -> Selection:
     """The Selection the options ask for; ValueError "option: problem" for a bad value."""
-    for name in ("samples", "thinkfollow"):
+    for name in ("samples", "thinkfollow", "instructions", "knowledge", "tools"):
         if getattr(args, name) < 0:
             raise ValueError(f"{name}: must be >= 0, got {getattr(args, name)}")
     for name in ("limit", "batch_size", "max_new_tokens"):
@@ -103,7 +114,8 @@ def selection(args) -> Selection:
         raise ValueError(f"modes: expected think and/or no-think, got {args.modes!r}")
     return Selection(families=names(args.families), difficulties=integers(args.difficulties, "difficulties"),
                      modes=modes, budgets=budgets(args.budgets), samples=args.samples,
-                     thinkfollow=args.thinkfollow, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                     thinkfollow=args.thinkfollow, instructions=args.instructions, knowledge=args.knowledge,
+                     tools=args.tools, limit=args.limit, max_new_tokens=args.max_new_tokens,
                      batch_size=args.batch_size, seed=args.seed, switch=args.switch)
 
 
@@ -155,6 +167,20 @@ def print_table(results: dict):
     if follow:
         print(f"ThinkFollow: {follow['correct']}/{follow['n']} = {follow['accuracy']:.2f} "
               f"[{follow['wilson95'][0]:.2f}, {follow['wilson95'][1]:.2f}]; replied modes {follow['replied_modes']}")
+    general = results["general"]
+    for mode, figures in general.get("instructions", {}).items():
+        print(f"instructions ({mode}): strict {figures['strict']['accuracy']:.2f} of {figures['strict']['n']}; by "
+              "constraint " + ", ".join(f"{k} {v['strict']:.2f}" for k, v in figures["by_constraint"].items()))
+    for mode, figures in general.get("knowledge", {}).items():
+        print(f"knowledge ({mode}): covers {figures['covers']['accuracy']:.2f} of {figures['covers']['n']}; by kind "
+              + ", ".join(f"{k} {v:.2f}" for k, v in figures["by_kind"].items()))
+    for mode, figures in general.get("tools", {}).items():
+        print(f"tools ({mode}): right with the calculator {figures['with_tool']['accuracy']:.2f}, without "
+              f"{figures['without_tool']['accuracy']:.2f}; valid calls {figures['valid_calls']['accuracy']} of "
+              f"{figures['valid_calls']['n']}, "
+              f"{figures['calls_per_reply']:.2f} calls a reply")
+    print("replies ended by themselves within 1,024 tokens: " + ", ".join(
+        f"{mode} {figures['accuracy']:.3f}" for mode, figures in results["ended_within_1024"].items()))
 
 
 def main(argv=None):

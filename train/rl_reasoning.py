@@ -54,7 +54,7 @@ class Settings(RLSettings):
     cold_start_dir: str = setting("runs/sft_cold_start", "the cold start's out_dir: its summary.json says which "
                                   "queries it drew, and the pool leaves them out")
     ranges: str = setting(RL_RANGES, "family:low-high difficulties the pool's candidates come from")
-    candidates_per_cell: int = setting(120, "candidate queries per (family, difficulty)")
+    candidates_per_cell: int = setting(96, "candidate queries per (family, difficulty)")
     pass_samples: int = setting(16, "samples per candidate for its pass rate")
     pass_low: float = setting(1 / 16, "keep candidates solved at least this often ...")
     pass_high: float = setting(12 / 16, "... and at most this often")

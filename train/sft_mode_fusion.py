@@ -9,6 +9,10 @@ The data (qwen3mini/training/fusion_samples.py):
   default), the rest with ``/think``;
 * non-thinking samples: ``/no_think`` and the solver's answer line, on other queries of the same cells;
 * ``--dialogues`` multi-turn samples (2 to 4 turns, random flags; the reply follows the last flag);
+* ``--knowledge`` knowledge questions (man pages, WordNet, FOLDOC; train/data/knowledge),
+  ``--instructions_per_cell`` task questions with one of the five instructions appended, and ``--tool_queries``
+  long products asked with the ``calculator`` offered (the call, then the answer after the tool's result),
+  each in a random mode;
 * rendered with the chat template as inference sees them, loss on the reply only, packed (the cold start's
   plumbing). The thinking budget is not trained: whether it emerges is measured by the evaluation.
 
@@ -27,14 +31,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import qwen3mini                                                                  # noqa: E402
 from qwen3mini.chat import sampling_settings                                      # noqa: E402
+from qwen3mini.evaluation import MODES                                            # noqa: E402
 from qwen3mini.training.checkpoints import write_atomic                          # noqa: E402
 from qwen3mini.training.distributed import barrier, close_distributed, init_distributed, seed_everything  # noqa: E402
+from qwen3mini.tasks import FAMILIES, problem_hash                               # noqa: E402
+from qwen3mini.tasks.instructions import CONSTRAINTS                               # noqa: E402
+from qwen3mini.tasks.knowledge import load_knowledge                              # noqa: E402
 from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
-                                               rejection_sampled)
+                                               instruction_sample, knowledge_sample, rejection_sampled,
+                                               tool_problem, tool_samples)
 from qwen3mini.training.settings import TrainSettings, parse_settings, setting    # noqa: E402
 from qwen3mini.training.sft import render_sample                                  # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
-from qwen3mini.training.task_samples import SampleStats, cold_start_queries       # noqa: E402
+from qwen3mini.training.task_samples import SampleStats, cold_start_queries, evaluation_items  # noqa: E402
 
 
 @dataclass
@@ -46,6 +55,9 @@ class Settings(TrainSettings):
     max_new_tokens: int = setting(2048, "cap on a sampled reply (each also held to twice the solver's + 256)")
     no_think_per_cell: int = setting(100, "queries per (family, difficulty) answered in non-thinking mode")
     dialogues: int = setting(3000, "multi-turn samples with random /think and /no_think flags")
+    knowledge: int = setting(4000, "knowledge questions from the train split of train/data/knowledge (0: none)")
+    instructions_per_cell: int = setting(20, "task questions per (family, difficulty) with an instruction")
+    tool_queries: int = setting(400, "4- to 6-digit products asked with the calculator offered (two samples each)")
     unflagged_share: float = setting(0.3, "share of thinking samples without a flag (thinking is the default)")
     val_share: float = setting(0.02, "share of samples held out for the validation loss")
     out_dir: str = "runs/sft_mode_fusion"
@@ -64,22 +76,23 @@ class Settings(TrainSettings):
         for name in ("unflagged_share", "val_share"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name} {getattr(self, name)}: expected a share in [0, 1)")
-        for name in ("per_cell", "samples", "no_think_per_cell", "dialogues"):
+        for name in ("per_cell", "samples", "no_think_per_cell", "dialogues", "knowledge", "instructions_per_cell",
+                     "tool_queries"):
             if getattr(self, name) < 0 or (name == "samples" and self.samples < 1):
                 raise ValueError(f"--{name} {getattr(self, name)}: expected a count >= {int(name == 'samples')}")
 
 
 PRESETS = {
     "tiny": dict(init_from="runs/tiny/rl_reasoning/final", cold_start_dir="runs/tiny/sft_cold_start", per_cell=2,
-                 samples=2, max_new_tokens=24, no_think_per_cell=2, dialogues=6, val_share=0.2, seq_len=512,
-                 micro_batch=2, steps=6, warmup_steps=1, lr=3e-3, min_lr=3e-4, eval_every=3, eval_batches=1,
-                 ckpt_every=3, log_every=2, device="cpu", dtype="float32", progress=False,
-                 out_dir="runs/tiny/sft_mode_fusion"),
+                 samples=2, max_new_tokens=24, no_think_per_cell=2, dialogues=6, knowledge=4, instructions_per_cell=1,
+                 tool_queries=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1, lr=3e-3,
+                 min_lr=3e-4, eval_every=3, eval_batches=1, ckpt_every=3, log_every=2, device="cpu", dtype="float32",
+                 progress=False, out_dir="runs/tiny/sft_mode_fusion"),
 }
 
 
 def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
-    """Every (messages, reply, kind, cell) of the stage, before rendering."""
+    """Every (messages, reply, kind, cell, tools) of the stage, before rendering."""
     cells = {}
     for problem in cold_start_queries(settings.cold_start_dir):
         cells.setdefault(f"{problem.family}/{problem.difficulty}", []).append(problem)
@@ -97,13 +110,29 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
             stats.add(*cell.split("/"), "no_reply_kept")
         else:
             items.append(([flagged_turn(problem.question, "think", rng, settings.unflagged_share)], reply, "think",
-                          cell))
-    items += [([flagged_turn(p.question, "no-think", rng, 0.0)], direct_answer(p), "no-think", cell)
+                          cell, None))
+    items += [([flagged_turn(p.question, "no-think", rng, 0.0)], direct_answer(p), "no-think", cell, None)
               for cell, p in direct]
     pool = [p for problems in cells.values() for p in problems]
     for i in range(settings.dialogues):
         messages, reply = dialogue_sample(random.Random(f"{settings.seed}|dialogue|{i}"), pool)
-        items.append((messages, reply, "dialogue", f"dialogue/{len(messages) // 2 + 1}"))
+        items.append((messages, reply, "dialogue", f"dialogue/{len(messages) // 2 + 1}", None))
+    for cell, problems in cells.items():
+        for problem in problems[-settings.instructions_per_cell:] if settings.instructions_per_cell else []:
+            name = rng.choice(list(CONSTRAINTS))
+            items.append((*instruction_sample(problem, name, rng.choice(MODES), rng, settings.unflagged_share),
+                          "instruction", f"instruction/{name}", None))
+    records = load_knowledge(split="train") if settings.knowledge else []
+    for item in random.Random(f"{settings.seed}|knowledge").sample(records, min(settings.knowledge, len(records))):
+        items.append((*knowledge_sample(item, rng.choice(MODES), rng, settings.unflagged_share), "knowledge",
+                      f"knowledge/{item['kind']}", None))
+    exclude, tool_rng = evaluation_items(), random.Random(f"{settings.seed}|tools")
+    for _ in range(settings.tool_queries):
+        problem = tool_problem(tool_rng)
+        if problem_hash(FAMILIES["mul"], problem) in exclude:
+            continue
+        for messages, reply, tools in tool_samples(problem, rng.choice(MODES), rng, settings.unflagged_share):
+            items.append((messages, reply, "tool", f"tool/{problem.difficulty}", tools))
     return items, stats
 
 
@@ -111,8 +140,8 @@ def build_samples(settings, tokenizer, model) -> tuple[list, list, SampleStats]:
     """(train, val, stats): the rendered (ids, mask) samples, a ``val_share`` of them held out by index."""
     items, stats = conversations(settings, tokenizer, model)
     train, val = [], []
-    for i, (messages, reply, kind, cell) in enumerate(items):
-        ids, mask = render_sample(tokenizer, messages + [reply])
+    for i, (messages, reply, kind, cell, tools) in enumerate(items):
+        ids, mask = render_sample(tokenizer, messages + [reply], tools)
         family, level = cell.split("/")
         if len(ids) > settings.seq_len:
             stats.add(family, level, "longer_than_row")

@@ -9,12 +9,15 @@ thinking budgets, and ThinkFollow (paper §4.3); every reply generated through t
 
     scoring.py      one reply: correct?, thinking / answer tokens, ended by itself?; a cell's figures
     thinkfollow.py  the multi-turn /think /no_think dialogues and their scoring
+    general.py      instruction following, knowledge questions, tool use (issue 19)
     harness.py      the cells, their generation in batches, the results dict
     report.py       JSON and plots, written atomically
 
 The results dict (``evaluation.json``): ``schema``, ``selection`` (what ran), ``sampling`` (the paper's
 settings per mode), ``reply_limit``, ``cells``, ``thinkfollow`` (n, correct, accuracy, wilson95, by_kind,
-replied_modes; or null) and ``generation`` (replies, generated_tokens, seconds, tokens_per_second). A cell
+replied_modes; or null), ``general`` (general.py's instructions / knowledge / tools figures per mode, each
+present when asked for), ``ended_within_1024`` (per mode, the share of greedy task replies that ended by
+themselves within 1,024 tokens) and ``generation`` (replies, generated_tokens, seconds, tokens_per_second). A cell
 is one record per family, difficulty, mode and budget (null: none): n, correct, pass@1 (greedy), wilson95,
 mean_thinking_tokens, mean_answer_tokens, self_ended (share of greedy replies that ended their turn
 themselves), thought (share of greedy replies with a non-empty think block), samples, pass@k (``{"1": ..,

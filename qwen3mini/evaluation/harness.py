@@ -17,6 +17,7 @@ from ..generation import SamplingParams
 from ..tasks import FAMILIES, Problem
 from ..tasks.splits import evaluation_set
 from . import thinkfollow
+from .general import REPLY_TOKENS, evaluate_instructions, evaluate_knowledge, evaluate_tools, share
 from .scoring import score_reply, summarize
 
 SCHEMA = "qwen3mini-evaluation/1"
@@ -37,6 +38,9 @@ class Selection:
     budgets: list[int] = field(default_factory=lambda: list(BUDGETS))
     samples: int = 0
     thinkfollow: int = 0
+    instructions: int = 0               # items per constraint (general.py)
+    knowledge: int = 0                  # test questions per kind
+    tools: int = 0                      # products per size, with the calculator and without
     limit: int | None = None
     max_new_tokens: int = 3072
     batch_size: int = 256
@@ -104,7 +108,14 @@ class Run:
             for (family, _), problems in sets.items():
                 lowest.setdefault(family, problems)
             follow = self.think_follow([p for problems in lowest.values() for p in problems])
-        return {"schema": SCHEMA, "selection": asdict(sel),
+        cap = min(REPLY_TOKENS, sel.max_new_tokens)
+        general = {name: evaluate(self.model, self.tok, sel.modes, count, sel.batch_size, cap)
+                   for name, evaluate, count in (("instructions", evaluate_instructions, sel.instructions),
+                                                 ("knowledge", evaluate_knowledge, sel.knowledge),
+                                                 ("tools", evaluate_tools, sel.tools)) if count}
+        ended = {mode: share([s.self_ended and s.thinking_tokens + s.answer_tokens < REPLY_TOKENS for c in cells
+                              if c.mode == mode and c.budget is None for s in c.greedy]) for mode in sel.modes}
+        return {"schema": SCHEMA, "selection": asdict(sel), "general": general, "ended_within_1024": ended,
                 "sampling": {mode: sampling_settings(mode) for mode in MODES},
                 "reply_limit": f"min(max_new_tokens, 2 x the solver's reply + {REPLY_SLACK}, what the context "
                                "leaves)",

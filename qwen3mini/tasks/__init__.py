@@ -13,6 +13,8 @@ response filters and the pass@k / Wilson scores. Pure Python: nothing here needs
     traces.py       thinking traces (with planted, corrected slips) and the short answer
     filters.py      response filters
     metrics.py      pass@k, Wilson interval
+    instructions.py instruction following: the 5 constraint sentences, rule checks, constrained solver replies
+    knowledge.py    knowledge questions grounded in the corpus (train/data/knowledge/): loader, coverage metric
 """
 from .family import Family, Problem, Step, problem_hash
 from .verify import FAMILIES, family_of, parse_question, verify

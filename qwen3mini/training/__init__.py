@@ -8,5 +8,15 @@
 * ``trainer.py``      ``Trainer``: the loop, one optimizer step, evaluation
 * ``checkpoints.py``  resumable checkpoints (atomic, with RNG states and data positions)
 * ``logs.py``         the JSONL log of a run and loss plots
-* ``stage.py``        what every stage script shares: ``run_stage``, ``save_pretrained``, ``run_script``
+* ``stage.py``        what every stage script shares: ``run_stage``, ``fine_tune``, ``save_pretrained``, ``run_script``
+
+Post-training (paper §4) adds:
+
+* ``sft.py``             conversations rendered with the chat template, the loss mask, packing
+* ``task_samples.py``    the verifiable tasks' queries and solver replies, the query filters, RL's candidates
+* ``grpo.py``            the GRPO objective: group-relative advantages, the clipped ratio, KL, entropy
+* ``rollouts.py``        the query pool, sampled groups, rollouts packed into micro-batches
+* ``rl.py``              the RL loop both RL stages share (``Environment``, ``TaskEnvironment``, ``run_rl``)
+* ``fusion_samples.py``  thinking-mode fusion's data: rejection sampling, flags, dialogues, knowledge, tools
+* ``general_rl.py``      general RL's tasks and rule-based rewards
 """

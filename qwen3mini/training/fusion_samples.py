@@ -7,8 +7,9 @@
   think block in non-thinking replies (sft.render_sample trains it), thinking as the default (a share of the
   thinking samples carries no flag), and multi-turn dialogues with several random flags whose last reply
   follows the last flag (``dialogue_sample``; ThinkFollow's generator over training problems);
-* whatever other non-thinking and thinking data the stage adds (knowledge questions, instructions), as
-  (messages, reply) pairs through the same rendering.
+* knowledge questions (tasks/knowledge.py: man pages, WordNet, FOLDOC) and task questions with an instruction
+  appended (tasks/instructions.py), each in a random mode, so that the chat knows something and follows simple
+  instructions before general RL rewards it for that.
 
 The thinking budget is not trained: it should emerge from the fusion (§4.3), and the evaluation measures it.
 """
@@ -19,6 +20,13 @@ from ..evaluation import reply_limit
 from ..evaluation.thinkfollow import FLAGS, make_dialogue
 from ..sampling import SamplingParams
 from ..tasks import Problem, filters, parse_question, traces
+from ..tasks.instructions import constrained, reply_following
+from ..tasks.knowledge import knowledge_reply, subject_of
+from ..calculator import calculate
+from ..tasks.arithmetic import random_number
+from ..tools import TOOLS
+
+TOOL_DIGITS = (4, 5, 6)                 # digits of each factor of a product asked with the calculator offered
 from .rollouts import sample_groups
 
 
@@ -67,3 +75,53 @@ def dialogue_sample(rng: random.Random, problems: list[Problem]) -> tuple[list[d
         reply = direct_answer(problem)
     return dialogue.messages, reply
 
+
+
+def knowledge_sample(item: dict, mode: str, rng: random.Random, unflagged_share: float) -> tuple[list, dict]:
+    """(messages, reply) of a knowledge record: the solver's one-sentence answer; in thinking mode after a short
+    thought that recalls the reference."""
+    kind, subject = subject_of(item["question"])
+    reply = {"role": "assistant", "content": knowledge_reply(item)}
+    if mode == "think":
+        source = {"function": "its manual page", "command": "its manual page", "word": "the dictionary",
+                  "term": "the dictionary of computing"}[kind]
+        reply["reasoning_content"] = (f"The question asks about the {kind} \"{subject}\". What {source} says: "
+                                      f"{item['answer'].rstrip('.')}. So I can answer in one sentence.")
+    return [flagged_turn(item["question"], mode, rng, unflagged_share)], reply
+
+
+def instruction_sample(problem: Problem, name: str, mode: str, rng: random.Random,
+                       unflagged_share: float) -> tuple[list, dict]:
+    """(messages, reply) of a task question with constraint ``name`` appended: in thinking mode the solver's
+    trace, then the answer in the form the constraint asks for."""
+    reply = {"role": "assistant", "content": reply_following(problem, name)}
+    if mode == "think":
+        reply["reasoning_content"] = traces.thinking(problem, rng)
+    return [flagged_turn(constrained(problem.question, name), mode, rng, unflagged_share)], reply
+
+
+def tool_problem(rng: random.Random) -> Problem:
+    """A product of two numbers of 4, 5 or 6 digits each (past what the model multiplies reliably by hand)."""
+    digits = rng.choice(TOOL_DIGITS)
+    return parse_question(f"What is {random_number(rng, digits, 1)} * {random_number(rng, digits, 1)}?")
+
+
+def tool_samples(problem: Problem, mode: str, rng: random.Random, unflagged_share: float) -> list[tuple]:
+    """The two (messages, reply) samples of a product asked with the ``calculator`` offered (the report's agent
+    data, §4.3): the reply that calls the tool, then, after the tool's result, the final answer. Both carry
+    ``tools`` (the template shows them in the system turn) as a third element."""
+    a, b = problem.data
+    expression = f"{a} * {b}"
+    user = flagged_turn(problem.question, mode, rng, unflagged_share)
+    call = {"role": "assistant", "content": "",
+            "tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}]}
+    answer = {"role": "assistant", "content": f"{expression} = {problem.answer}.\n\n\\boxed{{{problem.answer}}}"}
+    if mode == "think":
+        call["reasoning_content"] = (f"The user asks for {expression}. Multiplying numbers this long by hand is "
+                                     "slow and easy to get wrong; the calculator gives the exact product.")
+        answer["reasoning_content"] = f"The calculator returned {problem.answer}, so {expression} = {problem.answer}."
+    else:   # the empty think block the model wrote before its call: the template shows it only for "\n"
+        call["reasoning_content"] = "\n"     # (qwen3mini/tools.py, the loop's non-thinking turns)
+    result = {"role": "tool", "content": calculate(expression)}
+    schemas = [TOOLS["calculator"].schema]
+    return [([user], call, schemas), ([user, call, result], answer, schemas)]

@@ -45,7 +45,7 @@ class RLSettings(TrainSettings):
     init_from: str = setting("", "the model to start from (HF layout, with its tokenizer)")
     queries: int = setting(64, "queries per RL step, over all ranks")
     group: int = setting(16, "completions sampled per query (G)")
-    max_new_tokens: int = setting(1536, "cap on a completion's tokens")
+    max_new_tokens: int = setting(1024, "cap on a completion's tokens")
     temperature: float = setting(1.0, "sampling temperature of the rollouts (1: the sampler is the policy)")
     rollout_rows: int = setting(2048, "rows per generation call")
     minibatches: int = setting(2, "optimizer steps per rollout batch (off-policy reuse after the first)")
@@ -59,7 +59,7 @@ class RLSettings(TrainSettings):
                                 "the log's last step is what --steps must say to make the run again)")
     seq_len: int = 2048                         # packed rows: a prompt and its longest completion fit in one
     micro_batch: int = 16
-    steps: int = 40                             # RL steps (rollout batches)
+    steps: int = 30                             # RL steps (rollout batches)
     lr: float = 3e-5
     min_lr: float = 3e-5
     schedule: str = "constant"
@@ -139,6 +139,8 @@ def rl_step(settings, step: int, queries: list, environment, generator, model, r
     samples = [RolloutSample(prompt + r.tokens, [False] * len(prompt) + r.mask, float(a))
                for (prompt, group), advs, same in zip(groups, advantages.tolist(), equal.tolist()) if not same
                for r, a in zip(group, advs)]
+    too_long = sum(len(s.ids) > settings.seq_len for s in samples)      # (a packed row holds a whole sample)
+    samples = [s for s in samples if len(s.ids) <= settings.seq_len]
     generate_seconds = _synced_seconds(clock, info)
     with trainer.autocast:
         steps = update_batches(samples, model, ref_model, settings.seq_len, settings.micro_batch,
@@ -149,10 +151,11 @@ def rl_step(settings, step: int, queries: list, environment, generator, model, r
     kinds = environment.kinds
     sums = all_reduce(torch.tensor(
         [len(flat), sum(r.reward for r in flat), int(equal.sum()), len(groups), sum(r.truncated for r in flat),
-         sum(r.thinking_tokens for r in flat), sum(sum(r.mask) for r in flat),
-         *(sum(r.reward for r in flat if r.kind == k) for k in kinds), *(sum(r.kind == k for r in flat) for k in kinds)],
+         sum(r.thinking_tokens for r in flat), sum(sum(r.mask) for r in flat), too_long,
+         *(sum(r.reward for r in flat if r.kind == k) for k in kinds),
+         *(sum(r.kind == k for r in flat) for k in kinds)],
         dtype=torch.float64, device=info.device)).tolist()
-    n, reward, same, queries_total, cut, thinking, tokens = sums[:7]
+    n, reward, same, queries_total, cut, thinking, tokens, dropped = sums[:8]
     loss_tokens = sum(u["loss_tokens"] for u in updates)
     record = {"step": step + 1, "reward": reward / n, "equal_groups": same / queries_total, "truncated": cut / n,
               "thinking_tokens": thinking / n, "generated_tokens": tokens, "loss_tokens": loss_tokens,
@@ -161,7 +164,8 @@ def rl_step(settings, step: int, queries: list, environment, generator, model, r
               "grad_norm": max(u["grad_norm"] for u in updates), "lr": updates[-1]["lr"],
               "generate_seconds": round(generate_seconds, 3), "update_seconds": round(update_seconds, 3),
               **{f"accuracy_{k}": total / count
-                 for k, total, count in zip(kinds, sums[7:7 + len(kinds)], sums[7 + len(kinds):]) if count}}
+                 for k, total, count in zip(kinds, sums[8:8 + len(kinds)], sums[8 + len(kinds):]) if count},
+              "longer_than_row": dropped}
     examples = [{"step": step + 1, "question": environment.question(q), "reward": group[0].reward,
                  "text": group[0].text[:2000]} for q, (_, group) in zip(queries, groups)]
     return record, examples[:settings.samples_logged]

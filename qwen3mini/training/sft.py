@@ -30,15 +30,16 @@ from .losses import IGNORE
 END_OF_TURN = "<|im_end|>"
 
 
-def render_sample(tokenizer, messages) -> tuple[list[int], list[bool]]:
+def render_sample(tokenizer, messages, tools=None) -> tuple[list[int], list[bool]]:
     """(ids, mask) of a conversation whose last message is the assistant reply to learn (a dict with
-    ``content`` and, for a thinking reply, ``reasoning_content``). ``mask[i]`` says whether token i is the
-    model's to write (a loss target)."""
+    ``content`` and, for a thinking reply, ``reasoning_content``; ``tool_calls`` for a reply that calls a tool
+    of ``tools``, the schemas the template shows). ``mask[i]`` says whether token i is the model's to write (a
+    loss target)."""
     if not messages or messages[-1].get("role") != "assistant":
         raise ValueError("render_sample: the conversation must end with the assistant reply to learn")
     history = messages[:-1]
-    prompt = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    prompt = tokenizer.apply_chat_template(history, tools, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tools, tokenize=False, add_generation_prompt=False)
     # The template closes the turn with "<|im_end|>\n"; the newline comes after the stop token, never generated.
     if not (text.startswith(prompt) and text.endswith(END_OF_TURN + "\n")):
         raise ValueError("render_sample: the chat template renders the reply differently from the prompt "

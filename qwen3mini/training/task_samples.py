@@ -167,10 +167,11 @@ def pass_rates(model, tokenizer, problems: list, samples: int, limits: list[int]
             for p, group in zip(problems, groups)]
 
 
-def rl_candidates(ranges: str, per_cell: int, seed: int, exclude: frozenset) -> list:
-    """``per_cell`` fresh problems of each (family, difficulty) in ``ranges``, none in ``exclude``."""
+def rl_candidates(ranges: str, per_cell: int, seed: int, exclude: frozenset, stage: str = "rl") -> list:
+    """``per_cell`` fresh problems of each (family, difficulty) in ``ranges``, none in ``exclude``, from the
+    random streams of ``stage`` (each stage draws its own)."""
     return [problem for family, levels in parse_ranges(ranges).items() for difficulty in levels
-            for problem in draw_queries(family, difficulty, per_cell, cell_rng(seed, family, difficulty, "rl"),
+            for problem in draw_queries(family, difficulty, per_cell, cell_rng(seed, family, difficulty, stage),
                                         exclude)]
 
 

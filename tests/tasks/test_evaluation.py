@@ -218,8 +218,11 @@ def test_report_json_and_plots(results, tmp_path):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     written = json.load(open(paths[0]))
     assert written["schema"] == "qwen3mini-evaluation/1"
-    assert set(written) == {"schema", "selection", "sampling", "reply_limit", "cells", "thinkfollow", "generation"}
-    assert written["selection"] == {**SELECTION, "modes": ["think", "no-think"], "seed": 0, "switch": "template"}
+    assert set(written) == {"schema", "selection", "sampling", "reply_limit", "cells", "thinkfollow", "generation",
+                            "general", "ended_within_1024"}
+    assert written["selection"] == {**SELECTION, "modes": ["think", "no-think"], "seed": 0, "switch": "template",
+                                    "instructions": 0, "knowledge": 0, "tools": 0}
+    assert written["general"] == {} and set(written["ended_within_1024"]) == {"think", "no-think"}
     assert written["sampling"]["think"] == dict(temperature=0.6, top_p=0.95, top_k=20, presence_penalty=0.0)
     assert set(written["cells"][0]) == {"family", "difficulty", "mode", "budget", "n", "correct", "pass@1",
                                         "wilson95", "mean_thinking_tokens", "mean_answer_tokens", "self_ended",
@@ -312,3 +315,57 @@ def test_compare_gain_reach_and_edge_cells(tmp_path):
     plot_comparison(figures, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert compare({"cold": before, "rl": results([0.2])}, edge=(0.0, 0.1))["edge_cells"] == []
+
+
+# ---------------------------------------------------------------------------------------------- general abilities
+def test_general_abilities_score_planted_replies(monkeypatch):
+    """Instructions (strict), knowledge (coverage) and tool use (with and without the calculator), each on
+    replies planted by a scripted generation path: right ones score, wrong or unended ones do not."""
+    import types
+    from qwen3mini.chat import ChatCompletion, split_completion
+    from qwen3mini.evaluation import general
+    from qwen3mini.generation import Completion
+    from qwen3mini.tasks.instructions import reply_following
+    from qwen3mini.tasks.knowledge import load_knowledge
+
+    from qwen3mini.tokenizer import load_tokenizer
+    tok = load_tokenizer(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                      "checkpoints", "tokenizer-16k"))
+    model = types.SimpleNamespace(config=types.SimpleNamespace(max_position_embeddings=4096))
+    answers = {}                                        # prompt text -> the reply text to plant
+
+    def planted(model, tokenizer, prompts, limits, sampling):
+        texts = [answers[tokenizer.decode(p)] for p in prompts]
+        return [ChatCompletion(Completion([0], 1, "stop"), t, split_completion(t)) for t in texts]
+    monkeypatch.setattr(general, "generate_replies", planted)
+
+    items = general.instruction_items(2)
+    assert len(items) == 10 and len({name for _, name in items}) == 5
+    for i, (p, name) in enumerate(items):     # every second reply right
+        right = reply_following(p, name, None if i % 2 == 0 else str(int(p.answer.split(",")[0]) + 1))
+        answers[tok.decode(general._ask(tok, general.constrained(p.question, name), "no-think"))] = \
+            f"<think>\n\n</think>\n\n{right}"
+    figures = general.evaluate_instructions(model, tok, ["no-think"], 2, 4, 64)["no-think"]
+    assert figures["strict"]["correct"] == 5 and figures["by_constraint"]["json"]["follows"] == 1.0
+
+    records = load_knowledge(split="test")
+    first = {r["kind"]: r for r in reversed(records)}
+    for r in records:
+        answers[tok.decode(general._ask(tok, r["question"], "think"))] = \
+            f"<think>\nRecall.\n</think>\n\n{r['answer'] if r is first[r['kind']] else 'No idea.'}"
+    figures = general.evaluate_knowledge(model, tok, ["think"], 3, 8, 64)["think"]
+    assert figures["covers"]["n"] == 3 * len(first) and figures["covers"]["correct"] == len(first)
+
+    products = general.tool_items(2)
+    assert [p.difficulty for p in products] == [4, 4, 5, 5, 6, 6]
+    for p in products:
+        answers[tok.decode(general._ask(tok, p.question, "no-think"))] = "<think>\n\n</think>\n\n\\boxed{7}"
+
+    def with_tool(model, tokenizer, conversations, tools, max_new_tokens, sampling, think, max_calls):
+        assert tools == ["calculator"]
+        return [types.SimpleNamespace(answer=f"\\boxed{{{p.answer}}}", calls=[{"valid": True}], messages=[])
+                for p in products]
+    monkeypatch.setattr(general, "generate_with_tools", with_tool)
+    figures = general.evaluate_tools(model, tok, ["no-think"], 2, 16, 64)["no-think"]
+    assert figures["with_tool"]["accuracy"] == 1.0 and figures["without_tool"]["accuracy"] == 0.0
+    assert figures["valid_calls"]["accuracy"] == 1.0 and figures["by_size"]["6x6"]["with_tool"] == 1.0

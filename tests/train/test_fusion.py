@@ -63,6 +63,23 @@ def test_table_9_formats(tok):
         assert reply_mode(text) == ("think" if asked == "/think" else "no-think")
 
 
+def test_knowledge_and_instruction_samples(tok):
+    from qwen3mini.tasks.instructions import CONSTRAINTS, strict
+    from qwen3mini.tasks.knowledge import covers, load_knowledge
+    from qwen3mini.training.fusion_samples import instruction_sample, knowledge_sample
+    item = load_knowledge(split="train")[0]
+    for mode in ("think", "no-think"):
+        messages, last = knowledge_sample(item, mode, random.Random(0), 0.0)
+        text = tok.decode([t for t, m in zip(*render_sample(tok, messages + [last])) if m])
+        assert reply_mode(text) == mode and covers(item["answer"], split_completion(text).answer)
+        for name in CONSTRAINTS:
+            p = problem(3, "sort", 5)
+            messages, last = instruction_sample(p, name, mode, random.Random(0), 0.0)
+            assert messages[-1]["content"].startswith(p.question + CONSTRAINTS[name])
+            text = tok.decode([t for t, m in zip(*render_sample(tok, messages + [last])) if m])
+            assert reply_mode(text) == mode and strict(p, name, split_completion(text).answer), (name, mode)
+
+
 def test_tiny_stage_end_to_end(tmp_path, monkeypatch, capsys):
     from train import sft_mode_fusion
     start, cold = tmp_path / "start", tmp_path / "cold"
@@ -82,6 +99,9 @@ def test_tiny_stage_end_to_end(tmp_path, monkeypatch, capsys):
     data = json.load(open(out / "data.json"))
     assert data["add/2"]["think"] == 1 and data["add/2"]["no_reply_kept"] == 1 and data["add/2"]["no-think"] == 2
     assert sum(cell.get("dialogue", 0) for cell in data.values()) == 6
+    assert sum(cell.get("knowledge", 0) for cell in data.values()) == 4
+    assert sum(cell.get("instruction", 0) for cell in data.values()) == 2          # one per cell
+    assert sum(cell.get("tool", 0) for cell in data.values()) == 4                 # two samples a query
     assert "thinking-mode fusion: 6 steps" in capsys.readouterr().out
     final = qwen3mini.load_model(str(out / "final"))
     assert final.config.num_hidden_layers == PRESETS["tiny"].num_hidden_layers

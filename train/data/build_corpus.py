@@ -87,11 +87,12 @@ def keep_fraction(doc_id: str, fraction: float, salt: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------- steps
 
-def fetch(raw: Path = DATA / "raw") -> None:
-    """Download the Debian packages (`apt-get download`, needs `apt-get update` once) and unpack them."""
+def fetch(raw: Path = DATA / "raw", packages: list[str] | None = None) -> None:
+    """Download the Debian packages (`apt-get download`, needs `apt-get update` once) and unpack them into
+    raw/root/<package>: every source's, or only ``packages``."""
     debs, root = raw / "debs", raw / "root"
     debs.mkdir(parents=True, exist_ok=True)
-    wanted = sources.packages()
+    wanted = packages or sources.packages()
     missing = [p for p in wanted if not list(debs.glob(f"{p}_*.deb"))]
     if missing:
         subprocess.run(["apt-get", "download", *missing], cwd=debs, check=True)

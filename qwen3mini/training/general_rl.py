@@ -1,0 +1,138 @@
+"""The tasks and rule-based rewards of general RL (paper §4.4), mixed in one pool:
+
+* ``reasoning``: a verifiable task with a random ``/think``, ``/no_think`` or no flag (the reasoning slice,
+  so that accuracy does not fall away, and format following at once);
+* ``dialogue``: 2 to 4 turns with random flags, the reply due in the mode of the last flag (format following
+  across turns, as ThinkFollow measures it);
+* ``instruction``: a task question with one of the five constraints appended (tasks/instructions.py);
+* ``tool``: a product of two 4- to 6-digit numbers with the ``calculator`` tool offered; the model calls it
+  (Qwen3's ``<tool_call>``), the environment answers with the safe evaluator's result (qwen3mini/tools.py).
+
+A completion earns 1 when every rule of its kind holds, else 0: it ended by itself (``<|im_end|>``, not the
+token cap); its mode is the one the last flag asks for (a thinking reply has a non-empty, closed think block, a
+non-thinking one the empty block); the final answer is right (``\\boxed{}`` unless the instruction asks for
+another form); an instruction's constraint holds; a tool reply made only valid calls.
+"""
+import random
+import re
+from dataclasses import dataclass, field
+
+from ..chat import generate_replies, render, split_completion
+from ..evaluation import reply_limit
+from ..evaluation.thinkfollow import FLAGS, make_dialogue, reply_mode
+from ..tasks import Problem, family_of, parse_question, verify
+from ..tasks.answers import last_boxed
+from ..tasks.instructions import CONSTRAINTS, constrained, strict
+from ..tools import TOOLS, generate_with_tools
+from .fusion_samples import tool_problem
+from .rl import Environment, Rollout
+
+KINDS = ("reasoning", "dialogue", "instruction", "tool")
+
+
+@dataclass
+class Query:
+    kind: str
+    messages: list[dict]                # the conversation so far, a user turn last
+    problem: Problem                    # what the last user turn asks
+    mode: str                           # the mode the reply is due in ("think" or "no-think")
+    constraint: str | None = None       # instruction: the constraint's name
+    tools: list = field(default_factory=list)     # names of the tools offered (qwen3mini/tools.py)
+
+
+def flag(rng: random.Random) -> tuple[str, str]:
+    """(suffix, mode) of a random flag: /think, /no_think or none (thinking is the default)."""
+    choice = rng.choice(("think", "no-think", None))
+    return (f" {FLAGS[choice]}" if choice else ""), (choice or "think")
+
+
+def make_query(kind: str, rng: random.Random, problems: list[Problem]) -> Query:
+    """One query of ``kind`` drawn with ``rng`` over training ``problems`` (tool queries make their own)."""
+    if kind == "dialogue":
+        dialogue = make_dialogue(rng, problems)
+        last = dialogue.messages[-1]["content"]
+        for text in FLAGS.values():
+            last = last.removesuffix(f" {text}")
+        return Query(kind, dialogue.messages, parse_question(last), dialogue.expected)
+    if kind == "tool":
+        problem, (suffix, mode) = tool_problem(rng), flag(rng)
+        return Query(kind, [{"role": "user", "content": problem.question + suffix}], problem, mode,
+                     tools=["calculator"])
+    problem, (suffix, mode) = rng.choice(problems), flag(rng)
+    if kind == "instruction":
+        name = rng.choice(list(CONSTRAINTS))
+        return Query(kind, [{"role": "user", "content": constrained(problem.question, name) + suffix}], problem,
+                     mode, constraint=name)
+    return Query(kind, [{"role": "user", "content": problem.question + suffix}], problem, mode)
+
+
+def reward(query: Query, text: str, ended: bool) -> float:
+    """1.0 when every rule of the query's kind holds (module docstring), else 0.0."""
+    if not ended or reply_mode(text) != query.mode:
+        return 0.0
+    answer = split_completion(text).answer
+    if query.kind == "instruction":
+        return float(strict(query.problem, query.constraint, answer))
+    return float(verify(query.problem, answer))
+
+
+class GeneralEnvironment(Environment):
+    """Stage 4's rollouts: plain queries through the one generation path, tool queries through the tool loop."""
+    kinds = list(KINDS)
+
+    def __init__(self, tokenizer, max_new_tokens: int, max_calls: int = 4):
+        self.tokenizer, self.max_new_tokens, self.max_calls = tokenizer, max_new_tokens, max_calls
+
+    def question(self, query: Query) -> str:
+        return query.messages[-1]["content"]
+
+    def limit(self, query: Query) -> int:
+        return reply_limit(self.tokenizer, query.problem, query.mode, self.max_new_tokens)
+
+    def rollouts(self, generator, queries, group, sampling, seed, batch_rows):
+        results = [None] * len(queries)
+        plain = [i for i, q in enumerate(queries) if not q.tools]
+        tooled = [i for i, q in enumerate(queries) if q.tools]
+        if plain:
+            prompts = [render(self.tokenizer, queries[i].messages, think=True) for i in plain]
+            rows = [(p, self.limit(queries[i])) for p, i in zip(prompts, plain) for _ in range(group)]
+            replies = []
+            for call, start in enumerate(range(0, len(rows), batch_rows)):
+                chunk = rows[start:start + batch_rows]
+                replies += generate_replies(generator, self.tokenizer, [p for p, _ in chunk], [n for _, n in chunk],
+                                            {**sampling.__dict__, "seed": seed * 1000 + call})
+            for n, (i, prompt) in enumerate(zip(plain, prompts)):
+                results[i] = (prompt, [self._plain(queries[i], r) for r in replies[n * group:(n + 1) * group]])
+        if tooled:              # every tool query offers the same tools: one batched loop for all their rows
+            tools = queries[tooled[0]].tools
+            done = generate_with_tools(generator, self.tokenizer, [queries[i].messages for i in tooled
+                                                                   for _ in range(group)], tools,
+                                       max(self.limit(queries[i]) for i in tooled),
+                                       {**sampling.__dict__, "seed": seed * 1000 + 999}, think=True,
+                                       max_calls=self.max_calls)
+            schemas = [TOOLS[name].schema for name in tools]
+            for n, i in enumerate(tooled):
+                prompt = render(self.tokenizer, queries[i].messages, think=True, tools=schemas)
+                results[i] = (prompt, [self._tooled(queries[i], d) for d in done[n * group:(n + 1) * group]])
+        return results
+
+    def _plain(self, query: Query, reply) -> Rollout:
+        ended = reply.completion.finish_reason == "stop"
+        thinking = len(self.tokenizer.encode(reply.parts.thinking)) if reply.parts.thinking else 0
+        return Rollout(reply.completion.tokens, [True] * len(reply.completion.tokens),
+                       reward(query, reply.text, ended), query.kind, not ended, thinking, reply.text)
+
+    def _tooled(self, query: Query, done) -> Rollout:
+        right = family_of(query.problem).is_correct(query.problem, _final_answer(done.answer))
+        ok = done.all_calls_valid and not done.truncated and bool(done.calls) and right
+        return Rollout(done.tokens, done.mask, float(ok), query.kind, done.truncated, 0,
+                       self.tokenizer.decode(done.tokens))
+
+
+def _final_answer(text: str) -> str:
+    """The tool reply's answer: its last \\boxed{} if any, else its last number."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed
+    numbers = re.findall(r"-?\d[\d,]*", text)
+    return numbers[-1].replace(",", "") if numbers else ""
