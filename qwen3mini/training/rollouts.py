@@ -91,13 +91,17 @@ def update_batches(samples: list[RolloutSample], policy, ref_policy, seq_len: in
 
     The samples are shuffled (seeded) and packed into rows of ``seq_len`` tokens (sft.pack_rows). Every rank
     gets the same number of micro-batches (DDP all-reduces in the last one's backward): a rank with fewer rows
-    fills up with empty rows, which hold no loss token. π_old and π_ref are computed here, once, by ``policy``
+    fills up with empty rows, which hold no loss token (when no rank has any, a single one-token row per step).
+    π_old and π_ref are computed here, once, by ``policy``
     and ``ref_policy`` (``ref_policy`` None: π_ref = π_old, for a run that neither tracks nor penalises KL)."""
     order = list(range(len(samples)))
     random.Random(f"{seed}|rows").shuffle(order)
     pairs = [(s.ids, s.mask) for s in samples]
     rows = pack_rows([len(s.ids) for s in samples], seq_len, order)
-    per_step = max(1, math.ceil(int(global_max(len(rows), info.device)) / minibatches))
+    longest = int(global_max(len(rows), info.device))
+    if longest == 0:                    # no rank has a sample (every group's rewards equal): one tiny empty
+        seq_len, micro_batch = 1, 1     # micro-batch per optimizer step keeps the steps in line, nearly free
+    per_step = max(1, math.ceil(longest / minibatches))
     per_step = math.ceil(per_step / micro_batch) * micro_batch
     tensors = [_rollout_row(pairs, samples, indices, seq_len, pad_id) for indices in rows]
     empty = _rollout_row([], [], [], seq_len, pad_id)

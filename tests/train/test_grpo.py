@@ -201,3 +201,10 @@ def test_tiny_stage_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     timing = {"generate_seconds", "update_seconds", "time"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed] == \
         [{k: v for k, v in r.items() if k not in timing} for r in straight]
+
+
+def test_no_sample_anywhere_costs_one_token_per_step():
+    steps = update_batches([], tiny_model(), None, seq_len=64, micro_batch=4, minibatches=2, pad_id=0,
+                           info=DistInfo(), seed=0)
+    assert [[tuple(mb[0].shape) for mb in step] for step in steps] == [[(1, 1)], [(1, 1)]]
+    assert all((mb[1] == IGNORE).all() for step in steps for mb in step)
