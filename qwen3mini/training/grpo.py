@@ -40,21 +40,24 @@ def group_advantages(rewards: torch.Tensor, scale_by_std: bool = False) -> tuple
     return advantages, equal
 
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, entropy_grad: bool = False):
-    """(log π(target), entropy of π) at every position, fp32 [B, T]; 0 where the target is IGNORE. The entropy
-    keeps a graph only with ``entropy_grad`` (a bonus on it), sparing the [B, T, V] tensors it would hold."""
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, entropy_grad: bool = False, entropy: bool = True):
+    """(log π(target), entropy of π or None) at every position, fp32 [B, T]; 0 where the target is IGNORE. The
+    entropy keeps a graph only with ``entropy_grad`` (a bonus on it), sparing the [B, T, V] tensors it would
+    hold; ``entropy=False`` skips it (π_old and π_ref need only the log-probabilities)."""
     logp = F.log_softmax(logits.float(), dim=-1)
     mask = targets != IGNORE
-    picked = logp.gather(-1, targets.clamp_min(0)[..., None])[..., 0]
+    picked = logp.gather(-1, targets.clamp_min(0)[..., None])[..., 0] * mask
+    if not entropy:
+        return picked, None
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        entropy = -(logp.exp() * logp).sum(-1)
-    return picked * mask, entropy * mask
+        spread = -(logp.exp() * logp).sum(-1)
+    return picked, spread * mask
 
 
 @torch.no_grad()
 def policy_logprobs(model, inputs, targets, position_ids) -> torch.Tensor:
     """log π(target) of a packed micro-batch under ``model``, without a graph (π_old and π_ref)."""
-    return token_logprobs(unwrap(model)(inputs, position_ids=position_ids), targets)[0]
+    return token_logprobs(unwrap(model)(inputs, position_ids=position_ids), targets, entropy=False)[0]
 
 
 @dataclass
