@@ -7,9 +7,10 @@ Layout of the work: this file allocates every output with ``torch.empty`` and th
 conformance suite poisons those allocations with NaN, so an element a kernel forgets is caught), and it keeps
 the cases the kernels do not serve on the reference or on torch:
   * fp16 (and any other dtype) runs the reference ops;
-  * ``linear`` with many rows (prefill) runs torch's fp32 GEMM on the weights widened to fp32 a slab at a time:
-    on CPUs without native bf16 matmul that is several times faster than torch's bf16 path, and the
-    matrix-vector kernel of ``_C`` is only the better choice while the weights dominate the traffic.
+  * ``linear`` with many rows (prefill) runs torch's GEMM: in bf16 itself where the CPU has native bf16 dot
+    products (AVX512-BF16 or AMX: oneDNN's bf16 GEMM, several times faster than fp32), else in fp32 on the
+    weights widened a slab at a time (without native bf16, torch's bf16 path is several times slower than
+    that); the matrix-vector kernel of ``_C`` is only the better choice while the weights dominate the traffic.
 The kernels are compiled once per instruction set and the best one the CPU executes is used;
 ``QWEN3MINI_CPU_ISA=<name>`` (``avx2``, ``baseline``: ``qwen3mini._C.isas()`` lists what this CPU runs) forces
 one, e.g. to test the AVX2 and portable kernels on one machine as CI machines of either kind would run them.
@@ -31,6 +32,22 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 # Zen 3, one thread, W [192, 1024] bf16: bench/RESULTS.md, "cpu kernels").
 _LINEAR_MAX_ROWS = 32
 _WIDEN_SLAB = 4096                                  # weight rows widened to fp32 at a time (bounds the scratch)
+
+
+def _native_bf16_gemm() -> bool:
+    """Whether this CPU has native bf16 dot products (Linux's flags avx512_bf16 or amx_bf16), which torch's
+    bf16 GEMM uses. A forced ``QWEN3MINI_CPU_ISA`` (avx2, baseline) acts as the older machine would: no."""
+    if os.environ.get("QWEN3MINI_CPU_ISA"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+_BF16_GEMM = _native_bf16_gemm()
 
 
 def _kernel_ok(*tensors) -> bool:
@@ -113,7 +130,7 @@ class CppBackend:
         out = torch.empty(x2.shape[0], weight.shape[0], dtype=x.dtype)
         if x2.shape[0] <= _LINEAR_MAX_ROWS:
             _C.linear(x2, weight, out)
-        elif x.dtype == torch.float32:
+        elif x.dtype == torch.float32 or _BF16_GEMM:
             torch.mm(x2, weight.t(), out=out)
         else:
             x32 = x2.float()

@@ -145,6 +145,25 @@ def test_linear(backend, dtype, lead, features_in, features_out, seed):
     check_op(backend, "linear", x, w)
 
 
+@pytest.mark.parametrize("bf16_gemm", [False, True], ids=["widened-fp32-gemm", "bf16-gemm"])
+@SETTINGS
+@given(rows=st.integers(33, 300), features_in=hidden_sizes, features_out=st.integers(1, 300), seed=seeds)
+def test_linear_prefill_gemm_paths(backend, bf16_gemm, rows, features_in, features_out, seed):
+    """The C++ backend's prefill GEMM in bf16 (chosen on CPUs with native bf16 dot products) and in fp32 on
+    widened weights (the others): both meet the contract whichever CPU runs the suite."""
+    if not backend.startswith("cpp"):
+        pytest.skip("the choice of GEMM is the C++ backend's")
+    from qwen3mini.ops import cpp
+    saved, cpp._BF16_GEMM = cpp._BF16_GEMM, bf16_gemm
+    try:
+        g, dev = setup(backend, seed)
+        x = randn(g, rows, features_in, dtype=torch.bfloat16, device=dev)
+        w = randn(g, features_out, features_in, dtype=torch.bfloat16, device=dev, scale=features_in ** -0.5)
+        check_op(backend, "linear", x, w)
+    finally:
+        cpp._BF16_GEMM = saved
+
+
 @SETTINGS
 @given(dtype=dtypes, lead=st.lists(st.integers(1, 6), min_size=1, max_size=2),
        inter=st.one_of(st.integers(1, 70), st.sampled_from([768, 3072])), strided=st.booleans(), seed=seeds)
