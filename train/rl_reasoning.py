@@ -32,7 +32,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qwen3mini.evaluation import reply_limit                                      # noqa: E402
 from qwen3mini.sampling import SamplingParams                                     # noqa: E402
 from qwen3mini.tasks import parse_question                                        # noqa: E402
 from qwen3mini.tasks.splits import held_out                                       # noqa: E402
@@ -42,7 +41,7 @@ from qwen3mini.training.rl import RLSettings, TaskEnvironment, run_rl           
 from qwen3mini.training.settings import parse_settings, setting                   # noqa: E402
 from qwen3mini.training.stage import run_script                                   # noqa: E402
 from qwen3mini.training.task_samples import (balanced_pool, cold_start_queries, evaluation_items,  # noqa: E402
-                                             pass_rates, rl_candidates)
+                                             rl_candidates)
 
 # The edge of the cold start's reach (its ranges: train/sft_cold_start.py) and a step or two past it.
 RL_RANGES = "add:6-9,mul:3-4,expr:4-7,linear:3-6,sort:9-13,countdown:3-5,chain:5-7"
@@ -94,12 +93,13 @@ def build_pool(settings, model, tokenizer, info) -> tuple[list, dict]:
     exclude = evaluation_items() | held_out([cold_start_queries(settings.cold_start_dir)])
     candidates = rl_candidates(settings.ranges, settings.candidates_per_cell, settings.seed, exclude)
     start, mine = time.perf_counter(), candidates[info.rank::info.world_size]
-    limits = [reply_limit(tokenizer, p, "think", settings.max_new_tokens) for p in mine]
-    sampling = SamplingParams(temperature=settings.temperature)
+    # The pass rate is the RL stage's own reward, over the samples RL would draw (temperature, token cap).
+    groups = TaskEnvironment(tokenizer, settings.max_new_tokens).rollouts(
+        model, mine, settings.pass_samples, SamplingParams(temperature=settings.temperature),
+        settings.seed + info.rank, settings.rollout_rows)
     rates = torch.zeros(len(candidates), device=info.device)
     rates[info.rank::info.world_size] = torch.tensor(
-        pass_rates(model, tokenizer, mine, settings.pass_samples, limits, sampling, settings.seed + info.rank,
-                   settings.rollout_rows), device=info.device)
+        [sum(r.reward for r in group) / len(group) for _, group in groups], device=info.device)
     rates = all_reduce(rates).tolist()
     pool = balanced_pool(candidates, rates, settings.pass_low, settings.pass_high, settings.pool_size)
     cells = {}

@@ -13,8 +13,7 @@ Each is asked in every selected mode, through a ``/think`` or ``/no_think`` flag
 import random
 
 from ..chat import generate_replies, render
-from ..tasks import FAMILIES, family_of, parse_question
-from ..tasks.answers import last_boxed
+from ..tasks import FAMILIES, parse_question, verify
 from ..tasks.instructions import CONSTRAINTS, constrained, follows, strict
 from ..tasks.knowledge import covers, load_knowledge
 from ..tasks.metrics import wilson_interval
@@ -108,19 +107,14 @@ def evaluate_tools(model, tokenizer, modes, per_size: int, batch_size: int, max_
         for digits in TOOL_DIGITS:
             rows = [i for i, p in enumerate(items) if p.difficulty == digits]
             by_size[f"{digits}x{digits}"] = {
-                "with_tool": share([_right(items[i], runs[i].answer) for i in rows])["accuracy"],
-                "without_tool": share([_right(items[i], bare[i].parts.answer) for i in rows])["accuracy"]}
+                "with_tool": share([verify(items[i], runs[i].answer) for i in rows])["accuracy"],
+                "without_tool": share([verify(items[i], bare[i].parts.answer) for i in rows])["accuracy"]}
         calls = [c for run in runs for c in run.calls]
-        results[mode] = {"with_tool": share([_right(p, run.answer) for p, run in zip(items, runs)]),
-                         "without_tool": share([_right(p, r.parts.answer) for p, r in zip(items, bare)]),
+        results[mode] = {"with_tool": share([verify(p, run.answer) for p, run in zip(items, runs)]),
+                         "without_tool": share([verify(p, r.parts.answer) for p, r in zip(items, bare)]),
                          "valid_calls": share([c["valid"] for c in calls]), "calls_per_reply": len(calls) / len(items),
                          "by_size": by_size, "example": runs[0].messages[:2] if runs else None}
     return results
-
-
-def _right(problem, answer: str) -> bool:
-    boxed = last_boxed(answer)
-    return boxed is not None and family_of(problem).is_correct(problem, boxed)
 
 
 def _generate(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) -> list:

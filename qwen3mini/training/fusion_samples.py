@@ -15,19 +15,17 @@ The thinking budget is not trained: it should emerge from the fusion (§4.3), an
 """
 import random
 
-from ..chat import render
-from ..evaluation import reply_limit
+from ..calculator import calculate
 from ..evaluation.thinkfollow import FLAGS, make_dialogue
 from ..sampling import SamplingParams
 from ..tasks import Problem, filters, parse_question, traces
+from ..tasks.arithmetic import random_number
 from ..tasks.instructions import constrained, reply_following
 from ..tasks.knowledge import knowledge_reply, subject_of
-from ..calculator import calculate
-from ..tasks.arithmetic import random_number
 from ..tools import TOOLS
+from .rollouts import sample_task_groups
 
 TOOL_DIGITS = (4, 5, 6)                 # digits of each factor of a product asked with the calculator offered
-from .rollouts import sample_groups
 
 
 def rejection_sampled(model, tokenizer, problems: list[Problem], samples: int, sampling: dict, seed: int,
@@ -35,9 +33,8 @@ def rejection_sampled(model, tokenizer, problems: list[Problem], samples: int, s
     """For each problem, the first of ``samples`` thinking-mode replies of ``model`` that is right, ended by
     itself and passes the response filters, as an assistant message (reasoning_content, content); None when
     none does. ``sampling``: the paper's thinking settings (chat.sampling_settings("think"))."""
-    prompts = [render(tokenizer, [{"role": "user", "content": p.question}], think=True) for p in problems]
-    limits = [reply_limit(tokenizer, p, "think", max_new_tokens) for p in problems]
-    groups = sample_groups(model, tokenizer, prompts, samples, limits, SamplingParams(**sampling), seed, batch_rows)
+    _, groups = sample_task_groups(model, tokenizer, problems, samples, max_new_tokens, SamplingParams(**sampling),
+                                   seed, batch_rows)
     kept = []
     for problem, group in zip(problems, groups):
         kept.append(next(({"role": "assistant", "reasoning_content": r.parts.thinking, "content": r.parts.answer}

@@ -11,21 +11,20 @@
 A completion earns 1 when every rule of its kind holds, else 0: it ended by itself (``<|im_end|>``, not the
 token cap); its mode is the one the last flag asks for (a thinking reply has a non-empty, closed think block, a
 non-thinking one the empty block); the final answer is right (``\\boxed{}`` unless the instruction asks for
-another form); an instruction's constraint holds; a tool reply made only valid calls.
+another form); an instruction's constraint holds; a tool reply made at least one call, and only valid ones.
 """
 import random
-import re
 from dataclasses import dataclass, field
 
-from ..chat import generate_replies, render, split_completion
+from ..chat import render, split_completion
 from ..evaluation import reply_limit
 from ..evaluation.thinkfollow import FLAGS, make_dialogue, reply_mode
-from ..tasks import Problem, family_of, parse_question, verify
-from ..tasks.answers import last_boxed
+from ..tasks import Problem, parse_question, verify
 from ..tasks.instructions import CONSTRAINTS, constrained, strict
-from ..tools import TOOLS, generate_with_tools
+from ..tools import generate_with_tools
 from .fusion_samples import tool_problem
 from .rl import Environment, Rollout
+from .rollouts import sample_groups
 
 KINDS = ("reasoning", "dialogue", "instruction", "tool")
 
@@ -95,44 +94,34 @@ class GeneralEnvironment(Environment):
         tooled = [i for i, q in enumerate(queries) if q.tools]
         if plain:
             prompts = [render(self.tokenizer, queries[i].messages, think=True) for i in plain]
-            rows = [(p, self.limit(queries[i])) for p, i in zip(prompts, plain) for _ in range(group)]
-            replies = []
-            for call, start in enumerate(range(0, len(rows), batch_rows)):
-                chunk = rows[start:start + batch_rows]
-                replies += generate_replies(generator, self.tokenizer, [p for p, _ in chunk], [n for _, n in chunk],
-                                            {**sampling.__dict__, "seed": seed * 1000 + call})
-            for n, (i, prompt) in enumerate(zip(plain, prompts)):
-                results[i] = (prompt, [self._plain(queries[i], r) for r in replies[n * group:(n + 1) * group]])
+            groups = sample_groups(generator, self.tokenizer, prompts, group, [self.limit(queries[i]) for i in plain],
+                                   sampling, seed, batch_rows)
+            for i, prompt, replies in zip(plain, prompts, groups):
+                results[i] = (prompt, [self._plain(queries[i], r) for r in replies])
         if tooled:              # every tool query offers the same tools: one batched loop for all their rows
-            tools = queries[tooled[0]].tools
-            done = generate_with_tools(generator, self.tokenizer, [queries[i].messages for i in tooled
-                                                                   for _ in range(group)], tools,
-                                       max(self.limit(queries[i]) for i in tooled),
+            rows = [i for i in tooled for _ in range(group)]
+            done = generate_with_tools(generator, self.tokenizer, [queries[i].messages for i in rows],
+                                       queries[tooled[0]].tools, [self.limit(queries[i]) for i in rows],
                                        {**sampling.__dict__, "seed": seed * 1000 + 999}, think=True,
                                        max_calls=self.max_calls)
-            schemas = [TOOLS[name].schema for name in tools]
             for n, i in enumerate(tooled):
-                prompt = render(self.tokenizer, queries[i].messages, think=True, tools=schemas)
-                results[i] = (prompt, [self._tooled(queries[i], d) for d in done[n * group:(n + 1) * group]])
+                runs = done[n * group:(n + 1) * group]
+                results[i] = (runs[0].prompt, [self._tooled(queries[i], run) for run in runs])
         return results
+
+    def _thinking_tokens(self, replies) -> int:
+        return sum(len(self.tokenizer.encode(r.parts.thinking)) for r in replies if r.parts.thinking)
 
     def _plain(self, query: Query, reply) -> Rollout:
         ended = reply.completion.finish_reason == "stop"
-        thinking = len(self.tokenizer.encode(reply.parts.thinking)) if reply.parts.thinking else 0
         return Rollout(reply.completion.tokens, [True] * len(reply.completion.tokens),
-                       reward(query, reply.text, ended), query.kind, not ended, thinking, reply.text)
+                       reward(query, reply.text, ended), query.kind, not ended, self._thinking_tokens([reply]),
+                       reply.text)
 
-    def _tooled(self, query: Query, done) -> Rollout:
-        right = family_of(query.problem).is_correct(query.problem, _final_answer(done.answer))
-        ok = done.all_calls_valid and not done.truncated and bool(done.calls) and right
-        return Rollout(done.tokens, done.mask, float(ok), query.kind, done.truncated, 0,
-                       self.tokenizer.decode(done.tokens))
-
-
-def _final_answer(text: str) -> str:
-    """The tool reply's answer: its last \\boxed{} if any, else its last number."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    numbers = re.findall(r"-?\d[\d,]*", text)
-    return numbers[-1].replace(",", "") if numbers else ""
+    def _tooled(self, query: Query, run) -> Rollout:
+        """1 when the run ended by itself after at least one call, every call valid, its first reply in the mode
+        asked for, and its final answer right."""
+        ok = (run.finish == "stop" and bool(run.calls) and run.all_calls_valid
+              and reply_mode(run.replies[0].text) == query.mode and verify(query.problem, run.answer))
+        return Rollout(run.tokens, run.mask, float(ok), query.kind, run.truncated, self._thinking_tokens(run.replies),
+                       self.tokenizer.decode(run.tokens))

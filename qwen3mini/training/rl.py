@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..chat import ChatTokens, render
-from ..evaluation import reply_limit, score_reply
+from ..chat import ChatTokens
+from ..evaluation import score_reply
 from ..sampling import SamplingParams
 from ..tasks import FAMILIES
 from .checkpoints import write_atomic
@@ -31,7 +31,7 @@ from .distributed import (all_reduce, barrier, close_distributed, gathered_model
 from .grpo import GRPOLoss, group_advantages
 from .logs import RunLog, plot_curves
 from .optim import Schedule, build_optimizer
-from .rollouts import QueryPool, RolloutSample, sample_groups, sync_weights, update_batches
+from .rollouts import QueryPool, RolloutSample, sample_task_groups, sync_weights, update_batches
 from .settings import TrainSettings, setting
 from .stage import load_start, save_final
 from .trainer import Trainer
@@ -115,9 +115,8 @@ class TaskEnvironment(Environment):
         return problem.question
 
     def rollouts(self, generator, problems, group, sampling, seed, batch_rows):
-        prompts = [render(self.tokenizer, [{"role": "user", "content": p.question}], think=True) for p in problems]
-        limits = [reply_limit(self.tokenizer, p, "think", self.max_new_tokens) for p in problems]
-        groups = sample_groups(generator, self.tokenizer, prompts, group, limits, sampling, seed, batch_rows)
+        prompts, groups = sample_task_groups(generator, self.tokenizer, problems, group, self.max_new_tokens,
+                                             sampling, seed, batch_rows)
         done = []
         for problem, prompt, replies in zip(problems, prompts, groups):
             scored = [score_reply(problem, r.text, r.completion, self.ids) for r in replies]

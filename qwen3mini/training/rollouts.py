@@ -11,16 +11,15 @@ weights into it before every rollout batch); it decodes with the CUDA graphs of 
 """
 import math
 import random
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from ..chat import generate_replies
+from ..chat import generate_replies, render
+from ..evaluation import reply_limit
 from ..sampling import SamplingParams
 from .distributed import DistInfo, global_max
 from .grpo import policy_logprobs
-from .losses import IGNORE
 from .sft import pack_rows, packed_row
 
 
@@ -75,6 +74,15 @@ def sample_groups(generator, tokenizer, prompts: list, group: int, limits: list[
     return [replies[i:i + group] for i in range(0, len(replies), group)]
 
 
+def sample_task_groups(generator, tokenizer, problems: list, group: int, max_new_tokens: int,
+                       sampling: SamplingParams, seed: int, batch_rows: int = 2048) -> tuple[list, list]:
+    """(prompt ids, groups of replies) of task problems asked in thinking mode, ``group`` replies each, every
+    reply held to the evaluation's limit (twice the solver's reply + 256, at most ``max_new_tokens``)."""
+    prompts = [render(tokenizer, [{"role": "user", "content": p.question}], think=True) for p in problems]
+    limits = [reply_limit(tokenizer, p, "think", max_new_tokens) for p in problems]
+    return prompts, sample_groups(generator, tokenizer, prompts, group, limits, sampling, seed, batch_rows)
+
+
 @dataclass
 class RolloutSample:
     """One completion to train on: the prompt and completion ids, which of them are the model's (``mask``:
@@ -85,15 +93,15 @@ class RolloutSample:
 
 
 def update_batches(samples: list[RolloutSample], policy, ref_policy, seq_len: int, micro_batch: int,
-                   minibatches: int, pad_id: int, info: DistInfo, seed: int, autocast=None) -> list[list[tuple]]:
+                   minibatches: int, pad_id: int, info: DistInfo, seed: int) -> list[list[tuple]]:
     """The optimizer steps of one rollout batch: ``minibatches`` lists of micro-batches, each a tuple
     (inputs, targets, position_ids, advantages, old_logprobs, ref_logprobs) on the device.
 
     The samples are shuffled (seeded) and packed into rows of ``seq_len`` tokens (sft.pack_rows). Every rank
     gets the same number of micro-batches (DDP all-reduces in the last one's backward): a rank with fewer rows
     fills up with empty rows, which hold no loss token (when no rank has any, a single one-token row per step).
-    π_old and π_ref are computed here, once, by ``policy``
-    and ``ref_policy`` (``ref_policy`` None: π_ref = π_old, for a run that neither tracks nor penalises KL)."""
+    π_old and π_ref are computed here, once, by ``policy`` and ``ref_policy`` (None: π_ref = π_old, for a run
+    that neither tracks nor penalises KL), under the caller's autocast."""
     order = list(range(len(samples)))
     random.Random(f"{seed}|rows").shuffle(order)
     pairs = [(s.ids, s.mask) for s in samples]
@@ -104,28 +112,24 @@ def update_batches(samples: list[RolloutSample], policy, ref_policy, seq_len: in
     per_step = max(1, math.ceil(longest / minibatches))
     per_step = math.ceil(per_step / micro_batch) * micro_batch
     tensors = [_rollout_row(pairs, samples, indices, seq_len, pad_id) for indices in rows]
-    empty = _rollout_row([], [], [], seq_len, pad_id)
-    tensors += [empty] * (per_step * minibatches - len(tensors))
-    autocast = autocast or nullcontext()
+    tensors += [_rollout_row(pairs, samples, [], seq_len, pad_id)] * (per_step * minibatches - len(tensors))
     steps = []
     for first in range(0, per_step * minibatches, per_step):
         micro_batches = []
         for start in range(first, first + per_step, micro_batch):
             inputs, targets, positions, advantages = (torch.stack(column).to(info.device)
                                                       for column in zip(*tensors[start:start + micro_batch]))
-            with autocast:
-                old = policy_logprobs(policy, inputs, targets, positions)
-                ref = old if ref_policy is None else policy_logprobs(ref_policy, inputs, targets, positions)
+            old = policy_logprobs(policy, inputs, targets, positions)
+            ref = old if ref_policy is None else policy_logprobs(ref_policy, inputs, targets, positions)
             micro_batches.append((inputs, targets, positions, advantages, old, ref))
         steps.append(micro_batches)
     return steps
 
 
 def _rollout_row(pairs, samples, indices, seq_len: int, pad_id: int) -> tuple:
-    """sft.packed_row's (inputs, targets, position_ids) plus each token's advantage (its sample's)."""
-    inputs, targets, positions = packed_row(pairs, indices, seq_len, pad_id) if indices else (
-        torch.full((seq_len,), pad_id, dtype=torch.long), torch.full((seq_len,), IGNORE, dtype=torch.long),
-        torch.arange(seq_len))
+    """sft.packed_row's (inputs, targets, position_ids) plus each token's advantage (its sample's); no indices:
+    a row of padding, which holds no loss token."""
+    inputs, targets, positions = packed_row(pairs, indices, seq_len, pad_id)
     advantages = torch.zeros(seq_len)
     at = 0
     for index in indices:

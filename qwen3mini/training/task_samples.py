@@ -153,20 +153,6 @@ def response_rejected(problem: Problem, message: dict) -> str | None:
     return filters.reject_reason(problem, message.get("reasoning_content", ""), message["content"])
 
 
-def pass_rates(model, tokenizer, problems: list, samples: int, limits: list[int], sampling, seed: int,
-               batch_rows: int = 2048) -> list[float]:
-    """The share of ``samples`` sampled thinking-mode replies that solve each problem (RL's pool selection,
-    paper §4.2: learnable by the model, but not yet solved)."""
-    from ..chat import ChatTokens, render
-    from ..evaluation.scoring import score_reply
-    from .rollouts import sample_groups
-    ids = ChatTokens.of(tokenizer, model.config.eos_token_ids)
-    prompts = [render(tokenizer, [{"role": "user", "content": p.question}], think=True) for p in problems]
-    groups = sample_groups(model, tokenizer, prompts, samples, limits, sampling, seed, batch_rows)
-    return [sum(score_reply(p, r.text, r.completion, ids).correct for r in group) / samples
-            for p, group in zip(problems, groups)]
-
-
 def rl_candidates(ranges: str, per_cell: int, seed: int, exclude: frozenset, stage: str = "rl") -> list:
     """``per_cell`` fresh problems of each (family, difficulty) in ``ranges``, none in ``exclude``, from the
     random streams of ``stage`` (each stage draws its own)."""
