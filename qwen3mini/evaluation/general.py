@@ -22,7 +22,7 @@ from ..tools import generate_with_tools
 from .thinkfollow import FLAGS
 
 INSTRUCTION_CELLS = (("add", 3), ("mul", 2), ("expr", 2), ("linear", 2), ("sort", 5), ("chain", 2))
-TOOL_DIGITS = (4, 5, 6)
+TOOL_DIGITS = (4, 5, 6)         # digits of each factor of a product asked with the calculator offered
 KNOWLEDGE_WORDS = 60            # a knowledge answer longer than this scores 0: no listing every word
 REPLY_TOKENS = 1024             # a reply "ends by itself" when it does within this many tokens (issue 19)
 
@@ -54,8 +54,8 @@ def tool_items(per_size: int) -> list:
     return items
 
 
-def _ask(tokenizer, question: str, mode: str, tools=None) -> list[int]:
-    return render(tokenizer, [{"role": "user", "content": f"{question} {FLAGS[mode]}"}], think=True, tools=tools)
+def _ask(tokenizer, question: str, mode: str) -> list[int]:
+    return render(tokenizer, [{"role": "user", "content": f"{question} {FLAGS[mode]}"}], think=True)
 
 
 def evaluate_instructions(model, tokenizer, modes, per_constraint: int, batch_size: int, max_new_tokens: int) -> dict:

@@ -16,6 +16,7 @@ The thinking budget is not trained: it should emerge from the fusion (§4.3), an
 import random
 
 from ..calculator import calculate
+from ..evaluation.general import TOOL_DIGITS
 from ..evaluation.thinkfollow import FLAGS, make_dialogue
 from ..sampling import SamplingParams
 from ..tasks import Problem, filters, parse_question, traces
@@ -24,9 +25,6 @@ from ..tasks.instructions import constrained, reply_following
 from ..tasks.knowledge import knowledge_reply, subject_of
 from ..tools import TOOLS
 from .rollouts import sample_task_groups
-
-TOOL_DIGITS = (4, 5, 6)                 # digits of each factor of a product asked with the calculator offered
-
 
 def rejection_sampled(model, tokenizer, problems: list[Problem], samples: int, sampling: dict, seed: int,
                       max_new_tokens: int = 2048, batch_rows: int = 2048) -> list[dict | None]:
