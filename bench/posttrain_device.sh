@@ -9,13 +9,17 @@
 #   OUT=/tmp/out bash bench/posttrain_device.sh more      # the same machine after 'rl': pass@16, rollout
 #                                                         # throughput vs transformers, the 4x cold start
 #   OUT=/tmp/out bash bench/posttrain_device.sh stages12  # train/run_posttrain.sh stages 1 and 2 with evaluations
-#   OUT=/tmp/out bash bench/posttrain_device.sh stages34  # the same machine after stages12: stages 3 and 4
-#   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and its evaluation
+#   OUT=/tmp/out bash bench/posttrain_device.sh stages34  # the same machine after stages12: stages 3 and 4 (and
+#                                                         # the rest of stage 2, if the first call ran out of time);
+#                                                         # the fused and chat models come back in 15 MB parts
+#   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and its evaluation, and on the
+#                                                         # same machine after stages34 the chat model's evaluation
+#                                                         # if the pipeline's ran out of time
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}
 R=${RUNS:-/tmp/posttrain}
-LIMIT=${LIMIT:-560}          # seconds of work before the archive is written (the device call allows 600)
+LIMIT=${LIMIT:-580}          # seconds of work before the archive is written (the device call allows 600)
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
 mkdir -p "$R" "$OUT"
 ln -sfn ../tokenizer qwen3mini/tokenizer          # the package layout that pip install -e . makes
@@ -23,7 +27,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "
 EVAL_THINK="--modes think --budgets none --thinkfollow 0"
 
 build() {
-    [ -f qwen3mini/_cuda.so ] || { MAX_JOBS=10 python csrc/cuda/build_jit.py > "$R/build.log" 2>&1 && cp qwen3mini/_cuda.so "$OUT/"; }
+    [ -f qwen3mini/_cuda.so ] || { MAX_JOBS=16 python csrc/cuda/build_jit.py > "$R/build.log" 2>&1 && cp qwen3mini/_cuda.so "$OUT/"; }
 }
 
 cold_start() {   # cold_start NAME ARGS...: train/sft_cold_start.py into $R/NAME
@@ -86,17 +90,29 @@ call_stages12() {
 }
 
 call_stages34() {
-    [ -d "$R/pt/rl_reasoning/final" ] || { echo "no $R/pt/rl_reasoning/final: run stages12 first" >&2; return 1; }
-    STAGES="3 4" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$R/pt"
+    [ -d "$R/pt/cold_start/final" ] || { echo "no $R/pt/cold_start/final: run stages12 first" >&2; return 1; }
+    local stages="3 4"
+    [ -d "$R/pt/rl_reasoning/final" ] || stages="2 3 4"     # (stage 2 resumes from its checkpoint)
+    STAGES="$stages" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$R/pt"
+}
+
+export_model() {   # export_model STAGE: OUT/STAGE.safetensors.part-aa, -ab, ... (cat them back together)
+    local weights="$R/pt/$1/final/model.safetensors"
+    [ -f "$weights" ] && split -b 15M "$weights" "$OUT/$1.safetensors.part-"
 }
 
 call_cold4x() {
     build
+    if [ -d "$R/pt/rl_general/final" ] && [ ! -f "$R/pt/eval_rl_general/evaluation.json" ]; then
+        python train/evaluate.py --model "$R/pt/rl_general/final" --out "$R/pt/eval_rl_general" $EVAL_PIPELINE \
+            > "$R/pt/eval_rl_general.log" 2>&1 &
+    fi
     cold_start cold4x --steps_scale 4 --drop_answered false
     evaluate eval_cold4x "$R/cold4x/final" --limit 50 --samples 0 --difficulties 1-14 $EVAL_THINK
+    wait
 }
 
-export -f build cold_start evaluate rl call_rl call_more call_stages12 call_stages34 call_cold4x
+export -f build cold_start evaluate rl call_rl call_more call_stages12 call_stages34 export_model call_cold4x
 EVAL_PIPELINE="--limit 20 --samples 8 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"
 export R OUT EVAL_THINK EVAL_PIPELINE
 case ${1:-rl} in
@@ -104,4 +120,5 @@ case ${1:-rl} in
     more|stages12|stages34|cold4x) timeout "$LIMIT" bash -c "call_$1" ;;   # (the archive is written whatever happened)
     *) echo "usage: posttrain_device.sh rl|more|stages12|stages34|cold4x" >&2; exit 2 ;;
 esac
+[ "${1:-rl}" = stages34 ] && { export_model mode_fusion; export_model rl_general; }
 cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='ckpt' --exclude='*.tmp' . && ls -la "$OUT"

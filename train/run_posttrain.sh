@@ -13,6 +13,7 @@ set -euo pipefail
 OUT=${1:-runs/posttrain}
 NPROC=${NPROC:-1}
 EVAL=${EVAL:-"--limit 20 --samples 8 --thinkfollow 100"}
+RL_SECONDS=${RL_SECONDS:-240}   # each RL stage stops after the step that passes this (the 25-minute budget on one H200)
 mkdir -p "$OUT"
 if [ "$NPROC" -gt 1 ]; then RUN="torchrun --standalone --nproc_per_node $NPROC"; else RUN=python; fi
 
@@ -35,13 +36,13 @@ for stage in $STAGES; do case $stage in
   1) timed cold_start $RUN train/sft_cold_start.py --out_dir "$C" --progress false --log_every 50
      evaluation cold_start ;;
   2) timed rl_reasoning $RUN train/rl_reasoning.py --init_from "$C/final" --cold_start_dir "$C" \
-         --out_dir "$OUT/rl_reasoning" --progress false
+         --out_dir "$OUT/rl_reasoning" --progress false --time_limit "$RL_SECONDS"
      evaluation rl_reasoning ;;
   3) timed mode_fusion $RUN train/sft_mode_fusion.py --init_from "$OUT/rl_reasoning/final" --cold_start_dir "$C" \
          --out_dir "$OUT/mode_fusion" --progress false
      evaluation mode_fusion ;;
   4) timed rl_general $RUN train/rl_general.py --init_from "$OUT/mode_fusion/final" --out_dir "$OUT/rl_general" \
-         --progress false
+         --progress false --time_limit "$RL_SECONDS"
      evaluation rl_general ;;
   *) echo "run_posttrain.sh: STAGES holds $stage; expected 1 to 4" >&2; exit 2 ;;
 esac; done
