@@ -45,7 +45,7 @@ def parse_args(argv=None):
                "top-k 20; non-thinking: T 0.7, top-p 0.8, top-k 20, presence penalty 1.5). Environment: "
                "QWEN3MINI_MAX_CONTEXT caps the context length, QWEN3MINI_CHAT_LOG=path logs model inputs.")
     p.add_argument("--model", default=SHIPPED_CHECKPOINT,
-                   help="HF-layout model directory or hub repo id (default: the shipped checkpoints/qwen3mini-base)")
+                   help="HF-layout model directory or hub repo id (default: the shipped checkpoints/qwen3mini-chat)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--think", dest="think", action="store_true", default=True,
                       help="thinking mode (default): the model reasons inside <think>...</think> first")

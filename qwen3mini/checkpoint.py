@@ -36,9 +36,10 @@ _EXPERTS = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
 
 
 # ---------------------------------------------------------------------------------------------- locating files
-# The model the training scripts (train/) write and infer/chat.py loads by default.
+# The model infer/chat.py and infer/generate.py load by default: the chat model that post-training
+# (train/run_posttrain.sh) makes from the base model beside it, checkpoints/qwen3mini-base.
 SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
-                                  "qwen3mini-base")
+                                  "qwen3mini-chat")
 
 
 def resolve_checkpoint(path) -> str:

@@ -207,7 +207,8 @@ def sandbox(tmp_path, *folders):
     for folder in folders:
         shutil.copytree(os.path.join(ROOT, folder), repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "checkpoints").mkdir(parents=True)
-    os.symlink(os.path.join(ROOT, "checkpoints", "qwen3mini-base"), repo / "checkpoints" / "qwen3mini-base")
+    for name in ("qwen3mini-base", "qwen3mini-chat"):
+        os.symlink(os.path.join(ROOT, "checkpoints", name), repo / "checkpoints" / name)
     (repo / "tests" / "tokenizer").mkdir(parents=True)
     shutil.copy(os.path.join(ROOT, "tests", "tokenizer", "qwen3_chat_template.jinja"), repo / "tests" / "tokenizer")
     return repo

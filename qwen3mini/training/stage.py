@@ -58,6 +58,10 @@ def special_token_ids(tokenizer_dir: str) -> dict:
     return {name: ids[name] for name in ("<|endoftext|>", "<|im_end|>")}
 
 
+# What tokenizer.load_tokenizer reads from a directory (HF layout).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
 def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None, max_shard_size=None,
                     post_trained: bool = False):
     """Save ``model`` in the HF layout: config.json, safetensors, and with ``tokenizer_dir`` its tokenizer
@@ -75,8 +79,8 @@ def save_pretrained(model, directory: str, tokenizer_dir: str = None, dtype=None
     model.config = config
     if not tokenizer_dir:
         return
-    for name in sorted(os.listdir(tokenizer_dir)):
-        if name.endswith((".json", ".txt", ".model", ".jinja")) and name != "config.json":
+    for name in TOKENIZER_FILES:   # (not the whole folder: a model directory also holds its own measurements)
+        if os.path.isfile(os.path.join(tokenizer_dir, name)):
             shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(directory, name))
     sampling = SAMPLING_DEFAULTS["think" if post_trained else "no-think"]   # a base model cannot think yet
     generation = {"bos_token_id": eot, "eos_token_id": [im_end, eot] if post_trained else eot, "pad_token_id": eot,

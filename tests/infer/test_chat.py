@@ -106,10 +106,10 @@ def test_out_of_range_sampling_flags_name_the_flag(flag, value, capsys):
 
 def test_missing_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import qwen3mini.checkpoint
-    missing_default = str(tmp_path / "checkpoints" / "qwen3mini-base")
+    missing_default = str(tmp_path / "checkpoints" / "qwen3mini-chat")
     monkeypatch.setattr(qwen3mini.checkpoint, "SHIPPED_CHECKPOINT", missing_default)
     assert cli.main(["--model", missing_default, "--prompt", "hi"]) == 2
-    assert re.fullmatch(r"chat\.py: error: --model: no model at .*qwen3mini-base: the shipped model is written "
+    assert re.fullmatch(r"chat\.py: error: --model: no model at .*qwen3mini-chat: the shipped model is written "
                         r"there by the training scripts \(train/\)\. .*\n", capsys.readouterr().err)
     proc = subprocess.run([sys.executable, CHAT, "--model", str(tmp_path / "nope"), "--prompt", "hi"],
                           capture_output=True, text=True, timeout=TIMEOUT)

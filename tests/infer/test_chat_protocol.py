@@ -156,14 +156,14 @@ def test_load_tells_a_post_trained_model_from_a_base_model(scripted_model, endle
     assert model.dtype == torch.float32 and not model.training
 
 
-def test_the_shipped_base_model_reads_as_a_base_model():
+def test_the_shipped_models_read_as_what_they_are():
     """Issue 16 item 8: the shipped base model never ends a turn, so its replies get the base model's short
-    default instead of running to the context."""
+    default instead of running to the context; the chat model (the default) ends its turns."""
     from qwen3mini.checkpoint import SHIPPED_CHECKPOINT
-    if os.path.basename(SHIPPED_CHECKPOINT) != "qwen3mini-base":
-        pytest.skip("the chat model ships: the base model is no longer the default")
-    _, _, info = protocol.load(SHIPPED_CHECKPOINT)
+    _, _, info = protocol.load(os.path.join(os.path.dirname(SHIPPED_CHECKPOINT), "qwen3mini-base"))
     assert not info.post_trained and info.reply_limit() == protocol.BASE_MAX_NEW_TOKENS
+    _, _, info = protocol.load(SHIPPED_CHECKPOINT)
+    assert info.post_trained and info.reply_limit() == protocol.POST_TRAINED_MAX_NEW_TOKENS
 
 
 def test_load_errors_are_one_line(tmp_path, scripted_model):
