@@ -29,16 +29,13 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qwen3mini.training.distill import distill_objective                         # noqa: E402
-from qwen3mini.training.general_rl import GeneralEnvironment, GeneralRLSettings, query_pool  # noqa: E402
+from qwen3mini.training.distill import DISTILL_RANGES, distill_objective         # noqa: E402
+from qwen3mini.training.general_rl import GeneralEnvironment, GeneralRLSettings  # noqa: E402
 from qwen3mini.training.rl import run_rl                                           # noqa: E402
 from qwen3mini.training.settings import parse_settings, setting                   # noqa: E402
 from qwen3mini.training.stage import run_script                                   # noqa: E402
 
 MIX = "reasoning:0.6,dialogue:0.1,instruction:0.15,tool:0.15"
-# The cold start's range and the RL stage's edge past it (train/rl_reasoning.py): where the student's
-# accuracy is measured against the control arm's.
-RANGES = "add:1-9,mul:1-4,expr:1-7,linear:1-6,sort:3-13,countdown:3-5,chain:1-7"
 
 
 @dataclass
@@ -46,7 +43,7 @@ class Settings(GeneralRLSettings):
     init_from: str = "runs/distill/off_policy/final"
     teacher: str = setting("checkpoints/qwen3mini-chat", "the post-trained teacher (HF layout, the same tokenizer)")
     mix: str = MIX
-    ranges: str = RANGES
+    ranges: str = DISTILL_RANGES
     out_dir: str = "runs/distill/on_policy"
     lr: float = 5e-5
     min_lr: float = 5e-5
@@ -64,7 +61,7 @@ def main(argv=None):
     settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
     run_rl("on-policy distillation", settings,
            lambda tokenizer: GeneralEnvironment(tokenizer, settings.max_new_tokens),
-           lambda generator, tokenizer, info: query_pool(settings, "distill"),
+           lambda generator, tokenizer, info: settings.pool("distill"),
            previous_stage="train/distill_off_policy.py", make_objective=distill_objective)
 
 

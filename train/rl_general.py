@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qwen3mini.training.general_rl import GeneralEnvironment, GeneralRLSettings, query_pool  # noqa: E402
+from qwen3mini.training.general_rl import GeneralEnvironment, GeneralRLSettings  # noqa: E402
 from qwen3mini.training.rl import run_rl                                           # noqa: E402
 from qwen3mini.training.settings import parse_settings                            # noqa: E402
 from qwen3mini.training.stage import run_script                                   # noqa: E402
@@ -46,7 +46,7 @@ PRESETS = {
 def main(argv=None):
     settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
     run_rl("RL (general)", settings, lambda tokenizer: GeneralEnvironment(tokenizer, settings.max_new_tokens),
-           lambda generator, tokenizer, info: query_pool(settings, "general"),
+           lambda generator, tokenizer, info: settings.pool("general"),
            previous_stage="the thinking-mode fusion")
 
 

@@ -25,6 +25,10 @@ from .losses import IGNORE, CausalLMLoss
 from .rl import Objective
 from .rollouts import RolloutSample, packed_steps
 
+# The task queries of both distillations: the cold start's range and the RL stage's edge past it
+# (train/rl_reasoning.py), where the students' accuracy is set against the control arm's.
+DISTILL_RANGES = "add:1-9,mul:1-4,expr:1-7,linear:1-6,sort:3-13,countdown:3-5,chain:1-7"
+
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """KL(student ‖ teacher) over the whole vocabulary at every position, fp32 [..., ] of logits [..., V]."""

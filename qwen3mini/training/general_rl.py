@@ -69,8 +69,9 @@ def make_query(kind: str, rng: random.Random, problems: list[Problem]) -> Query:
     return Query(kind, [{"role": "user", "content": problem.question + suffix}], problem, mode)
 
 
-def parse_mix(text: str) -> dict[str, float]:
-    """``"reasoning:0.5,tool:0.5"`` -> {"reasoning": 0.5, "tool": 0.5}; ValueError naming a bad part."""
+def parse_mix(text: str, option: str = "--mix") -> dict[str, float]:
+    """``"reasoning:0.5,tool:0.5"`` -> {"reasoning": 0.5, "tool": 0.5}; ValueError naming ``option`` and a bad
+    part."""
     shares = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, share = part.partition(":")
@@ -79,15 +80,15 @@ def parse_mix(text: str) -> dict[str, float]:
         except ValueError:
             shares[kind] = -1.0
         if kind not in KINDS or not 0 <= shares[kind] <= 1:
-            raise ValueError(f"--mix {part!r}: expected kind:share with a kind of {', '.join(KINDS)}")
+            raise ValueError(f"{option} {part!r}: expected kind:share with a kind of {', '.join(KINDS)}")
     if not shares or abs(sum(shares.values()) - 1) > 1e-6:
-        raise ValueError(f"--mix {text}: expected shares of {', '.join(KINDS)} that sum to 1")
+        raise ValueError(f"{option} {text}: expected shares of {', '.join(KINDS)} that sum to 1")
     return shares
 
 
 @dataclass
 class GeneralRLSettings(RLSettings):
-    """An RL-loop stage over general RL's mix of queries (stage 4, on-policy distillation)."""
+    """An RL-loop stage over general RL's mix of queries (stage 4, on-policy distillation); ``pool`` makes it."""
     mix: str = setting(MIX, "kind:share of each kind of query in the pool (kinds: " + ", ".join(KINDS) + ")")
     ranges: str = setting(RANGES, "family:low-high difficulties of the task problems the queries are built on")
     per_cell: int = setting(40, "task problems per (family, difficulty)")
@@ -98,15 +99,17 @@ class GeneralRLSettings(RLSettings):
         parse_ranges(self.ranges)
         parse_mix(self.mix)
 
+    def pool(self, stage: str) -> tuple[list, dict]:
+        return query_pool(self.mix, self.ranges, self.per_cell, self.pool_size, self.seed, stage)
 
-def query_pool(settings: GeneralRLSettings, stage: str) -> tuple[list, dict]:
-    """(queries, record): ``pool_size`` queries in the ``mix``'s shares over ``per_cell`` fresh training
-    problems per (family, difficulty) of ``ranges`` (no evaluation item), drawn from ``stage``'s random
-    streams."""
-    problems = rl_candidates(settings.ranges, settings.per_cell, settings.seed, evaluation_items(), stage)
-    rng, queries, counts = random.Random(f"{settings.seed}|{stage}"), [], {}
-    for kind, share in parse_mix(settings.mix).items():
-        counts[kind] = round(share * settings.pool_size)
+
+def query_pool(mix: str, ranges: str, per_cell: int, size: int, seed: int, stage: str) -> tuple[list, dict]:
+    """(queries, record): ``size`` queries in the ``mix``'s shares over ``per_cell`` fresh training problems
+    per (family, difficulty) of ``ranges`` (no evaluation item), drawn from ``stage``'s random streams."""
+    problems = rl_candidates(ranges, per_cell, seed, evaluation_items(), stage)
+    rng, queries, counts = random.Random(f"{seed}|{stage}"), [], {}
+    for kind, share in parse_mix(mix).items():
+        counts[kind] = round(share * size)
         queries += [make_query(kind, rng, problems) for _ in range(counts[kind])]
     return queries, {"problems": len(problems), "queries": counts}
 
