@@ -36,14 +36,14 @@ from qwen3mini.training.distill import DISTILL_RANGES, load_teacher, rewarded_re
 from qwen3mini.training.distributed import barrier, close_distributed, init_distributed, seed_everything  # noqa: E402
 from qwen3mini.training.fusion_samples import flagged_turn, rejection_sampled  # noqa: E402
 from qwen3mini.training.general_rl import GeneralEnvironment, parse_mix, query_pool  # noqa: E402
-from qwen3mini.training.settings import TrainSettings, parse_settings, setting    # noqa: E402
-from qwen3mini.training.sft import render_sample                                  # noqa: E402
+from qwen3mini.training.settings import SFTSettings, parse_settings, setting      # noqa: E402
+from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
 from qwen3mini.training.task_samples import SampleStats, evaluation_items, parse_ranges, rl_candidates  # noqa: E402
 
 
 @dataclass
-class Settings(TrainSettings):
+class Settings(SFTSettings):
     init_from: str = setting("runs/distill/student/s3/final", "the student's pre-trained model (HF layout, with "
                              "its tokenizer): S3's out_dir/final")
     teacher: str = setting("checkpoints/qwen3mini-chat", "the post-trained teacher (HF layout, the same tokenizer)")
@@ -54,27 +54,16 @@ class Settings(TrainSettings):
     max_new_tokens: int = setting(2048, "cap on a sampled reply (each also held to twice the solver's + 256)")
     general: int = setting(3000, "queries of general RL's other kinds answered by the teacher")
     general_mix: str = setting("dialogue:0.3,instruction:0.4,tool:0.3", "kind:share of those queries")
-    unflagged_share: float = setting(0.3, "share of thinking samples without a flag (thinking is the default)")
-    val_share: float = setting(0.02, "share of samples held out for the validation loss")
     rollout_rows: int = setting(2048, "rows per generation call")
     out_dir: str = "runs/distill/off_policy"
-    seq_len: int = 1024
-    micro_batch: int = 64
     steps: int = 300
     lr: float = 5e-4
     min_lr: float = 5e-5
-    warmup_steps: int = 20
-    eval_every: int = 100
-    eval_batches: int = 4
-    ckpt_every: int = 100
 
     def __post_init__(self):
         super().__post_init__()
         parse_ranges(self.ranges)
         parse_mix(self.general_mix, "--general_mix")
-        for name in ("unflagged_share", "val_share"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} {getattr(self, name)}: expected a share in [0, 1)")
         for name in ("per_cell", "no_think_per_cell", "general", "samples", "max_new_tokens", "rollout_rows"):
             low = 0 if name in ("per_cell", "no_think_per_cell", "general") else 1
             if getattr(self, name) < low:
@@ -124,24 +113,6 @@ def teacher_samples(settings, tokenizer, teacher) -> tuple[list, SampleStats]:
     return samples, stats
 
 
-def split_samples(settings, samples, stats) -> tuple[list, list]:
-    """(train, val) [(ids, mask)]: a ``val_share`` held out by index, the ones longer than a row dropped."""
-    train, val = [], []
-    for i, (ids, mask, cell, kind) in enumerate(samples):
-        if len(ids) > settings.seq_len:
-            stats.add(*cell, "longer_than_row")
-            continue
-        split = val if random.Random(f"{settings.seed}|val|{i}").random() < settings.val_share else train
-        split.append((ids, mask))
-        if split is train:
-            stats.add(*cell, kind)
-            stats.add(*cell, "tokens", len(ids))
-    if not train:
-        raise ValueError("distill_off_policy: no training sample (the teacher's every reply was rejected or too "
-                         "long: is --teacher a post-trained model?)")
-    return train, val or train[:1]
-
-
 def main(argv=None):
     settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
     info = init_distributed(settings.device)
@@ -154,7 +125,8 @@ def main(argv=None):
     teacher = load_teacher(settings.teacher, tokenizer, info.device)      # its shipped dtype, as at inference
     samples, stats = teacher_samples(settings, tokenizer, teacher)
     del teacher
-    train, val = split_samples(settings, samples, stats)
+    train, val = split_samples(samples, settings.seq_len, settings.val_share, settings.seed, stats,
+                               "distill_off_policy")
     if info.is_main:
         print(stats.table())
         print(f"{len(train)} training samples, {stats.total('tokens') / 1e6:.2f}M tokens; {len(val)} validation")

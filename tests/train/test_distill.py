@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from qwen3mini.config import PRESETS
 from qwen3mini.model import Qwen3ForCausalLM
@@ -23,9 +22,8 @@ from qwen3mini.training.settings import TrainSettings
 from qwen3mini.training.stage import save_pretrained
 from qwen3mini.training.trainer import Trainer
 
-from test_grpo import VOCAB, samples, tiny_model
+from test_grpo import assert_two_processes_equal_one, samples, tiny_model
 from test_sft import TOKENIZER
-from test_training import _free_port
 
 SETTINGS = dict(out_dir="/nonexistent", lr=1e-2, weight_decay=0.0, grad_clip=1e9, device="cpu", dtype="float32",
                 progress=False)
@@ -95,23 +93,8 @@ def one_distill_update(info):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _rank_worker(rank, world_size, port, result_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    params = one_distill_update(distributed.init_distributed("cpu"))
-    if rank == 0:
-        torch.save(params, result_path)
-    distributed.close_distributed()
-
-
 def test_two_processes_equal_one_process(tmp_path):
-    result = str(tmp_path / "rank0.pt")
-    mp.spawn(_rank_worker, args=(2, _free_port(), result), nprocs=2, join=True)
-    single = one_distill_update(DistInfo())
-    ranks = torch.load(result)
-    for name, value in single.items():
-        torch.testing.assert_close(ranks[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    assert_two_processes_equal_one(tmp_path, one_distill_update)
 
 
 # ------------------------------------------------------------------------------------------- the stages
