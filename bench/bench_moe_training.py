@@ -24,7 +24,8 @@ from qwen3mini.ops.grouped_moe import grouped_mm_available                     #
 
 # (label, shape, compile, the op backend forced during the step or None)
 RUNS = [("dense", "student", False, None), ("dense compiled", "student", True, None),
-        ("MoE grouped GEMMs", "student-moe", False, None), ("MoE reference dispatch", "student-moe", False, "reference")]
+        ("MoE grouped GEMMs", "student-moe", False, None),
+        ("MoE reference dispatch", "student-moe", False, "reference")]
 
 
 def main():

@@ -14,9 +14,10 @@ The data, all of it sampled from the teacher (a post-trained chat model) and kep
 * rendered with the chat template as inference sees them, loss on the reply only, packed, trained with the
   shared SFT run (``stage.fine_tune``).
 
-    python train/distill_off_policy.py --preset tiny --teacher T --init_from S   # CPU, seconds
-    python train/distill_off_policy.py --init_from runs/distill/student/s3/final # one GPU
-    python train/distill_off_policy.py --init_from runs/distill/student-moe/s3/final --out_dir runs/distill/moe/off_policy
+    python train/distill_off_policy.py --preset tiny     # CPU, seconds, after the tiny S3 and general-RL presets
+    python train/distill_off_policy.py                   # one GPU, from runs/distill/student/s3/final
+    python train/distill_off_policy.py --init_from runs/distill/student-moe/s3/final \
+        --out_dir runs/distill/student-moe/off_policy    # the MoE student
 
 Output: ``out_dir/final`` (HF layout, bf16), ``data.json``, ``log.jsonl``, ``loss.png``, ``summary.json``, ``ckpt``.
 """
@@ -55,7 +56,7 @@ class Settings(SFTSettings):
     general: int = setting(3000, "queries of general RL's other kinds answered by the teacher")
     general_mix: str = setting("dialogue:0.3,instruction:0.4,tool:0.3", "kind:share of those queries")
     rollout_rows: int = setting(2048, "rows per generation call")
-    out_dir: str = "runs/distill/off_policy"
+    out_dir: str = "runs/distill/student/off_policy"
     steps: int = 300
     lr: float = 5e-4
     min_lr: float = 5e-5
@@ -71,11 +72,11 @@ class Settings(SFTSettings):
 
 
 PRESETS = {
-    "tiny": dict(init_from="runs/tiny/student", teacher="runs/tiny/teacher", ranges="add:1-2,sort:3", per_cell=2,
-                 no_think_per_cell=2, samples=2, max_new_tokens=24, general=4, rollout_rows=64, val_share=0.2,
-                 seq_len=512, micro_batch=2, steps=4, warmup_steps=1, lr=3e-3, min_lr=3e-4, eval_every=2,
-                 eval_batches=1, ckpt_every=2, log_every=2, device="cpu", dtype="float32", progress=False,
-                 out_dir="runs/tiny/distill_off_policy"),
+    "tiny": dict(init_from="runs/tiny/s3/final", teacher="runs/tiny/rl_general/final", ranges="add:1-2,sort:3",
+                 per_cell=2, no_think_per_cell=2, samples=2, max_new_tokens=24, general=4, rollout_rows=64,
+                 val_share=0.2, seq_len=256, micro_batch=2, steps=4, warmup_steps=1, lr=3e-3, min_lr=3e-4,
+                 eval_every=2, eval_batches=1, ckpt_every=2, log_every=2, device="cpu", dtype="float32",
+                 progress=False, out_dir="runs/tiny/distill_off_policy"),
 }
 
 

@@ -16,7 +16,7 @@ The loop, logs (``log.jsonl`` with the KL, the teacher's NLL of the samples, rew
 lengths, generation vs update time; ``samples.jsonl``; ``curves.png``), checkpoints and ``torchrun`` behaviour are
 the RL stage's (qwen3mini/training/rl.py).
 
-    python train/distill_on_policy.py --preset tiny --teacher T --init_from S   # CPU, seconds
+    python train/distill_on_policy.py --preset tiny      # CPU, seconds, after off-policy distillation's tiny preset
     python train/distill_on_policy.py --teacher checkpoints/qwen3mini-chat      # one GPU, after off-policy
     torchrun --standalone --nproc_per_node 8 train/distill_on_policy.py        # each rank owns whole groups
 
@@ -40,20 +40,21 @@ MIX = "reasoning:0.6,dialogue:0.1,instruction:0.15,tool:0.15"
 
 @dataclass
 class Settings(GeneralRLSettings):
-    init_from: str = "runs/distill/off_policy/final"
+    init_from: str = "runs/distill/student/off_policy/final"
     teacher: str = setting("checkpoints/qwen3mini-chat", "the post-trained teacher (HF layout, the same tokenizer)")
     mix: str = MIX
     ranges: str = DISTILL_RANGES
-    out_dir: str = "runs/distill/on_policy"
+    out_dir: str = "runs/distill/student/on_policy"
     lr: float = 5e-5
     min_lr: float = 5e-5
 
 
 PRESETS = {
-    "tiny": dict(init_from="runs/tiny/distill_off_policy/final", teacher="runs/tiny/teacher", ranges="add:1-2,sort:3",
-                 per_cell=3, pool_size=8, queries=4, group=2, max_new_tokens=24, rollout_rows=64, seq_len=256,
-                 micro_batch=2, steps=2, warmup_steps=1, lr=1e-3, min_lr=1e-3, ckpt_every=2, samples_logged=1,
-                 device="cpu", dtype="float32", progress=False, out_dir="runs/tiny/distill_on_policy"),
+    "tiny": dict(init_from="runs/tiny/distill_off_policy/final", teacher="runs/tiny/rl_general/final",
+                 ranges="add:1-2,sort:3", per_cell=3, pool_size=8, queries=4, group=2, max_new_tokens=24,
+                 rollout_rows=64, seq_len=256, micro_batch=2, steps=2, warmup_steps=1, lr=1e-3, min_lr=1e-3,
+                 ckpt_every=2, samples_logged=1, device="cpu", dtype="float32", progress=False,
+                 out_dir="runs/tiny/distill_on_policy"),
 }
 
 

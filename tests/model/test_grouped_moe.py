@@ -20,15 +20,19 @@ needs_grouped_gpu = pytest.mark.skipif(GPU is None or not grouped_moe.grouped_mm
 
 
 def moe_inputs(tokens, experts, top_k, hidden, inter, seed=0, skip_expert=True):
-    """x, ids, weights, w_gate_up, w_down in float64 (the exact problem); expert 0 unused when ``skip_expert``."""
+    """x, ids, weights, w_gate_up, w_down in float64 (the exact problem); expert 0 unused when ``skip_expert``,
+    its weights NaN (the contract: experts no token chose are never touched)."""
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(tokens, experts, generator=g, dtype=torch.float64)
     if skip_expert:
         logits[:, 0] = -1e9
     weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
+    w_gate_up = torch.randn(experts, 2 * inter, hidden, generator=g, dtype=torch.float64) / hidden ** 0.5
+    w_down = torch.randn(experts, hidden, inter, generator=g, dtype=torch.float64) / inter ** 0.5
+    if skip_expert:
+        w_gate_up[0], w_down[0] = float("nan"), float("nan")
     return (torch.randn(tokens, hidden, generator=g, dtype=torch.float64), ids, weights / weights.sum(-1, keepdim=True),
-            torch.randn(experts, 2 * inter, hidden, generator=g, dtype=torch.float64) / hidden ** 0.5,
-            torch.randn(experts, hidden, inter, generator=g, dtype=torch.float64) / inter ** 0.5)
+            w_gate_up, w_down)
 
 
 def output_and_grads(function, inputs, dtype, device):
