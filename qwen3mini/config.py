@@ -287,6 +287,13 @@ PRESETS = {
                      num_key_value_heads=2),
     "base-moe": _scratch(hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
                          num_key_value_heads=2, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=512),
+    # The distillation students (paper §4.5): "student" has about a quarter of "base"'s parameters (the 0.6B
+    # analogue), "student-moe" the same active parameters in top-2 of 8 experts of half its MLP width (the
+    # 30B-A3B analogue).
+    "student": _scratch(hidden_size=160, intermediate_size=512, num_hidden_layers=6, num_attention_heads=3,
+                        num_key_value_heads=1),
+    "student-moe": _scratch(hidden_size=160, intermediate_size=512, num_hidden_layers=6, num_attention_heads=3,
+                            num_key_value_heads=1, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=256),
     "100m": _scratch(hidden_size=768, intermediate_size=2560, num_hidden_layers=12, num_attention_heads=12,
                      num_key_value_heads=4),
     "small": Qwen3Config(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,

@@ -44,6 +44,10 @@ class Settings(TrainSettings):
 
 PRESETS = {
     "base": {},
+    # a distillation student (paper §4.5; train/run_distill.sh), shortened; --model student-moe for the MoE.
+    # One micro-batch a step: an MoE's global-batch expert counts then come from the training pass itself.
+    "student": dict(model="student", steps=800, warmup_steps=50, micro_batch=128, grad_accum=1, ckpt_every=200,
+                    out_dir="runs/distill/student/s1"),
     # CPU smoke run: tiny shapes, a few steps, fp32
     "tiny": dict(model="tiny", seq_len=64, micro_batch=4, grad_accum=1, steps=8, warmup_steps=2, lr=1e-2,
                  min_lr=1e-3, eval_every=4, eval_batches=2, ckpt_every=4, log_every=2, device="cpu",

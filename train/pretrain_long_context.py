@@ -11,6 +11,7 @@ measures the model with and without YaRN factor 4 (original context = this stage
 
     python train/pretrain_long_context.py --preset tiny             # CPU, after S2's tiny preset
     python train/pretrain_long_context.py --preset base             # one GPU; torchrun for several
+    python train/pretrain_long_context.py --preset student          # a distillation student's, with retrieval
 """
 import dataclasses
 import functools
@@ -32,6 +33,8 @@ class Settings(TrainSettings):
     data: str = setting("data/shards/s3", "folder with the train.* and val.* token shards")
     tokenizer: str = setting("checkpoints/tokenizer-16k", "tokenizer saved with the model (empty: none)")
     rope_theta: float = setting(1_000_000.0, "ABF: the new RoPE base (at least the previous stage's)")
+    retrieval_share: float = setting(0.0, "share of training samples made synthetic retrieval documents (facts "
+                                     "hidden far back, questions about them at the end: train/data/retrieval.py)")
     out_dir: str = "runs/s3"
     seq_len: int = 4096
     micro_batch: int = 16                       # 16 x 2 x 4,096 = 131k tokens per step, as in S1/S2
@@ -43,9 +46,19 @@ class Settings(TrainSettings):
     warmup_steps: int = 20
     compile: bool = True
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.retrieval_share <= 1:
+            raise ValueError(f"--retrieval_share {self.retrieval_share}: expected a share in [0, 1]")
+        if self.retrieval_share and not self.tokenizer:
+            raise ValueError("--retrieval_share: retrieval samples need --tokenizer to write their facts")
+
 
 PRESETS = {
     "base": {},
+    # the distillation students' S3 (train/run_distill.sh), shortened, a quarter of it retrieval samples
+    "student": dict(init_from="runs/distill/student/s2/final", steps=80, warmup_steps=10, retrieval_share=0.25,
+                    micro_batch=32, grad_accum=1, ckpt_every=40, out_dir="runs/distill/student/s3"),
     "tiny": dict(init_from="runs/tiny/s2/final", seq_len=256, micro_batch=2, grad_accum=1, steps=4,
                  warmup_steps=1, lr=1e-3, min_lr=1e-4, eval_every=2, eval_batches=1, ckpt_every=2,
                  log_every=2, device="cpu", dtype="float32", compile=False, out_dir="runs/tiny/s3"),
@@ -74,7 +87,8 @@ def build_model(settings, vocab_size):
 
 def main(argv=None):
     settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
-    return run_stage("S3 long context", settings, build_model, functools.partial(stage_batches, long=True))
+    return run_stage("S3 long context", settings, build_model,
+                     functools.partial(stage_batches, long=True, retrieval_share=settings.retrieval_share))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ class Settings(TrainSettings):
 
 PRESETS = {
     "base": {},
+    "student": dict(init_from="runs/distill/student/s1/final", steps=250, micro_batch=128, grad_accum=1,
+                    ckpt_every=100, out_dir="runs/distill/student/s2"),       # (as S1's student preset)
     "tiny": dict(init_from="runs/tiny/s1/final", seq_len=64, micro_batch=4, grad_accum=1, steps=6,
                  warmup_steps=1, lr=5e-3, min_lr=5e-4, eval_every=3, eval_batches=2, ckpt_every=3,
                  log_every=2, device="cpu", dtype="float32", compile=False, out_dir="runs/tiny/s2"),

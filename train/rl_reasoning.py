@@ -51,7 +51,8 @@ RL_RANGES = "add:6-9,mul:3-4,expr:4-7,linear:3-6,sort:9-13,countdown:3-5,chain:5
 class Settings(RLSettings):
     init_from: str = "runs/sft_cold_start/final"
     cold_start_dir: str = setting("runs/sft_cold_start", "the cold start's out_dir: its summary.json says which "
-                                  "queries it drew, and the pool leaves them out")
+                                  "queries it drew, and the pool leaves them out (empty: a start model without "
+                                  "a cold start, such as a distilled student)")
     ranges: str = setting(RL_RANGES, "family:low-high difficulties the pool's candidates come from")
     candidates_per_cell: int = setting(96, "candidate queries per (family, difficulty)")
     pass_samples: int = setting(16, "samples per candidate for its pass rate")
@@ -90,7 +91,9 @@ def build_pool(settings, model, tokenizer, info) -> tuple[list, dict]:
             record = json.load(f)
         if record["made_by"] == made_by:
             return [parse_question(q) for q in record["questions"]], record
-    exclude = evaluation_items() | held_out([cold_start_queries(settings.cold_start_dir)])
+    exclude = evaluation_items()
+    if settings.cold_start_dir:
+        exclude |= held_out([cold_start_queries(settings.cold_start_dir)])
     candidates = rl_candidates(settings.ranges, settings.candidates_per_cell, settings.seed, exclude)
     start, mine = time.perf_counter(), candidates[info.rank::info.world_size]
     # The pass rate is the RL stage's own reward, over the samples RL would draw (temperature, token cap).

@@ -40,14 +40,14 @@ from qwen3mini.tasks.knowledge import load_knowledge                            
 from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
                                                instruction_sample, knowledge_sample, rejection_sampled,
                                                tool_problem, tool_samples)
-from qwen3mini.training.settings import TrainSettings, parse_settings, setting    # noqa: E402
-from qwen3mini.training.sft import render_sample                                  # noqa: E402
+from qwen3mini.training.settings import SFTSettings, parse_settings, setting      # noqa: E402
+from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
 from qwen3mini.training.task_samples import SampleStats, cold_start_queries, evaluation_items  # noqa: E402
 
 
 @dataclass
-class Settings(TrainSettings):
+class Settings(SFTSettings):
     init_from: str = setting("runs/rl_reasoning/final", "the reasoning-RL model (HF layout, with its tokenizer)")
     cold_start_dir: str = setting("runs/sft_cold_start", "the cold start's out_dir: its queries are sampled again")
     per_cell: int = setting(150, "queries per (family, difficulty) for thinking replies (rejection sampling)")
@@ -58,24 +58,13 @@ class Settings(TrainSettings):
     knowledge: int = setting(4000, "knowledge questions from the train split of train/data/knowledge (0: none)")
     instructions_per_cell: int = setting(20, "task questions per (family, difficulty) with an instruction")
     tool_queries: int = setting(400, "4- to 6-digit products asked with the calculator offered (two samples each)")
-    unflagged_share: float = setting(0.3, "share of thinking samples without a flag (thinking is the default)")
-    val_share: float = setting(0.02, "share of samples held out for the validation loss")
     out_dir: str = "runs/sft_mode_fusion"
-    seq_len: int = 1024
-    micro_batch: int = 64
     steps: int = 200
     lr: float = 2e-4
     min_lr: float = 2e-5
-    warmup_steps: int = 20
-    eval_every: int = 100
-    eval_batches: int = 4
-    ckpt_every: int = 100
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("unflagged_share", "val_share"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} {getattr(self, name)}: expected a share in [0, 1)")
         for name in ("per_cell", "samples", "no_think_per_cell", "dialogues", "knowledge", "instructions_per_cell",
                      "tool_queries"):
             if getattr(self, name) < 0 or (name == "samples" and self.samples < 1):
@@ -139,21 +128,10 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
 def build_samples(settings, tokenizer, model) -> tuple[list, list, SampleStats]:
     """(train, val, stats): the rendered (ids, mask) samples, a ``val_share`` of them held out by index."""
     items, stats = conversations(settings, tokenizer, model)
-    train, val = [], []
-    for i, (messages, reply, kind, cell, tools) in enumerate(items):
-        ids, mask = render_sample(tokenizer, messages + [reply], tools)
-        family, level = cell.split("/")
-        if len(ids) > settings.seq_len:
-            stats.add(family, level, "longer_than_row")
-            continue
-        split = val if random.Random(f"{settings.seed}|val|{i}").random() < settings.val_share else train
-        split.append((ids, mask))
-        if split is train:
-            stats.add(family, level, kind)
-            stats.add(family, level, "tokens", len(ids))
-    if not train:
-        raise ValueError("sft_mode_fusion: no training sample (every reply was rejected or too long)")
-    return train, val or train[:1], stats
+    rendered = [(*render_sample(tokenizer, messages + [reply], tools), cell.split("/"), kind)
+                for messages, reply, kind, cell, tools in items]
+    train, val = split_samples(rendered, settings.seq_len, settings.val_share, settings.seed, stats, "sft_mode_fusion")
+    return train, val, stats
 
 
 def main(argv=None):

@@ -10,7 +10,8 @@ Backend choice, per call:
     (the environment may name a backend that registers itself after this module is imported, e.g. a port
     loaded as a pytest plugin: it takes effect when registered, and an op that runs before then is an error);
   * otherwise the fastest backend registered for the tensor's device type that imported cleanly;
-  * anything that needs gradients (training) always runs the reference ops: kernels are forward-only.
+  * anything that needs gradients (training) runs the reference ops (kernels are forward-only), except the
+    MoE experts on a GPU with grouped GEMMs: they train through ``grouped_moe.py`` (unless a backend is forced).
 """
 import os
 import sys
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 
 import torch
 
+from . import grouped_moe
 from .decode_step import DecodeStep
 from .reference import ReferenceBackend
 
@@ -72,8 +74,12 @@ def backend(name):
         _forced = previous
 
 
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors if t is not None)
+
+
 def _select(tensor, *more):
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (tensor, *more) if t is not None):
+    if _needs_grad(tensor, *more):
         return _REFERENCE
     if _pending is not None:
         raise ValueError(f"QWEN3MINI_BACKEND={_pending} names no registered op backend; available: "
@@ -124,7 +130,10 @@ def moe_route(logits, top_k, normalize):
 
 
 def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down):
-    return _select(x, topk_weights, w_gate_up, w_down).moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
+    tensors = (x, topk_weights, w_gate_up, w_down)
+    if _needs_grad(*tensors) and _forced is None and grouped_moe.grouped_mm_available(x.device):
+        return grouped_moe.moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
+    return _select(*tensors).moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
 
 
 def decode_step(model, cache) -> DecodeStep | None:

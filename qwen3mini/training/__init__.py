@@ -16,7 +16,9 @@ Post-training (paper §4) adds:
 * ``task_samples.py``    the verifiable tasks' queries and solver replies, the query filters, RL's candidates
 * ``grpo.py``            the GRPO objective: group-relative advantages, the clipped ratio, KL, entropy
 * ``rollouts.py``        the query pool, sampled groups, rollouts packed into micro-batches
-* ``rl.py``              the RL loop both RL stages share (``Environment``, ``TaskEnvironment``, ``run_rl``)
+* ``rl.py``              the RL loop both RL stages share (``Environment``, ``TaskEnvironment``, ``Objective``,
+                         ``run_rl``)
 * ``fusion_samples.py``  thinking-mode fusion's data: rejection sampling, flags, dialogues, knowledge, tools
 * ``general_rl.py``      general RL's tasks and rule-based rewards
+* ``distill.py``         strong-to-weak distillation (§4.5): the reverse-KL loss, its objective for the RL loop
 """

@@ -27,19 +27,26 @@ from ..tools import TOOLS
 from .rollouts import sample_task_groups
 
 def rejection_sampled(model, tokenizer, problems: list[Problem], samples: int, sampling: dict, seed: int,
-                      max_new_tokens: int = 2048, batch_rows: int = 2048) -> list[dict | None]:
-    """For each problem, the first of ``samples`` thinking-mode replies of ``model`` that is right, ended by
-    itself and passes the response filters, as an assistant message (reasoning_content, content); None when
-    none does. ``sampling``: the paper's thinking settings (chat.sampling_settings("think"))."""
+                      max_new_tokens: int = 2048, batch_rows: int = 2048, mode: str = "think") -> list[dict | None]:
+    """For each problem, the first of ``samples`` replies of ``model`` in ``mode`` that is right, ended by
+    itself, is in that mode (a thinking reply thinks, a non-thinking one does not) and passes the response
+    filters, as an assistant message (reasoning_content for a thinking reply, content); None when none does.
+    ``sampling``: the paper's settings of the mode (chat.sampling_settings(mode))."""
     _, groups = sample_task_groups(model, tokenizer, problems, samples, max_new_tokens, SamplingParams(**sampling),
-                                   seed, batch_rows)
+                                   seed, batch_rows, mode)
     kept = []
     for problem, group in zip(problems, groups):
-        kept.append(next(({"role": "assistant", "reasoning_content": r.parts.thinking, "content": r.parts.answer}
-                          for r in group if r.parts.thinking and not r.parts.tool_calls
+        kept.append(next((_assistant_message(r.parts) for r in group
+                          if bool(r.parts.thinking) == (mode == "think") and not r.parts.tool_calls
                           and filters.reject_reason(problem, r.parts.thinking, r.parts.answer,
                                                     r.completion.finish_reason) is None), None))
     return kept
+
+
+def _assistant_message(parts) -> dict:
+    if parts.thinking:
+        return {"role": "assistant", "reasoning_content": parts.thinking, "content": parts.answer}
+    return {"role": "assistant", "content": parts.answer}
 
 
 def direct_answer(problem: Problem) -> dict:

@@ -23,10 +23,14 @@ from ..tasks import Problem, parse_question, verify
 from ..tasks.instructions import CONSTRAINTS, constrained, strict
 from ..tools import generate_with_tools
 from .fusion_samples import tool_problem
-from .rl import Environment, Rollout
+from .rl import Environment, RLSettings, Rollout
 from .rollouts import sample_groups
+from .settings import setting
+from .task_samples import evaluation_items, parse_ranges, rl_candidates
 
 KINDS = ("reasoning", "dialogue", "instruction", "tool")
+MIX = "reasoning:0.3,dialogue:0.2,instruction:0.3,tool:0.2"
+RANGES = "add:1-7,mul:1-3,expr:1-5,linear:1-5,sort:3-11,countdown:3-4,chain:1-6"
 
 
 @dataclass
@@ -63,6 +67,51 @@ def make_query(kind: str, rng: random.Random, problems: list[Problem]) -> Query:
         return Query(kind, [{"role": "user", "content": constrained(problem.question, name) + suffix}], problem,
                      mode, constraint=name)
     return Query(kind, [{"role": "user", "content": problem.question + suffix}], problem, mode)
+
+
+def parse_mix(text: str, option: str = "--mix") -> dict[str, float]:
+    """``"reasoning:0.5,tool:0.5"`` -> {"reasoning": 0.5, "tool": 0.5}; ValueError naming ``option`` and a bad
+    part."""
+    shares = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, share = part.partition(":")
+        try:
+            shares[kind] = float(share)
+        except ValueError:
+            shares[kind] = -1.0
+        if kind not in KINDS or not 0 <= shares[kind] <= 1:
+            raise ValueError(f"{option} {part!r}: expected kind:share with a kind of {', '.join(KINDS)}")
+    if not shares or abs(sum(shares.values()) - 1) > 1e-6:
+        raise ValueError(f"{option} {text}: expected shares of {', '.join(KINDS)} that sum to 1")
+    return shares
+
+
+@dataclass
+class GeneralRLSettings(RLSettings):
+    """An RL-loop stage over general RL's mix of queries (stage 4, on-policy distillation); ``pool`` makes it."""
+    mix: str = setting(MIX, "kind:share of each kind of query in the pool (kinds: " + ", ".join(KINDS) + ")")
+    ranges: str = setting(RANGES, "family:low-high difficulties of the task problems the queries are built on")
+    per_cell: int = setting(40, "task problems per (family, difficulty)")
+    pool_size: int = setting(4000, "queries in the pool")
+
+    def __post_init__(self):
+        super().__post_init__()
+        parse_ranges(self.ranges)
+        parse_mix(self.mix)
+
+    def pool(self, stage: str) -> tuple[list, dict]:
+        return query_pool(self.mix, self.ranges, self.per_cell, self.pool_size, self.seed, stage)
+
+
+def query_pool(mix: str, ranges: str, per_cell: int, size: int, seed: int, stage: str) -> tuple[list, dict]:
+    """(queries, record): ``size`` queries in the ``mix``'s shares over ``per_cell`` fresh training problems
+    per (family, difficulty) of ``ranges`` (no evaluation item), drawn from ``stage``'s random streams."""
+    problems = rl_candidates(ranges, per_cell, seed, evaluation_items(), stage)
+    rng, queries, counts = random.Random(f"{seed}|{stage}"), [], {}
+    for kind, share in parse_mix(mix).items():
+        counts[kind] = round(share * size)
+        queries += [make_query(kind, rng, problems) for _ in range(counts[kind])]
+    return queries, {"problems": len(problems), "queries": counts}
 
 
 def reward(query: Query, text: str, ended: bool) -> float:

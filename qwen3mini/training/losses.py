@@ -18,8 +18,9 @@ tokens fall into micro-batches and ranks (token-level normalisation).
   the assistant's set to ``IGNORE``;
 * GRPO (paper §4.2): ``loss_sum`` = Σ over completion tokens of the clipped ratio times the token's advantage
   (per-token weights in the micro-batch), ``tokens`` = the completion tokens;
-* distillation (paper §4.5): ``loss_sum`` = Σ over the student's tokens of KL(teacher || student), the
-  teacher's logits computed in the loss function under ``torch.no_grad()``.
+* on-policy distillation (paper §4.5): ``loss_sum`` = Σ over the student's sampled tokens of the reverse
+  KL(student || teacher) over the whole vocabulary, the teacher's logits computed in the loss function under
+  ``torch.no_grad()`` (distill.py).
 
 The model is in training mode for the training passes and in eval mode for the validation passes.
 """
@@ -78,18 +79,24 @@ class CausalLMLoss(LossFunction):
             self.counts = global_expert_counts(model, micro_batches, self.config.num_experts_per_tok)
 
     def __call__(self, model, micro_batch):
-        inputs, targets, *positions = micro_batch
-        positions = positions[0] if positions else None
+        inputs, targets, *rest = micro_batch
+        positions = rest[0] if rest else None
         tokens = (targets != IGNORE).sum()
         if not (self.config.is_moe and unwrap(model).training):
-            ce = self.cross_entropy(model(inputs, position_ids=positions), targets)
-            return ce, tokens, {"loss": ce.detach()}
+            loss, metrics = self.token_loss(model(inputs, position_ids=positions), micro_batch)
+            return loss, tokens, metrics
         logits, router_logits = model(inputs, return_router_logits=True, position_ids=positions)
         if self.counts is None:
             self.counts = all_reduce(expert_counts(router_logits, self.config.num_experts_per_tok))
-        ce = self.cross_entropy(logits, targets)
+        loss, metrics = self.token_loss(logits, micro_batch)
         lbl = load_balancing_loss(router_logits, self.counts) * tokens
-        return ce + self.lbl_coef * lbl, tokens, {"loss": ce.detach(), "lbl": lbl.detach()}
+        return loss + self.lbl_coef * lbl, tokens, {**metrics, "lbl": lbl.detach()}
+
+    def token_loss(self, logits, micro_batch) -> tuple:
+        """(the loss of the model's ``logits`` summed over the micro-batch's loss tokens, metrics): here the
+        cross-entropy of the targets; distillation (distill.py) puts its KL to the teacher in its place."""
+        ce = self.cross_entropy(logits, micro_batch[1])
+        return ce, {"loss": ce.detach()}
 
     def end_step(self) -> dict:
         return expert_load_stats(self.counts) if self.counts is not None else {}

@@ -1,13 +1,16 @@
-"""The loop both RL stages share (paper §4.2 reasoning RL, §4.4 general RL): GRPO on rollouts from an
-environment that turns queries into groups of rewarded completions.
+"""The loop both RL stages and on-policy distillation share (paper §4.2 reasoning RL, §4.4 general RL, §4.5
+on-policy distillation): an objective trained on rollouts from an environment that turns queries into groups
+of rewarded completions.
 
     environment = TaskEnvironment(tokenizer, max_new_tokens)           # or stage 4's mix of tasks
-    run_rl("RL (reasoning)", settings, environment, make_pool)         # pool -> steps -> final model
+    run_rl("RL (reasoning)", settings, environment, make_pool)         # pool -> steps -> final model (GRPO)
+    run_rl(..., make_objective=distill.distill_objective)              # the reverse KL to a teacher instead
 
 One step (``rl_step``): this rank's share of ``settings.queries`` queries from the pool; ``environment.rollouts``
 samples ``settings.group`` completions of each through the one generation path on a bf16 copy of the policy
-(the fp32 master weights copied in first) and scores them; group-relative advantages (grpo.py), groups with
-equal rewards dropped; the completions packed (rollouts.py) and ``settings.minibatches`` optimizer steps taken.
+(the fp32 master weights copied in first) and scores them; the objective picks what it trains on (GRPO:
+group-relative advantages, groups with equal rewards dropped; distillation: every completion), the
+completions are packed (rollouts.py) and ``settings.minibatches`` optimizer steps taken.
 Every step logs the reward, the reward per kind of query, the share of equal-reward groups, truncation,
 thinking length, KL, entropy, clipping, learning rate and the time spent generating and updating; a few
 completions go to ``samples.jsonl``. Checkpoints resume the run exactly (policy, optimizer, pool position, RNG).
@@ -30,14 +33,12 @@ from .distributed import (all_reduce, barrier, close_distributed, gathered_model
                           seed_everything, unwrap, wrap_model)
 from .grpo import GRPOLoss, group_advantages
 from .logs import RunLog, plot_curves
+from .losses import LossFunction
 from .optim import Schedule, build_optimizer
 from .rollouts import QueryPool, RolloutSample, sample_task_groups, sync_weights, update_batches
 from .settings import TrainSettings, setting
 from .stage import load_start, save_final
 from .trainer import Trainer
-
-CURVES = ["reward", "entropy", "thinking_tokens", "kl", "equal_groups", "truncated"]
-
 
 @dataclass
 class RLSettings(TrainSettings):
@@ -126,7 +127,51 @@ class TaskEnvironment(Environment):
         return done
 
 
-def rl_step(settings, step: int, queries: list, environment, generator, model, ref_model, pad_id: int, trainer,
+class Objective(ABC):
+    """What the loop trains on scored groups: the ``samples`` it keeps, packed by ``update_batches`` into the
+    micro-batches ``loss_fn`` reads (losses.py's protocol); ``metrics``: the loss's per-token means the log
+    takes; ``curves``: the log's keys that ``curves.png`` plots."""
+    loss_fn: LossFunction
+    metrics: tuple
+    curves: list
+
+    @abstractmethod
+    def samples(self, groups, advantages: torch.Tensor, equal: torch.Tensor) -> list[RolloutSample]:
+        """The completions to train on, of ``groups`` [(prompt ids, rollouts)] with their group-relative
+        ``advantages`` [Q, G] and ``equal`` [Q] (groups whose rewards are all the same)."""
+
+    @abstractmethod
+    def update_batches(self, samples, model, settings, pad_id: int, info, seed: int) -> list[list[tuple]]:
+        """The optimizer steps of one rollout batch: lists of micro-batches (rollouts.py)."""
+
+
+class GRPOObjective(Objective):
+    """The RL stages' (grpo.py): group-relative advantages, groups of equal rewards dropped, the clipped loss
+    with π_old and the KL to the start model ``ref_model``."""
+    metrics = ("loss", "kl", "entropy", "clipped", "ratio")
+    curves = ["reward", "entropy", "thinking_tokens", "kl", "equal_groups", "truncated"]
+
+    def __init__(self, settings, ref_model):
+        self.ref_model = ref_model
+        self.loss_fn = GRPOLoss(settings.clip_low, settings.clip_high, settings.kl_coef, settings.entropy_coef)
+
+    def samples(self, groups, advantages, equal):
+        return [RolloutSample(prompt + r.tokens, [False] * len(prompt) + r.mask, float(a))
+                for (prompt, group), advs, same in zip(groups, advantages.tolist(), equal.tolist()) if not same
+                for r, a in zip(group, advs)]
+
+    def update_batches(self, samples, model, settings, pad_id, info, seed):
+        return update_batches(samples, model, self.ref_model, settings.seq_len, settings.micro_batch,
+                              settings.minibatches, pad_id, info, seed)
+
+
+def grpo_objective(settings, info, tokenizer, previous_stage: str) -> GRPOObjective:
+    """The RL stages' objective, its reference model the start model (fp32, on the device, frozen)."""
+    ref_model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage).to(info.device).eval()
+    return GRPOObjective(settings, ref_model)
+
+
+def rl_step(settings, step: int, queries: list, environment, generator, model, objective, pad_id: int, trainer,
             info) -> tuple[dict, list]:
     """One RL step on this rank's ``queries``; returns the step's log record and a few of its completions."""
     clock = time.perf_counter()
@@ -135,15 +180,12 @@ def rl_step(settings, step: int, queries: list, environment, generator, model, r
                                   settings.seed + step * info.world_size + info.rank, settings.rollout_rows)
     rewards = torch.tensor([[r.reward for r in group] for _, group in groups])
     advantages, equal = group_advantages(rewards, settings.scale_by_std)
-    samples = [RolloutSample(prompt + r.tokens, [False] * len(prompt) + r.mask, float(a))
-               for (prompt, group), advs, same in zip(groups, advantages.tolist(), equal.tolist()) if not same
-               for r, a in zip(group, advs)]
+    samples = objective.samples(groups, advantages, equal)
     too_long = sum(len(s.ids) > settings.seq_len for s in samples)      # (a packed row holds a whole sample)
     samples = [s for s in samples if len(s.ids) <= settings.seq_len]
     generate_seconds = _synced_seconds(clock, info)
     with trainer.autocast:
-        steps = update_batches(samples, model, ref_model, settings.seq_len, settings.micro_batch,
-                               settings.minibatches, pad_id, info, seed=settings.seed * 100_003 + step)
+        steps = objective.update_batches(samples, model, settings, pad_id, info, seed=settings.seed * 100_003 + step)
     updates = [trainer.train_step(micro_batches) for micro_batches in steps]
     update_seconds = _synced_seconds(clock, info) - generate_seconds
     flat = [r for _, group in groups for r in group]
@@ -159,7 +201,7 @@ def rl_step(settings, step: int, queries: list, environment, generator, model, r
     record = {"step": step + 1, "reward": reward / n, "equal_groups": same / queries_total, "truncated": cut / n,
               "thinking_tokens": thinking / n, "generated_tokens": tokens, "loss_tokens": loss_tokens,
               **{k: sum(u[k] * u["loss_tokens"] for u in updates) / max(1, loss_tokens)
-                 for k in ("loss", "kl", "entropy", "clipped", "ratio")},
+                 for k in objective.metrics if k in updates[0]},
               "grad_norm": max(u["grad_norm"] for u in updates), "lr": updates[-1]["lr"],
               "generate_seconds": round(generate_seconds, 3), "update_seconds": round(update_seconds, 3),
               **{f"accuracy_{k}": total / count
@@ -176,10 +218,12 @@ def _synced_seconds(start, info) -> float:
     return time.perf_counter() - start
 
 
-def run_rl(name: str, settings: RLSettings, make_environment, make_pool, previous_stage: str) -> dict:
+def run_rl(name: str, settings: RLSettings, make_environment, make_pool, previous_stage: str,
+           make_objective=grpo_objective) -> dict:
     """A whole RL stage: the policy from ``settings.init_from``, ``make_pool(generator, tokenizer, info) ->
-    (queries, record)``, ``make_environment(tokenizer) -> Environment``, the steps (resuming from
-    ``out_dir/ckpt``), then ``out_dir/final`` (bf16), ``curves.png`` and ``summary.json``."""
+    (queries, record)``, ``make_environment(tokenizer) -> Environment``, ``make_objective(settings, info,
+    tokenizer, previous_stage) -> Objective`` (GRPO by default), the steps (resuming from ``out_dir/ckpt``),
+    then ``out_dir/final`` (bf16), ``curves.png`` and ``summary.json``."""
     import qwen3mini
     info = init_distributed(settings.device)
     seed_everything(settings.seed)
@@ -191,13 +235,12 @@ def run_rl(name: str, settings: RLSettings, make_environment, make_pool, previou
                                      dtype=torch.bfloat16 if info.device.type == "cuda" else torch.float32)
     queries, pool_record = make_pool(generator, tokenizer, info)
     pool = QueryPool(queries, settings.seed)
-    ref_model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage).to(info.device).eval()
+    objective = make_objective(settings, info, tokenizer, previous_stage)
     wrapped = wrap_model(model, info, settings.parallel, settings.compile)
     optimizer = build_optimizer(wrapped, settings.lr, settings.weight_decay, (settings.beta1, settings.beta2))
     schedule = Schedule(settings.schedule, settings.lr, settings.min_lr, settings.warmup_steps,
                         settings.steps * settings.minibatches, settings.decay_frac)
-    loss_fn = GRPOLoss(settings.clip_low, settings.clip_high, settings.kl_coef, settings.entropy_coef)
-    trainer = Trainer(wrapped, optimizer, schedule, settings, info, pool, name=name, loss_fn=loss_fn)
+    trainer = Trainer(wrapped, optimizer, schedule, settings, info, pool, name=name, loss_fn=objective.loss_fn)
     resumed = settings.resume and trainer.load_checkpoint()
     first = trainer.step // settings.minibatches
     completions = RunLog(settings.out_dir, info.is_main, 1, "samples.jsonl")
@@ -207,7 +250,7 @@ def run_rl(name: str, settings: RLSettings, make_environment, make_pool, previou
     records = []
     for step in range(first, settings.steps):
         queries = pool.take(settings.queries)[info.rank::info.world_size]        # each rank owns whole groups
-        record, examples = rl_step(settings, step, queries, environment, generator, wrapped, ref_model, pad_id,
+        record, examples = rl_step(settings, step, queries, environment, generator, wrapped, objective, pad_id,
                                    trainer, info)
         trainer.elapsed += record["generate_seconds"] + record["update_seconds"]
         record["time"] = round(trainer.elapsed, 3)
@@ -229,7 +272,7 @@ def run_rl(name: str, settings: RLSettings, make_environment, make_pool, previou
     summary = {}
     if info.is_main:
         save_final(final, settings.out_dir, settings.init_from)
-        plot_curves(trainer.log.path, os.path.join(settings.out_dir, "curves.png"), CURVES, name)
+        plot_curves(trainer.log.path, os.path.join(settings.out_dir, "curves.png"), objective.curves, name)
         summary = {"stage": name, "steps": trainer.step // settings.minibatches, "optimizer_steps": trainer.step,
                    "train_seconds": trainer.elapsed, "last": records[-1] if records else None, "pool": pool_record,
                    "settings": dataclasses.asdict(settings), "parameters": model.config.num_parameters()}

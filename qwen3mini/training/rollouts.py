@@ -75,11 +75,13 @@ def sample_groups(generator, tokenizer, prompts: list, group: int, limits: list[
 
 
 def sample_task_groups(generator, tokenizer, problems: list, group: int, max_new_tokens: int,
-                       sampling: SamplingParams, seed: int, batch_rows: int = 2048) -> tuple[list, list]:
-    """(prompt ids, groups of replies) of task problems asked in thinking mode, ``group`` replies each, every
-    reply held to the evaluation's limit (twice the solver's reply + 256, at most ``max_new_tokens``)."""
-    prompts = [render(tokenizer, [{"role": "user", "content": p.question}], think=True) for p in problems]
-    limits = [reply_limit(tokenizer, p, "think", max_new_tokens) for p in problems]
+                       sampling: SamplingParams, seed: int, batch_rows: int = 2048,
+                       mode: str = "think") -> tuple[list, list]:
+    """(prompt ids, groups of replies) of task problems asked in ``mode`` ("think" or "no-think"), ``group``
+    replies each, every reply held to the evaluation's limit (twice the solver's reply + 256, at most
+    ``max_new_tokens``)."""
+    prompts = [render(tokenizer, [{"role": "user", "content": p.question}], think=mode == "think") for p in problems]
+    limits = [reply_limit(tokenizer, p, mode, max_new_tokens) for p in problems]
     return prompts, sample_groups(generator, tokenizer, prompts, group, limits, sampling, seed, batch_rows)
 
 
@@ -94,14 +96,27 @@ class RolloutSample:
 
 def update_batches(samples: list[RolloutSample], policy, ref_policy, seq_len: int, micro_batch: int,
                    minibatches: int, pad_id: int, info: DistInfo, seed: int) -> list[list[tuple]]:
+    """GRPO's optimizer steps of one rollout batch: ``packed_steps``' micro-batches, each extended to (inputs,
+    targets, position_ids, advantages, old_logprobs, ref_logprobs). π_old and π_ref are computed here, once,
+    by ``policy`` and ``ref_policy`` (None: π_ref = π_old, for a run that neither tracks nor penalises KL),
+    under the caller's autocast."""
+    steps = packed_steps(samples, seq_len, micro_batch, minibatches, pad_id, info, seed)
+    for micro_batches in steps:
+        for n, (inputs, targets, positions, advantages) in enumerate(micro_batches):
+            old = policy_logprobs(policy, inputs, targets, positions)
+            ref = old if ref_policy is None else policy_logprobs(ref_policy, inputs, targets, positions)
+            micro_batches[n] = (inputs, targets, positions, advantages, old, ref)
+    return steps
+
+
+def packed_steps(samples: list[RolloutSample], seq_len: int, micro_batch: int, minibatches: int, pad_id: int,
+                 info: DistInfo, seed: int) -> list[list[tuple]]:
     """The optimizer steps of one rollout batch: ``minibatches`` lists of micro-batches, each a tuple
-    (inputs, targets, position_ids, advantages, old_logprobs, ref_logprobs) on the device.
+    (inputs, targets, position_ids, advantages) on the device.
 
     The samples are shuffled (seeded) and packed into rows of ``seq_len`` tokens (sft.pack_rows). Every rank
     gets the same number of micro-batches (DDP all-reduces in the last one's backward): a rank with fewer rows
-    fills up with empty rows, which hold no loss token (when no rank has any, a single one-token row per step).
-    π_old and π_ref are computed here, once, by ``policy`` and ``ref_policy`` (None: π_ref = π_old, for a run
-    that neither tracks nor penalises KL), under the caller's autocast."""
+    fills up with empty rows, which hold no loss token (when no rank has any, a single one-token row per step)."""
     order = list(range(len(samples)))
     random.Random(f"{seed}|rows").shuffle(order)
     pairs = [(s.ids, s.mask) for s in samples]
@@ -113,17 +128,9 @@ def update_batches(samples: list[RolloutSample], policy, ref_policy, seq_len: in
     per_step = math.ceil(per_step / micro_batch) * micro_batch
     tensors = [_rollout_row(pairs, samples, indices, seq_len, pad_id) for indices in rows]
     tensors += [_rollout_row(pairs, samples, [], seq_len, pad_id)] * (per_step * minibatches - len(tensors))
-    steps = []
-    for first in range(0, per_step * minibatches, per_step):
-        micro_batches = []
-        for start in range(first, first + per_step, micro_batch):
-            inputs, targets, positions, advantages = (torch.stack(column).to(info.device)
-                                                      for column in zip(*tensors[start:start + micro_batch]))
-            old = policy_logprobs(policy, inputs, targets, positions)
-            ref = old if ref_policy is None else policy_logprobs(ref_policy, inputs, targets, positions)
-            micro_batches.append((inputs, targets, positions, advantages, old, ref))
-        steps.append(micro_batches)
-    return steps
+    return [[tuple(torch.stack(column).to(info.device) for column in zip(*tensors[start:start + micro_batch]))
+             for start in range(first, first + per_step, micro_batch)]
+            for first in range(0, per_step * minibatches, per_step)]
 
 
 def _rollout_row(pairs, samples, indices, seq_len: int, pad_id: int) -> tuple:

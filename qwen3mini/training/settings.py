@@ -58,6 +58,26 @@ class TrainSettings:
             raise ValueError(f"--decay_frac {self.decay_frac}: expected a share in [0, 1]")
 
 
+@dataclass
+class SFTSettings(TrainSettings):
+    """What the post-training SFT stages over sampled replies share (thinking-mode fusion, off-policy
+    distillation): the flags of the thinking samples, the held-out share, rows of whole conversations."""
+    unflagged_share: float = setting(0.3, "share of thinking samples without a flag (thinking is the default)")
+    val_share: float = setting(0.02, "share of samples held out for the validation loss")
+    seq_len: int = 1024
+    micro_batch: int = 64
+    warmup_steps: int = 20
+    eval_every: int = 100
+    eval_batches: int = 4
+    ckpt_every: int = 100
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("unflagged_share", "val_share"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)}: expected a share in [0, 1)")
+
+
 def parse_settings(cls, argv=None, presets=None, description=None):
     """Build ``cls`` from its defaults, then ``--preset NAME`` (a dict of overrides), then ``--field value``.
 

@@ -82,6 +82,26 @@ def packed_row(samples, indices, seq_len: int, pad_id: int) -> tuple:
     return tuple(torch.tensor(x, dtype=torch.long) for x in (inputs, targets, positions))
 
 
+def split_samples(samples, seq_len: int, val_share: float, seed: int, stats, stage: str) -> tuple[list, list]:
+    """(train, val) [(ids, mask)] of rendered ``samples`` [(ids, mask, (family, level), kind)]: a sample
+    longer than a row dropped (counted as ``longer_than_row``), a ``val_share`` held out by its index (seeded),
+    each training sample counted in ``stats`` (task_samples.SampleStats) under its cell by kind and tokens. A
+    stage left without any training sample is an error (ValueError naming ``stage``)."""
+    train, val = [], []
+    for i, (ids, mask, cell, kind) in enumerate(samples):
+        if len(ids) > seq_len:
+            stats.add(*cell, "longer_than_row")
+            continue
+        split = val if random.Random(f"{seed}|val|{i}").random() < val_share else train
+        split.append((ids, mask))
+        if split is train:
+            stats.add(*cell, kind)
+            stats.add(*cell, "tokens", len(ids))
+    if not train:
+        raise ValueError(f"{stage}: no training sample (every reply was rejected or too long)")
+    return train, val or train[:1]
+
+
 class PackedBatches:
     """A batch source for the trainer over rendered samples ``[(ids, mask), ...]``: each epoch shuffles the
     samples (seeded by ``seed`` and the epoch), packs them into rows, and serves ``micro_batch`` rows per

@@ -134,11 +134,12 @@ def test_query_pool_epochs_and_resume():
 
 
 # ------------------------------------------------------------------------------------------- 2 ranks = 1
-def _rank_worker(rank, world_size, port, result_path):
+def rank_worker(rank, world_size, port, result_path, update):
+    """One of ``world_size`` gloo processes: ``update(info)``'s parameters, saved by rank 0."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    params = one_rl_update(distributed.init_distributed("cpu"))
+    params = update(distributed.init_distributed("cpu"))
     if rank == 0:
         torch.save(params, result_path)
     distributed.close_distributed()
@@ -159,13 +160,18 @@ def one_rl_update(info):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_two_processes_equal_one_process(tmp_path):
+def assert_two_processes_equal_one(tmp_path, update):
+    """``update`` run by 2 gloo processes on halves of its global batch gives one process's parameters."""
     result = str(tmp_path / "rank0.pt")
-    mp.spawn(_rank_worker, args=(2, _free_port(), result), nprocs=2, join=True)
-    single = one_rl_update(DistInfo())
+    mp.spawn(rank_worker, args=(2, _free_port(), result, update), nprocs=2, join=True)
+    single = update(DistInfo())
     ranks = torch.load(result)
     for name, value in single.items():
         torch.testing.assert_close(ranks[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    assert_two_processes_equal_one(tmp_path, one_rl_update)
 
 
 # ------------------------------------------------------------------------------------------- the stage

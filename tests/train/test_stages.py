@@ -44,7 +44,9 @@ def stages(tmp_path_factory):
         tokenizer = ["--tokenizer", TOKENIZER if os.path.isdir(TOKENIZER) else ""]
         load_script("pretrain_general").main(["--preset", "tiny", "--data", str(root / "s1")] + tokenizer)
         load_script("pretrain_reasoning").main(["--preset", "tiny", "--data", str(root / "s2")] + tokenizer)
-        load_script("pretrain_long_context").main(["--preset", "tiny", "--data", str(root / "s3")] + tokenizer)
+        retrieval = ["--retrieval_share", "0.5"] if os.path.isdir(TOKENIZER) else []
+        load_script("pretrain_long_context").main(["--preset", "tiny", "--data", str(root / "s3")] + tokenizer
+                                                  + retrieval)
     finally:
         os.chdir(cwd)
     return root / "runs" / "tiny"

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The H200 device calls of strong-to-weak distillation (issue 20). One 30-minute slice: the same command three
+# times on the warm machine (each call at most 10 minutes); train/run_distill.sh skips what is finished and
+# resumes what a call's time limit cut off. Every call first builds what a fresh machine lacks (the CUDA
+# extension, the token shards from data/carry: the call's carry is ["data/carry"]) and ends by archiving the
+# results so far (logs, JSON, PNG; no weights) into OUT/results.tar.gz. The distilled students' weights come
+# back in 15 MB parts once on-policy distillation has finished (cat them back together).
+#
+#   OUT=/tmp/out bash bench/distill_device.sh           # each call: continue the pipeline
+#   OUT=/tmp/out bash bench/distill_device.sh bench     # the MoE training benchmark (bench/bench_moe_training.py)
+#                                                      # and the grouped-GEMM conformance tests
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/results}
+R=${RUNS:-/tmp/distill}
+LIMIT=${LIMIT:-570}          # seconds of work before the archive is written (the device call allows 600)
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
+mkdir -p "$R" "$OUT"
+ln -sfn ../tokenizer qwen3mini/tokenizer          # the package layout that pip install -e . makes
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$R/env.txt"
+[ -d "${TEACHER:-checkpoints/qwen3mini-chat}" ] || { echo "no teacher ${TEACHER:-checkpoints/qwen3mini-chat}" >&2; exit 2; }
+
+prepare() {
+    [ -f qwen3mini/_cuda.so ] || MAX_JOBS=16 python csrc/cuda/build_jit.py > "$R/build.log" 2>&1
+    [ -f data/shards/s3/val.bin ] || { python -m train.data.build_corpus synth mix --sources-dir data/carry/sources \
+        && python -m train.data.build_shards; } > "$R/data.log" 2>&1
+}
+
+call_pipeline() {
+    prepare
+    bash train/run_distill.sh "$R"
+}
+
+call_bench() {
+    prepare
+    python bench/bench_moe_training.py --json "$R/bench_moe_training.json" > "$R/bench_moe_training.log" 2>&1
+    python -m pytest -q tests/model/test_grouped_moe.py > "$R/test_grouped_moe.log" 2>&1
+}
+
+export -f prepare call_pipeline call_bench
+export R
+case ${1:-pipeline} in
+    pipeline|bench) SECONDS=0; timeout -k 10 "$LIMIT" bash -c "call_${1:-pipeline}"
+                    echo "call ${1:-pipeline}: exit $?, $SECONDS s" >> "$R/calls.txt" ;;
+    *) echo "usage: distill_device.sh [pipeline|bench]" >&2; exit 2 ;;
+esac
+for student in student student-moe; do       # the shipped students, once distilled (each at most 20 MB)
+    weights="$R/$student/on_policy/final/model.safetensors"
+    [ -f "$weights" ] && split -b 15M "$weights" "$OUT/$student.safetensors.part-"
+done
+cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='ckpt' --exclude='*.tmp' . && ls -la "$OUT"

@@ -1,0 +1,64 @@
+"""The MoE experts' training path: grouped GEMMs forward and backward (the reference dispatch's function).
+
+The reference ``moe_experts`` loops over the experts: per expert a ``torch.where``, which waits on the host, and
+two small matrix products, so a training step of an MoE spends its time launching and waiting. Here every
+(token, slot) assignment is sorted by expert once, each expert's rows padded to a multiple of ``ALIGN`` (the
+alignment the grouped kernel wants), and the two projections of all experts run as two grouped GEMMs
+(``torch._grouped_mm``: one kernel per projection for every expert, differentiable), then the rows are weighted
+and added back to their tokens:
+
+    rows      = x[token of each assignment, sorted by expert]          [M, H]   (M = N·k plus padding)
+    gate_up   = grouped_mm(rows, W_gate_up[e]ᵀ per group)              [M, 2I]
+    hidden    = silu(gate) · up                                         [M, I]
+    out[t]   += weight · grouped_mm(hidden, W_down[e]ᵀ per group)       [N, H]
+
+The backward pass is autograd's through the same ops, so it is grouped too. The reference rounds each expert's
+output to the model dtype before weighting and accumulates in ascending expert order; this path accumulates
+in another order, so the two agree within the conformance tolerance, not bit for bit
+(tests/model/test_grouped_moe.py). ``grouped_mm`` uses ``torch._grouped_mm`` on a GPU that has it and a loop of
+per-group products elsewhere (the CPU test's stand-in: same arithmetic, one product per expert).
+"""
+import torch
+import torch.nn.functional as F
+
+ALIGN = 16      # rows per expert group rounded up to this (the grouped kernel's alignment of bf16 rows)
+
+
+def grouped_mm_available(device: torch.device) -> bool:
+    """Whether ``torch._grouped_mm`` serves ``device`` (a CUDA GPU of compute capability 9.0 or newer)."""
+    return (device.type == "cuda" and hasattr(torch, "_grouped_mm")
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def grouped_mm(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """rows [M, K] split into groups at ``ends`` (int32 [G], the cumulative row counts), group g times
+    weights[g] [K, N] -> [M, N]."""
+    if grouped_mm_available(rows.device):
+        return torch._grouped_mm(rows, weights, offs=ends)
+    starts = [0] + ends.tolist()[:-1]
+    return torch.cat([rows[a:b] @ weights[g] for g, (a, b) in enumerate(zip(starts, ends.tolist()))])
+
+
+def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
+    """``ops.moe_experts``'s contract (reference.py), computed with two grouped GEMMs."""
+    experts, inter = w_gate_up.shape[0], w_down.shape[-1]
+    flat = topk_ids.flatten()
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=experts)
+    padded = (counts + ALIGN - 1) // ALIGN * ALIGN
+    ends = padded.cumsum(0)
+    group_starts = ends - padded
+    # assignment order[i] (the i-th in expert order) goes to row group_start[e] + its rank inside expert e
+    expert = flat[order]
+    rank_in_expert = torch.arange(flat.numel(), device=x.device) - (counts.cumsum(0) - counts)[expert]
+    slots = group_starts[expert] + rank_in_expert
+    token = order // topk_ids.shape[1]
+    # Under autocast the reference's F.linear computes in the autocast dtype; the grouped GEMM is cast by hand.
+    dtype = torch.get_autocast_dtype("cuda") if x.is_cuda and torch.is_autocast_enabled("cuda") else x.dtype
+    rows = x.new_zeros(int(ends[-1]), x.shape[1], dtype=dtype).index_copy(0, slots, x[token].to(dtype))
+    ends32 = ends.to(torch.int32)
+    gate_up = grouped_mm(rows, w_gate_up.transpose(1, 2).to(dtype), ends32)
+    hidden = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+    y = grouped_mm(hidden, w_down.transpose(1, 2).to(dtype), ends32)[slots]
+    y = y * topk_weights.flatten()[order, None]
+    return torch.zeros_like(x).index_add(0, token, y.to(x.dtype))

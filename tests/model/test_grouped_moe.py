@@ -1,0 +1,106 @@
+"""The MoE experts' training path (issue 20): grouped GEMMs forward and backward against the reference dispatch,
+under the op contract's tolerance rule (qwen3mini/ops/tolerance.py) for the output and every gradient. On the
+CPU the grouped GEMM is its per-group stand-in; on a GPU with ``torch._grouped_mm`` the real kernel."""
+import dataclasses
+
+import pytest
+import torch
+
+from qwen3mini import ops
+from qwen3mini.config import PRESETS
+from qwen3mini.model import Qwen3ForCausalLM
+from qwen3mini.ops import grouped_moe
+from qwen3mini.ops.reference import ReferenceBackend
+from qwen3mini.ops.tolerance import assert_within_tolerance
+
+REFERENCE = ReferenceBackend()
+GPU = torch.device("cuda") if torch.cuda.is_available() else None
+needs_grouped_gpu = pytest.mark.skipif(GPU is None or not grouped_moe.grouped_mm_available(GPU),
+                                       reason="needs a GPU with torch._grouped_mm (sm90+)")
+
+
+def moe_inputs(tokens, experts, top_k, hidden, inter, seed=0, skip_expert=True):
+    """x, ids, weights, w_gate_up, w_down in float64 (the exact problem); expert 0 unused when ``skip_expert``,
+    its weights NaN (the contract: experts no token chose are never touched)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(tokens, experts, generator=g, dtype=torch.float64)
+    if skip_expert:
+        logits[:, 0] = -1e9
+    weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
+    w_gate_up = torch.randn(experts, 2 * inter, hidden, generator=g, dtype=torch.float64) / hidden ** 0.5
+    w_down = torch.randn(experts, hidden, inter, generator=g, dtype=torch.float64) / inter ** 0.5
+    if skip_expert:
+        w_gate_up[0], w_down[0] = float("nan"), float("nan")
+    return (torch.randn(tokens, hidden, generator=g, dtype=torch.float64), ids, weights / weights.sum(-1, keepdim=True),
+            w_gate_up, w_down)
+
+
+def output_and_grads(function, inputs, dtype, device):
+    """The output and the gradients of x, the weights of the experts and the routing weights under a fixed
+    upstream gradient."""
+    x, ids, weights, w_gate_up, w_down = inputs
+    leaves = [t.detach().to(device, dtype).clone().requires_grad_() for t in (x, weights, w_gate_up, w_down)]
+    out = function(leaves[0], ids.to(device), leaves[1], leaves[2], leaves[3])
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out.backward(upstream.to(device, dtype))
+    return [out] + [t.grad for t in leaves]
+
+
+def check_against_reference(inputs, dtype, device):
+    names = ("output", "grad x", "grad routing weights", "grad w_gate_up", "grad w_down")
+    exact = output_and_grads(REFERENCE.moe_experts, inputs, torch.float64, "cpu")
+    rounded = output_and_grads(REFERENCE.moe_experts, inputs, dtype, device)
+    got = output_and_grads(grouped_moe.moe_experts, inputs, dtype, device)
+    for name, g, e, r in zip(names, got, exact, rounded):
+        assert_within_tolerance(g, e, r, f"grouped MoE {name} ({dtype})")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tokens", [1, 37])
+def test_grouped_path_on_the_cpu(dtype, tokens):
+    """The sort, the padded groups, the weighting and the scatter back, with per-group products."""
+    check_against_reference(moe_inputs(tokens, experts=8, top_k=2, hidden=32, inter=16), dtype, "cpu")
+
+
+def test_cpu_training_keeps_the_reference_dispatch(monkeypatch):
+    """Without a grouped kernel the model trains through the reference op, as before."""
+    calls = []
+    monkeypatch.setattr(grouped_moe, "moe_experts", lambda *a: calls.append(a))
+    model = Qwen3ForCausalLM(PRESETS["tiny-moe"])
+    model(torch.randint(0, 512, (2, 8))).sum().backward()
+    assert calls == [] and model.model.layers[0].mlp.experts.down_proj.grad is not None
+
+
+@pytest.mark.gpu
+@needs_grouped_gpu
+@pytest.mark.parametrize("tokens", [5, 300])
+def test_grouped_gemm_on_the_gpu(tokens):
+    check_against_reference(moe_inputs(tokens, experts=8, top_k=2, hidden=160, inter=256), torch.bfloat16, GPU)
+
+
+@pytest.mark.gpu
+@needs_grouped_gpu
+def test_gpu_training_step_takes_the_grouped_path(monkeypatch):
+    """The student MoE's training forward and backward under bf16 autocast: the grouped path runs, and its
+    loss and gradients stay beside the reference dispatch's (forced) ones."""
+    calls, grouped_experts = [], grouped_moe.moe_experts
+    monkeypatch.setattr(grouped_moe, "moe_experts", lambda *a: calls.append(1) or grouped_experts(*a))
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["student-moe"], num_hidden_layers=2)).to(GPU)
+    tokens = torch.randint(0, model.config.vocab_size, (4, 128), device=GPU)
+
+    def loss_and_grads():
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).float().flatten(0, 1),
+                                                     tokens[:, 1:].flatten())
+        loss.backward()
+        return loss.item(), {n: p.grad.float().clone() for n, p in model.named_parameters()}
+    grouped_loss, grouped = loss_and_grads()
+    assert len(calls) == 2                                  # one per MoE layer
+    with ops.backend("reference"):
+        reference_loss, reference = loss_and_grads()
+    assert grouped_loss == pytest.approx(reference_loss, rel=1e-2)
+    for name, grad in reference.items():
+        scale = grad.abs().max().item()
+        assert (grouped[name] - grad).abs().max().item() <= 0.05 * scale + 1e-6, name

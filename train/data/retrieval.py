@@ -1,0 +1,54 @@
+"""Synthetic retrieval documents for S3 (issue 20): facts hidden far back in a long document, questions about
+them at its end, so that long-context training asks for what the long-context evaluation measures.
+
+The report's S3 (paper §3) trains on long documents; whether a small model learns to *use* a far context
+depends on whether anything in its data needs it, and the shipped base model's passkey accuracy was 0 at
+every length. A retrieval sample is an S3 window (real text, ``TokenShards.long_window``) with 2 to 5 short
+facts ("the code of the green lamp is 48213") inserted into its first half, and at its end a question about
+each fact followed by the answer, so the answers' tokens are predictable only by looking far back. The forms
+differ from the passkey evaluation's (train/data/synthetic.py: other sentences, several facts, real text
+around them), so the evaluation measures a transfer, not a memorised template.
+
+    rows = with_retrieval(rows, samples, share=0.25, encode=tokenizer.encode, seed=seed)   # [B, T + 1] int64
+
+Sample k is a retrieval sample with probability ``share``, decided and built from (seed, k) alone: resumable
+and the same on any number of ranks, like the rest of the S3 sampler.
+"""
+import numpy as np
+import torch
+
+COLOURS = ("red", "green", "blue", "yellow", "black", "white", "orange", "purple", "grey", "brown")
+THINGS = ("lamp", "door", "box", "key", "book", "chair", "clock", "ship", "tower", "garden", "river", "engine")
+
+
+def retrieval_window(window: np.ndarray, encode, rng: np.random.Generator) -> np.ndarray:
+    """``window`` (seq_len + 1 token ids of real text) turned into a retrieval sample of the same length:
+    facts inserted at random places in the first half, questions and answers at the end."""
+    names = rng.choice(len(COLOURS) * len(THINGS), size=int(rng.integers(2, 6)), replace=False)
+    facts = [(f"{COLOURS[n // len(THINGS)]} {THINGS[n % len(THINGS)]}", int(rng.integers(10_000, 100_000)))
+             for n in names]
+    inserted = [encode(f" (Note: the code of the {name} is {code}.) ") for name, code in facts]
+    asked = rng.permutation(len(facts))
+    questions = encode("".join(f"\n\nQuestion: what is the code of the {facts[i][0]}? Answer: {facts[i][1]}."
+                               for i in asked))
+    body = len(window) - len(questions) - sum(len(f) for f in inserted)
+    if body < 2 * len(facts):
+        raise ValueError(f"--seq_len {len(window) - 1}: too short for a retrieval sample")
+    cuts = np.sort(rng.integers(0, body // 2, size=len(facts)))
+    pieces, start = [], 0
+    for cut, fact in zip(cuts, inserted):
+        pieces += [window[start:cut], np.asarray(fact, dtype=np.int64)]
+        start = cut
+    pieces += [window[start:body], np.asarray(questions, dtype=np.int64)]
+    return np.concatenate(pieces)
+
+
+def with_retrieval(rows: torch.Tensor, samples, share: float, encode, seed: int) -> torch.Tensor:
+    """``rows`` [B, T + 1] (samples ``samples`` of the S3 sampler) with each sample made a retrieval sample
+    with probability ``share``."""
+    rows = rows.clone()
+    for i, k in enumerate(samples):
+        rng = np.random.default_rng([seed, k, 11])
+        if rng.random() < share:
+            rows[i] = torch.from_numpy(retrieval_window(rows[i].numpy(), encode, rng))
+    return rows

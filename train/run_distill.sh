@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Strong-to-weak distillation (paper §4.5, issue 20) on one GPU, from the post-trained teacher:
+#   1. pretrain: the students (config.py PRESETS "student", a quarter of the teacher, and "student-moe", the
+#      same active parameters in top-2 of 8 experts) through S1 -> S2 -> S3 (shortened: the stage scripts'
+#      "student" presets; S3 with a quarter synthetic retrieval samples), side by side, each then measured by
+#      train/eval_long_context.py (passkey at 1x, 2x, 4x the S3 length, with and without YaRN);
+#   2. offpolicy: train/distill_off_policy.py on each student (side by side);
+#   3. onpolicy: train/distill_on_policy.py on the dense student, alone on the GPU (its GPU time is a result),
+#      under DISTILL_SECONDS;
+#   4. control: stage 2's GRPO (train/rl_reasoning.py) from the same off-policy student, alone on the GPU, for
+#      at least the on-policy run's training seconds (read from its summary.json);
+#   5. evaluate: on-policy distillation of the MoE student beside the evaluations (train/evaluate.py) of every
+#      student model, pass@16 included.
+# Every stage resumes from its checkpoint when run again and a finished one (its summary.json) is skipped, so the
+# script continues across device calls of 10 minutes; wall seconds per stage go to OUT/times.tsv.
+# Needs data/shards/{s1,s2,s3} (train/data/README.md) and the teacher (TEACHER, the shipped chat model).
+#
+#   bash train/run_distill.sh runs/distill                        # one GPU, every step
+#   STEPS="pretrain offpolicy" bash train/run_distill.sh runs/distill   # some of the steps, in order
+#   STUDENTS=student bash train/run_distill.sh runs/distill       # the dense student alone
+set -euo pipefail
+OUT=${1:-runs/distill}
+TEACHER=${TEACHER:-checkpoints/qwen3mini-chat}
+STUDENTS=${STUDENTS:-"student student-moe"}
+STEPS=${STEPS:-"pretrain offpolicy onpolicy control evaluate"}
+DISTILL_SECONDS=${DISTILL_SECONDS:-150}     # on-policy distillation's training time; RL gets at least as much
+EVAL=${EVAL:-"--limit 20 --samples 16 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"}
+mkdir -p "$OUT"
+
+finished() { [ -f "$1/summary.json" ]; }
+
+timed() {   # timed NAME COMMAND...: run it into OUT/NAME.log, append "NAME<TAB>seconds" to OUT/times.tsv
+    local name=$1 start
+    shift
+    start=$(date +%s)
+    "$@" > "$OUT/$name.log" 2>&1
+    printf '%s\t%d\n' "$name" $(( $(date +%s) - start )) >> "$OUT/times.tsv"
+}
+
+side_by_side() {   # side_by_side FUNCTION: FUNCTION STUDENT for every student at once; fails if one does
+    local pids=() student
+    for student in $STUDENTS; do "$1" "$student" & pids+=($!); done
+    for pid in "${pids[@]}"; do wait "$pid"; done
+}
+
+pretrain() {
+    local s=$1 d=$OUT/$1 moe=()
+    [ "$s" = student-moe ] && moe=(--compile false)     # (the MoE's expert dispatch syncs with the host)
+    finished "$d/s1" || timed "${s}_s1" python train/pretrain_general.py --preset student --model "$s" \
+        --out_dir "$d/s1" --progress false "${moe[@]}"
+    finished "$d/s2" || timed "${s}_s2" python train/pretrain_reasoning.py --preset student \
+        --init_from "$d/s1/final" --out_dir "$d/s2" --progress false "${moe[@]}"
+    finished "$d/s3" || timed "${s}_s3" python train/pretrain_long_context.py --preset student \
+        --init_from "$d/s2/final" --out_dir "$d/s3" --progress false "${moe[@]}"
+    [ -f "$d/long_context/long_context.json" ] || timed "${s}_long_context" python train/eval_long_context.py \
+        --model "$d/s3/final" --data data/shards/s3/val --out_dir "$d/long_context"
+}
+
+off_policy() {
+    finished "$OUT/$1/off_policy" || timed "$1_off_policy" python train/distill_off_policy.py \
+        --init_from "$OUT/$1/s3/final" --teacher "$TEACHER" --out_dir "$OUT/$1/off_policy" --progress false
+}
+
+on_policy() {
+    finished "$OUT/$1/on_policy" || timed "$1_on_policy" python train/distill_on_policy.py \
+        --init_from "$OUT/$1/off_policy/final" --teacher "$TEACHER" --out_dir "$OUT/$1/on_policy" \
+        --steps 100000 --time_limit "$DISTILL_SECONDS" --progress false
+}
+
+control() {   # the same GPU time as on-policy distillation at least (its train_seconds)
+    local d=$OUT/student seconds
+    seconds=$(python -c "import json; print(json.load(open('$d/on_policy/summary.json'))['train_seconds'])")
+    finished "$d/rl" || timed student_rl python train/rl_reasoning.py --init_from "$d/off_policy/final" \
+        --cold_start_dir "" --out_dir "$d/rl" --steps 100000 --time_limit "$seconds" --progress false
+}
+
+evaluation() {   # evaluation MODEL_DIR NAME: train/evaluate.py of MODEL_DIR/final into OUT/eval_NAME
+    [ -f "$OUT/eval_$2/evaluation.json" ] || timed "eval_$2" python train/evaluate.py --model "$1/final" \
+        --out "$OUT/eval_$2" $EVAL
+}
+
+for step in $STEPS; do case $step in
+  pretrain) side_by_side pretrain ;;
+  offpolicy) side_by_side off_policy ;;
+  onpolicy) on_policy student ;;
+  control) control ;;
+  evaluate)
+    pids=()
+    for s in $STUDENTS; do
+        [ "$s" = student ] || { on_policy "$s" & pids+=($!); }
+        evaluation "$OUT/$s/off_policy" "${s}_off_policy" & pids+=($!)
+    done
+    evaluation "$OUT/student/on_policy" student_on_policy & pids+=($!)
+    evaluation "$OUT/student/rl" student_rl & pids+=($!)
+    for pid in "${pids[@]}"; do wait "$pid"; done
+    for s in $STUDENTS; do [ "$s" = student ] || evaluation "$OUT/$s/on_policy" "${s}_on_policy"; done ;;
+  *) echo "run_distill.sh: STEPS holds $step; expected pretrain, offpolicy, onpolicy, control or evaluate" >&2
+     exit 2 ;;
+esac; done
+cat "$OUT/times.tsv"
