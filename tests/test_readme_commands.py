@@ -77,6 +77,8 @@ COMMANDS = {
     r"python train/rl_reasoning\.py .*": "gpu",
     r"python train/(sft_mode_fusion|rl_general)\.py .*": "gpu",
     r"bash train/run_posttrain\.sh .*": "gpu",
+    r"python train/distill_(off|on)_policy\.py .*": "gpu",
+    r"bash train/run_distill\.sh .*": "gpu",
     r"apt-get update": "system",
     r"python -m train\.data\.build_corpus": "data_chain",
     r"python -m train\.data\.train_tokenizer": "data_chain",
