@@ -12,7 +12,7 @@ The data (qwen3mini/training/fusion_samples.py):
 * ``--knowledge`` knowledge questions (man pages, WordNet, FOLDOC; train/data/knowledge),
   ``--instructions_per_cell`` task questions with one of the five instructions appended, and ``--tool_queries``
   long products asked with the ``calculator`` offered (the call, then the answer after the tool's result),
-  each in a random mode;
+  and ``--small_talk`` greetings, questions about the model, thanks and goodbyes, each in a random mode;
 * rendered with the chat template as inference sees them, loss on the reply only, packed (the cold start's
   plumbing). The thinking budget is not trained: whether it emerges is measured by the evaluation.
 
@@ -39,7 +39,7 @@ from qwen3mini.tasks.instructions import CONSTRAINTS                            
 from qwen3mini.tasks.knowledge import load_knowledge                              # noqa: E402
 from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
                                                instruction_sample, knowledge_sample, rejection_sampled,
-                                               tool_problem, tool_samples)
+                                               small_talk_sample, tool_problem, tool_samples)
 from qwen3mini.training.settings import SFTSettings, parse_settings, setting      # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
@@ -58,6 +58,7 @@ class Settings(SFTSettings):
     knowledge: int = setting(4000, "knowledge questions from the train split of train/data/knowledge (0: none)")
     instructions_per_cell: int = setting(20, "task questions per (family, difficulty) with an instruction")
     tool_queries: int = setting(400, "4- to 6-digit products asked with the calculator offered (two samples each)")
+    small_talk: int = setting(600, "greetings, questions about the model, thanks and goodbyes")
     out_dir: str = "runs/sft_mode_fusion"
     steps: int = 200
     lr: float = 2e-4
@@ -66,7 +67,7 @@ class Settings(SFTSettings):
     def __post_init__(self):
         super().__post_init__()
         for name in ("per_cell", "samples", "no_think_per_cell", "dialogues", "knowledge", "instructions_per_cell",
-                     "tool_queries"):
+                     "tool_queries", "small_talk"):
             if getattr(self, name) < 0 or (name == "samples" and self.samples < 1):
                 raise ValueError(f"--{name} {getattr(self, name)}: expected a count >= {int(name == 'samples')}")
 
@@ -74,7 +75,7 @@ class Settings(SFTSettings):
 PRESETS = {
     "tiny": dict(init_from="runs/tiny/rl_reasoning/final", cold_start_dir="runs/tiny/sft_cold_start", per_cell=2,
                  samples=2, max_new_tokens=24, no_think_per_cell=2, dialogues=6, knowledge=4, instructions_per_cell=1,
-                 tool_queries=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1, lr=3e-3,
+                 tool_queries=2, small_talk=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1, lr=3e-3,
                  min_lr=3e-4, eval_every=3, eval_batches=1, ckpt_every=3, log_every=2, device="cpu", dtype="float32",
                  progress=False, out_dir="runs/tiny/sft_mode_fusion"),
 }
@@ -122,6 +123,10 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
             continue
         for messages, reply, tools in tool_samples(problem, rng.choice(MODES), rng, settings.unflagged_share):
             items.append((messages, reply, "tool", f"tool/{problem.difficulty}", tools))
+    talk_rng = random.Random(f"{settings.seed}|small_talk")
+    for _ in range(settings.small_talk):
+        items.append((*small_talk_sample(talk_rng.choice(MODES), talk_rng, settings.unflagged_share), "small_talk",
+                      "small_talk/all", None))
     return items, stats
 
 

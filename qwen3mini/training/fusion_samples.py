@@ -9,7 +9,9 @@
   follows the last flag (``dialogue_sample``; ThinkFollow's generator over training problems);
 * knowledge questions (tasks/knowledge.py: man pages, WordNet, FOLDOC) and task questions with an instruction
   appended (tasks/instructions.py), each in a random mode, so that the chat knows something and follows simple
-  instructions before general RL rewards it for that.
+  instructions before general RL rewards it for that;
+* small talk (tasks/small_talk.py: greetings, who the model is, what it can do, thanks, goodbyes), so that a
+  user's first "Hello" gets a greeting.
 
 The thinking budget is not trained: it should emerge from the fusion (§4.3), and the evaluation measures it.
 """
@@ -23,6 +25,7 @@ from ..tasks import Problem, filters, parse_question, traces
 from ..tasks.arithmetic import random_number
 from ..tasks.instructions import constrained, reply_following
 from ..tasks.knowledge import knowledge_reply, subject_of
+from ..tasks.small_talk import small_talk
 from ..tools import TOOLS
 from .rollouts import sample_task_groups
 
@@ -90,6 +93,15 @@ def knowledge_sample(item: dict, mode: str, rng: random.Random, unflagged_share:
         reply["reasoning_content"] = (f"The question asks about the {kind} \"{subject}\". What {source} says: "
                                       f"{item['answer'].rstrip('.')}. So I can answer in one sentence.")
     return [flagged_turn(item["question"], mode, rng, unflagged_share)], reply
+
+
+def small_talk_sample(mode: str, rng: random.Random, unflagged_share: float) -> tuple[list, dict]:
+    """(messages, reply) of one small-talk exchange; in thinking mode after its short thought."""
+    text, answer, thought = small_talk(rng)
+    reply = {"role": "assistant", "content": answer}
+    if mode == "think":
+        reply["reasoning_content"] = thought
+    return [flagged_turn(text, mode, rng, unflagged_share)], reply
 
 
 def instruction_sample(problem: Problem, name: str, mode: str, rng: random.Random,

@@ -80,6 +80,22 @@ def test_knowledge_and_instruction_samples(tok):
             assert reply_mode(text) == mode and strict(p, name, split_completion(text).answer), (name, mode)
 
 
+def test_small_talk_samples(tok):
+    from qwen3mini.tasks.small_talk import ASKS, TOPICS, replies_to
+    from qwen3mini.training.fusion_samples import small_talk_sample
+    rng, seen = random.Random(0), set()
+    for _ in range(200):
+        mode = rng.choice(("think", "no-think"))
+        messages, last = small_talk_sample(mode, rng, 0.3)
+        question = messages[-1]["content"].removesuffix(" /think").removesuffix(" /no_think")
+        topic = next(t for t in TOPICS if question.rstrip("?!.").lower() in [a.lower() for a in ASKS[t]])
+        seen.add(topic)
+        text = tok.decode([t for t, m in zip(*render_sample(tok, messages + [last])) if m])
+        assert reply_mode(text) == mode and split_completion(text).answer.strip() in replies_to(topic)
+        assert (mode == "think") == bool(split_completion(text).thinking.strip())
+    assert seen == set(TOPICS)
+
+
 def test_tiny_stage_end_to_end(tmp_path, monkeypatch, capsys):
     from train import sft_mode_fusion
     start, cold = tmp_path / "start", tmp_path / "cold"
@@ -102,6 +118,7 @@ def test_tiny_stage_end_to_end(tmp_path, monkeypatch, capsys):
     assert sum(cell.get("knowledge", 0) for cell in data.values()) == 4
     assert sum(cell.get("instruction", 0) for cell in data.values()) == 2          # one per cell
     assert sum(cell.get("tool", 0) for cell in data.values()) == 4                 # two samples a query
+    assert data["small_talk/all"]["small_talk"] == 2
     assert "thinking-mode fusion: 6 steps" in capsys.readouterr().out
     final = qwen3mini.load_model(str(out / "final"))
     assert final.config.num_hidden_layers == PRESETS["tiny"].num_hidden_layers
