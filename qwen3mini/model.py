@@ -23,6 +23,11 @@ from .config import Qwen3Config
 from .generation import check_context, generate
 from .rope import RotaryEmbedding
 
+try:                        # torch's FlashAttention over packed sequences (CUDA, fp16/bf16, with a backward)
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
+
 
 # Modules allocate their parameters with torch.empty and leave initialisation to
 # Qwen3ForCausalLM.init_weights: the checkpoint loader builds the model on the meta device, where random init
@@ -106,6 +111,8 @@ class PrefillContext:
         loops over rows and keeps every [heads, T, T] score matrix for the backward pass; for full rows of
         equal length torch's fused causal attention computes the same function (up to fp32 rounding) faster and
         without materialising the scores (bench/RESULTS.md)."""
+        if self.row_mask is not None and varlen_attn is not None and q.is_cuda and q.dtype != torch.float32:
+            return self._varlen(q, k, v, scale)
         (batch, time), heads, kv_heads, dim = self.equal_rows, q.shape[1], k.shape[1], q.shape[2]
         q, k, v = (t.view(batch, time, t.shape[1], dim).transpose(1, 2) for t in (q, k, v))
         if self.row_mask is None:
@@ -118,6 +125,15 @@ class PrefillContext:
             k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.row_mask, scale=scale)
         return out.transpose(1, 2).reshape(batch * time, heads, dim)
+
+    def _varlen(self, q, k, v, scale):
+        """Packed rows on a GPU: FlashAttention over the sequences themselves (causal inside each, window
+        (-1, 0)), so neither the mask nor the work on the masked-out blocks; KV heads repeated as above."""
+        lengths = self.cu_seqlens_q[1:] - self.cu_seqlens_q[:-1]
+        longest = int(lengths.max())
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+        return varlen_attn(q.contiguous(), k, v, self.cu_seqlens_q, self.cu_seqlens_k, longest, longest,
+                           scale=scale, window_size=(-1, 0))
 
 
 class DecodeContext:

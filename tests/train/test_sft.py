@@ -254,19 +254,32 @@ def test_build_samples_balanced_with_the_query_filter(tok):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_packed_rows_on_the_gpu_use_the_memory_efficient_kernel():
-    """On a GPU the masked training path must run in the memory-efficient SDPA kernel (forced here: the call
-    fails if that kernel cannot take it) and agree with each conversation alone, in bf16 under autocast."""
+def test_packed_rows_on_the_gpu(monkeypatch):
+    """On a GPU packed rows in bf16 go to torch's FlashAttention varlen kernel; without it (as on an older torch)
+    to the masked memory-efficient SDPA kernel (forced here: the call fails if that kernel cannot take it). Each
+    agrees with every conversation alone, and the two give the same gradients up to bf16 rounding."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    import qwen3mini.model
     model, samples = tiny_model().cuda(), random_samples([40, 70, 30, 90])
     inputs, _, positions = (t[None].cuda() for t in packed_row(samples, [0, 1, 2, 3], 256, 0))
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+    calls, gradients = [], []
+    varlen = qwen3mini.model.varlen_attn
+    if varlen is None:
+        pytest.skip("this torch has no torch.nn.attention.varlen")
+    monkeypatch.setattr(qwen3mini.model, "varlen_attn", lambda *a, **k: calls.append(1) or varlen(*a, **k))
+    for kernel in ("varlen", "masked"):
+        if kernel == "masked":
+            monkeypatch.setattr(qwen3mini.model, "varlen_attn", None)
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
             packed = model(inputs, position_ids=positions).float()
             packed.sum().backward()
-        offset = 0
-        for ids, _ in samples:
-            alone = model(torch.tensor(ids, device="cuda")[None]).float()
-            # bf16 activations (8 bits of mantissa) through 2 layers, two kernels: a few bf16 ulps of the logits
-            torch.testing.assert_close(packed[:, offset:offset + len(ids)], alone, rtol=3e-2, atol=3e-2)
-            offset += len(ids)
+            gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+            offset = 0
+            for ids, _ in samples:
+                alone = model(torch.tensor(ids, device="cuda")[None]).float()
+                # bf16 activations (8 bits of mantissa) through 2 layers, two kernels: a few bf16 ulps of the logits
+                torch.testing.assert_close(packed[:, offset:offset + len(ids)], alone, rtol=3e-2, atol=3e-2)
+                offset += len(ids)
+    assert calls, "the varlen kernel was not used"
+    assert (gradients[0] - gradients[1]).norm() <= 2e-2 * gradients[1].norm()      # a few bf16 ulps, relative
