@@ -12,6 +12,8 @@
 #   OUT=/tmp/out bash bench/posttrain_device.sh stages34  # the same machine after stages12: stages 3 and 4 (and
 #                                                         # the rest of stage 2, if the first call ran out of time);
 #                                                         # the fused and chat models come back in 15 MB parts
+#   OUT=/tmp/out bash bench/posttrain_device.sh check     # the training kernels' GPU tests and the packed-row
+#                                                         # attention benchmark, before a pipeline run
 #   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and its evaluation, and on the
 #                                                         # same machine after stages34 the chat model's evaluation
 #                                                         # if the pipeline's ran out of time
@@ -101,6 +103,14 @@ export_model() {   # export_model STAGE: OUT/STAGE.safetensors.part-aa, -ab, ...
     [ -f "$weights" ] && split -b 15M "$weights" "$OUT/$1.safetensors.part-"
 }
 
+call_check() {
+    build
+    python -m pytest -q tests/train/test_sft.py tests/model/test_grouped_moe.py -k "gpu or cuda or grouped" \
+        > "$R/gpu_tests.log" 2>&1
+    python bench/bench_packed_attention.py --json "$R/bench_packed_attention.json" > "$R/bench_packed_attention.log" 2>&1
+    tail -n 5 "$R/gpu_tests.log" "$R/bench_packed_attention.log"
+}
+
 call_cold4x() {
     build
     if [ -d "$R/pt/rl_general/final" ] && [ ! -f "$R/pt/eval_rl_general/evaluation.json" ]; then
@@ -112,13 +122,13 @@ call_cold4x() {
     wait
 }
 
-export -f build cold_start evaluate rl call_rl call_more call_stages12 call_stages34 export_model call_cold4x
+export -f build cold_start evaluate rl call_rl call_more call_stages12 call_stages34 export_model call_check call_cold4x
 EVAL_PIPELINE="--limit 20 --samples 8 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"
 export R OUT EVAL_THINK EVAL_PIPELINE
 case ${1:-rl} in
     rl) timeout "$LIMIT" bash -c call_rl ;;
-    more|stages12|stages34|cold4x) timeout "$LIMIT" bash -c "call_$1" ;;   # (the archive is written whatever happened)
-    *) echo "usage: posttrain_device.sh rl|more|stages12|stages34|cold4x" >&2; exit 2 ;;
+    more|stages12|stages34|check|cold4x) timeout "$LIMIT" bash -c "call_$1" ;;   # (the archive is written whatever happened)
+    *) echo "usage: posttrain_device.sh rl|more|stages12|stages34|check|cold4x" >&2; exit 2 ;;
 esac
 [ "${1:-rl}" = stages34 ] && { export_model mode_fusion; export_model rl_general; }
 cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='ckpt' --exclude='*.tmp' . && ls -la "$OUT"
