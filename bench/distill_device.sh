@@ -4,7 +4,9 @@
 # resumes what a call's time limit cut off. Every call first builds what a fresh machine lacks (the CUDA
 # extension, the token shards from data/carry: the call's carry is ["data/carry"]) and ends by archiving the
 # results so far (logs, JSON, PNG; no weights) into OUT/results.tar.gz. The distilled students' weights come
-# back in 15 MB parts once on-policy distillation has finished (cat them back together).
+# back in 15 MB parts once on-policy distillation has finished (cat them back together). The base model stays
+# behind (the tree that travels is at most 64 MiB): `bash bench/device_tree.sh hide checkpoints/qwen3mini-base`
+# before the calls, `bash bench/device_tree.sh restore` after.
 #
 #   OUT=/tmp/out bash bench/distill_device.sh           # each call: continue the pipeline
 #   OUT=/tmp/out bash bench/distill_device.sh bench     # the MoE training benchmark (bench/bench_moe_training.py)

@@ -2,7 +2,9 @@
 # The H200 device calls of post-training (issues 17 and 18), as run; each call is self-contained (a fresh
 # machine keeps nothing), so it makes the cold start again (a few minutes) before what it measures. Results
 # (logs, JSON, PNG; no weights) come back as one archive, OUT/results.tar.gz, plus the built CUDA extension
-# (OUT/_cuda.so) that later calls carry instead of building it again.
+# (OUT/_cuda.so) that later calls carry instead of building it again. The chat model stays behind (the tree that
+# travels is at most 64 MiB): `bash bench/device_tree.sh hide checkpoints/qwen3mini-chat` before the calls,
+# `bash bench/device_tree.sh restore` after.
 #
 #   COLD_ARGS="--drop_answered false" OUT=/tmp/out bash bench/posttrain_device.sh rl   # cold start -> pool ->
 #                                                         # two RL runs -> evaluations (session 8)
