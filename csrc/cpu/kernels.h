@@ -130,111 +130,7 @@ template <class T> inline void to_float_row(const T* src, float* dst, int n, flo
     for (; i < n; ++i) dst[i] = to_float(src[i]) * scale;
 }
 
-// ------------------------------------------------------------------ linear: out = x @ W^T (few rows of x)
-//
-// Decode is bound by reading the weights, so W is streamed exactly once: each thread takes blocks of 4
-// output features (4 rows of W) and multiplies them with *all* M rows of x while those 4 rows sit in L1.
-// x arrives already widened to fp32 (it is small). The micro-kernel keeps 4 x MR accumulators, MR <= 3 rows
-// of x, and one row of W in registers: 4*3 + 3 + 1 = 16, all 16 ymm registers of AVX2, no spills.
-
-template <int NR, int MR, class T>
-inline void dot_tile(const float* x, int64_t ldx, const T* w, int64_t ldw, int K, float* result /*[MR][NR]*/) {
-    v8f acc[MR][NR] = {};
-    int i = 0;
-    for (; i + 8 <= K; i += 8) {
-        v8f xv[MR];
-        for (int m = 0; m < MR; ++m) xv[m] = load8(x + m * ldx + i);
-        for (int n = 0; n < NR; ++n) {
-            const v8f wv = load8(w + n * ldw + i);
-            for (int m = 0; m < MR; ++m) acc[m][n] += xv[m] * wv;
-        }
-    }
-    for (int m = 0; m < MR; ++m)
-        for (int n = 0; n < NR; ++n) {
-            float s = hsum(acc[m][n]);
-            for (int j = i; j < K; ++j) s += x[m * ldx + j] * to_float(w[n * ldw + j]);
-            result[m * NR + n] = s;
-        }
-}
-
-// out[m, n0:n0+NR] for all m < M, rounded to T and stored as OutT (T itself, or fp32 scratch in the MoE).
-template <int NR, class T, class OutT>
-inline void linear_rows(const float* x, int64_t ldx, int M, const T* w, int64_t ldw, int K, int n0,
-                        OutT* out, int64_t ldo) {
-    float result[3 * NR];
-    for (int m0 = 0; m0 < M; m0 += 3) {
-        int mr = std::min(3, M - m0);
-        const float* xm = x + m0 * ldx;
-        const T* wn = w + n0 * ldw;
-        switch (mr) {
-            case 1: dot_tile<NR, 1>(xm, ldx, wn, ldw, K, result); break;
-            case 2: dot_tile<NR, 2>(xm, ldx, wn, ldw, K, result); break;
-            default: dot_tile<NR, 3>(xm, ldx, wn, ldw, K, result); break;
-        }
-        for (int m = 0; m < mr; ++m)
-            for (int n = 0; n < NR; ++n)
-                out[(m0 + m) * ldo + n0 + n] = from_float<OutT>(round_to<T>(result[m * NR + n]));
-    }
-}
-
-// One row of x (decode): the rows of W are read one after another, a single sequential stream that the
-// hardware prefetcher follows at full speed (interleaved row streams were slower on Zen 3); four accumulators
-// hide the FMA latency. A software prefetch kPrefetchBytes ahead, with the non-temporal hint (each weight byte
-// is used once per token), read the decode weights faster on Zen 3 than the hardware prefetcher alone; 512 B
-// and 2 KB ahead were no better (bench/RESULTS.md, "cpu kernels").
-constexpr int kPrefetchBytes = 1024;
-
-template <class T, class OutT>
-inline void gemv_rows(const float* x, const T* w, int64_t ldw, int K, int n_begin, int n_end, OutT* out) {
-    for (int n = n_begin; n < n_end; ++n) {
-        const T* row = w + n * ldw;
-        v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        int i = 0;
-        for (; i + 32 <= K; i += 32) {
-            for (int line = 0; line < 32 * int(sizeof(T)); line += 64)       // the 64 B lines of this step
-                __builtin_prefetch((const char*)(row + i) + kPrefetchBytes + line, 0, 0);
-            a0 += load8(x + i) * load8(row + i);
-            a1 += load8(x + i + 8) * load8(row + i + 8);
-            a2 += load8(x + i + 16) * load8(row + i + 16);
-            a3 += load8(x + i + 24) * load8(row + i + 24);
-        }
-        for (; i + 8 <= K; i += 8) a0 += load8(x + i) * load8(row + i);
-        float sum = hsum((a0 + a1) + (a2 + a3));
-        for (; i < K; ++i) sum += x[i] * to_float(row[i]);
-        out[n] = from_float<OutT>(round_to<T>(sum));
-    }
-}
-
-// Rows [n_begin, n_end) of the output, in blocks of 4 (then single rows for the tail).
-template <class T, class OutT>
-inline void linear_block(const float* x, int64_t ldx, int M, const T* w, int64_t ldw, int K, int n_begin,
-                         int n_end, OutT* out, int64_t ldo) {
-    if (M == 1) return gemv_rows(x, w, ldw, K, n_begin, n_end, out);
-    int n = n_begin;
-    for (; n + 4 <= n_end; n += 4) linear_rows<4>(x, ldx, M, w, ldw, K, n, out, ldo);
-    for (; n < n_end; ++n) linear_rows<1>(x, ldx, M, w, ldw, K, n, out, ldo);
-}
-
-// x in fp32: as is, or widened into `scratch` (x is a few rows in the regime this kernel serves).
-inline const float* as_float(const float* x, int64_t, std::vector<float>&) { return x; }
-inline const float* as_float(const bf16_t* x, int64_t n, std::vector<float>& scratch) {
-    scratch.resize(n);
-    to_float_row(x, scratch.data(), int(n));
-    return scratch.data();
-}
-
-template <class T>
-void linear(const T* x, int M, const T* w, int N, int K, T* out) {
-    std::vector<float> scratch;
-    const float* xf = as_float(x, int64_t(M) * K, scratch);
-    const int blocks = (N + 15) / 16;                     // 16 features per task: enough tasks, little overhead
-    // Guided: each thread starts on a long contiguous run of rows (one stream for the prefetcher), and the
-    // shrinking tail chunks let the thread that streams faster take more, so neither waits at the end (faster
-    // than equal static halves on a shared 2-core Zen 3: bench/RESULTS.md, "cpu kernels").
-#pragma omp parallel for schedule(guided, 4) if (int64_t(N) * K * std::max(M, 1) > 32768)
-    for (int b = 0; b < blocks; ++b)
-        linear_block(xf, K, M, w, K, K, b * 16, std::min(N, b * 16 + 16), out, N);
-}
+#include "linear.h"  // linear and its int8 variant: out = x @ W^T for a few rows of x
 
 // ------------------------------------------------------------------ SwiGLU gate: silu(gate) * up
 
@@ -583,14 +479,15 @@ void moe_experts(const T* x, int64_t N, int H, const int64_t* ids, const T* weig
         }
     };
     for_each_block(2 * I, [&](int e, int64_t row0, int count, int n0, int n1) {
-        linear_block(&xs[row0 * H], H, count, w_gate_up + int64_t(e) * 2 * I * H, H, H, n0, n1,
-                     &gate_up[row0 * 2 * I], 2 * I);
+        linear_block<T>(&xs[row0 * H], H, count, w_gate_up + int64_t(e) * 2 * I * H, H, H, n0, n1, nullptr,
+                        &gate_up[row0 * 2 * I], 2 * I);
     });
 #pragma omp parallel for schedule(static) if (P * I > 65536)
     for (int64_t row = 0; row < P; ++row)
         silu_mul_row<T>(&gate_up[row * 2 * I], &gate_up[row * 2 * I + I], I, &hidden[row * I]);
     for_each_block(H, [&](int e, int64_t row0, int count, int n0, int n1) {
-        linear_block(&hidden[row0 * I], I, count, w_down + int64_t(e) * H * I, I, I, n0, n1, &y[row0 * H], H);
+        linear_block<T>(&hidden[row0 * I], I, count, w_down + int64_t(e) * H * I, I, I, n0, n1, nullptr, &y[row0 * H],
+                        H);
     });
 #pragma omp parallel for schedule(static) if (P * H > 65536)
     for (int64_t t = 0; t < N; ++t) {
@@ -612,7 +509,7 @@ void moe_experts(const T* x, int64_t N, int H, const int64_t* ids, const T* weig
 
 template <class T>
 KernelTable<T> table() {
-    return {linear<T>, silu_mul<T>, rms_norm<T>, add_rms_norm<T>, qk_norm_rope<T>,
+    return {linear<T>, linear_int8<T>, silu_mul<T>, rms_norm<T>, add_rms_norm<T>, qk_norm_rope<T>,
             attention_prefill<T>, attention_decode<T>, moe_route<T>, moe_experts<T>};
 }
 
