@@ -95,13 +95,17 @@ inline float row_dot(const float* x, const W* row, int K) {
 #ifdef QWEN3MINI_AVX512
 // 512-bit versions, 64 weights (one or two cache lines) a step. bf16: x goes back to bf16 pairs (exact: x
 // holds values of a bf16 tensor whenever W is bf16) and vdpbf16ps multiplies 32 pairs and adds them into 16
-// fp32 sums in one instruction. int8: vpmovsxbd + vcvtdq2ps widen 16 weights, an FMA adds them in.
+// fp32 sums in one instruction. int8: vpmovsxbd + vcvtdq2ps widen 16 weights, an FMA adds them in. On the
+// AVX-512 EPYC a prefetch 2 KB ahead read a model's matrices a few percent faster than 1 KB, int8 most
+// (bench/RESULTS.md, "cpu kernels").
+constexpr int kPrefetchBytes512 = 2048;
+
 inline float row_dot(const float* x, const bf16_t* row, int K) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int i = 0;
     for (; i + 64 <= K; i += 64) {
-        __builtin_prefetch((const char*)(row + i) + kPrefetchBytes, 0, 0);
-        __builtin_prefetch((const char*)(row + i) + kPrefetchBytes + 64, 0, 0);
+        __builtin_prefetch((const char*)(row + i) + kPrefetchBytes512, 0, 0);
+        __builtin_prefetch((const char*)(row + i) + kPrefetchBytes512 + 64, 0, 0);
         const __m512bh x0 = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
         const __m512bh x1 = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(x + i + 32));
         a0 = _mm512_dpbf16_ps(a0, x0, (__m512bh)_mm512_loadu_si512(row + i));
@@ -120,7 +124,7 @@ inline float row_dot(const float* x, const int8_t* row, int K) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     int i = 0;
     for (; i + 64 <= K; i += 64) {
-        __builtin_prefetch((const char*)(row + i) + kPrefetchBytes, 0, 0);
+        __builtin_prefetch((const char*)(row + i) + kPrefetchBytes512, 0, 0);
         a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16(row + i), a0);
         a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16(row + i + 16), a1);
         a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load16(row + i + 32), a2);
