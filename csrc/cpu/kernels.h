@@ -245,21 +245,64 @@ void qk_norm_rope(View3<T> q, View3<T> k, const T* q_w, const T* k_w, float eps,
 // Both attention kernels share one inner step (FlashAttention's recurrence, Dao et al. 2022): for a block
 // of keys, compute the scores of one query row, raise the running max, rescale the running sum and the fp32
 // output accumulator, add the new probabilities times V. The T x T score matrix never exists: a thread holds
-// the scores of one row and one key block (kBlock floats) at a time.
+// the scores of kScoreRows rows (1, or 4 in the AVX-512 build) and one key block (kBlock floats) at a time.
 
 constexpr int kBlock = 64;                                 // keys per block (K and V widened to fp32 once)
+
+// The attention's inner loops run on the widest float vector of the build: 16 lanes (one zmm register) in the
+// AVX-512 build, else v8f.
+#ifdef QWEN3MINI_AVX512
+typedef float vwf __attribute__((vector_size(64)));
+#else
+typedef v8f vwf;
+#endif
+constexpr int kWide = sizeof(vwf) / sizeof(float);
+inline vwf loadw(const float* p) { vwf v; std::memcpy(&v, p, sizeof v); return v; }
+inline void storew(float* p, vwf v) { std::memcpy(p, &v, sizeof v); }
 
 struct RowState {                                          // one query row of one head
     float max, sum;
     float* acc;                                            // [D] fp32
 };
 
-// keys [0, n) of the current block; kf, vf: [n][D] fp32; q already multiplied by the softmax scale.
-inline void online_softmax_step(const float* q, const float* kf, const float* vf, int n, int D, RowState& st,
-                                float* scores) {
+// Rows r < R: acc[r][i0, i0 + A * kWide) = acc * correction[r] + sum_j p[r * ldp + j] * v_j[...], v_j = vf + j * D.
+// R * A independent vector sums hide the FMA latency, and each load of V serves all R rows.
+template <int R, int A>
+inline void accumulate_values(const float* vf, const float* p, int ldp, int n, int D, const float* correction,
+                              float* const* acc, int i0) {
+    vwf a[R][A];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < A; ++c) a[r][c] = loadw(acc[r] + i0 + c * kWide) * correction[r];
+    for (int j = 0; j < n; ++j)
+        for (int c = 0; c < A; ++c) {
+            const vwf v = loadw(vf + j * D + i0 + c * kWide);
+            for (int r = 0; r < R; ++r) a[r][c] += p[r * ldp + j] * v;
+        }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < A; ++c) storew(acc[r] + i0 + c * kWide, a[r][c]);
+}
+
+// acc[r][0, D) = acc[r] * correction[r] + p_r @ V for R rows of probabilities (row stride ldp), keys [0, n).
+template <int R>
+inline void accumulate_rows(const float* vf, const float* p, int ldp, int n, int D, const float* correction,
+                            float* const* acc) {
+    constexpr int A = R == 1 ? 8 : 4;                     // vector sums a row
+    int i = 0;
+    for (; i + A * kWide <= D; i += A * kWide) accumulate_values<R, A>(vf, p, ldp, n, D, correction, acc, i);
+    for (; i + kWide <= D; i += kWide) accumulate_values<R, 1>(vf, p, ldp, n, D, correction, acc, i);
+    for (; i < D; ++i)
+        for (int r = 0; r < R; ++r) {
+            float a = acc[r][i] * correction[r];
+            for (int j = 0; j < n; ++j) a += p[r * ldp + j] * vf[j * D + i];
+            acc[r][i] = a;
+        }
+}
+
+// The softmax half of a block step for one row: scores[0, n) = q·k_j (q already multiplied by the softmax
+// scale) on entry, the block's probabilities on return; raises the running max and rescales the running sum.
+// Returns the factor the row's output accumulator must be rescaled by.
+inline float softmax_block(int n, RowState& st, float* scores) {
     int j = 0;
-    for (; j + 4 <= n; j += 4) dot4(q, kf + j * D, D, scores + j);
-    for (; j < n; ++j) scores[j] = dot(q, kf + j * D, D);
     float block_max = -INFINITY;
     for (j = 0; j < n; ++j) block_max = std::max(block_max, scores[j]);
     const float new_max = std::max(st.max, block_max);
@@ -274,33 +317,44 @@ inline void online_softmax_step(const float* q, const float* kf, const float* vf
     for (; j < n; ++j) { scores[j] = std::exp(scores[j] - new_max); sum += scores[j]; }
     st.sum = st.sum * correction + sum;
     st.max = new_max;
-    int i = 0;
-    for (; i + 32 <= D; i += 32) {                         // 4 independent sums: FMA latency, not one chain
-        v8f a0 = load8(st.acc + i) * correction, a1 = load8(st.acc + i + 8) * correction;
-        v8f a2 = load8(st.acc + i + 16) * correction, a3 = load8(st.acc + i + 24) * correction;
-        for (int j = 0; j < n; ++j) {
-            const float* v = vf + j * D + i;
-            a0 += scores[j] * load8(v);
-            a1 += scores[j] * load8(v + 8);
-            a2 += scores[j] * load8(v + 16);
-            a3 += scores[j] * load8(v + 24);
-        }
-        store8(st.acc + i, a0);
-        store8(st.acc + i + 8, a1);
-        store8(st.acc + i + 16, a2);
-        store8(st.acc + i + 24, a3);
-    }
-    for (; i + 8 <= D; i += 8) {
-        v8f a = load8(st.acc + i) * correction;
-        for (int j = 0; j < n; ++j) a += scores[j] * load8(vf + j * D + i);
-        store8(st.acc + i, a);
-    }
-    for (; i < D; ++i) {
-        float a = st.acc[i] * correction;
-        for (int j = 0; j < n; ++j) a += scores[j] * vf[j * D + i];
-        st.acc[i] = a;
-    }
+    return correction;
 }
+
+// One query row against keys [0, n) of a block, kf: [n][D] fp32 (decode: a few query rows share a block).
+inline void online_softmax_step(const float* q, const float* kf, const float* vf, int n, int D, RowState& st,
+                                float* scores) {
+    int j = 0;
+    for (; j + 4 <= n; j += 4) dot4(q, kf + j * D, D, scores + j);
+    for (; j < n; ++j) scores[j] = dot(q, kf + j * D, D);
+    const float correction = softmax_block(n, st, scores);
+    accumulate_rows<1>(vf, scores, 0, n, D, &correction, &st.acc);
+}
+
+// Prefill: a block serves 16 rows x the query group, so its keys are transposed once, kt[d * kBlock + j], and
+// a query row's scores over the whole block are kBlock / kWide vector sums fed by broadcasts of q[d]: no
+// horizontal sum per key. With 16 lanes, kScoreRows = 4 rows share each load of kt (the transposed block does
+// not stay in L1 beside V, so its loads are what bounds this loop) in 16 sums. Keys past the block's end give
+// scores nobody reads; so do rows past the task's last (q's buffer is a multiple of kScoreRows rows).
+constexpr int kScoreRows = kWide == 16 ? 4 : 1;
+
+inline void transpose_block(const float* kf, int n, int D, float* kt) {
+    for (int j = 0; j < n; ++j)
+        for (int d = 0; d < D; ++d) kt[d * kBlock + j] = kf[j * D + d];
+}
+
+// scores[r][0, kBlock) = q_r · k_j for the kScoreRows rows q_r = q + r * D.
+inline void block_scores(const float* q, const float* kt, int D, float* scores) {
+    constexpr int kSums = kBlock / kWide;
+    vwf acc[kScoreRows][kSums] = {};
+    for (int d = 0; d < D; ++d)
+        for (int c = 0; c < kSums; ++c) {
+            const vwf k = loadw(kt + d * kBlock + kWide * c);
+            for (int r = 0; r < kScoreRows; ++r) acc[r][c] += (vwf{} + q[r * D + d]) * k;
+        }
+    for (int r = 0; r < kScoreRows; ++r)
+        for (int c = 0; c < kSums; ++c) storew(scores + r * kBlock + kWide * c, acc[r][c]);
+}
+
 
 template <class T>
 inline void finish_row(const RowState& st, int D, T* out) {
@@ -341,8 +395,8 @@ void attention_prefill(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, 
 
 #pragma omp parallel
     {
-        std::vector<float> qf(kQRows * group * D), acc(kQRows * group * D), kf(kBlock * D), vf(kBlock * D);
-        std::vector<float> scores(kBlock);
+        std::vector<float> qf((kQRows * group + kScoreRows) * D), acc(kQRows * group * D), kf(kBlock * D);
+        std::vector<float> vf(kBlock * D), kt(kBlock * D), scores(kScoreRows * kBlock), spare(D);
         std::vector<RowState> state(kQRows * group);
 #pragma omp for schedule(dynamic)
         for (size_t task = 0; task < tasks.size(); ++task) {
@@ -361,13 +415,20 @@ void attention_prefill(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, 
                 const int n = std::min(kBlock, key_end - j0);
                 widen_block(k, cu_k[tk.b] + j0, n, tk.kv_head, D, kf.data(), cu_k[tk.b] + key_end);
                 widen_block(v, cu_k[tk.b] + j0, n, tk.kv_head, D, vf.data(), cu_k[tk.b] + key_end);
-                for (int r = 0; r < rows; ++r) {
-                    const int visible = std::min(n, tk.row0 + r + offset + 1 - j0);
-                    if (visible <= 0) continue;
-                    for (int h = 0; h < group; ++h) {
-                        const int s = r * group + h;
-                        online_softmax_step(&qf[s * D], kf.data(), vf.data(), visible, D, state[s], scores.data());
+                transpose_block(kf.data(), n, D, kt.data());
+                for (int s0 = 0; s0 < rows * group; s0 += kScoreRows) {        // s = r * group + h
+                    block_scores(&qf[s0 * D], kt.data(), D, scores.data());
+                    float correction[kScoreRows], *accs[kScoreRows];
+                    for (int r = 0; r < kScoreRows; ++r) {  // a row sees no key past `visible`: probability 0
+                        const int s = s0 + r;
+                        const int visible = s < rows * group ? std::clamp(tk.row0 + s / group + offset + 1 - j0, 0, n)
+                                                             : 0;
+                        float* p = &scores[r * kBlock];
+                        correction[r] = visible > 0 ? softmax_block(visible, state[s], p) : 1.f;
+                        std::fill(p + visible, p + n, 0.f);
+                        accs[r] = s < rows * group ? state[s].acc : spare.data();
                     }
+                    accumulate_rows<kScoreRows>(vf.data(), scores.data(), kBlock, n, D, correction, accs);
                 }
             }
             for (int r = 0; r < rows; ++r)
