@@ -54,6 +54,8 @@ def check_quantize(quantize) -> None:
 def quantize_model(model, quantize: str):
     """Replace ``model``'s projections and head by ``QuantizedLinear`` (in place; returns the model)."""
     check_quantize(quantize)
+    if isinstance(model.lm_head, QuantizedLinear):
+        raise ValueError(f"quantize={quantize!r}: the model's weights are quantised already")
     for name, module in list(model.model.layers.named_modules()):
         if isinstance(module, Linear) and not name.endswith("mlp.gate"):
             parent, _, attr = name.rpartition(".")

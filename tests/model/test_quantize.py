@@ -61,3 +61,5 @@ def test_load_model_quantizes_the_projections_and_the_head(tmp_path):
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16       # the lookup stays in the model dtype
     with pytest.raises(ValueError, match=r"^quantize='int4': expected one of int8 \(or None\)$"):
         qwen3mini.load_model(tmp_path, quantize="int4")
+    with pytest.raises(ValueError, match=r"^quantize='int8': the model's weights are quantised already$"):
+        quantize_model(model, "int8")
