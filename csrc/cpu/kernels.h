@@ -330,7 +330,7 @@ inline void online_softmax_step(const float* q, const float* kf, const float* vf
     accumulate_rows<1>(vf, scores, 0, n, D, &correction, &st.acc);
 }
 
-// Prefill: a block serves 16 rows x the query group, so its keys are transposed once, kt[d * kBlock + j], and
+// Prefill: a block serves kQRows rows x the query group, so its keys are transposed once, kt[d * kBlock + j], and
 // a query row's scores over the whole block are kBlock / kWide vector sums fed by broadcasts of q[d]: no
 // horizontal sum per key. With 16 lanes, kScoreRows = 4 rows share each load of kt (the transposed block does
 // not stay in L1 beside V, so its loads are what bounds this loop) in 16 sums. Keys past the block's end give
@@ -382,10 +382,12 @@ inline void widen_block(View3<T> src, int64_t row0, int n, int64_t head, int D, 
 
 // Prefill. One task = (sequence, KV head, block of kQRows query rows): its whole query group shares each
 // widened K/V block. Query row i of a sequence sees keys j <= i + (Lk - Lq) (causal, bottom-right aligned).
+// 64 rows a task widen and transpose each block for 128 query rows of Qwen3's 2-head groups: a layer's
+// 512-token prefill took a fifth less time than with 16 (bench/RESULTS.md, "cpu kernels").
 template <class T>
 void attention_prefill(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, const int32_t* cu_k, int B,
                        int nH, int nKV, int D, float scale, T* out) {
-    constexpr int kQRows = 16;
+    constexpr int kQRows = 64;
     const int group = nH / nKV;
     struct Task { int b, kv_head, row0; };
     std::vector<Task> tasks;
