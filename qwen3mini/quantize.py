@@ -25,7 +25,7 @@ def quantize_rows(weight: torch.Tensor) -> tuple:
     scale = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
     for n0 in range(0, weight.shape[0], _ROWS_AT_ONCE):
         rows = weight[n0:n0 + _ROWS_AT_ONCE].detach().float()
-        row_scale = rows.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127
+        row_scale = (rows.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)   # zero rows: 0
         q[n0:n0 + _ROWS_AT_ONCE] = torch.round(rows / row_scale[:, None]).clamp(-127, 127).to(torch.int8)
         scale[n0:n0 + _ROWS_AT_ONCE] = row_scale
     return q, scale

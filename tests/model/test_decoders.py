@@ -138,3 +138,11 @@ def test_cpp_decode_step_names_bad_input(cpp_backend):
     cache.lengths.fill_(4)
     with pytest.raises(RuntimeError, match="cache row 0 holds 4 tokens; the KV cache holds 4"):
         decoder.step(torch.tensor([1, 2]))
+
+
+def test_cpp_decode_step_names_a_bad_quantised_weight(cpp_backend):
+    model = quantize_model(random_model(1, torch.bfloat16), "int8")
+    projection = model.model.layers[0].self_attn.qkv_proj
+    projection.scale = projection.scale.double()
+    with pytest.raises(RuntimeError, match="a quantised weight must be a contiguous CPU int8 .* float32 scale"):
+        ops.decode_step(model, KVCache.for_model(model, 1, 4))
