@@ -334,7 +334,7 @@ inline void online_softmax_step(const float* q, const float* kf, const float* vf
 // a query row's scores over the whole block are kBlock / kWide vector sums fed by broadcasts of q[d]: no
 // horizontal sum per key. With 16 lanes, kScoreRows = 4 rows share each load of kt (the transposed block does
 // not stay in L1 beside V, so its loads are what bounds this loop) in 16 sums. Keys past the block's end give
-// scores nobody reads; so do rows past the task's last (q's buffer is a multiple of kScoreRows rows).
+// scores nobody reads; so do rows past the task's last (q's buffer has kScoreRows rows to spare).
 constexpr int kScoreRows = kWide == 16 ? 4 : 1;
 
 inline void transpose_block(const float* kf, int n, int D, float* kt) {
