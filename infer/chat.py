@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from qwen3mini.chat import (ANSWER, THINK, ChatError, ChatSession, Reply, TooLong, effective_mode, load,
                             sampling_settings)
 from qwen3mini.checkpoint import SHIPPED_CHECKPOINT
+from qwen3mini.quantize import QUANTIZE_CHOICES
 from qwen3mini.tools import TOOLS, ToolSession
 
 HELP = """commands (a ':' prefix, so they never collide with the /think and /no_think switches):
@@ -69,6 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "fp32", "bf16", "fp16"],
                    help="model dtype (default: bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--quantize", default=None, choices=QUANTIZE_CHOICES, help="int8: int8 weights (CPU decode)")
     args = p.parse_args(argv)
     try:                             # out-of-range sampling values (NaN too), before anything is loaded
         sampling_settings("think", vars(args))
@@ -304,7 +306,7 @@ def main(argv=None) -> int:
         max_context = max_context_from_env()
         log = EventLog(os.environ.get("QWEN3MINI_CHAT_LOG"))
         try:
-            model, tokenizer, info = load(args.model, args.device, args.dtype)
+            model, tokenizer, info = load(args.model, args.device, args.dtype, args.quantize)
         except ChatError as error:
             raise ChatError(f"--model: {error}") from None
         session = ToolSession(model, tokenizer, args.tools, args.system, max_context, log) if args.tools else \

@@ -38,6 +38,7 @@ import time
 
 from qwen3mini.chat import STOP_THINKING, ChatError, decode_text, generate_replies, load, render, sampling_settings
 from qwen3mini.checkpoint import SHIPPED_CHECKPOINT
+from qwen3mini.quantize import QUANTIZE_CHOICES
 from qwen3mini.tools import TOOLS, generate_with_tools, resolve_tools
 
 POST_TRAINED_MAX_NEW_TOKENS = 2048     # per sample unless the checkpoint or --max-new-tokens says otherwise
@@ -72,6 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "fp32", "bf16", "fp16"])
+    p.add_argument("--quantize", default=None, choices=QUANTIZE_CHOICES, help="int8: int8 weights (CPU decode)")
     args = p.parse_args(argv)
     for name in ("num_samples", "batch_size", "max_new_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -218,7 +220,7 @@ def main(argv=None) -> int:
         if os.path.exists(partial) and not args.resume:
             raise ChatError(f"{partial} holds an interrupted run: --resume continues it; delete it to start over")
         try:
-            model, tokenizer, info = load(args.model, args.device, args.dtype)
+            model, tokenizer, info = load(args.model, args.device, args.dtype, args.quantize)
         except ChatError as error:
             raise ChatError(f"--model: {error}") from None
         sampling = sampling_settings("think" if args.think else "no-think", vars(args))  # --raw: thinking's

@@ -251,9 +251,10 @@ class ModelInfo:
         return self.max_new_tokens or (post_trained_default if self.post_trained else BASE_MAX_NEW_TOKENS)
 
 
-def load(model: str, device=None, dtype=None):
+def load(model: str, device=None, dtype=None, quantize=None):
     """(model, tokenizer, ModelInfo) from a directory or hub repo id. device defaults to cuda when present,
-    dtype to bfloat16 on a GPU and float32 on the CPU. Every failure is a ChatError of one line."""
+    dtype to bfloat16 on a GPU and float32 on the CPU; quantize: ``load_model``'s (``"int8"``: int8 weights).
+    Every failure is a ChatError of one line."""
     try:
         path = resolve_checkpoint(model)
         generation_config = read_generation_config(path)
@@ -267,7 +268,7 @@ def load(model: str, device=None, dtype=None):
     except Exception as error:  # one clear line, whatever went wrong
         raise ChatError(f"{path}: could not load the tokenizer: {error}") from None
     try:
-        net = load_model(path, device=device, dtype=getattr(torch, dtype))
+        net = load_model(path, device=device, dtype=getattr(torch, dtype), quantize=quantize)
     except Exception as error:
         raise ChatError(f"{path}: could not load the model on {device} as {dtype}: {error}") from None
     eos, limit = generation_config.get("eos_token_id"), generation_config.get("max_new_tokens")

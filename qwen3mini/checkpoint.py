@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 
 from .config import Qwen3Config
 from .model import Qwen3ForCausalLM
+from .quantize import check_quantize, quantize_model
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -257,11 +258,13 @@ def _materialise(shards, parts, shape, dtype, device) -> torch.Tensor:
     return out
 
 
-def load_model(path, device="cpu", dtype=None) -> Qwen3ForCausalLM:
+def load_model(path, device="cpu", dtype=None, quantize=None) -> Qwen3ForCausalLM:
     """Load an HF-layout Qwen3 / Qwen3-MoE checkpoint (directory or hub repo id).
 
     ``dtype`` defaults to the checkpoint's ``torch_dtype``. Parameters are created once, in ``dtype`` on
-    ``device``; the result is in eval mode with gradients enabled on the parameters (for fine-tuning)."""
+    ``device``; the result is in eval mode with gradients enabled on the parameters (for fine-tuning).
+    ``quantize="int8"``: the projections and the head as int8 weights for inference (``qwen3mini/quantize.py``)."""
+    check_quantize(quantize)
     directory = resolve_checkpoint(path)
     config = Qwen3Config.load(directory)
     dtype = config.dtype if dtype is None else dtype
@@ -276,6 +279,8 @@ def load_model(path, device="cpu", dtype=None) -> Qwen3ForCausalLM:
         module_name, _, attr = name.rpartition(".")
         model.get_submodule(module_name)._parameters[attr] = nn.Parameter(tensor)
     model.model.rotary.to(device)                    # the one buffer, computed at construction on the CPU
+    if quantize is not None:
+        quantize_model(model, quantize)
     return model.eval()
 
 

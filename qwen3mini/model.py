@@ -336,6 +336,7 @@ class Qwen3ForCausalLM(nn.Module):
     # -------------------------------------------------------------- weights
     @property
     def head_weight(self) -> torch.Tensor:
+        """The head's weight in the model dtype (the embedding when tied; not for a quantised head)."""
         return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
     @torch.no_grad()
@@ -357,7 +358,7 @@ class Qwen3ForCausalLM(nn.Module):
         return self.model.embed_tokens.weight.dtype
 
     def logits(self, hidden):
-        return ops.linear(hidden, self.head_weight)
+        return ops.linear(hidden, self.model.embed_tokens.weight) if self.lm_head is None else self.lm_head(hidden)
 
     # -------------------------------------------------------------- no-cache forward
     def forward(self, input_ids: torch.Tensor, return_router_logits: bool = False, position_ids=None):

@@ -1,4 +1,5 @@
-// Shared by the per-ISA kernel builds (kernels_baseline.cpp, kernels_avx2.cpp) and the ATen glue (ops.cpp).
+// Shared by the per-ISA kernel builds (kernels_baseline.cpp, kernels_avx2.cpp, kernels_avx512.cpp) and the ATen
+// glue (ops.cpp, decode.cpp).
 #pragma once
 #include <omp.h>
 
@@ -9,7 +10,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>  // usable inside functions compiled for AVX2 (kernels_avx2.cpp)
+#include <immintrin.h>  // usable inside functions compiled for AVX2 or AVX-512 (kernels_avx2/avx512.cpp)
 #endif
 
 // bf16 as raw bits; ops.cpp reinterprets at::BFloat16 storage as this (same layout, no ATen in the kernels).
@@ -29,6 +30,7 @@ struct View3 {
 template <class T>
 struct KernelTable {
     void (*linear)(const T* x, int M, const T* w, int N, int K, T* out);
+    void (*linear_int8)(const T* x, int M, const int8_t* w, const float* scale, int N, int K, T* out);
     void (*silu_mul)(const T* gate_up, int64_t ld, int64_t R, int I, T* out);
     void (*rms_norm)(const T* x, const T* w, float eps, int64_t N, int H, T* out);
     void (*add_rms_norm)(const T* x, const T* residual, const T* w, float eps, int64_t N, int H, T* out, T* summed);
@@ -46,6 +48,7 @@ struct KernelTable {
 // One build of kernels.h per instruction set (kernels_<isa>.cpp); ops.cpp lists them in its table of ISAs.
 namespace baseline { template <class T> KernelTable<T> table(); }
 namespace avx2 { template <class T> KernelTable<T> table(); }
+namespace avx512 { template <class T> KernelTable<T> table(); }
 
 // The table of the ISA in use (ops.cpp: the best this CPU runs, or the one QWEN3MINI_CPU_ISA names).
 template <class T> KernelTable<T> kernels();

@@ -23,10 +23,22 @@ namespace {
 
 template <class T> T* ptr(const at::Tensor& t) { return reinterpret_cast<T*>(t.data_ptr()); }
 
+// A projection's weight [N, K]: in the activation dtype (`<name>.weight`), or int8 with one fp32 scale per output
+// feature (`<name>.qweight`, `<name>.scale`: qwen3mini/quantize.py), multiplied by linear_int8.
+struct Projection {
+    at::Tensor weight, scale;                              // scale undefined: not quantised
+    bool defined() const { return weight.defined(); }
+    int64_t size(int dim) const { return weight.size(dim); }
+};
+
 // One decoder layer's weights; the MLP's or the MoE block's are empty for the other kind.
 struct Layer {
-    at::Tensor input_norm, qkv, q_norm, k_norm, o, post_norm;
-    at::Tensor gate_up, down;                              // dense MLP
+    at::Tensor input_norm;
+    Projection qkv;
+    at::Tensor q_norm, k_norm;
+    Projection o;
+    at::Tensor post_norm;
+    Projection gate_up, down;                              // dense MLP
     at::Tensor router, experts_gate_up, experts_down;      // MoE: [E, H], [E, 2I, H], [E, H, I]
     bool moe() const { return router.defined(); }
 };
@@ -40,9 +52,8 @@ class DecodeStep {
           nKV_(num_kv_heads), eps_(eps), scale_(scale), top_k_(top_k), norm_topk_(norm_topk) {
         embed_ = weight(weights, "model.embed_tokens.weight", true);
         final_norm_ = weight(weights, "model.norm.weight", true);
-        head_ = weight(weights, "lm_head.weight", true);
+        head_ = projection(weights, "lm_head", true);
         const at::Tensor& embed = embed_;
-        const at::Tensor& head = head_;
         const char* op = "CppDecodeStep";
         TORCH_CHECK(embed.dim() == 2, op, ": embed must be [vocab, hidden]");
         const auto dtype = embed.scalar_type();
@@ -62,16 +73,33 @@ class DecodeStep {
         for (int64_t i = 0; i < k_cache.size(0); ++i) layers_.push_back(to_layer(weights, i));
         TORCH_CHECK(!weights.count("model.layers." + std::to_string(k_cache.size(0)) + ".input_layernorm.weight"), op,
                     ": the model has more layers than k_cache (", k_cache.size(0), ")");
-        std::vector<at::Tensor> all = {embed_, final_norm_, head_, k_cache, v_cache, cos, sin};
-        for (const Layer& l : layers_)
-            for (const at::Tensor& t : {l.input_norm, l.qkv, l.q_norm, l.k_norm, l.o, l.post_norm, l.gate_up,
-                                        l.down, l.router, l.experts_gate_up, l.experts_down})
+        std::vector<at::Tensor> all = {embed_, final_norm_, k_cache, v_cache, cos, sin};
+        std::vector<Projection> projections = {head_};
+        for (const Layer& l : layers_) {
+            for (const at::Tensor& t : {l.input_norm, l.q_norm, l.k_norm, l.post_norm, l.router, l.experts_gate_up,
+                                        l.experts_down})
                 if (t.defined()) all.push_back(t);
+            for (const Projection& p : {l.qkv, l.o, l.gate_up, l.down})
+                if (p.defined()) projections.push_back(p);
+        }
+        for (const Projection& p : projections) {
+            if (!p.scale.defined()) {
+                all.push_back(p.weight);
+                continue;
+            }
+            TORCH_CHECK(p.weight.device().is_cpu() && p.weight.scalar_type() == at::kChar && p.weight.dim() == 2 &&
+                            p.weight.is_contiguous() && p.scale.device().is_cpu() &&
+                            p.scale.scalar_type() == at::kFloat && p.scale.is_contiguous() &&
+                            p.scale.sizes() == at::IntArrayRef({p.weight.size(0)}),
+                        op, ": a quantised weight must be a contiguous CPU int8 [N, K] with a float32 scale [N]; got ",
+                        p.weight.scalar_type(), " ", p.weight.sizes(), " and ", p.scale.scalar_type(), " ",
+                        p.scale.sizes());
+        }
         for (const at::Tensor& t : all)
             TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.is_contiguous(), op,
                         ": every weight, the caches and the rotary tables must be contiguous CPU ", dtype,
                         " tensors; got ", t.scalar_type(), " ", t.sizes());
-        TORCH_CHECK(head.dim() == 2 && head.size(1) == H_, op, ": head must be [vocab, ", H_, "]");
+        TORCH_CHECK(head_.weight.dim() == 2 && head_.size(1) == H_, op, ": head must be [vocab, ", H_, "]");
 
         const auto opts = embed.options();
         const int64_t qkv_width = (nH_ + 2 * nKV_) * D_;
@@ -87,7 +115,7 @@ class DecodeStep {
         rope_sin_ = at::empty({B_, D_}, opts), seqlens_ = at::empty({B_}, lengths.options());
         ids_ = at::empty({B_, std::max<int64_t>(top_k, 1)}, lengths.options().dtype(at::kLong));
         route_weights_ = at::empty({B_, std::max<int64_t>(top_k, 1)}, opts);
-        logits_ = at::empty({B_, head.size(0)}, opts);
+        logits_ = at::empty({B_, head_.size(0)}, opts);
     }
 
     // tokens: int64 [n], one per cache row 0..n-1 (n <= B). Returns the logits [n, vocab] (a view of a buffer
@@ -125,17 +153,26 @@ class DecodeStep {
         return it == weights.end() ? at::Tensor() : it->second;
     }
 
+    // The projection `name`: `name.weight`, or else `name.qweight` with `name.scale` (int8).
+    static Projection projection(const std::map<std::string, at::Tensor>& weights, const std::string& name,
+                                 bool required) {
+        if (weights.count(name + ".weight") || !weights.count(name + ".qweight"))
+            return {weight(weights, name + ".weight", required), at::Tensor()};
+        return {weights.at(name + ".qweight"), weight(weights, name + ".scale", true)};
+    }
+
     static Layer to_layer(const std::map<std::string, at::Tensor>& w, int64_t index) {
         const std::string at = "model.layers." + std::to_string(index) + ".";
         auto get = [&](const char* name, bool required) { return weight(w, at + name, required); };
+        auto get_projection = [&](const char* name, bool required) { return projection(w, at + name, required); };
         Layer l{get("input_layernorm.weight", true),
-                get("self_attn.qkv_proj.weight", true),
+                get_projection("self_attn.qkv_proj", true),
                 get("self_attn.q_norm.weight", true),
                 get("self_attn.k_norm.weight", true),
-                get("self_attn.o_proj.weight", true),
+                get_projection("self_attn.o_proj", true),
                 get("post_attention_layernorm.weight", true),
-                get("mlp.gate_up_proj.weight", false),
-                get("mlp.down_proj.weight", false),
+                get_projection("mlp.gate_up_proj", false),
+                get_projection("mlp.down_proj", false),
                 get("mlp.gate.weight", false),
                 get("mlp.experts.gate_up_proj", false),
                 get("mlp.experts.down_proj", false)};
@@ -168,7 +205,7 @@ class DecodeStep {
                 kt.add_rms_norm(x, residual, ptr<T>(l.input_norm), eps, B, H, h, residual);
             }
             // attention: q, k, v are head slices of the fused projection's rows (stride qkv_width)
-            kt.linear(h, B, ptr<T>(l.qkv), int(qkv_width), H, wide);
+            project(kt, l.qkv, h, B, wide);
             const View3<T> q{wide, qkv_width, D}, k{wide + nH * D, qkv_width, D};
             kt.qk_norm_rope(q, k, ptr<T>(l.q_norm), ptr<T>(l.k_norm), eps, ptr<T>(rope_cos_), ptr<T>(rope_sin_), B,
                             nH, nKV, D, ptr<T>(q_), ptr<T>(k_));
@@ -182,7 +219,7 @@ class DecodeStep {
             kt.attention_decode(View3<T>{ptr<T>(q_), int64_t(nH) * D, D}, k_layer, v_layer, S_ * nKV * D,
                                 int64_t(nKV) * D, D, seqlens, B, nH, nKV, D, float(scale_),
                                 ptr<T>(attn_));
-            kt.linear(ptr<T>(attn_), B, ptr<T>(l.o), H, nH * D, x);
+            project(kt, l.o, ptr<T>(attn_), B, x);
             kt.add_rms_norm(x, residual, ptr<T>(l.post_norm), eps, B, H, h, residual);
             if (l.moe())
                 moe(kt, l, h, x, B);
@@ -190,17 +227,27 @@ class DecodeStep {
                 mlp(kt, l, h, x, B);
         }
         kt.add_rms_norm(x, residual, ptr<T>(final_norm_), eps, B, H, h, residual);
-        kt.linear(h, B, ptr<T>(head_), int(head_.size(0)), H, ptr<T>(logits_));
+        project(kt, head_, h, B, ptr<T>(logits_));
         int32_t* lengths = lengths_.data_ptr<int32_t>();
         for (int b = 0; b < B; ++b) lengths[b] += 1;
     }
 
+    // out[B, N] = x[B, K] @ p^T, by the kernel of p's storage.
+    template <class T>
+    static void project(const KernelTable<T>& kt, const Projection& p, const T* x, int B, T* out) {
+        const int N = int(p.size(0)), K = int(p.size(1));
+        if (p.scale.defined())
+            kt.linear_int8(x, B, p.weight.data_ptr<int8_t>(), p.scale.data_ptr<float>(), N, K, out);
+        else
+            kt.linear(x, B, ptr<T>(p.weight), N, K, out);
+    }
+
     template <class T>
     void mlp(const KernelTable<T>& kt, const Layer& l, const T* h, T* out, int B) {
-        const int H = int(H_), I = int(l.down.size(1));
-        kt.linear(h, B, ptr<T>(l.gate_up), 2 * I, H, ptr<T>(wide_));
+        const int I = int(l.down.size(1));
+        project(kt, l.gate_up, h, B, ptr<T>(wide_));
         kt.silu_mul(ptr<T>(wide_), 2 * I, B, I, ptr<T>(act_));
-        kt.linear(ptr<T>(act_), B, ptr<T>(l.down), H, I, out);
+        project(kt, l.down, ptr<T>(act_), B, out);
     }
 
     template <class T>
@@ -212,7 +259,8 @@ class DecodeStep {
                        ptr<T>(l.experts_gate_up), ptr<T>(l.experts_down), E, I, out);
     }
 
-    at::Tensor embed_, final_norm_, head_, k_cache_, v_cache_, lengths_, cos_, sin_;
+    Projection head_;
+    at::Tensor embed_, final_norm_, k_cache_, v_cache_, lengths_, cos_, sin_;
     std::vector<Layer> layers_;
     int64_t nH_, nKV_, B_ = 0, S_ = 0, D_ = 0, H_ = 0;
     double eps_, scale_;

@@ -130,111 +130,7 @@ template <class T> inline void to_float_row(const T* src, float* dst, int n, flo
     for (; i < n; ++i) dst[i] = to_float(src[i]) * scale;
 }
 
-// ------------------------------------------------------------------ linear: out = x @ W^T (few rows of x)
-//
-// Decode is bound by reading the weights, so W is streamed exactly once: each thread takes blocks of 4
-// output features (4 rows of W) and multiplies them with *all* M rows of x while those 4 rows sit in L1.
-// x arrives already widened to fp32 (it is small). The micro-kernel keeps 4 x MR accumulators, MR <= 3 rows
-// of x, and one row of W in registers: 4*3 + 3 + 1 = 16, all 16 ymm registers of AVX2, no spills.
-
-template <int NR, int MR, class T>
-inline void dot_tile(const float* x, int64_t ldx, const T* w, int64_t ldw, int K, float* result /*[MR][NR]*/) {
-    v8f acc[MR][NR] = {};
-    int i = 0;
-    for (; i + 8 <= K; i += 8) {
-        v8f xv[MR];
-        for (int m = 0; m < MR; ++m) xv[m] = load8(x + m * ldx + i);
-        for (int n = 0; n < NR; ++n) {
-            const v8f wv = load8(w + n * ldw + i);
-            for (int m = 0; m < MR; ++m) acc[m][n] += xv[m] * wv;
-        }
-    }
-    for (int m = 0; m < MR; ++m)
-        for (int n = 0; n < NR; ++n) {
-            float s = hsum(acc[m][n]);
-            for (int j = i; j < K; ++j) s += x[m * ldx + j] * to_float(w[n * ldw + j]);
-            result[m * NR + n] = s;
-        }
-}
-
-// out[m, n0:n0+NR] for all m < M, rounded to T and stored as OutT (T itself, or fp32 scratch in the MoE).
-template <int NR, class T, class OutT>
-inline void linear_rows(const float* x, int64_t ldx, int M, const T* w, int64_t ldw, int K, int n0,
-                        OutT* out, int64_t ldo) {
-    float result[3 * NR];
-    for (int m0 = 0; m0 < M; m0 += 3) {
-        int mr = std::min(3, M - m0);
-        const float* xm = x + m0 * ldx;
-        const T* wn = w + n0 * ldw;
-        switch (mr) {
-            case 1: dot_tile<NR, 1>(xm, ldx, wn, ldw, K, result); break;
-            case 2: dot_tile<NR, 2>(xm, ldx, wn, ldw, K, result); break;
-            default: dot_tile<NR, 3>(xm, ldx, wn, ldw, K, result); break;
-        }
-        for (int m = 0; m < mr; ++m)
-            for (int n = 0; n < NR; ++n)
-                out[(m0 + m) * ldo + n0 + n] = from_float<OutT>(round_to<T>(result[m * NR + n]));
-    }
-}
-
-// One row of x (decode): the rows of W are read one after another, a single sequential stream that the
-// hardware prefetcher follows at full speed (interleaved row streams were slower on Zen 3); four accumulators
-// hide the FMA latency. A software prefetch kPrefetchBytes ahead, with the non-temporal hint (each weight byte
-// is used once per token), read the decode weights faster on Zen 3 than the hardware prefetcher alone; 512 B
-// and 2 KB ahead were no better (bench/RESULTS.md, "cpu kernels").
-constexpr int kPrefetchBytes = 1024;
-
-template <class T, class OutT>
-inline void gemv_rows(const float* x, const T* w, int64_t ldw, int K, int n_begin, int n_end, OutT* out) {
-    for (int n = n_begin; n < n_end; ++n) {
-        const T* row = w + n * ldw;
-        v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        int i = 0;
-        for (; i + 32 <= K; i += 32) {
-            for (int line = 0; line < 32 * int(sizeof(T)); line += 64)       // the 64 B lines of this step
-                __builtin_prefetch((const char*)(row + i) + kPrefetchBytes + line, 0, 0);
-            a0 += load8(x + i) * load8(row + i);
-            a1 += load8(x + i + 8) * load8(row + i + 8);
-            a2 += load8(x + i + 16) * load8(row + i + 16);
-            a3 += load8(x + i + 24) * load8(row + i + 24);
-        }
-        for (; i + 8 <= K; i += 8) a0 += load8(x + i) * load8(row + i);
-        float sum = hsum((a0 + a1) + (a2 + a3));
-        for (; i < K; ++i) sum += x[i] * to_float(row[i]);
-        out[n] = from_float<OutT>(round_to<T>(sum));
-    }
-}
-
-// Rows [n_begin, n_end) of the output, in blocks of 4 (then single rows for the tail).
-template <class T, class OutT>
-inline void linear_block(const float* x, int64_t ldx, int M, const T* w, int64_t ldw, int K, int n_begin,
-                         int n_end, OutT* out, int64_t ldo) {
-    if (M == 1) return gemv_rows(x, w, ldw, K, n_begin, n_end, out);
-    int n = n_begin;
-    for (; n + 4 <= n_end; n += 4) linear_rows<4>(x, ldx, M, w, ldw, K, n, out, ldo);
-    for (; n < n_end; ++n) linear_rows<1>(x, ldx, M, w, ldw, K, n, out, ldo);
-}
-
-// x in fp32: as is, or widened into `scratch` (x is a few rows in the regime this kernel serves).
-inline const float* as_float(const float* x, int64_t, std::vector<float>&) { return x; }
-inline const float* as_float(const bf16_t* x, int64_t n, std::vector<float>& scratch) {
-    scratch.resize(n);
-    to_float_row(x, scratch.data(), int(n));
-    return scratch.data();
-}
-
-template <class T>
-void linear(const T* x, int M, const T* w, int N, int K, T* out) {
-    std::vector<float> scratch;
-    const float* xf = as_float(x, int64_t(M) * K, scratch);
-    const int blocks = (N + 15) / 16;                     // 16 features per task: enough tasks, little overhead
-    // Guided: each thread starts on a long contiguous run of rows (one stream for the prefetcher), and the
-    // shrinking tail chunks let the thread that streams faster take more, so neither waits at the end (faster
-    // than equal static halves on a shared 2-core Zen 3: bench/RESULTS.md, "cpu kernels").
-#pragma omp parallel for schedule(guided, 4) if (int64_t(N) * K * std::max(M, 1) > 32768)
-    for (int b = 0; b < blocks; ++b)
-        linear_block(xf, K, M, w, K, K, b * 16, std::min(N, b * 16 + 16), out, N);
-}
+#include "linear.h"  // linear and its int8 variant: out = x @ W^T for a few rows of x
 
 // ------------------------------------------------------------------ SwiGLU gate: silu(gate) * up
 
@@ -349,21 +245,64 @@ void qk_norm_rope(View3<T> q, View3<T> k, const T* q_w, const T* k_w, float eps,
 // Both attention kernels share one inner step (FlashAttention's recurrence, Dao et al. 2022): for a block
 // of keys, compute the scores of one query row, raise the running max, rescale the running sum and the fp32
 // output accumulator, add the new probabilities times V. The T x T score matrix never exists: a thread holds
-// the scores of one row and one key block (kBlock floats) at a time.
+// the scores of kScoreRows rows (1, or 4 in the AVX-512 build) and one key block (kBlock floats) at a time.
 
 constexpr int kBlock = 64;                                 // keys per block (K and V widened to fp32 once)
+
+// The attention's inner loops run on the widest float vector of the build: 16 lanes (one zmm register) in the
+// AVX-512 build, else v8f.
+#ifdef QWEN3MINI_AVX512
+typedef float vwf __attribute__((vector_size(64)));
+#else
+typedef v8f vwf;
+#endif
+constexpr int kWide = sizeof(vwf) / sizeof(float);
+inline vwf loadw(const float* p) { vwf v; std::memcpy(&v, p, sizeof v); return v; }
+inline void storew(float* p, vwf v) { std::memcpy(p, &v, sizeof v); }
 
 struct RowState {                                          // one query row of one head
     float max, sum;
     float* acc;                                            // [D] fp32
 };
 
-// keys [0, n) of the current block; kf, vf: [n][D] fp32; q already multiplied by the softmax scale.
-inline void online_softmax_step(const float* q, const float* kf, const float* vf, int n, int D, RowState& st,
-                                float* scores) {
+// Rows r < R: acc[r][i0, i0 + A * kWide) = acc * correction[r] + sum_j p[r * ldp + j] * v_j[...], v_j = vf + j * D.
+// R * A independent vector sums hide the FMA latency, and each load of V serves all R rows.
+template <int R, int A>
+inline void accumulate_values(const float* vf, const float* p, int ldp, int n, int D, const float* correction,
+                              float* const* acc, int i0) {
+    vwf a[R][A];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < A; ++c) a[r][c] = loadw(acc[r] + i0 + c * kWide) * correction[r];
+    for (int j = 0; j < n; ++j)
+        for (int c = 0; c < A; ++c) {
+            const vwf v = loadw(vf + j * D + i0 + c * kWide);
+            for (int r = 0; r < R; ++r) a[r][c] += p[r * ldp + j] * v;
+        }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < A; ++c) storew(acc[r] + i0 + c * kWide, a[r][c]);
+}
+
+// acc[r][0, D) = acc[r] * correction[r] + p_r @ V for R rows of probabilities (row stride ldp), keys [0, n).
+template <int R>
+inline void accumulate_rows(const float* vf, const float* p, int ldp, int n, int D, const float* correction,
+                            float* const* acc) {
+    constexpr int A = R == 1 ? 8 : 4;                     // vector sums a row
+    int i = 0;
+    for (; i + A * kWide <= D; i += A * kWide) accumulate_values<R, A>(vf, p, ldp, n, D, correction, acc, i);
+    for (; i + kWide <= D; i += kWide) accumulate_values<R, 1>(vf, p, ldp, n, D, correction, acc, i);
+    for (; i < D; ++i)
+        for (int r = 0; r < R; ++r) {
+            float a = acc[r][i] * correction[r];
+            for (int j = 0; j < n; ++j) a += p[r * ldp + j] * vf[j * D + i];
+            acc[r][i] = a;
+        }
+}
+
+// The softmax half of a block step for one row: scores[0, n) = q·k_j (q already multiplied by the softmax
+// scale) on entry, the block's probabilities on return; raises the running max and rescales the running sum.
+// Returns the factor the row's output accumulator must be rescaled by.
+inline float softmax_block(int n, RowState& st, float* scores) {
     int j = 0;
-    for (; j + 4 <= n; j += 4) dot4(q, kf + j * D, D, scores + j);
-    for (; j < n; ++j) scores[j] = dot(q, kf + j * D, D);
     float block_max = -INFINITY;
     for (j = 0; j < n; ++j) block_max = std::max(block_max, scores[j]);
     const float new_max = std::max(st.max, block_max);
@@ -378,33 +317,44 @@ inline void online_softmax_step(const float* q, const float* kf, const float* vf
     for (; j < n; ++j) { scores[j] = std::exp(scores[j] - new_max); sum += scores[j]; }
     st.sum = st.sum * correction + sum;
     st.max = new_max;
-    int i = 0;
-    for (; i + 32 <= D; i += 32) {                         // 4 independent sums: FMA latency, not one chain
-        v8f a0 = load8(st.acc + i) * correction, a1 = load8(st.acc + i + 8) * correction;
-        v8f a2 = load8(st.acc + i + 16) * correction, a3 = load8(st.acc + i + 24) * correction;
-        for (int j = 0; j < n; ++j) {
-            const float* v = vf + j * D + i;
-            a0 += scores[j] * load8(v);
-            a1 += scores[j] * load8(v + 8);
-            a2 += scores[j] * load8(v + 16);
-            a3 += scores[j] * load8(v + 24);
-        }
-        store8(st.acc + i, a0);
-        store8(st.acc + i + 8, a1);
-        store8(st.acc + i + 16, a2);
-        store8(st.acc + i + 24, a3);
-    }
-    for (; i + 8 <= D; i += 8) {
-        v8f a = load8(st.acc + i) * correction;
-        for (int j = 0; j < n; ++j) a += scores[j] * load8(vf + j * D + i);
-        store8(st.acc + i, a);
-    }
-    for (; i < D; ++i) {
-        float a = st.acc[i] * correction;
-        for (int j = 0; j < n; ++j) a += scores[j] * vf[j * D + i];
-        st.acc[i] = a;
-    }
+    return correction;
 }
+
+// One query row against keys [0, n) of a block, kf: [n][D] fp32 (decode: a few query rows share a block).
+inline void online_softmax_step(const float* q, const float* kf, const float* vf, int n, int D, RowState& st,
+                                float* scores) {
+    int j = 0;
+    for (; j + 4 <= n; j += 4) dot4(q, kf + j * D, D, scores + j);
+    for (; j < n; ++j) scores[j] = dot(q, kf + j * D, D);
+    const float correction = softmax_block(n, st, scores);
+    accumulate_rows<1>(vf, scores, 0, n, D, &correction, &st.acc);
+}
+
+// Prefill: a block serves kQRows rows x the query group, so its keys are transposed once, kt[d * kBlock + j], and
+// a query row's scores over the whole block are kBlock / kWide vector sums fed by broadcasts of q[d]: no
+// horizontal sum per key. With 16 lanes, kScoreRows = 4 rows share each load of kt (the transposed block does
+// not stay in L1 beside V, so its loads are what bounds this loop) in 16 sums. Keys past the block's end give
+// scores nobody reads; so do rows past the task's last (q's buffer has kScoreRows rows to spare).
+constexpr int kScoreRows = kWide == 16 ? 4 : 1;
+
+inline void transpose_block(const float* kf, int n, int D, float* kt) {
+    for (int j = 0; j < n; ++j)
+        for (int d = 0; d < D; ++d) kt[d * kBlock + j] = kf[j * D + d];
+}
+
+// scores[r][0, kBlock) = q_r · k_j for the kScoreRows rows q_r = q + r * D.
+inline void block_scores(const float* q, const float* kt, int D, float* scores) {
+    constexpr int kSums = kBlock / kWide;
+    vwf acc[kScoreRows][kSums] = {};
+    for (int d = 0; d < D; ++d)
+        for (int c = 0; c < kSums; ++c) {
+            const vwf k = loadw(kt + d * kBlock + kWide * c);
+            for (int r = 0; r < kScoreRows; ++r) acc[r][c] += (vwf{} + q[r * D + d]) * k;
+        }
+    for (int r = 0; r < kScoreRows; ++r)
+        for (int c = 0; c < kSums; ++c) storew(scores + r * kBlock + kWide * c, acc[r][c]);
+}
+
 
 template <class T>
 inline void finish_row(const RowState& st, int D, T* out) {
@@ -432,10 +382,12 @@ inline void widen_block(View3<T> src, int64_t row0, int n, int64_t head, int D, 
 
 // Prefill. One task = (sequence, KV head, block of kQRows query rows): its whole query group shares each
 // widened K/V block. Query row i of a sequence sees keys j <= i + (Lk - Lq) (causal, bottom-right aligned).
+// 64 rows a task widen and transpose each block for 128 query rows of Qwen3's 2-head groups: a layer's
+// 512-token prefill took a fifth less time than with 16 (bench/RESULTS.md, "cpu kernels").
 template <class T>
 void attention_prefill(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, const int32_t* cu_k, int B,
                        int nH, int nKV, int D, float scale, T* out) {
-    constexpr int kQRows = 16;
+    constexpr int kQRows = 64;
     const int group = nH / nKV;
     struct Task { int b, kv_head, row0; };
     std::vector<Task> tasks;
@@ -445,8 +397,8 @@ void attention_prefill(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, 
 
 #pragma omp parallel
     {
-        std::vector<float> qf(kQRows * group * D), acc(kQRows * group * D), kf(kBlock * D), vf(kBlock * D);
-        std::vector<float> scores(kBlock);
+        std::vector<float> qf((kQRows * group + kScoreRows) * D), acc(kQRows * group * D), kf(kBlock * D);
+        std::vector<float> vf(kBlock * D), kt(kBlock * D), scores(kScoreRows * kBlock), spare(D);
         std::vector<RowState> state(kQRows * group);
 #pragma omp for schedule(dynamic)
         for (size_t task = 0; task < tasks.size(); ++task) {
@@ -465,13 +417,20 @@ void attention_prefill(View3<T> q, View3<T> k, View3<T> v, const int32_t* cu_q, 
                 const int n = std::min(kBlock, key_end - j0);
                 widen_block(k, cu_k[tk.b] + j0, n, tk.kv_head, D, kf.data(), cu_k[tk.b] + key_end);
                 widen_block(v, cu_k[tk.b] + j0, n, tk.kv_head, D, vf.data(), cu_k[tk.b] + key_end);
-                for (int r = 0; r < rows; ++r) {
-                    const int visible = std::min(n, tk.row0 + r + offset + 1 - j0);
-                    if (visible <= 0) continue;
-                    for (int h = 0; h < group; ++h) {
-                        const int s = r * group + h;
-                        online_softmax_step(&qf[s * D], kf.data(), vf.data(), visible, D, state[s], scores.data());
+                transpose_block(kf.data(), n, D, kt.data());
+                for (int s0 = 0; s0 < rows * group; s0 += kScoreRows) {        // s = r * group + h
+                    block_scores(&qf[s0 * D], kt.data(), D, scores.data());
+                    float correction[kScoreRows], *accs[kScoreRows];
+                    for (int r = 0; r < kScoreRows; ++r) {  // a row sees no key past `visible`: probability 0
+                        const int s = s0 + r;
+                        const int visible = s < rows * group ? std::clamp(tk.row0 + s / group + offset + 1 - j0, 0, n)
+                                                             : 0;
+                        float* p = &scores[r * kBlock];
+                        correction[r] = visible > 0 ? softmax_block(visible, state[s], p) : 1.f;
+                        std::fill(p + visible, p + n, 0.f);
+                        accs[r] = s < rows * group ? state[s].acc : spare.data();
                     }
+                    accumulate_rows<kScoreRows>(vf.data(), scores.data(), kBlock, n, D, correction, accs);
                 }
             }
             for (int r = 0; r < rows; ++r)
@@ -583,14 +542,15 @@ void moe_experts(const T* x, int64_t N, int H, const int64_t* ids, const T* weig
         }
     };
     for_each_block(2 * I, [&](int e, int64_t row0, int count, int n0, int n1) {
-        linear_block(&xs[row0 * H], H, count, w_gate_up + int64_t(e) * 2 * I * H, H, H, n0, n1,
-                     &gate_up[row0 * 2 * I], 2 * I);
+        linear_block<T>(&xs[row0 * H], H, count, w_gate_up + int64_t(e) * 2 * I * H, H, H, n0, n1, nullptr,
+                        &gate_up[row0 * 2 * I], 2 * I);
     });
 #pragma omp parallel for schedule(static) if (P * I > 65536)
     for (int64_t row = 0; row < P; ++row)
         silu_mul_row<T>(&gate_up[row * 2 * I], &gate_up[row * 2 * I + I], I, &hidden[row * I]);
     for_each_block(H, [&](int e, int64_t row0, int count, int n0, int n1) {
-        linear_block(&hidden[row0 * I], I, count, w_down + int64_t(e) * H * I, I, I, n0, n1, &y[row0 * H], H);
+        linear_block<T>(&hidden[row0 * I], I, count, w_down + int64_t(e) * H * I, I, I, n0, n1, nullptr, &y[row0 * H],
+                        H);
     });
 #pragma omp parallel for schedule(static) if (P * H > 65536)
     for (int64_t t = 0; t < N; ++t) {
@@ -612,7 +572,7 @@ void moe_experts(const T* x, int64_t N, int H, const int64_t* ids, const T* weig
 
 template <class T>
 KernelTable<T> table() {
-    return {linear<T>, silu_mul<T>, rms_norm<T>, add_rms_norm<T>, qk_norm_rope<T>,
+    return {linear<T>, linear_int8<T>, silu_mul<T>, rms_norm<T>, add_rms_norm<T>, qk_norm_rope<T>,
             attention_prefill<T>, attention_decode<T>, moe_route<T>, moe_experts<T>};
 }
 

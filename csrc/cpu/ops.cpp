@@ -13,7 +13,7 @@ namespace {
 
 // ------------------------------------------------------------------ ISA choice
 
-// The instruction sets with a build of kernels.h (kernels_<name>.cpp), best first. Adding one (AVX-512) is its
+// The instruction sets with a build of kernels.h (kernels_<name>.cpp), best first. Adding one is its
 // kernels_<name>.cpp, its namespace in common.h and one entry here.
 struct Isa {
     const char* name;
@@ -31,7 +31,18 @@ bool cpu_has_avx2() {
 #endif
 }
 
+bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+
 const Isa kIsas[] = {
+    {"avx512", cpu_has_avx512_bf16, avx512::table<float>, avx512::table<bf16_t>},
     {"avx2", cpu_has_avx2, avx2::table<float>, avx2::table<bf16_t>},
     {"baseline", [] { return true; }, baseline::table<float>, baseline::table<bf16_t>},
 };
@@ -117,6 +128,28 @@ void linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& out) {
     dispatch(x, op, [&](auto table, auto* type) {
         using T = std::remove_pointer_t<decltype(type)>;
         table.linear(cptr<T>(x), x.size(0), cptr<T>(w), w.size(0), w.size(1), ptr<T>(out));
+    });
+}
+
+// linear with int8 weights and one fp32 scale per output feature (csrc/README.md, "Quantized linear").
+void quantized_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scale, const at::Tensor& out) {
+    const char* op = "quantized_linear";
+    check(x, op, "x", 2, x);
+    check(out, op, "out", 2, x);
+    check(qweight, op, "qweight", 2, qweight);
+    check(scale, op, "scale", 1, scale);
+    TORCH_CHECK(qweight.scalar_type() == at::kChar, op, ": qweight has dtype ", qweight.scalar_type(),
+                ", expected int8");
+    TORCH_CHECK(scale.scalar_type() == at::kFloat, op, ": scale has dtype ", scale.scalar_type(), ", expected float32");
+    TORCH_CHECK(qweight.size(1) == x.size(1), op, ": x has ", x.size(1), " features but qweight expects ",
+                qweight.size(1));
+    TORCH_CHECK(scale.size(0) == qweight.size(0), op, ": scale has ", scale.size(0), " elements, qweight ",
+                qweight.size(0), " rows");
+    TORCH_CHECK(out.size(0) == x.size(0) && out.size(1) == qweight.size(0), op, ": out has shape ", out.sizes());
+    dispatch(x, op, [&](auto table, auto* type) {
+        using T = std::remove_pointer_t<decltype(type)>;
+        table.linear_int8(cptr<T>(x), x.size(0), qweight.data_ptr<int8_t>(), scale.data_ptr<float>(), qweight.size(0),
+                          qweight.size(1), ptr<T>(out));
     });
 }
 
@@ -319,6 +352,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("isas", &isas_here, "the ISAs this CPU executes, best first ('baseline' always)");
     m.def("set_isa", &set_isa, "use the kernels of one ISA (a name from isas())", py::arg("name"));
     m.def("linear", &linear, "out[M, N] = x[M, K] @ weight[N, K]^T", py::arg("x"), py::arg("weight"), py::arg("out"));
+    m.def("quantized_linear", &quantized_linear, "out[M, N] = (x[M, K] @ qweight[N, K]^T) * scale[N], qweight int8",
+          py::arg("x"), py::arg("qweight"), py::arg("scale"), py::arg("out"));
     m.def("silu_mul", &silu_mul, "out[R, I] = silu(gate_up[:, :I]) * gate_up[:, I:]", py::arg("gate_up"),
           py::arg("out"));
     m.def("rms_norm", &rms_norm, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("out"));

@@ -121,6 +121,13 @@ def linear(x, weight):
     return _select(x, weight).linear(x, weight)
 
 
+def quantized_linear(x, qweight, scale):
+    """``linear`` with int8 weights and per-output-feature scales. Optional for a backend: one without it runs
+    the reference."""
+    chosen = _select(x, scale)
+    return getattr(chosen, "quantized_linear", _REFERENCE.quantized_linear)(x, qweight, scale)
+
+
 def silu_mul(gate_up):
     return _select(gate_up).silu_mul(gate_up)
 

@@ -7,13 +7,15 @@ Layout of the work: this file allocates every output with ``torch.empty`` and th
 conformance suite poisons those allocations with NaN, so an element a kernel forgets is caught), and it keeps
 the cases the kernels do not serve on the reference or on torch:
   * fp16 (and any other dtype) runs the reference ops;
-  * ``linear`` with many rows (prefill) runs torch's GEMM: in bf16 itself where the CPU has native bf16 dot
-    products (AVX512-BF16 or AMX: oneDNN's bf16 GEMM, several times faster than fp32), else in fp32 on the
-    weights widened a slab at a time (without native bf16, torch's bf16 path is several times slower than
-    that); the matrix-vector kernel of ``_C`` is only the better choice while the weights dominate the traffic.
+  * ``linear`` and ``quantized_linear`` with many rows (prefill) run torch's GEMM: in bf16 itself where the
+    CPU has native bf16 dot products (AVX512-BF16 or AMX: oneDNN's bf16 GEMM, several times faster than fp32),
+    else in fp32 on the weights widened a slab at a time (without native bf16, torch's bf16 path is several
+    times slower than that); the matrix-vector kernel of ``_C`` is only the better choice while the weights
+    dominate the traffic.
 The kernels are compiled once per instruction set and the best one the CPU executes is used;
-``QWEN3MINI_CPU_ISA=<name>`` (``avx2``, ``baseline``: ``qwen3mini._C.isas()`` lists what this CPU runs) forces
-one, e.g. to test the AVX2 and portable kernels on one machine as CI machines of either kind would run them.
+``QWEN3MINI_CPU_ISA=<name>`` (``avx512``, ``avx2``, ``baseline``: ``qwen3mini._C.isas()`` lists what this CPU
+runs) forces one, e.g. to test the AVX2 and portable kernels on one machine as CI machines of either kind would
+run them.
 """
 import os
 
@@ -36,8 +38,9 @@ _WIDEN_SLAB = 4096                                  # weight rows widened to fp3
 
 def _native_bf16_gemm() -> bool:
     """Whether this CPU has native bf16 dot products (Linux's flags avx512_bf16 or amx_bf16), which torch's
-    bf16 GEMM uses. A forced ``QWEN3MINI_CPU_ISA`` (avx2, baseline) acts as the older machine would: no."""
-    if os.environ.get("QWEN3MINI_CPU_ISA"):
+    bf16 GEMM uses. A forced ``QWEN3MINI_CPU_ISA`` other than avx512 (which needs them) acts as the older machine
+    would: no."""
+    if (os.environ.get("QWEN3MINI_CPU_ISA") or "avx512") != "avx512":
         return False
     try:
         with open("/proc/cpuinfo") as f:
@@ -65,7 +68,8 @@ def _kernel_ok(*tensors) -> bool:
 
 
 class CppBackend:
-    """Forward-only CPU kernels: AVX2+FMA where the CPU has it, a portable build otherwise, OpenMP threads."""
+    """Forward-only CPU kernels: AVX-512 (with BF16) or AVX2+FMA where the CPU has them, a portable build
+    otherwise, OpenMP threads."""
 
     name = "cpp"
 
@@ -138,6 +142,23 @@ class CppBackend:
                 out[:, n0:n0 + _WIDEN_SLAB] = x32 @ weight[n0:n0 + _WIDEN_SLAB].float().t()
         return out.view(*x.shape[:-1], weight.shape[0])
 
+    def quantized_linear(self, x, qweight, scale):
+        if not (_kernel_ok(x) and qweight.dtype == torch.int8 and scale.dtype == torch.float32
+                and qweight.is_cpu and scale.is_cpu):
+            return self._reference.quantized_linear(x, qweight, scale)
+        qweight, scale = qweight.contiguous(), scale.contiguous()
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        out = torch.empty(x2.shape[0], qweight.shape[0], dtype=x.dtype)
+        if x2.shape[0] <= _LINEAR_MAX_ROWS:
+            _C.quantized_linear(x2, qweight, scale, out)
+        else:       # prefill: torch's GEMM on int8 rows widened a slab at a time (exact: |q| <= 127), then scaled
+            gemm_dtype = x.dtype if x.dtype == torch.float32 or _BF16_GEMM else torch.float32
+            x_gemm = x2.to(gemm_dtype)
+            for n0 in range(0, qweight.shape[0], _WIDEN_SLAB):
+                rows = slice(n0, n0 + _WIDEN_SLAB)
+                out[:, rows] = (x_gemm @ qweight[rows].to(gemm_dtype).t()) * scale[rows]
+        return out.view(*x.shape[:-1], qweight.shape[0])
+
     def silu_mul(self, gate_up):
         if not _kernel_ok(gate_up):
             return self._reference.silu_mul(gate_up)
@@ -172,7 +193,7 @@ class CppBackend:
     # ---------------------------------------------------------------- the whole decode step
     def decode_step(self, model, cache):
         """``CppDecodeStep`` for a model and cache in fp32 or bf16 on the CPU (``ops.decode_step``); None otherwise."""
-        if not (_kernel_ok(cache.k, model.head_weight) and model.dtype == cache.k.dtype
+        if not (_kernel_ok(cache.k) and model.dtype == cache.k.dtype
                 and model.config.head_dim <= 512):
             return None
         return CppDecodeStep(model, cache)

@@ -130,11 +130,12 @@ class CudaBackend(ReferenceBackend):
         It serves dense models in bf16/fp16 on the GPU with head_dim 64 or 128, at most 16 query heads per KV
         head, hidden and intermediate sizes that are multiples of 8, and caches of 1 to ``_cuda.MAX_ROWS`` rows
         (batch-1 decode is what it is for: at more rows the projections are matrix products, which cuBLAS does
-        better). MoE models, fp32 models, other shapes and larger batches get None: the op path
+        better). MoE models, fp32 models, int8 weights, other shapes and larger batches get None: the op path
         (``model.decode_step``) runs. ``QWEN3MINI_FUSED_STEP=0`` turns it off (for A/B comparisons)."""
         config = model.config
         if (_cuda is None or os.environ.get("QWEN3MINI_FUSED_STEP", "1") == "0" or not cache.k.is_cuda
                 or model.dtype not in _KERNEL_DTYPES or cache.k.dtype != model.dtype
+                or any(b.dtype == torch.int8 for b in model.buffers())      # int8 weights: the op path
                 or any(config.is_moe_layer(layer) for layer in range(config.num_hidden_layers))
                 or config.head_dim not in (64, 128)
                 or config.num_attention_heads % config.num_key_value_heads != 0

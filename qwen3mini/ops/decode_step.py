@@ -28,12 +28,16 @@ class DecodeStep(Protocol):
 
 def named_weights(model) -> dict:
     """Every weight of ``model`` by its name in the model (``model.layers.3.self_attn.qkv_proj.weight``, ...),
-    detached, plus ``lm_head.weight`` always (the embedding when the head is tied).
+    detached, plus the head as ``lm_head.weight`` (the embedding when the head is tied). A projection quantised to
+    int8 (``qwen3mini/quantize.py``) comes as ``<name>.qweight`` (int8) and ``<name>.scale`` (fp32) instead of
+    ``<name>.weight``, the head as ``lm_head.qweight`` and ``lm_head.scale``.
 
     The tensors are the model's own (not copies): a step sees weights loaded in place, not a replaced
     parameter (build a new step then)."""
     weights = {name: p.detach() for name, p in model.named_parameters()}
-    weights["lm_head.weight"] = model.head_weight.detach()
+    weights.update((name, b) for name, b in model.named_buffers() if name.endswith((".qweight", ".scale")))
+    if model.lm_head is None:
+        weights["lm_head.weight"] = model.model.embed_tokens.weight.detach()
     return weights
 
 

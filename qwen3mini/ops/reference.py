@@ -12,7 +12,7 @@ Conventions used throughout:
     H   hidden size;  D  head dim (128 in every released Qwen3, 64 also supported)
     nH  query heads;  nKV  key/value heads;  query head h reads KV head h // (nH // nKV)  (GQA)
     E   experts;  k  experts per token;  I  expert intermediate size
-Dtypes: fp32, bf16 and fp16 activations; weights in the activation dtype. Index tensors are int32 unless
+Dtypes: fp32, bf16 and fp16 activations; weights in the activation dtype (``quantized_linear``: int8). Index tensors are int32 unless
 stated. Inputs may be non-contiguous only where stated.
 """
 import torch
@@ -123,6 +123,15 @@ class ReferenceBackend:
         weight byte once.
         """
         return F.linear(x, weight)
+
+    def quantized_linear(self, x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``linear`` with weight-only int8 quantisation (``qwen3mini/quantize.py``): x [..., in] in the activation
+        dtype; qweight int8 [out, in]; scale fp32 [out], one per output feature (the weight row is
+        ``qweight[n] * scale[n]``). Returns ``(x @ qweight.T) * scale`` in x.dtype: the integer weights times x
+        summed in fp32 (at least), times the scale in fp32, rounded to x.dtype once.
+        """
+        wide = torch.promote_types(x.dtype, torch.float32)
+        return (F.linear(x.to(wide), qweight.to(wide)) * scale.to(wide)).to(x.dtype)
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         """SwiGLU's gate (docs/qwen3.md §1.5): gate_up [..., 2I] (the output of the fused gate/up projection, gate in the

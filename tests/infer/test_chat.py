@@ -85,7 +85,7 @@ def test_sampling_defaults_follow_the_mode_and_flags_win():
 
 
 @pytest.mark.parametrize("argv", [["--think", "--no-think"], ["--thinking-budget", "-1"], ["--top-p", "0"],
-                                  ["--dtype", "int8"], ["--max-new-tokens", "0"]])
+                                  ["--dtype", "int8"], ["--max-new-tokens", "0"], ["--quantize", "int4"]])
 def test_bad_flags_are_rejected(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.parse_args(argv)
@@ -151,6 +151,12 @@ def test_no_think_puts_the_empty_think_block_in_the_prompt(scripted_model, tmp_p
     assert proc.stdout == "你 ok\n"
     summary = SUMMARY.search(proc.stderr)
     assert summary and summary.group(1) == "0" and summary.group(3) == "4"
+
+
+def test_int8_weights_give_the_same_scripted_reply(scripted_model, tmp_path):
+    proc, _ = run_chat(scripted_model, ["--quantize", "int8", "--no-think", "--prompt", "Hello", "--seed", "0"],
+                       tmp_path / "log")
+    assert (proc.returncode, proc.stdout) == (0, "你 ok\n"), proc.stderr
 
 
 def test_thinking_budget_flag_inserts_the_stop_text_after_n_tokens(scripted_model, tmp_path):

@@ -165,6 +165,21 @@ def test_linear_prefill_gemm_paths(backend, bf16_gemm, rows, features_in, featur
 
 
 @SETTINGS
+@given(dtype=dtypes, rows=st.one_of(st.integers(1, 12), st.integers(33, 80)), features_in=hidden_sizes,
+       features_out=st.one_of(st.integers(1, 70), st.just(4099)), seed=seeds)
+def test_quantized_linear(backend, dtype, rows, features_in, features_out, seed):
+    """int8 weights with per-row scales (decode's matrix-vector kernel and prefill's GEMM); a backend without the
+    op runs the reference through ``ops.quantized_linear``."""
+    if not hasattr(ops.get_backend(backend), "quantized_linear"):
+        pytest.skip(f"{backend} has no quantized_linear (the reference serves it)")
+    g, dev = setup(backend, seed)
+    x = randn(g, rows, features_in, dtype=dtype, device=dev)
+    qweight = torch.randint(-127, 128, (features_out, features_in), generator=g, dtype=torch.int8).to(dev)
+    scale = (torch.rand(features_out, generator=g) + 0.5).to(dev) / (127 * features_in ** 0.5)
+    check_op(backend, "quantized_linear", x, qweight, scale)
+
+
+@SETTINGS
 @given(dtype=dtypes, lead=st.lists(st.integers(1, 6), min_size=1, max_size=2),
        inter=st.one_of(st.integers(1, 70), st.sampled_from([768, 3072])), strided=st.booleans(), seed=seeds)
 def test_silu_mul(backend, dtype, lead, inter, strided, seed):

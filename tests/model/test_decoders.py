@@ -2,8 +2,8 @@
 
 The C++ backend's ``CppDecodeStep`` runs the same kernels in the same order as the op path, so its logits, the
 K/V it writes and the lengths it advances must be *equal* to the op path's, bit for bit, over random small
-configurations: dense and MoE (with dense layers mixed in), fp32 and bf16, GQA ratios, head_dim 64 and 128,
-tied and separate heads, several cache rows of different lengths. The op path itself is held to transformers
+configurations: dense and MoE (with dense layers mixed in), fp32 and bf16, weights in the model dtype or int8,
+GQA ratios, head_dim 64 and 128, tied and separate heads, several cache rows of different lengths. The op path itself is held to transformers
 by test_model_parity.py. QWEN3MINI_MODEL_EXAMPLES sets the number of hypothesis examples (default 8).
 """
 import copy
@@ -17,6 +17,7 @@ from qwen3mini import ops
 from qwen3mini.config import Qwen3Config
 from qwen3mini.generation import Generator, KVCache, SamplingParams, generate
 from qwen3mini.model import Qwen3ForCausalLM
+from qwen3mini.quantize import quantize_model
 from decode_fixtures import prefilled_cache
 
 EXAMPLES = int(os.environ.get("QWEN3MINI_MODEL_EXAMPLES", "8"))
@@ -54,10 +55,12 @@ def assert_same(actual, expected):
 @given(seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.float32, torch.bfloat16]), moe=st.booleans(),
        head_dim=st.sampled_from([64, 128]), heads=st.sampled_from([(4, 4), (4, 2), (6, 2), (3, 1)]),
        tied=st.booleans(), prompt_lengths=st.lists(st.integers(0, 20), min_size=1, max_size=3),
-       steps=st.integers(1, 3))
+       steps=st.integers(1, 3), int8=st.booleans())
 def test_cpp_decode_step_equals_the_op_path(cpp_backend, seed, dtype, moe, head_dim, heads, tied, prompt_lengths,
-                                        steps):
+                                        steps, int8):
     model = random_model(seed, dtype, moe, head_dim, heads, tied)
+    if int8:
+        quantize_model(model, "int8")
     capacity = max(prompt_lengths) + steps + 1
     ours = prefilled_cache(model, prompt_lengths, capacity, seed)
     theirs = copy.deepcopy(ours)
@@ -135,3 +138,11 @@ def test_cpp_decode_step_names_bad_input(cpp_backend):
     cache.lengths.fill_(4)
     with pytest.raises(RuntimeError, match="cache row 0 holds 4 tokens; the KV cache holds 4"):
         decoder.step(torch.tensor([1, 2]))
+
+
+def test_cpp_decode_step_names_a_bad_quantised_weight(cpp_backend):
+    model = quantize_model(random_model(1, torch.bfloat16), "int8")
+    projection = model.model.layers[0].self_attn.qkv_proj
+    projection.scale = projection.scale.double()
+    with pytest.raises(RuntimeError, match="a quantised weight must be a contiguous CPU int8 .* float32 scale"):
+        ops.decode_step(model, KVCache.for_model(model, 1, 4))
