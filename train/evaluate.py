@@ -25,6 +25,7 @@ import torch
 
 from qwen3mini.chat import ChatError, load
 from qwen3mini.evaluation import BUDGETS, MODES, Selection, evaluate, write_report
+from qwen3mini.quantize import QUANTIZE_CHOICES
 from qwen3mini.tasks import FAMILIES
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -82,6 +83,8 @@ def parse_args(argv=None):
                         f"(default {TOOLS})")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="items per cell (default: the whole set)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when present)")
+    p.add_argument("--quantize", default=None, choices=QUANTIZE_CHOICES,
+                   help="int8: the model's projections in int8 (load_model's quantize)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="B",
                    help=f"rows generated together (default {BATCH_SIZE})")
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, metavar="N",
@@ -188,7 +191,7 @@ def main(argv=None):
     model_path = args.model or default_model()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model, tokenizer, _ = load(model_path, device=device)
+        model, tokenizer, _ = load(model_path, device=device, quantize=args.quantize)
     except ChatError as error:
         sys.exit(f"evaluate.py: {error}")
     print(f"evaluating {model_path} on {device}", flush=True)
@@ -198,7 +201,7 @@ def main(argv=None):
     except (ChatError, ValueError) as error:            # not a Qwen3 tokenizer; a prompt longer than the context
         sys.exit(f"evaluate.py: {model_path}: {error}")
     results.update(model=model_path, device=device, dtype=str(model.dtype).removeprefix("torch."),
-                   wall_seconds=time.perf_counter() - start)
+                   quantize=args.quantize, wall_seconds=time.perf_counter() - start)
     print_table(results)
     for path in write_report(results, args.out):
         print(f"wrote {path}")

@@ -261,6 +261,15 @@ def test_command_line_writes_the_report(scripted, tmp_path, capsys):
     assert "linear" in capsys.readouterr().out
 
 
+def test_command_line_evaluates_int8_weights(scripted, tmp_path):
+    directory, _, _ = scripted
+    cli.main(["--model", directory, "--out", str(tmp_path), "--families", "add", "--difficulties", "1", "--limit", "1",
+              "--samples", "0", "--budgets", "none", "--thinkfollow", "0", "--modes", "think", "--device", "cpu",
+              "--quantize", "int8", "--instructions", "0", "--knowledge", "0", "--tools", "0"])
+    written = json.load(open(tmp_path / report.JSON_NAME))
+    assert written["quantize"] == "int8" and [c["family"] for c in written["cells"]] == ["add"]
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--families", "add,nope", "argument --families: unknown family 'nope'"),
     ("--difficulties", "40", "argument --difficulties: none of [40] exists for add (1 to 10)"),
@@ -269,6 +278,7 @@ def test_command_line_writes_the_report(scripted, tmp_path, capsys):
     ("--budgets", "0,-3", "argument --budgets: '-3' is not a number"),
     ("--batch-size", "0", "argument --batch-size: must be >= 1"),
     ("--samples", "-1", "argument --samples: must be >= 0"),
+    ("--quantize", "int4", "argument --quantize: invalid choice: 'int4'"),
 ])
 def test_bad_arguments_are_one_line(flag, value, message, capsys):
     with pytest.raises(SystemExit):
