@@ -79,6 +79,7 @@ class PrefillContext:
         self.cu_seqlens_q = self.cu_seqlens_k = cu_seqlens
         self.equal_rows = equal_rows            # (B, T) when the packed tokens are B full rows of T tokens
         self.row_mask = row_mask                # [B, 1, T, T] bool when those rows hold several sequences
+        self.longest = None                     # the longest sequence, when an attention kernel needs it
         self.cache = cache
         if cache is None:
             return
@@ -129,10 +130,10 @@ class PrefillContext:
     def _varlen(self, q, k, v, scale):
         """Packed rows on a GPU: FlashAttention over the sequences themselves (causal inside each, window
         (-1, 0)), so neither the mask nor the work on the masked-out blocks; KV heads repeated as above."""
-        lengths = self.cu_seqlens_q[1:] - self.cu_seqlens_q[:-1]
-        longest = int(lengths.max())
+        if self.longest is None:                # one host sync a forward pass, not one a layer
+            self.longest = int((self.cu_seqlens_q[1:] - self.cu_seqlens_q[:-1]).max())
         k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
-        return varlen_attn(q.contiguous(), k, v, self.cu_seqlens_q, self.cu_seqlens_k, longest, longest,
+        return varlen_attn(q.contiguous(), k, v, self.cu_seqlens_q, self.cu_seqlens_k, self.longest, self.longest,
                            scale=scale, window_size=(-1, 0))
 
 
