@@ -37,7 +37,7 @@ from qwen3mini.training.distill import DISTILL_RANGES, load_teacher, rewarded_re
 from qwen3mini.training.distributed import barrier, close_distributed, init_distributed, seed_everything  # noqa: E402
 from qwen3mini.training.fusion_samples import flagged_turn, rejection_sampled  # noqa: E402
 from qwen3mini.training.general_rl import GeneralEnvironment, parse_mix, query_pool  # noqa: E402
-from qwen3mini.training.settings import SFTSettings, parse_settings, setting      # noqa: E402
+from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
 from qwen3mini.training.task_samples import SampleStats, evaluation_items, parse_ranges, rl_candidates  # noqa: E402
@@ -65,10 +65,8 @@ class Settings(SFTSettings):
         super().__post_init__()
         parse_ranges(self.ranges)
         parse_mix(self.general_mix, "--general_mix")
-        for name in ("per_cell", "no_think_per_cell", "general", "samples", "max_new_tokens", "rollout_rows"):
-            low = 0 if name in ("per_cell", "no_think_per_cell", "general") else 1
-            if getattr(self, name) < low:
-                raise ValueError(f"--{name} {getattr(self, name)}: expected a count >= {low}")
+        require_at_least(self, 0, "per_cell", "no_think_per_cell", "general")
+        require_at_least(self, 1, "samples", "max_new_tokens", "rollout_rows")
 
 
 PRESETS = {

@@ -38,7 +38,7 @@ from qwen3mini.tasks.splits import held_out                                     
 from qwen3mini.training.checkpoints import write_atomic                          # noqa: E402
 from qwen3mini.training.distributed import all_reduce                             # noqa: E402
 from qwen3mini.training.rl import RLSettings, TaskEnvironment, run_rl             # noqa: E402
-from qwen3mini.training.settings import parse_settings, setting                   # noqa: E402
+from qwen3mini.training.settings import parse_settings, require_at_least, setting                 # noqa: E402
 from qwen3mini.training.stage import run_script                                   # noqa: E402
 from qwen3mini.training.task_samples import (balanced_pool, cold_start_queries, evaluation_items,  # noqa: E402
                                              rl_candidates)
@@ -66,9 +66,7 @@ class Settings(RLSettings):
         if not 0 <= self.pass_low <= self.pass_high <= 1:
             raise ValueError(f"--pass_low {self.pass_low} / --pass_high {self.pass_high}: expected "
                              "0 <= low <= high <= 1")
-        for name in ("candidates_per_cell", "pass_samples", "pool_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} {getattr(self, name)}: expected a positive number")
+        require_at_least(self, 1, "candidates_per_cell", "pass_samples", "pool_size")
 
 
 PRESETS = {

@@ -40,7 +40,7 @@ from qwen3mini.tasks.knowledge import load_knowledge                            
 from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
                                                instruction_sample, knowledge_sample, rejection_sampled,
                                                small_talk_sample, tool_problem, tool_samples)
-from qwen3mini.training.settings import SFTSettings, parse_settings, setting      # noqa: E402
+from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
 from qwen3mini.training.task_samples import SampleStats, cold_start_queries, evaluation_items  # noqa: E402
@@ -66,17 +66,16 @@ class Settings(SFTSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("per_cell", "samples", "no_think_per_cell", "dialogues", "knowledge", "instructions_per_cell",
-                     "tool_queries", "small_talk"):
-            if getattr(self, name) < 0 or (name == "samples" and self.samples < 1):
-                raise ValueError(f"--{name} {getattr(self, name)}: expected a count >= {int(name == 'samples')}")
+        require_at_least(self, 0, "per_cell", "no_think_per_cell", "dialogues", "knowledge",
+                         "instructions_per_cell", "tool_queries", "small_talk")
+        require_at_least(self, 1, "samples")
 
 
 PRESETS = {
     "tiny": dict(init_from="runs/tiny/rl_reasoning/final", cold_start_dir="runs/tiny/sft_cold_start", per_cell=2,
                  samples=2, max_new_tokens=24, no_think_per_cell=2, dialogues=6, knowledge=4, instructions_per_cell=1,
-                 tool_queries=2, small_talk=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1, lr=3e-3,
-                 min_lr=3e-4, eval_every=3, eval_batches=1, ckpt_every=3, log_every=2, device="cpu", dtype="float32",
+                 tool_queries=2, small_talk=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1,
+                 lr=3e-3, min_lr=3e-4, eval_every=3, eval_batches=1, ckpt_every=3, log_every=2, device="cpu", dtype="float32",
                  progress=False, out_dir="runs/tiny/sft_mode_fusion"),
 }
 

@@ -36,7 +36,7 @@ from .logs import RunLog, plot_curves
 from .losses import LossFunction
 from .optim import Schedule, build_optimizer
 from .rollouts import QueryPool, RolloutSample, sample_task_groups, sync_weights, update_batches
-from .settings import TrainSettings, setting
+from .settings import TrainSettings, require_at_least, setting
 from .stage import load_start, save_final
 from .trainer import Trainer
 
@@ -70,9 +70,7 @@ class RLSettings(TrainSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("queries", "max_new_tokens", "rollout_rows", "minibatches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} {getattr(self, name)}: expected a positive number")
+        require_at_least(self, 1, "queries", "max_new_tokens", "rollout_rows", "minibatches")
         if self.group < 2:
             raise ValueError(f"--group {self.group}: a group needs at least 2 completions to compare")
 

@@ -15,6 +15,13 @@ def setting(default, help: str, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+def require_at_least(settings, low: int, *names: str):
+    """ValueError naming the first of the ``names`` fields of ``settings`` below ``low`` (counts and sizes)."""
+    for name in names:
+        if getattr(settings, name) < low:
+            raise ValueError(f"--{name} {getattr(settings, name)}: expected a count >= {low}")
+
+
 @dataclass
 class TrainSettings:
     """What every stage decides the same way. Global batch = micro_batch x grad_accum x processes sequences."""
@@ -47,10 +54,8 @@ class TrainSettings:
     progress: bool = setting(True, "show a progress bar (rank 0)")
 
     def __post_init__(self):
-        for name in ("seq_len", "micro_batch", "grad_accum", "steps", "log_every", "eval_every", "eval_batches",
-                     "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} {getattr(self, name)}: expected a positive number")
+        require_at_least(self, 1, "seq_len", "micro_batch", "grad_accum", "steps", "log_every", "eval_every",
+                         "eval_batches", "ckpt_every")
         for name in ("lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip", "lbl_coef"):
             if not getattr(self, name) >= 0:                       # also rejects nan
                 raise ValueError(f"--{name} {getattr(self, name)}: expected a number >= 0")
