@@ -13,17 +13,13 @@
 #                                                      # and the grouped-GEMM conformance tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench/results}
 R=${RUNS:-/tmp/distill}
 LIMIT=${LIMIT:-570}          # seconds of work before the archive is written (the device call allows 600)
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
-mkdir -p "$R" "$OUT"
-ln -sfn ../tokenizer qwen3mini/tokenizer          # the package layout that pip install -e . makes
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$R/env.txt"
+source bench/device_common.sh
 [ -d "${TEACHER:-checkpoints/qwen3mini-chat}" ] || { echo "no teacher ${TEACHER:-checkpoints/qwen3mini-chat}" >&2; exit 2; }
 
 prepare() {
-    [ -f qwen3mini/_cuda.so ] || MAX_JOBS=16 python csrc/cuda/build_jit.py > "$R/build.log" 2>&1
+    build_cuda
     [ -f data/shards/s3/val.bin ] || { python -m train.data.build_corpus synth mix --sources-dir data/carry/sources \
         && python -m train.data.build_shards; } > "$R/data.log" 2>&1
 }
@@ -47,7 +43,6 @@ case ${1:-pipeline} in
     *) echo "usage: distill_device.sh [pipeline|bench]" >&2; exit 2 ;;
 esac
 for student in student student-moe; do       # the shipped students, once distilled (each at most 20 MB)
-    weights="$R/$student/on_policy/final/model.safetensors"
-    [ -f "$weights" ] && split -b 15M "$weights" "$OUT/$student.safetensors.part-"
+    weights_out "$R/$student/on_policy/final/model.safetensors" "$student"
 done
-cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='ckpt' --exclude='*.tmp' . && ls -la "$OUT"
+archive

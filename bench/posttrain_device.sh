@@ -21,17 +21,13 @@
 #                                                         # if the pipeline's ran out of time
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench/results}
 R=${RUNS:-/tmp/posttrain}
 LIMIT=${LIMIT:-580}          # seconds of work before the archive is written (the device call allows 600)
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0
-mkdir -p "$R" "$OUT"
-ln -sfn ../tokenizer qwen3mini/tokenizer          # the package layout that pip install -e . makes
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$R/env.txt"
+source bench/device_common.sh
 EVAL_THINK="--modes think --budgets none --thinkfollow 0"
 
 build() {
-    [ -f qwen3mini/_cuda.so ] || { MAX_JOBS=16 python csrc/cuda/build_jit.py > "$R/build.log" 2>&1 && cp qwen3mini/_cuda.so "$OUT/"; }
+    [ -f qwen3mini/_cuda.so ] || { build_cuda && cp qwen3mini/_cuda.so "$OUT/"; }
 }
 
 cold_start() {   # cold_start NAME ARGS...: train/sft_cold_start.py into $R/NAME
@@ -100,11 +96,6 @@ call_stages34() {
     STAGES="$stages" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$R/pt"
 }
 
-export_model() {   # export_model STAGE: OUT/STAGE.safetensors.part-aa, -ab, ... (cat them back together)
-    local weights="$R/pt/$1/final/model.safetensors"
-    [ -f "$weights" ] && split -b 15M "$weights" "$OUT/$1.safetensors.part-"
-}
-
 call_check() {
     build
     python -m pytest -q tests/train/test_sft.py tests/model/test_grouped_moe.py -k "gpu or cuda or grouped" \
@@ -124,7 +115,7 @@ call_cold4x() {
     wait
 }
 
-export -f build cold_start evaluate rl call_rl call_more call_stages12 call_stages34 export_model call_check call_cold4x
+export -f build cold_start evaluate rl call_rl call_more call_stages12 call_stages34 call_check call_cold4x
 EVAL_PIPELINE="--limit 20 --samples 8 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"
 export R OUT EVAL_THINK EVAL_PIPELINE
 case ${1:-rl} in
@@ -132,5 +123,7 @@ case ${1:-rl} in
     more|stages12|stages34|check|cold4x) timeout "$LIMIT" bash -c "call_$1" ;;   # (the archive is written whatever happened)
     *) echo "usage: posttrain_device.sh rl|more|stages12|stages34|check|cold4x" >&2; exit 2 ;;
 esac
-[ "${1:-rl}" = stages34 ] && { export_model mode_fusion; export_model rl_general; }
-cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='ckpt' --exclude='*.tmp' . && ls -la "$OUT"
+if [ "${1:-rl}" = stages34 ]; then
+    for stage in mode_fusion rl_general; do weights_out "$R/pt/$stage/final/model.safetensors" "$stage"; done
+fi
+archive
