@@ -1,24 +1,22 @@
 #!/usr/bin/env bash
-# The H200 device calls of post-training (issues 17 and 18), as run; each call is self-contained (a fresh
-# machine keeps nothing), so it makes the cold start again (a few minutes) before what it measures. Results
-# (logs, JSON, PNG; no weights) come back as one archive, OUT/results.tar.gz, plus the built CUDA extension
-# (OUT/_cuda.so) that later calls carry instead of building it again. The chat model stays behind (the tree that
-# travels is at most 64 MiB): `bash bench/device_tree.sh hide checkpoints/qwen3mini-chat` before the calls,
-# `bash bench/device_tree.sh restore` after.
+# The H200 device calls of post-training (issues 17 to 19), as run. A fresh machine keeps nothing, so a call
+# starts with the CUDA build; the runs folder (R) stays on a warm machine between calls. Results (logs, JSON,
+# PNG; no weights) come back as one archive, OUT/results.tar.gz; the chat model's weights in 15 MB parts. The
+# shipped chat model stays behind (the tree that travels is at most 64 MiB):
+# `bash bench/device_tree.sh hide checkpoints/qwen3mini-chat` before the calls, `... restore` after.
 #
 #   COLD_ARGS="--drop_answered false" OUT=/tmp/out bash bench/posttrain_device.sh rl   # cold start -> pool ->
 #                                                         # two RL runs -> evaluations (session 8)
 #   OUT=/tmp/out bash bench/posttrain_device.sh more      # the same machine after 'rl': pass@16, rollout
 #                                                         # throughput vs transformers, the 4x cold start
-#   OUT=/tmp/out bash bench/posttrain_device.sh stages12  # train/run_posttrain.sh stages 1 and 2 with evaluations
-#   OUT=/tmp/out bash bench/posttrain_device.sh stages34  # the same machine after stages12: stages 3 and 4 (and
-#                                                         # the rest of stage 2, if the first call ran out of time);
-#                                                         # the fused and chat models come back in 15 MB parts
-#   OUT=/tmp/out bash bench/posttrain_device.sh check     # the training kernels' GPU tests and the packed-row
-#                                                         # attention benchmark, before a pipeline run
-#   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and its evaluation, and on the
-#                                                         # same machine after stages34 the chat model's evaluation
-#                                                         # if the pipeline's ran out of time
+#   OUT=/tmp/out bash bench/posttrain_device.sh pipeline  # the CUDA build beside the GPU checks (training kernels'
+#                                                         # tests, the packed-row attention benchmark), then
+#                                                         # train/run_posttrain.sh, then the chat model on the whole
+#                                                         # test sets (50 a cell); run it again on the same warm
+#                                                         # machine until it ends: each call goes on where the one
+#                                                         # before was cut off (session 10)
+#   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and the evaluation of its
+#                                                         # thinking cells, resumable the same way (about 18 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 R=${RUNS:-/tmp/posttrain}
@@ -84,46 +82,51 @@ call_more() {    # right after call_rl, on the same machine: pass@16, the rollou
     wait
 }
 
-call_stages12() {
-    build
-    STAGES="1 2" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$R/pt"
-}
-
-call_stages34() {
-    [ -d "$R/pt/cold_start/final" ] || { echo "no $R/pt/cold_start/final: run stages12 first" >&2; return 1; }
-    local stages="3 4"
-    [ -d "$R/pt/rl_reasoning/final" ] || stages="2 3 4"     # (stage 2 resumes from its checkpoint)
-    STAGES="$stages" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$R/pt"
-}
-
-call_check() {
-    build
+build_beside_checks() {   # the CUDA build on the CPUs while the GPU runs the training kernels' tests and benchmark
+    [ ! -f qwen3mini/_cuda.so ] || return 0
+    build_cuda &
+    local building=$!
     python -m pytest -q tests/train/test_sft.py tests/model/test_grouped_moe.py -k "gpu or cuda or grouped" \
         > "$R/gpu_tests.log" 2>&1
-    python bench/bench_packed_attention.py --json "$R/bench_packed_attention.json" > "$R/bench_packed_attention.log" 2>&1
-    tail -n 5 "$R/gpu_tests.log" "$R/bench_packed_attention.log"
+    python bench/bench_packed_attention.py --json "$R/bench_packed_attention.json" \
+        > "$R/bench_packed_attention.log" 2>&1
+    wait $building
+    tail -n 3 "$R/gpu_tests.log" "$R/bench_packed_attention.log"
 }
 
-call_cold4x() {
-    build
-    if [ -d "$R/pt/rl_general/final" ] && [ ! -f "$R/pt/eval_rl_general/evaluation.json" ]; then
-        python train/evaluate.py --model "$R/pt/rl_general/final" --out "$R/pt/eval_rl_general" $EVAL_PIPELINE \
-            > "$R/pt/eval_rl_general.log" 2>&1 &
-    fi
-    cold_start cold4x --steps_scale 4 --drop_answered false
-    evaluate eval_cold4x "$R/cold4x/final" --limit 50 --samples 0 --difficulties 1-14 $EVAL_THINK
+call_pipeline() {   # resumable: a later call on the same warm machine goes on where this one was cut off
+    build_beside_checks
+    local P=$R/pt todo="" stage
+    for stage in cold_start rl_reasoning mode_fusion rl_general; do
+        if [ ! -f "$P/$stage/summary.json" ]; then
+            todo="$todo $stage"
+        elif [ ! -f "$P/eval_$stage/evaluation.json" ]; then      # an evaluation that an earlier call cut off
+            python train/evaluate.py --model "$P/$stage/final" --out "$P/eval_$stage" $EVAL_PIPELINE \
+                > "$P/eval_$stage.log" 2>&1 &
+        fi
+    done
+    todo=$(echo "$todo" | sed 's/cold_start/1/; s/rl_reasoning/2/; s/mode_fusion/3/; s/rl_general/4/')
+    [ -z "$todo" ] || STAGES="$todo" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$P"
+    [ -f "$R/wide_chat/evaluation.json" ] || evaluate wide_chat "$P/rl_general/final" --samples 0 --difficulties 1-14 \
+        --budgets none --thinkfollow 0 --instructions 0 --knowledge 0 --tools 0    # whole test sets: the floors
     wait
 }
 
-export -f build cold_start evaluate rl call_rl call_more call_stages12 call_stages34 call_check call_cold4x
+call_cold4x() {     # the 4x longer cold start from the base model, alone on the GPU, and the stages' evaluation
+    build_beside_checks &                               # of its thinking cells (resumable like the pipeline)
+    [ -f "$R/cold4x/summary.json" ] || cold_start cold4x --steps_scale 4 --drop_answered false
+    wait
+    [ -f "$R/eval_cold4x/evaluation.json" ] || evaluate eval_cold4x "$R/cold4x/final" --limit 20 --samples 8 \
+        --difficulties 1-14 --modes think --budgets none --thinkfollow 0 --instructions 0 --knowledge 0 --tools 0
+}
+
+export -f build cold_start evaluate rl call_rl call_more build_beside_checks call_pipeline call_cold4x
 EVAL_PIPELINE="--limit 20 --samples 8 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"
 export R OUT EVAL_THINK EVAL_PIPELINE
 case ${1:-rl} in
     rl) timeout "$LIMIT" bash -c call_rl ;;
-    more|stages12|stages34|check|cold4x) timeout "$LIMIT" bash -c "call_$1" ;;   # (the archive is written whatever happened)
-    *) echo "usage: posttrain_device.sh rl|more|stages12|stages34|check|cold4x" >&2; exit 2 ;;
+    more|pipeline|cold4x) timeout "$LIMIT" bash -c "call_$1" ;;   # (the archive is written whatever happened)
+    *) echo "usage: posttrain_device.sh rl|more|pipeline|cold4x" >&2; exit 2 ;;
 esac
-if [ "${1:-rl}" = stages34 ]; then
-    for stage in mode_fusion rl_general; do weights_out "$R/pt/$stage/final/model.safetensors" "$stage"; done
-fi
+[ "${1:-rl}" = pipeline ] && weights_out "$R/pt/rl_general/final/model.safetensors" rl_general
 archive

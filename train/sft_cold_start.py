@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,7 +50,7 @@ class Settings(TrainSettings):
     init_from: str = setting("checkpoints/qwen3mini-base", "the model to fine-tune (HF layout, with its tokenizer)")
     tokenizer: str = setting("", "tokenizer folder saved with the model (empty: the one in --init_from)")
     ranges: str = setting(COLD_START_RANGES, "family:low-high difficulties of the cold start, comma-separated")
-    queries_per_cell: int = setting(1500, "training queries per (family, difficulty) before filtering")
+    queries_per_cell: int = setting(3500, "training queries per (family, difficulty) before filtering")
     val_per_cell: int = setting(8, "validation queries per (family, difficulty)")
     no_think_share: float = setting(0.2, "share of replies in non-thinking mode (/no_think)")
     unflagged_share: float = setting(0.5, "share of thinking queries without /think (thinking is the default)")
@@ -60,7 +61,7 @@ class Settings(TrainSettings):
     seq_len: int = 1024                         # the base model's training length; a trace fits in it
     micro_batch: int = 64
     grad_accum: int = 1                         # 64 x 1,024 = 65k tokens per step on one GPU
-    steps: int = 600                            # about 3 passes over the data: brief (paper §4.1)
+    steps: int = 1500                           # about 3.5 passes over the data: brief (paper §4.1)
     lr: float = 1e-3
     min_lr: float = 1e-4
     schedule: str = "cosine"
@@ -138,9 +139,11 @@ def main(argv=None):
     tokenizer = qwen3mini.load_tokenizer(tokenizer_dir)
     model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="the pre-training stages")
     # The query filter asks the start model as inference would: in its shipped dtype, through generation.
+    started = time.perf_counter()
     judge = qwen3mini.load_model(settings.init_from, device=info.device) if settings.drop_answered else None
     train, val, stats = build_samples(settings, tokenizer, judge)
     del judge
+    data_seconds = round(time.perf_counter() - started, 1)
     if info.is_main:
         print(stats.table())
         print(f"{len(train)} training samples, {stats.total('tokens') / 1e6:.2f}M tokens "
@@ -148,7 +151,7 @@ def main(argv=None):
         os.makedirs(settings.out_dir, exist_ok=True)
         write_atomic(os.path.join(settings.out_dir, "data.json"), json.dumps(stats.cells, indent=1))
     fine_tune("SFT cold start", settings, info, model, tokenizer_dir, tokenizer.token_to_id["<|endoftext|>"], train,
-              val, {"samples": len(train), "sample_tokens": stats.total("tokens")})
+              val, {"samples": len(train), "sample_tokens": stats.total("tokens"), "data_seconds": data_seconds})
     barrier()
     close_distributed()
 

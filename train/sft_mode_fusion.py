@@ -25,6 +25,7 @@ import json
 import os
 import random
 import sys
+import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,9 +147,11 @@ def main(argv=None):
         raise ValueError(f"--init_from {settings.init_from}: no such folder (run train/rl_reasoning.py first)")
     tokenizer = qwen3mini.load_tokenizer(settings.init_from)
     model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="reasoning RL")
+    started = time.perf_counter()
     sampler = qwen3mini.load_model(settings.init_from, device=info.device)   # its shipped dtype, as at inference
     train, val, stats = build_samples(settings, tokenizer, sampler)
     del sampler
+    data_seconds = round(time.perf_counter() - started, 1)                     # rejection sampling included
     if info.is_main:
         print(stats.table())
         print(f"{len(train)} training samples, {stats.total('tokens') / 1e6:.2f}M tokens; {len(val)} validation")
@@ -156,7 +159,7 @@ def main(argv=None):
         write_atomic(os.path.join(settings.out_dir, "data.json"), json.dumps(stats.cells, indent=1))
     fine_tune("thinking-mode fusion", settings, info, model, settings.init_from,
               tokenizer.token_to_id["<|endoftext|>"], train, val,
-              {"samples": len(train), "sample_tokens": stats.total("tokens")})
+              {"samples": len(train), "sample_tokens": stats.total("tokens"), "data_seconds": data_seconds})
     barrier()
     close_distributed()
 

@@ -173,5 +173,5 @@ class ReferenceBackend:
             gate_up = F.linear(x[token], w_gate_up[e])
             hidden = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
             y = F.linear(hidden, w_down[e]) * topk_weights[token, slot, None]
-            out = out.index_add(0, token, y)
+            out = out.index_add(0, token, y.to(out.dtype))     # (under autocast y is bf16; HF casts the same)
         return out

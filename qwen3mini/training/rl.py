@@ -60,7 +60,7 @@ class RLSettings(TrainSettings):
                                 "the log's last step is what --steps must say to make the run again)")
     seq_len: int = 2048                         # packed rows: a prompt and its longest completion fit in one
     micro_batch: int = 16
-    steps: int = 30                             # RL steps (rollout batches)
+    steps: int = 60                             # RL steps (rollout batches); --time_limit may stop it sooner
     lr: float = 3e-5
     min_lr: float = 3e-5
     schedule: str = "constant"

@@ -113,7 +113,7 @@ def evaluation_items() -> frozenset:
     return held_out(evaluation_sets().values())
 
 
-def answered_directly(model, tokenizer, problems: list, batch_size: int = 512) -> list[bool]:
+def answered_directly(model, tokenizer, problems: list, batch_size: int = 2048) -> list[bool]:
     """Whether ``model`` answers each problem right without thinking: greedy, in non-thinking mode, a few
     tokens more than the answer. A base model knows no ``\\boxed{}``, so its reply's first line counts as the
     answer when it has no box."""

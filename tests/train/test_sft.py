@@ -271,9 +271,10 @@ def test_packed_rows_on_the_gpu(monkeypatch):
         if kernel == "masked":
             monkeypatch.setattr(qwen3mini.model, "varlen_attn", None)
         model.zero_grad()
-        with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
-            packed = model(inputs, position_ids=positions).float()
-            packed.sum().backward()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):   # (not the references: it takes no grouped heads)
+                packed = model(inputs, position_ids=positions).float()
+                packed.sum().backward()
             gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
             offset = 0
             for ids, _ in samples:
