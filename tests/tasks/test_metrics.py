@@ -33,6 +33,15 @@ def test_wilson_endpoints_solve_the_score_equation(successes, trials):
         assert (p_hat - p) ** 2 == pytest.approx(z * z * p * (1 - p) / trials, abs=1e-12)
 
 
+def test_wilson_interval_holds_the_observed_rate_exactly():
+    """In floating point the endpoints at 0 or all successes land a rounding error away from 0 and 1; the
+    interval must still hold the observed rate (a plot's error bars below and above it are never negative)."""
+    for trials in range(1, 201):
+        for successes in range(trials + 1):
+            low, high = wilson_interval(successes, trials)
+            assert 0 <= low <= successes / trials <= high <= 1, (successes, trials)
+
+
 def test_bad_arguments_are_one_line_errors():
     with pytest.raises(ValueError, match="pass_at_k"):
         pass_at_k(5, 6, 1)
