@@ -21,7 +21,8 @@ themselves within 1,024 tokens) and ``generation`` (replies, generated_tokens, s
 is one record per family, difficulty, mode and budget (null: none): n, correct, pass@1 (greedy), wilson95,
 mean_thinking_tokens, mean_answer_tokens, self_ended (share of greedy replies that ended their turn
 themselves), thought (share of greedy replies with a non-empty think block), samples, pass@k (``{"1": ..,
-"8": ..}`` from the samples, or null) and example (the first item's question and greedy reply).
+"8": ..}`` from the samples, or null), example (the first item's question and greedy reply) and misses (the first
+four wrong greedy replies, each with its question and the right answer).
 """
 from .harness import BUDGETS, MODES, SCHEMA, Selection, evaluate, reply_limit
 from .report import write_report

@@ -24,7 +24,8 @@ SCHEMA = "qwen3mini-evaluation/1"
 MODES = ("think", "no-think")
 BUDGETS = (0, 16, 32, 64, 128, 256, 512)   # finite thinking budgets of the sweep (tokens after <think>)
 REPLY_SLACK = 256                          # a reply may run to twice the solver's reply plus this (see below)
-EXAMPLE_CHARS = 600                        # of each cell's first greedy reply, kept in the results
+EXAMPLE_CHARS = 600                        # of each greedy reply a cell keeps in the results (example, misses)
+MISSES = 4                                 # wrong greedy replies a cell keeps
 
 
 @dataclass
@@ -74,10 +75,11 @@ class Cell:
     greedy: list = field(default_factory=list)      # Scored per item
     sampled: list = field(default_factory=list)     # per item, correct or not for each sample
     example: dict | None = None
+    misses: list = field(default_factory=list)      # the first wrong greedy replies: where the errors come from
 
     def record(self) -> dict:
         return {"family": self.family, "difficulty": self.difficulty, "mode": self.mode, "budget": self.budget,
-                **summarize(self.greedy, self.sampled or None), "example": self.example}
+                **summarize(self.greedy, self.sampled or None), "example": self.example, "misses": self.misses}
 
 
 class Run:
@@ -133,6 +135,9 @@ class Run:
             cell.greedy.append(score_reply(problem, reply.text, reply.completion, self.ids))
             if cell.example is None:
                 cell.example = {"question": problem.question, "reply": reply.text[:EXAMPLE_CHARS]}
+            if len(cell.misses) < MISSES and not cell.greedy[-1].correct:
+                cell.misses.append({"question": problem.question, "answer": problem.answer,
+                                    "reply": reply.text[:EXAMPLE_CHARS]})
 
     def sample(self, cells: list[Cell], mode: str):
         n = self.sel.samples

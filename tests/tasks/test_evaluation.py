@@ -170,6 +170,7 @@ def test_budget_accounting_on_the_scripted_model(results):
         assert cell["samples"] == (2 if budget is None else 0)
         assert cell["pass@k"] == ({"1": 0.0, "2": 0.0} if budget is None else None)
         assert cell["example"]["question"] == evaluation_set(family, difficulty)[0].question
+        assert cell["misses"] == [{**cell["example"], "answer": evaluation_set(family, difficulty)[0].answer}]
     assert cells["add", 3, "think", 2]["example"]["reply"].startswith("<think> one two" + "Considering")
 
 
@@ -226,7 +227,7 @@ def test_report_json_and_plots(results, tmp_path):
     assert written["sampling"]["think"] == dict(temperature=0.6, top_p=0.95, top_k=20, presence_penalty=0.0)
     assert set(written["cells"][0]) == {"family", "difficulty", "mode", "budget", "n", "correct", "pass@1",
                                         "wilson95", "mean_thinking_tokens", "mean_answer_tokens", "self_ended",
-                                        "thought", "samples", "pass@k", "example"}
+                                        "thought", "samples", "pass@k", "example", "misses"}
     # 2 sets of 1 item: 5 greedy cells each, 2 samples an item in both modes; 12 dialogues
     assert written["generation"]["replies"] == 2 * 5 + 2 * 2 * 2 + 12
 
