@@ -174,6 +174,19 @@ def test_budget_accounting_on_the_scripted_model(results):
     assert cells["add", 3, "think", 2]["example"]["reply"].startswith("<think> one two" + "Considering")
 
 
+def test_a_cell_keeps_its_first_four_misses(scripted):
+    """The scripted model answers "你 ok" to everything: each of 6 items is a miss, and the cell keeps the first
+    4 (question, right answer, reply) in the order of the test set."""
+    _, model, tokenizer = scripted
+    selection = Selection(families=["add"], difficulties=[3], modes=["think"], limit=6, budgets=[], samples=0,
+                          thinkfollow=0, instructions=0, knowledge=0, tools=0, max_new_tokens=32, batch_size=8)
+    cell, = evaluate(model, tokenizer, selection, log=lambda line: None)["cells"]
+    items = evaluation_set("add", 3)[:4]
+    assert cell["correct"] == 0 and cell["n"] == 6
+    assert [(m["question"], m["answer"]) for m in cell["misses"]] == [(p.question, p.answer) for p in items]
+    assert all(m["reply"].startswith("<think> one two") for m in cell["misses"])
+
+
 def test_thinkfollow_on_the_scripted_model(results):
     """The scripted model always thinks: it follows exactly the dialogues that ask for thinking."""
     follow, dialogues = results["thinkfollow"], make_dialogues(12, evaluation_set("add", 3)[:1] +
