@@ -14,7 +14,9 @@
 #                                                         # train/run_posttrain.sh, then the chat model on the whole
 #                                                         # test sets (50 a cell); run it again on the same warm
 #                                                         # machine until it ends: each call goes on where the one
-#                                                         # before was cut off (session 10)
+#                                                         # before was cut off (session 10 ran it with the 4x cold
+#                                                         # start at its end instead of the whole-test-set
+#                                                         # evaluation; the 4x run has its own call since)
 #   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and the evaluation of its
 #                                                         # thinking cells, resumable the same way (about 18 minutes)
 set -uo pipefail
@@ -96,16 +98,16 @@ build_beside_checks() {   # the CUDA build on the CPUs while the GPU runs the tr
 
 call_pipeline() {   # resumable: a later call on the same warm machine goes on where this one was cut off
     build_beside_checks
-    local P=$R/pt todo="" stage
-    for stage in cold_start rl_reasoning mode_fusion rl_general; do
+    local P=$R/pt todo="" n stage stages=(cold_start rl_reasoning mode_fusion rl_general)
+    for n in 1 2 3 4; do
+        stage=${stages[n - 1]}
         if [ ! -f "$P/$stage/summary.json" ]; then
-            todo="$todo $stage"
+            todo="$todo $n"
         elif [ ! -f "$P/eval_$stage/evaluation.json" ]; then      # an evaluation that an earlier call cut off
             python train/evaluate.py --model "$P/$stage/final" --out "$P/eval_$stage" $EVAL_PIPELINE \
                 > "$P/eval_$stage.log" 2>&1 &
         fi
     done
-    todo=$(echo "$todo" | sed 's/cold_start/1/; s/rl_reasoning/2/; s/mode_fusion/3/; s/rl_general/4/')
     [ -z "$todo" ] || STAGES="$todo" EVAL="$EVAL_PIPELINE" bash train/run_posttrain.sh "$P"
     [ -f "$R/wide_chat/evaluation.json" ] || evaluate wide_chat "$P/rl_general/final" --samples 0 --difficulties 1-14 \
         --budgets none --thinkfollow 0 --instructions 0 --knowledge 0 --tools 0    # whole test sets: the floors

@@ -138,8 +138,8 @@ def main(argv=None):
         raise ValueError(f"{option} {tokenizer_dir}: no such folder (the tiny preset starts from S3's tiny run)")
     tokenizer = qwen3mini.load_tokenizer(tokenizer_dir)
     model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="the pre-training stages")
-    # The query filter asks the start model as inference would: in its shipped dtype, through generation.
     started = time.perf_counter()
+    # The query filter asks the start model as inference would: in its shipped dtype, through generation.
     judge = qwen3mini.load_model(settings.init_from, device=info.device) if settings.drop_answered else None
     train, val, stats = build_samples(settings, tokenizer, judge)
     del judge
