@@ -21,6 +21,8 @@ after one warm-up call (which compiles and captures graphs).
 * transformers, gpt-fast-style loop: a ``StaticCache``, an eager prefill, then a Python loop over one decode step
   (forward + sampling) compiled with ``torch.compile(mode="reduce-overhead", fullgraph=True)``.
 
+``--profile`` runs our generation once more under the profiler and prints its kernels by GPU time.
+
 If a transformers side runs out of GPU memory, it runs the batch in 2, 4, ... equal chunks one after the other
 (the same total work) and says so. Writes the table as JSON to ``--out`` too.
 """
@@ -38,6 +40,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import qwen3mini  # noqa: E402
+from bench_cuda_profile import kernel_breakdown  # noqa: E402
 from qwen3mini import ops  # noqa: E402
 from qwen3mini.chat import ChatTokens, render  # noqa: E402
 from qwen3mini.generation import SamplingParams, generate_completions  # noqa: E402
@@ -190,6 +193,8 @@ def main():
     p.add_argument("--hf-compile", choices=["true", "false"], default="true",
                    help="false: transformers eager (a quick check on a CPU, where inductor is slow)")
     p.add_argument("--peers", default="generate,loop", help="comma-separated transformers sides: generate, loop")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where the GPU time of our generation goes, kernel by kernel (one more run)")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_rollouts.json"))
     args = p.parse_args()
     device, new, compiled = torch.device(args.device), args.max_new_tokens, args.hf_compile == "true"
@@ -221,6 +226,8 @@ def main():
     real = dict(name="ours, real stop ids (finished rows retire)", seconds=seconds, tokens=tokens,
                 tokens_per_s=tokens / seconds, mean_completion=tokens / rows,
                 stopped=sum(c.finish_reason == "stop" for c in done))
+    if args.profile and device.type == "cuda":
+        kernel_breakdown(ours, f"our generation, {rows} rows x {new} tokens", top=16)
     del done, model
     if device.type == "cuda":
         torch.cuda.empty_cache()                         # ours' cache and graphs: one side in memory at a time

@@ -112,8 +112,12 @@ class PrefillContext:
         loops over rows and keeps every [heads, T, T] score matrix for the backward pass; for full rows of
         equal length torch's fused causal attention computes the same function (up to fp32 rounding) faster and
         without materialising the scores (bench/RESULTS.md)."""
-        if self.row_mask is not None and varlen_attn is not None and q.is_cuda and q.dtype != torch.float32:
-            return self._varlen(q, k, v, scale)
+        if self.row_mask is not None and varlen_attn is not None and q.is_cuda:
+            # Under autocast q and k arrive in fp32 (QK-Norm's fp32 weight promotes them): the kernel takes
+            # them in the autocast dtype, as autocast itself would hand them to SDPA.
+            dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else q.dtype
+            if dtype != torch.float32:
+                return self._varlen(q.to(dtype), k.to(dtype), v.to(dtype), scale)
         (batch, time), heads, kv_heads, dim = self.equal_rows, q.shape[1], k.shape[1], q.shape[2]
         q, k, v = (t.view(batch, time, t.shape[1], dim).transpose(1, 2) for t in (q, k, v))
         if self.row_mask is None:
