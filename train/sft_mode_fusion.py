@@ -57,7 +57,7 @@ class Settings(SFTSettings):
     no_think_per_cell: int = setting(100, "queries per (family, difficulty) answered in non-thinking mode")
     dialogues: int = setting(3000, "multi-turn samples with random /think and /no_think flags")
     knowledge: int = setting(4000, "knowledge questions from the train split of train/data/knowledge (0: none)")
-    instructions_per_cell: int = setting(20, "task questions per (family, difficulty) with an instruction")
+    instructions_per_cell: int = setting(60, "task questions per (family, difficulty) with an instruction")
     tool_queries: int = setting(400, "4- to 6-digit products asked with the calculator offered (two samples each)")
     small_talk: int = setting(600, "greetings, questions about the model, thanks and goodbyes")
     out_dir: str = "runs/sft_mode_fusion"

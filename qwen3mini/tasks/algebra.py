@@ -3,6 +3,7 @@ import re
 
 from . import expressions
 from .answers import parse_integer
+from .arithmetic import worked, worked_division
 from .family import Family, Problem, Step, match, random_number
 
 _MAX_INTERMEDIATE = 10_000  # keeps every step of an expr problem mental arithmetic
@@ -43,7 +44,7 @@ class Expr(Family):
             tree, (left, op, right, value) = expressions.reduce_once(tree)
             rest = "" if isinstance(tree, int) else f", now {expressions.text(tree)}"
             work = f"{expressions.signed(left)} {op} {expressions.signed(right)}"
-            lines.append(Step("", work, value, rest))
+            lines += worked(left, op, right) + [Step("", work, value, rest)]
         return lines
 
     def check(self, problem):
@@ -91,6 +92,11 @@ def _parse_linear_side(text: str) -> tuple[int, int]:
         else:
             constant += value
     return coefficient, constant
+
+
+def _announced(move: str, work: list) -> list:
+    """The move first, then the written work it needs (none when the step is a one-digit fact)."""
+    return [f"{move}:"] + work if work else []
 
 
 class Linear(Family):
@@ -144,14 +150,17 @@ class Linear(Family):
         lines = [f"{_linear_side(a, b)} = {_linear_side(c, d)}: collect x on the left, numbers on the right."]
         if both_sides:
             move = f"Subtract {c}x from both sides" if c > 0 else f"Add {-c}x to both sides"
+            lines += _announced(move, worked(a, "-" if c > 0 else "+", abs(c)))
             lines.append(Step(f"{move}: ", f"{a} {'-' if c > 0 else '+'} {abs(c)}", a - c,
                               f", so {_linear_side(a - c, b)} = {d}"))
             a = a - c
         if b:
             move = f"Subtract {b} from both sides" if b > 0 else f"Add {-b} to both sides"
+            lines += _announced(move, worked(d, "-" if b > 0 else "+", abs(b)))
             lines.append(Step(f"{move}: {_linear_side(a, 0)} = ", f"{d} {'-' if b > 0 else '+'} {abs(b)}",
                               d - b))
         if a != 1:
+            lines += _announced(f"Divide both sides by {a}", worked_division(d - b, a))
             lines.append(Step(f"Divide both sides by {a}: x = ", f"{d - b} / {expressions.signed(a)}",
                               (d - b) // a))
         return lines

@@ -6,7 +6,7 @@ _NUMBER_PAIR = r"What is\s+(\d+)\s*([{ops}])\s*(\d+)\s*\?"
 
 def _digits_left(number: str, used: int) -> str:
     """The operand with its ``used`` rightmost digits consumed (0 once nothing is left)."""
-    return number[:len(number) - used] or "0"
+    return number[:max(0, len(number) - used)] or "0"
 
 
 class Add(Family):
@@ -119,25 +119,7 @@ class Mul(Family):
         return len(str(problem.data[1]))
 
     def solve(self, problem):
-        a, b = problem.data
-        lines, total = [f"{a} * {b}: one partial product per digit of {b}, from the right."], 0
-        done = set()
-        for place, digit in enumerate(reversed(str(b))):
-            partial = a * int(digit)
-            if digit == "0":
-                lines.append(f"Digit 0 in place {place + 1}: nothing to add")
-                continue
-            if digit in done:
-                lines.append(f"{a} * {digit} = {partial}, as above")
-            else:
-                lines += digit_product(str(a), int(digit))
-                done.add(digit)
-            shifted = partial * 10 ** place
-            lines.append(f"{a} * {digit}{'0' * place} = {shifted}")
-            if total:
-                lines.append(Step("Sum so far: ", f"{total} + {shifted}", total + shifted))
-            total += shifted
-        return lines
+        return long_multiplication(*problem.data)
 
     def check(self, problem):
         a, b = problem.data
@@ -161,3 +143,133 @@ def digit_product(a: str, digit: int) -> list:
                           f"{carry}", product, rest))
         carry = product // 10
     return lines
+
+
+def long_multiplication(a: int, b: int) -> list:
+    """``a * b`` (both >= 0): one partial product per digit of ``b``, each shifted into place and added to the
+    sum so far (the sum's columns written out on the line before it)."""
+    lines, total, done = [f"{a} * {b}: one partial product per digit of {b}, from the right."], 0, set()
+    for place, digit in enumerate(reversed(str(b))):
+        partial = a * int(digit)
+        if digit == "0":
+            lines.append(f"Digit 0 in place {place + 1}: nothing to add")
+            continue
+        if digit in done:
+            lines.append(f"{a} * {digit} = {partial}, as above")
+        else:
+            lines += digit_product(str(a), int(digit))
+            done.add(digit)
+        shifted = partial * 10 ** place
+        lines.append(f"{a} * {digit}{'0' * place} = {shifted}")
+        if total:
+            lines.append(f"{total} + {shifted}: {columns_sum(total, shifted)}")
+            lines.append(Step("Sum so far: ", f"{total} + {shifted}", total + shifted))
+        total += shifted
+    return lines
+
+
+# The written work behind one operation inside a longer trace (expr's steps, linear's moves): a person works a
+# sum, a difference or a product of several digits column by column, in one line. A line per column, as the
+# add and mul families write, would make those traces several times longer.
+
+def columns_sum(x: int, y: int) -> str:
+    """``x + y`` (both >= 0), columns from the right: ``6+8=14, 1+1+1=3`` (a carry is the trailing ``+1``)."""
+    a, b, carry, parts = str(x), str(y), 0, []
+    for i in range(max(len(a), len(b))):
+        digits = [int(n[-1 - i]) for n in (a, b) if i < len(n)] + ([carry] if carry else [])
+        total = sum(digits)
+        parts.append("+".join(map(str, digits)) + f"={total}" if len(digits) > 1 else str(total))
+        carry = total // 10
+    return ", ".join(parts)
+
+
+def columns_difference(x: int, y: int) -> str:
+    """``x - y`` (x >= y >= 0), columns from the right: ``14-9=5, 3-0-1=2`` (a borrow is the trailing ``-1``;
+    a column that borrows is written with its 10 added)."""
+    a, b, borrow, parts = str(x), str(y), 0, []
+    for i in range(len(a)):
+        top, below = int(a[-1 - i]), int(b[-1 - i]) if i < len(b) else 0
+        if i >= len(b) and not borrow:
+            parts.append(str(top))
+            continue
+        lend = 10 if top - borrow < below else 0
+        parts.append(f"{top + lend}-{below}{'-1' if borrow else ''}={top + lend - below - borrow}")
+        borrow = 1 if lend else 0
+    return ", ".join(parts)
+
+
+def columns_product(x: int, digit: int) -> str:
+    """``x * digit`` (x >= 0, one digit), digits of ``x`` from the right: ``7*5=35, 8*5+3=43, 5*5+4=29``."""
+    carry, parts = 0, []
+    for d in reversed(str(x)):
+        value = int(d) * digit + carry
+        parts.append(f"{d}*{digit}{f'+{carry}' if carry else ''}={value}")
+        carry = value // 10
+    return ", ".join(parts)
+
+
+def worked(a: int, op: str, b: int) -> list:
+    """The work behind ``a op b`` (``+ - *``, integers of either sign) when it is more than a one-digit fact:
+    the sign, then the magnitudes in columns. [] for a fact (one-digit operands, a 0, a factor 1)."""
+    x, y = abs(a), abs(b)
+    if x < 10 and y < 10 or not a or not b or op == "*" and 1 in (x, y):
+        return []
+    work = f"{_operand(a)} {op} {_operand(b)}"
+    if op == "*":
+        sign = f" = -({x} * {y})" if (a < 0) != (b < 0) else f" = {x} * {y}" if a < 0 else ""
+        if min(x, y) < 10:
+            return [f"{work}{sign}: {columns_product(max(x, y), min(x, y))}"]
+        lines, total = [f"{work}{sign}: one partial product per digit of {y}, from the right."], 0
+        for place, digit in enumerate(reversed(str(y))):
+            if digit == "0":
+                continue
+            partial = x * int(digit)
+            lines.append(f"{x} * {digit}: {columns_product(x, int(digit))}, so {partial}" if digit != "1" else
+                         f"{x} * 1 = {x}")
+            if place:
+                lines.append(f"{x} * {digit}{'0' * place} = {partial * 10 ** place}")
+            if total:
+                lines.append(f"{total} + {partial * 10 ** place}: {columns_sum(total, partial * 10 ** place)}")
+            total += partial * 10 ** place
+        return lines
+    right = b if op == "+" else -b           # a + right
+    if (a > 0) == (right > 0):
+        header = f"{work} = -({x} + {y})" if a < 0 else work if op == "+" else f"{work} = {x} + {y}"
+        return [f"{header}: {columns_sum(x, y)}"]
+    larger, smaller = max(x, y), min(x, y)
+    if op == "-" and a >= b > 0:
+        header = work
+    elif x != y and (a < 0 if x > y else right < 0):
+        header = f"{work} = -({larger} - {smaller})"
+    else:
+        header = f"{work} = {larger} - {smaller}"
+    return [f"{header}: {columns_difference(larger, smaller)}"]
+
+
+def worked_division(n: int, d: int) -> list:
+    """The work behind an exact division ``n / d`` (linear's last move): the sign, then multiples of ``|d|``
+    taken away, the largest place first. [] for a fact (a divisor of one digit and a quotient under 10)."""
+    x, y = abs(n), abs(d)
+    if not n or y < 10 and x < 10 * y:
+        return []
+    quotient = x // y
+    sign = f" = -({x} / {y})" if (n < 0) != (d < 0) else f" = {x} / {y}"
+    lines = [f"{n} / {_operand(d)}{sign}"] if n < 0 or d < 0 else []
+    left, parts = x, []
+    for place in reversed(range(len(str(quotient)))):
+        digit = quotient // 10 ** place % 10
+        if not digit:
+            continue
+        multiple = y * digit * 10 ** place
+        product = f"{y} * {digit}: {columns_product(y, digit)}, so " if digit > 1 else ""
+        taken = f"{left} - {multiple}: {columns_difference(left, multiple)}, {left - multiple} left" \
+            if multiple != left else "nothing left"
+        lines.append(f"{x} / {y}: {product}{y} * {digit}{'0' * place} = {multiple}; {taken}")
+        left, parts = left - multiple, parts + [str(digit * 10 ** place)]
+    if len(parts) > 1:
+        lines.append(f"{x} / {y} = {' + '.join(parts)} = {quotient}")
+    return lines
+
+
+def _operand(number: int) -> str:
+    return f"({number})" if number < 0 else str(number)

@@ -3,8 +3,10 @@ filters, and they restate the state as they go."""
 import random
 
 import pytest
+from hypothesis import given, strategies as st
 
 from qwen3mini.tasks import FAMILIES, verify
+from qwen3mini.tasks.arithmetic import columns_difference, columns_product, columns_sum, worked, worked_division
 from qwen3mini.tasks.filters import reject_reason
 from qwen3mini.tasks.traces import answer, thinking
 
@@ -54,6 +56,55 @@ def test_traces_restate_the_state():
         "Make 100 from the numbers 3, 7, 25, 50. Use each number at most once, with + - * / and parentheses."))
     assert "Back to 3, 7, 25." in countdown and countdown.endswith("= 100")
     linear = thinking(FAMILIES["linear"].parse("Solve for x: -3x + 5 = 7x - 25.")).split("\n")
-    assert linear[1:4] == ["Subtract 7x from both sides: -3 - 7 = -10, so -10x + 5 = -25",
+    assert linear[1:9] == ["Subtract 7x from both sides: -3 - 7 = -10, so -10x + 5 = -25",
+                           "Subtract 5 from both sides:",
+                           "(-25) - 5 = -(25 + 5): 5+5=10, 2+1=3",
                            "Subtract 5 from both sides: -10x = -25 - 5 = -30",
+                           "Divide both sides by -10:",
+                           "-30 / (-10) = 30 / 10",
+                           "30 / 10: 10 * 3: 0*3=0, 1*3=3, so 10 * 3 = 30; nothing left",
                            "Divide both sides by -10: x = -30 / (-10) = 3"]
+    short = thinking(FAMILIES["add"].parse("What is 48213 + 77?")).split("\n")   # operands run out unevenly
+    assert short[3:5] == ["482 + 0, carry 0: 2 + 0 + 0 = 2, write 2, carry 0, so far 290",
+                          "48 + 0, carry 0: 8 + 0 + 0 = 8, write 8, carry 0, so far 8290"]
+
+
+def _read_columns(line: str) -> int:
+    """The number a line of written columns spells: each column's last digit, the last column whole, read
+    from the left; and every column's own arithmetic must hold."""
+    columns = line.split(", ")
+    for column in columns:
+        if "=" in column:
+            work, value = column.split("=")
+            assert eval(work) == int(value), line     # (test-only: the column is digits and + - *)
+    values = [column.split("=")[-1] for column in columns]
+    return int(values[-1] + "".join(value[-1] for value in reversed(values[:-1])))
+
+
+@given(st.integers(0, 10 ** 7), st.integers(0, 10 ** 7), st.integers(0, 9))
+def test_written_columns_spell_the_result(x, y, digit):
+    assert _read_columns(columns_sum(x, y)) == x + y
+    assert _read_columns(columns_difference(max(x, y), min(x, y))) == abs(x - y)
+    assert _read_columns(columns_product(x, digit)) == x * digit
+
+
+@given(st.integers(-10 ** 4, 10 ** 4), st.sampled_from("+-*"), st.integers(-10 ** 4, 10 ** 4),
+       st.integers(-999, 999).filter(bool), st.integers(-99, 99))
+def test_worked_operations_show_their_work(a, op, b, divisor, quotient):
+    """Work is written exactly when an operation is more than a one-digit fact, and its figures are right."""
+    lines = worked(a, op, b)
+    fact = abs(a) < 10 and abs(b) < 10 or 0 in (a, b) or op == "*" and 1 in (abs(a), abs(b))
+    assert bool(lines) != fact
+    result = abs(a + b if op == "+" else a - b if op == "-" else a * b)
+    if lines and (op != "*" or min(abs(a), abs(b)) < 10):      # one line of columns spells the result
+        assert len(lines) == 1 and _read_columns(lines[0].split(": ")[-1]) == result
+    elif lines:                                                 # long multiplication: the last sum spells it
+        partials = [line for line in lines if ", so " in line]
+        assert all(_read_columns(line.split(": ")[-1].split(", so")[0]) == int(line.split(", so ")[-1])
+                   for line in partials)
+        assert lines[-1].endswith(f"= {result}") or _read_columns(lines[-1].split(": ")[-1]) == result
+    steps = worked_division(divisor * quotient, divisor)
+    if steps:
+        multiples = [int(line.split(" = ")[-1].split(";")[0]) for line in steps if "; " in line]
+        assert sum(multiples) == abs(divisor * quotient) and steps[-1].endswith(str(abs(quotient)) if
+                                                                               len(multiples) > 1 else "left")
