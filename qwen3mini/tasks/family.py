@@ -51,6 +51,11 @@ class Family(ABC):
     def generate(self, rng: random.Random, difficulty: int) -> Problem:
         """A problem of ``difficulty`` drawn with ``rng`` (the same draws give the same problem)."""
 
+    def generate_for_training(self, rng: random.Random, difficulty: int) -> Problem:
+        """A training problem of ``difficulty``: by default what ``generate`` makes, the held-out sets' kind; a
+        family may add shapes that its test sets lack but their procedure needs."""
+        return self.generate(rng, difficulty)
+
     @abstractmethod
     def parse(self, question: str) -> Problem:
         """The problem asked by ``question`` in this family's exact format; ValueError if it is not one."""

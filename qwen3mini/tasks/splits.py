@@ -43,7 +43,7 @@ def training_problems(family: str, difficulty: int, rng: random.Random,
     """An endless stream of problems whose hashes are not in ``exclude``."""
     rejected = 0
     while True:
-        problem = FAMILIES[family].generate(rng, difficulty)
+        problem = FAMILIES[family].generate_for_training(rng, difficulty)
         if problem_hash(FAMILIES[family], problem) in exclude:
             rejected += 1
             if rejected == _MAX_REJECTED:

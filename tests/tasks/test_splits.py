@@ -43,3 +43,19 @@ def test_an_exhausted_space_is_an_error_not_a_hang():
     everything = held_out([[FAMILIES["mul"].parse(f"What is {a} * {b}?") for a in range(1, 10) for b in range(1, 10)]])
     with pytest.raises(ValueError, match="no problems left"):
         next(training_problems("mul", 1, random.Random(0), everything))
+
+
+def test_mul_training_adds_one_digit_multipliers_that_the_test_sets_lack():
+    """A 1x1 item's procedure (a single partial product) reaches training through N x 1 problems."""
+    from qwen3mini.tasks import verify
+    from qwen3mini.tasks.traces import answer, thinking
+    stream = training_problems("mul", 3, random.Random(0), held_out([evaluation_set("mul", 3)]))
+    problems = list(itertools.islice(stream, 300))
+    short = [p for p in problems if p.data[1] < 10]
+    assert 30 < len(short) < 90 and all(len(str(p.data[1])) == 3 for p in problems if p not in short)
+    assert all(p.data[1] >= 100 for p in evaluation_set("mul", 3))
+    for problem in short[:5]:
+        reparsed = FAMILIES["mul"].parse(problem.question)
+        think = thinking(problem)
+        assert reparsed == problem and problem.difficulty == 3 and "Sum so far" not in think
+        assert verify(problem, f"<think>\n{think}\n</think>\n\n{answer(problem)}")
