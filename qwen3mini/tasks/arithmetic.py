@@ -1,4 +1,5 @@
 """``add`` (addition and subtraction, column by column) and ``mul`` (long multiplication)."""
+from .expressions import signed
 from .family import Family, Problem, Step, match, random_number
 
 _NUMBER_PAIR = r"What is\s+(\d+)\s*([{ops}])\s*(\d+)\s*\?"
@@ -176,9 +177,10 @@ def long_multiplication(a: int, b: int) -> list:
     return lines
 
 
-# The written work behind one operation inside a longer trace (expr's steps, linear's moves): a person works a
-# sum, a difference or a product of several digits column by column, in one line. A line per column, as the
-# add and mul families write, would make those traces several times longer.
+# The written work behind one operation inside a longer trace (expr's steps, linear's moves, mul's sum of partial
+# products): a person works a sum, a difference or a product of several digits column by column, in one line. A
+# line per column, as the add and mul families write their own operation, would make those traces several times
+# longer.
 
 def columns_sum(x: int, y: int) -> str:
     """``x + y`` (both >= 0), columns from the right: ``6+8=14, 1+1+1=3`` (a carry is the trailing ``+1``)."""
@@ -222,7 +224,7 @@ def worked(a: int, op: str, b: int) -> list:
     x, y = abs(a), abs(b)
     if x < 10 and y < 10 or not a or not b or op == "*" and 1 in (x, y):
         return []
-    work = f"{_operand(a)} {op} {_operand(b)}"
+    work = f"{signed(a)} {op} {signed(b)}"
     if op == "*":
         sign = f" = -({x} * {y})" if (a < 0) != (b < 0) else f" = {x} * {y}" if a < 0 else ""
         if min(x, y) < 10:
@@ -231,14 +233,14 @@ def worked(a: int, op: str, b: int) -> list:
         for place, digit in enumerate(reversed(str(y))):
             if digit == "0":
                 continue
-            partial = x * int(digit)
+            partial, shifted = x * int(digit), x * int(digit) * 10 ** place
             lines.append(f"{x} * {digit}: {columns_product(x, int(digit))}, so {partial}" if digit != "1" else
                          f"{x} * 1 = {x}")
             if place:
-                lines.append(f"{x} * {digit}{'0' * place} = {partial * 10 ** place}")
+                lines.append(f"{x} * {digit}{'0' * place} = {shifted}")
             if total:
-                lines.append(f"{total} + {partial * 10 ** place}: {columns_sum(total, partial * 10 ** place)}")
-            total += partial * 10 ** place
+                lines.append(f"{total} + {shifted}: {columns_sum(total, shifted)}")
+            total += shifted
         return lines
     right = b if op == "+" else -b           # a + right
     if (a > 0) == (right > 0):
@@ -262,7 +264,7 @@ def worked_division(n: int, d: int) -> list:
         return []
     quotient = x // y
     sign = f" = -({x} / {y})" if (n < 0) != (d < 0) else f" = {x} / {y}"
-    lines = [f"{n} / {_operand(d)}{sign}"] if n < 0 or d < 0 else []
+    lines = [f"{n} / {signed(d)}{sign}"] if n < 0 or d < 0 else []
     left, parts = x, []
     for place in reversed(range(len(str(quotient)))):
         digit = quotient // 10 ** place % 10
@@ -277,7 +279,3 @@ def worked_division(n: int, d: int) -> list:
     if len(parts) > 1:
         lines.append(f"{x} / {y} = {' + '.join(parts)} = {quotient}")
     return lines
-
-
-def _operand(number: int) -> str:
-    return f"({number})" if number < 0 else str(number)
