@@ -1,0 +1,37 @@
+"""Token lengths of the solvers' replies (thinking + answer) per family and difficulty, with the shipped
+tokenizer: what a change to the traces costs the cold start's rows and the RL and evaluation token caps.
+
+    python bench/bench_trace_lengths.py [--problems 60] [--seed 7]
+
+Prints mean and longest reply per cell over ``--problems`` problems drawn with one seed per cell.
+"""
+import argparse
+import os
+import random
+import statistics
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import qwen3mini  # noqa: E402
+from qwen3mini.tasks import FAMILIES  # noqa: E402
+from qwen3mini.tasks.traces import answer, thinking  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--problems", type=int, default=60, help="problems per cell")
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    tokenizer = qwen3mini.load_tokenizer(os.path.join(ROOT, "checkpoints", "qwen3mini-base"))
+    print(f"{'cell':12s} {'mean':>6s} {'longest':>7s}")
+    for name, family in FAMILIES.items():
+        for difficulty in family.difficulties:
+            rng = random.Random(args.seed)
+            lengths = [len(tokenizer.encode(thinking(problem) + answer(problem)))
+                       for problem in (family.generate(rng, difficulty) for _ in range(args.problems))]
+            print(f"{name}/{difficulty:<{11 - len(name)}d} {statistics.mean(lengths):6.0f} {max(lengths):7d}")
+
+
+if __name__ == "__main__":
+    main()
