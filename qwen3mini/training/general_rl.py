@@ -8,10 +8,13 @@
 * ``tool``: a product of two 4- to 6-digit numbers with the ``calculator`` tool offered; the model calls it
   (Qwen3's ``<tool_call>``), the environment answers with the safe evaluator's result (qwen3mini/tools.py).
 
-A completion earns 1 when every rule of its kind holds, else 0: it ended by itself (``<|im_end|>``, not the
-token cap); its mode is the one the last flag asks for (a thinking reply has a non-empty, closed think block, a
-non-thinking one the empty block); the final answer is right (``\\boxed{}`` unless the instruction asks for
-another form); an instruction's constraint holds; a tool reply made at least one call, and only valid ones.
+A completion earns 1 when every rule of its kind holds: it ended by itself (``<|im_end|>``, not the token cap);
+its mode is the one the last flag asks for (a thinking reply has a non-empty, closed think block, a non-thinking
+one the empty block); the final answer is right (``\\boxed{}`` unless the instruction asks for another form); an
+instruction's constraint holds; a tool reply made at least one call, and only valid ones. A reply that keeps
+the format rules (ended, in the right mode) but not the answer earns ``FORMAT_CREDIT`` (§4.4 rewards format
+following on its own): on a problem past the model's reach every answer is wrong, and without it a group that
+ended and one that ran to the token cap would score alike, so nothing would teach the model to end. Else 0.
 """
 import random
 from dataclasses import dataclass, field
@@ -30,7 +33,8 @@ from .task_samples import evaluation_items, parse_ranges, rl_candidates
 
 KINDS = ("reasoning", "dialogue", "instruction", "tool")
 MIX = "reasoning:0.3,dialogue:0.2,instruction:0.3,tool:0.2"
-RANGES = "add:1-7,mul:1-3,expr:1-5,linear:1-5,sort:3-11,countdown:3-4,chain:1-6"
+RANGES = "add:1-10,mul:1-5,expr:1-8,linear:1-6,sort:3-14,countdown:3-5,chain:1-8"   # whole ladders: the ends too
+FORMAT_CREDIT = 0.2                         # of a reply that keeps the format but gets the answer wrong
 
 
 @dataclass
@@ -115,13 +119,16 @@ def query_pool(mix: str, ranges: str, per_cell: int, size: int, seed: int, stage
 
 
 def reward(query: Query, text: str, ended: bool) -> float:
-    """1.0 when every rule of the query's kind holds (module docstring), else 0.0."""
+    """1.0 when every rule of the query's kind holds, ``FORMAT_CREDIT`` when only the format rules do (module
+    docstring), else 0.0."""
     if not ended or reply_mode(text) != query.mode:
         return 0.0
     answer = split_completion(text).answer
     if query.kind == "instruction":
-        return float(strict(query.problem, query.constraint, answer))
-    return float(verify(query.problem, answer))
+        right = strict(query.problem, query.constraint, answer)
+    else:
+        right = verify(query.problem, answer)
+    return 1.0 if right else FORMAT_CREDIT
 
 
 class GeneralEnvironment(Environment):

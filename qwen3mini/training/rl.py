@@ -11,7 +11,7 @@ samples ``settings.group`` completions of each through the one generation path o
 (the fp32 master weights copied in first) and scores them; the objective picks what it trains on (GRPO:
 group-relative advantages, groups with equal rewards dropped; distillation: every completion), the
 completions are packed (rollouts.py) and ``settings.minibatches`` optimizer steps taken.
-Every step logs the reward, the reward per kind of query, the share of equal-reward groups, truncation,
+Every step logs the reward, the share of full rewards per kind of query (accuracy), the share of equal-reward groups, truncation,
 thinking length, KL, entropy, clipping, learning rate and the time spent generating and updating; a few
 completions go to ``samples.jsonl``. Checkpoints resume the run exactly (policy, optimizer, pool position, RNG).
 """
@@ -82,7 +82,7 @@ class Rollout:
     tokens: list[int]
     mask: list[bool]
     reward: float
-    kind: str                   # the query's kind: its reward is logged as accuracy_<kind>
+    kind: str                   # the query's kind: its share of full rewards (1.0) is logged as accuracy_<kind>
     truncated: bool
     thinking_tokens: int
     text: str
@@ -191,7 +191,7 @@ def rl_step(settings, step: int, queries: list, environment, generator, model, o
     sums = all_reduce(torch.tensor(
         [len(flat), sum(r.reward for r in flat), int(equal.sum()), len(groups), sum(r.truncated for r in flat),
          sum(r.thinking_tokens for r in flat), sum(sum(r.mask) for r in flat), too_long,
-         *(sum(r.reward for r in flat if r.kind == k) for k in kinds),
+         *(sum(r.reward == 1.0 for r in flat if r.kind == k) for k in kinds),
          *(sum(r.kind == k for r in flat) for k in kinds)],
         dtype=torch.float64, device=info.device)).tolist()
     n, reward, same, queries_total, cut, thinking, tokens, dropped = sums[:8]

@@ -10,7 +10,7 @@ from qwen3mini.evaluation.thinkfollow import FLAGS
 from qwen3mini.model import Qwen3ForCausalLM
 from qwen3mini.tasks import FAMILIES, traces
 from qwen3mini.tasks.instructions import CONSTRAINTS, reply_following
-from qwen3mini.training.general_rl import KINDS, Query, make_query, reward
+from qwen3mini.training.general_rl import FORMAT_CREDIT, KINDS, Query, make_query, reward
 from qwen3mini.training.logs import read_log
 from qwen3mini.training.stage import save_pretrained
 
@@ -52,13 +52,17 @@ def test_rewards_need_every_rule():
     assert reward(think, direct(p), ended=True) == 0.0                    # the wrong mode
     assert reward(no_think, direct(p), ended=True) == 1.0
     assert reward(no_think, thinking(p), ended=True) == 0.0
-    assert reward(think, thinking(p, wrong), ended=True) == 0.0           # the wrong answer
+    assert reward(think, thinking(p, wrong), ended=True) == FORMAT_CREDIT  # the wrong answer, the format kept
+    assert reward(think, thinking(p, wrong), ended=False) == 0.0
+    assert reward(no_think, thinking(p, wrong), ended=True) == 0.0        # wrong answer and wrong mode
     for name in CONSTRAINTS:
         query = Query("instruction", [], p, "no-think", constraint=name)
         assert reward(query, direct(p, reply_following(p, name)), ended=True) == 1.0, name
-        assert reward(query, direct(p, reply_following(p, name, str(int(p.answer) + 1))), ended=True) == 0.0, name
+        assert reward(query, direct(p, reply_following(p, name, str(int(p.answer) + 1))),
+                      ended=True) == FORMAT_CREDIT, name
     assert reward(Query("instruction", [], p, "no-think", constraint="capitals"),
-                  direct(p, f"the answer is {p.answer}"), ended=True) == 0.0      # lower case under "capitals"
+                  direct(p, f"the answer is {p.answer}"), ended=True) == FORMAT_CREDIT   # lower case under "capitals"
+    assert 0 < FORMAT_CREDIT < 1
 
 
 def test_tiny_stage_end_to_end(tmp_path, capsys):
