@@ -12,7 +12,8 @@ A completion earns 1 when every rule of its kind holds: it ended by itself (``<|
 its mode is the one the last flag asks for (a thinking reply has a non-empty, closed think block, a non-thinking
 one the empty block); the final answer is right (``\\boxed{}`` unless the instruction asks for another form); an
 instruction's constraint holds; a tool reply made at least one call, and only valid ones. A reply that keeps
-the format rules (ended, in the right mode) but not the answer earns ``FORMAT_CREDIT`` (§4.4 rewards format
+the format rules (ended, in the right mode, the answer in ``\\boxed{}`` or in the form the instruction asks
+for) but not the answer earns ``FORMAT_CREDIT`` (§4.4 rewards format
 following on its own): on a problem past the model's reach every answer is wrong, and without it a group that
 ended and one that ran to the token cap would score alike, so nothing would teach the model to end. Else 0.
 """
@@ -23,7 +24,8 @@ from ..chat import render, split_completion
 from ..evaluation import reply_limit
 from ..evaluation.thinkfollow import FLAGS, make_dialogue, reply_mode
 from ..tasks import Problem, parse_question, verify
-from ..tasks.instructions import CONSTRAINTS, constrained, strict
+from ..tasks.answers import last_boxed
+from ..tasks.instructions import CONSTRAINTS, answer_right, constrained, follows
 from ..tools import generate_with_tools
 from .fusion_samples import tool_problem
 from .rl import Environment, RLSettings, Rollout
@@ -125,10 +127,12 @@ def reward(query: Query, text: str, ended: bool) -> float:
         return 0.0
     answer = split_completion(text).answer
     if query.kind == "instruction":
-        right = strict(query.problem, query.constraint, answer)
-    else:
-        right = verify(query.problem, answer)
-    return 1.0 if right else FORMAT_CREDIT
+        if not follows(query.constraint, answer):
+            return 0.0
+        return 1.0 if answer_right(query.problem, query.constraint, answer) else FORMAT_CREDIT
+    if last_boxed(answer) is None:
+        return 0.0
+    return 1.0 if verify(query.problem, answer) else FORMAT_CREDIT
 
 
 class GeneralEnvironment(Environment):

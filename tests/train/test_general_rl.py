@@ -61,7 +61,8 @@ def test_rewards_need_every_rule():
         assert reward(query, direct(p, reply_following(p, name, str(int(p.answer) + 1))),
                       ended=True) == FORMAT_CREDIT, name
     assert reward(Query("instruction", [], p, "no-think", constraint="capitals"),
-                  direct(p, f"the answer is {p.answer}"), ended=True) == FORMAT_CREDIT   # lower case under "capitals"
+                  direct(p, f"the answer is {p.answer}"), ended=True) == 0.0      # lower case under "capitals"
+    assert reward(no_think, direct(p, f"The answer is {int(p.answer) + 1}."), ended=True) == 0.0   # no \boxed{}
     assert 0 < FORMAT_CREDIT < 1
 
 
