@@ -13,9 +13,9 @@ its mode is the one the last flag asks for (a thinking reply has a non-empty, cl
 one the empty block); the final answer is right (``\\boxed{}`` unless the instruction asks for another form); an
 instruction's constraint holds; a tool reply made at least one call, and only valid ones. A reply that keeps
 the format rules (ended, in the right mode, the answer in ``\\boxed{}`` or in the form the instruction asks
-for) but not the answer earns ``FORMAT_CREDIT`` (§4.4 rewards format
-following on its own): on a problem past the model's reach every answer is wrong, and without it a group that
-ended and one that ran to the token cap would score alike, so nothing would teach the model to end. Else 0.
+for) but not the answer earns ``FORMAT_CREDIT`` (§4.4 rewards format following on its own): on a problem past
+the model's reach every answer is wrong, and without it a group that ended and one that ran to the token cap
+would score alike, so nothing would teach the model to end. Else 0.
 """
 import random
 from dataclasses import dataclass, field
