@@ -4,9 +4,13 @@
 # resumes what a call's time limit cut off. Every call first builds what a fresh machine lacks (the CUDA
 # extension, the token shards from data/carry: the call's carry is ["data/carry"]) and ends by archiving the
 # results so far (logs, JSON, PNG; no weights) into OUT/results.tar.gz. The distilled students' weights come
-# back in 15 MB parts once on-policy distillation has finished (cat them back together). The base model stays
-# behind (the tree that travels is at most 64 MiB): `bash bench/device_tree.sh hide checkpoints/qwen3mini-base`
-# before the calls, `bash bench/device_tree.sh restore` after.
+# back in 15 MB parts once on-policy distillation has finished (cat them back together). The tree that travels,
+# carry included, is at most 64 MiB: the teacher's weights go, the base model and bench/results stay behind, and
+# only 45% of the corpus's documents travel (20.1 MiB; the full carry is 42.5 MiB), so the students' shortened
+# pre-training sees that share of the stage corpora, several times over. Before the calls:
+#   python -m train.data.build_corpus pack --share 0.45
+#   bash bench/device_tree.sh hide checkpoints/qwen3mini-base bench/results
+# and `bash bench/device_tree.sh restore` after.
 #
 #   OUT=/tmp/out bash bench/distill_device.sh           # each call: continue the pipeline
 #   OUT=/tmp/out bash bench/distill_device.sh bench     # the MoE training benchmark (bench/bench_moe_training.py)

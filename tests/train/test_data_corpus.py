@@ -151,3 +151,26 @@ def test_no_steps_runs_fetch_extract_synth_mix(monkeypatch):
     for argv in (["--sources", "no-such-source", "extract"], ["fetch", "tokenize"]):
         with pytest.raises(SystemExit):
             build_corpus.main(argv)
+
+
+def test_pack_carries_a_share_and_mix_rebuilds_from_it(tmp_path):
+    """`pack --share F` carries, per source, the documents some stage uses that an id hash keeps (about F of
+    them, the same ones every time); `mix` rebuilds stage corpora from the carried files alone."""
+    _fake_sources(tmp_path / "src")
+    build_corpus.pack(tmp_path / "src", tmp_path / "all")
+    build_corpus.pack(tmp_path / "src", tmp_path / "half", share=0.5)
+    build_corpus.pack(tmp_path / "src", tmp_path / "again", share=0.5)
+    assert not (tmp_path / "all" / "synthetic.jsonl.xz").exists()        # regenerated there, not carried
+    kept, total = 0, 0
+    for s in sources.SOURCES:
+        every = {d["id"] for d in build_corpus.read_jsonl(tmp_path / "all" / f"{s.name}.jsonl.xz")}
+        half = {d["id"] for d in build_corpus.read_jsonl(tmp_path / "half" / f"{s.name}.jsonl.xz")}
+        again = {d["id"] for d in build_corpus.read_jsonl(tmp_path / "again" / f"{s.name}.jsonl.xz")}
+        assert half == again and half <= every
+        assert every == {d["id"] for d in build_corpus.read_jsonl(tmp_path / "src" / f"{s.name}.jsonl")
+                         if build_corpus.in_any_stage(d["id"], s.name, s.domain)}
+        kept, total = kept + len(half), total + len(every)
+    assert 0.35 < kept / total < 0.65
+    shutil.copy(tmp_path / "src" / "synthetic.jsonl", tmp_path / "half" / "synthetic.jsonl")
+    build_corpus.mix(tmp_path / "half", tmp_path / "mixed")
+    assert (tmp_path / "mixed" / "s1" / "train.jsonl").stat().st_size > 0

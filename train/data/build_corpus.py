@@ -6,6 +6,7 @@
     python -m train.data.build_corpus synth      # synthetic S2 text                -> data/corpus/sources/synthetic.jsonl
     python -m train.data.build_corpus mix        # stage mixes                       -> data/corpus/{s1,s2,s3}/{train,val}.jsonl
     python -m train.data.build_corpus pack       # xz the per-source files           -> data/carry/sources/*.jsonl.xz
+    python -m train.data.build_corpus pack --share 0.45   # a share of each source's documents (distillation)
 
 Every file is JSON Lines, one document per line: {"id": ..., "text": ...}. Everything is deterministic: sorted
 file lists, ordered parallel maps, hash-based split and sampling, seeded generators. The stage mixes follow
@@ -228,16 +229,21 @@ def mix(src_dir: Path = DATA / "corpus" / "sources", out: Path = DATA / "corpus"
         print(f"{stage}: documents {counts}, sizes {sizes}")
 
 
-def pack(src_dir: Path = DATA / "corpus" / "sources", out: Path = DATA / "carry" / "sources") -> None:
+def pack(src_dir: Path = DATA / "corpus" / "sources", out: Path = DATA / "carry" / "sources",
+         share: float = 1.0) -> None:
     """Write what travels to the GPU machine: data/carry/sources/<name>.jsonl.xz with the documents some
     stage uses (`in_any_stage`), xz-compressed. The synthetic documents are not carried: `synth` regenerates
-    them there, and `mix --sources-dir data/carry/sources` then rebuilds byte-identical stage corpora."""
+    them there, and `mix --sources-dir data/carry/sources` then rebuilds byte-identical stage corpora. With
+    ``share`` < 1 only that share of each source's documents travels (chosen by id hash), for a call whose tree
+    leaves less room: the distillation students' shortened pre-training, beside the teacher's weights; the
+    stage corpora rebuilt from it are then that share of the full ones."""
     out.mkdir(parents=True, exist_ok=True)
     for name, domain, path in tqdm(_source_files(src_dir), desc="pack", unit="source"):
         if domain == "synthetic":
             continue
         target = out / f"{name}.jsonl.xz"
-        docs = (d for d in read_jsonl(path) if in_any_stage(d["id"], name, domain))
+        docs = (d for d in read_jsonl(path)
+                if in_any_stage(d["id"], name, domain) and (share >= 1 or keep_fraction(d["id"], share, "carry")))
         payload = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
         with open(target.with_suffix(".xz.tmp"), "wb") as f:
             subprocess.run(["xz", "-9", "-T0", "-c"], input=payload, stdout=f, check=True)
@@ -259,10 +265,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synthetic-docs", type=int, default=synthetic.DEFAULT_DOCS,
                         help="documents the synth step writes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic generators")
+    parser.add_argument("--share", type=float, default=1.0,
+                        help="pack: the share of each source's documents that travels (default 1: all)")
     args = parser.parse_args(argv)
     unknown = [step for step in args.steps if step not in STEPS]
     if unknown:
         parser.error(f"unknown step {unknown[0]!r}: expected some of {' '.join(STEPS)}")
+    if not 0 < args.share <= 1:
+        parser.error(f"--share {args.share}: expected a share in (0, 1]")
     if args.synthetic_docs < 1:
         parser.error(f"--synthetic-docs {args.synthetic_docs}: expected a positive number")
     unknown = sorted(set(args.sources or ()) - {s.name for s in sources.SOURCES})
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         elif step == "mix":
             mix(args.sources_dir)
         elif step == "pack":
-            pack()
+            pack(share=args.share)
 
 
 if __name__ == "__main__":
