@@ -119,8 +119,8 @@ class Run:
                               if c.mode == mode and c.budget is None for s in c.greedy]) for mode in sel.modes}
         return {"schema": SCHEMA, "selection": asdict(sel), "general": general, "ended_within_1024": ended,
                 "sampling": {mode: sampling_settings(mode) for mode in MODES},
-                "reply_limit": f"min(max_new_tokens, 2 x the solver's reply + {REPLY_SLACK}, what the context "
-                               "leaves)",
+                "reply_limit": f"min(max_new_tokens, max({REPLY_TOKENS}, 2 x the solver's reply + {REPLY_SLACK}), "
+                               "what the context leaves)",
                 "cells": [c.record() for c in cells], "thinkfollow": follow,
                 "generation": {"replies": self.replies, "generated_tokens": self.tokens,
                                "seconds": self.seconds, "tokens_per_second": self.tokens / max(self.seconds, 1e-9)}}
@@ -193,7 +193,11 @@ class Run:
         return render(self.tok, [{"role": "user", "content": problem.question}], think=mode == "think")
 
     def limit(self, problem: Problem, mode: str, prompt: list[int]) -> int:
-        return min(reply_limit(self.tok, problem, mode, self.sel.max_new_tokens), self.room(prompt))
+        # Never under REPLY_TOKENS: whether a reply ends by itself within that many tokens (issue 19) can only be
+        # seen when no reply is cut before it (a non-thinking reply that works a problem out loud runs far past
+        # twice the solver's one-line answer).
+        floor = min(REPLY_TOKENS, self.sel.max_new_tokens)
+        return min(max(reply_limit(self.tok, problem, mode, self.sel.max_new_tokens), floor), self.room(prompt))
 
     def room(self, prompt: list[int]) -> int:
         """Tokens the context leaves after ``prompt`` and a budget's stop text."""
@@ -207,7 +211,8 @@ class Run:
 def reply_limit(tokenizer, problem: Problem, mode: str, max_new_tokens: int) -> int:
     """Tokens a reply to ``problem`` may take: ``max_new_tokens``, but at most twice the solver's own reply in
     this mode plus REPLY_SLACK (a model that never ends its turn, such as a base model, costs no more than that;
-    RL's rollouts are held to the same rule). The harness also holds it to what the context leaves."""
+    RL's rollouts are held to this rule). The harness lets a reply run to at least REPLY_TOKENS and holds it to
+    what the context leaves."""
     solver = len(tokenizer.encode(thinkfollow.reply_in_mode(problem, mode)))
     return min(max_new_tokens, 2 * solver + REPLY_SLACK)
 

@@ -211,6 +211,21 @@ def test_replies_come_back_in_the_order_of_the_prompts(scripted):
                                          "你 ok<|im_end|>"]
 
 
+def test_a_reply_may_always_run_to_the_ended_measure(scripted):
+    """The harness never cuts a reply before REPLY_TOKENS (unless max_new_tokens or the context says so): a
+    non-thinking reply that works the problem out loud must be able to show that it ends within 1,024 tokens,
+    far past twice the solver's one-line answer (RL's rollout cap, reply_limit, stays that short)."""
+    from qwen3mini.evaluation.general import REPLY_TOKENS
+    from qwen3mini.evaluation.harness import Run, reply_limit
+    _, model, tokenizer = scripted
+    problem = evaluation_set("add", 3)[0]
+    assert reply_limit(tokenizer, problem, "no-think", 3072) < REPLY_TOKENS
+    for max_new_tokens, expected in ((3072, REPLY_TOKENS), (100, 100)):
+        run = Run(model, tokenizer, Selection(max_new_tokens=max_new_tokens), log=lambda line: None)
+        prompt = run.prompt(problem, "no-think")
+        assert run.limit(problem, "no-think", prompt) == min(expected, run.room(prompt))
+
+
 def test_modes_asked_for_by_flags(scripted):
     """--switch flags: the question ends in /no_think and the template stays in thinking mode, so the scripted
     model (which ignores flags) thinks in the no-think cells too; the template's switch leaves it no choice."""
