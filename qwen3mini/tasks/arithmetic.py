@@ -256,18 +256,33 @@ def worked(a: int, op: str, b: int) -> list:
     return [f"{header}: {columns_difference(larger, smaller)}"]
 
 
+_PLACES = ("ones", "tens", "hundreds", "thousands")
+
+
 def worked_division(n: int, d: int) -> list:
-    """The work behind an exact division ``n / d`` (linear's last move): the sign, then multiples of ``|d|``
-    taken away, the largest place first. [] for a fact (a divisor of one digit and a quotient under 10)."""
+    """The work behind an exact division ``n / d`` (linear's last move): the sign, then one quotient digit per
+    place, the largest first. Each digit is estimated from the leading digits (what is left at that place over
+    the divisor's first digit, which never comes out too small), lowered while the divisor times it is more
+    than what is left, then its multiple taken away. [] for a fact (a divisor of one digit and a quotient under
+    10). A person cannot see the right digit at once; a trace that wrote it down would teach a guess."""
     x, y = abs(n), abs(d)
     if not n or y < 10 and x < 10 * y:
         return []
     quotient = x // y
     sign = f" = -({x} / {y})" if (n < 0) != (d < 0) else f" = {x} / {y}"
     lines = [f"{n} / {signed(d)}{sign}"] if n < 0 or d < 0 else []
+    shift, lead = 10 ** (len(str(y)) - 1), int(str(y)[0])
     left, parts = x, []
     for place in reversed(range(len(str(quotient)))):
-        digit = quotient // 10 ** place % 10
+        if not left:
+            break
+        part = left // 10 ** place               # what is left, counted in this place's units
+        digit, guess = part // y, min(9, part // shift // lead)
+        name = _PLACES[place] if place < len(_PLACES) else f"10^{place}"
+        estimate = f"{left} / {y}, {name}: {part // shift} / {lead} gives {guess}"
+        for tried in range(guess, digit, -1):
+            estimate += f"; {y} * {tried} = {y * tried}, more than {part}, so {tried - 1}"
+        lines.append(estimate)
         if not digit:
             continue
         multiple = y * digit * 10 ** place

@@ -2,9 +2,12 @@
 
 The answer is any expression: the verifier evaluates it exactly (fractions) and checks that the numbers it
 uses are a sub-multiset of the given ones. The generator builds the target from a random sequence of moves, so
-every problem has a solution; the canonical answer is the one the solver finds. The solver is a depth-first search over states (the numbers still available),
-moves tried closest-to-target first; the trace shows each move, the dead ends it meets where two numbers are
-left (every combination of the pair listed) and the backtracking.
+every problem has a solution; the canonical answer is the one the solver finds. The solver is a depth-first search
+over states (the numbers still available), moves tried closest-to-target first; the trace shows each move and,
+up to a budget, each dead end it meets: with two numbers left every result of the pair, with more a couple of
+tries before giving the state up, and the backtracking. A dead end it does not show is a move the model never
+sees made and undone, so the budget is set high enough that most traces show every one (session 12: the old
+trace showed none before the last two numbers, and the model could not learn which first move to make).
 """
 import functools
 import itertools
@@ -14,7 +17,8 @@ from . import expressions
 from .family import Family, Problem, Step, match
 
 _LARGE = (25, 50, 75, 100)
-_DEAD_END_LINES = 6  # dead ends a trace may show before the search goes straight for a solution
+_DEAD_ENDS = 8           # dead ends a trace may show before the search goes straight for a solution
+_TRIES_IN_A_DEAD_END = 2  # moves tried from a dead state of three or more numbers before giving it up
 _QUESTION = (r"Make\s+(\d+)\s+from the numbers\s+(\d+(?:\s*,\s*\d+)+)\.\s*Use each number at most once, "
              r"with \+ - \* / and parentheses\.")
 
@@ -131,7 +135,7 @@ class Countdown(Family):
         target, numbers = problem.data
         lines = [f"Target {target} from {_listed(numbers)}. Search: combine two numbers, promising moves first; "
                  "back up at a dead end."]
-        _search(target, [(n, n) for n in numbers], [_DEAD_END_LINES], lines)
+        _search(target, [(n, n) for n in numbers], [_DEAD_ENDS], lines)
         return lines
 
     def check(self, problem):
@@ -147,19 +151,9 @@ def _needs_fewer(numbers, target) -> bool:
                for subset in itertools.combinations(numbers, max(1, len(numbers) - 2)))
 
 
-def _search(target, state, dead_ends_left, lines=None):
-    """Depth-first search from ``state`` (``(value, tree)`` pairs). Returns the moves' trees down to the
-    solution (last one = the answer), None if there is none. With ``lines``, writes the trace: a move into
-    an unsolvable state is shown only while ``dead_ends_left[0]`` allows and only where it is one line (two
-    numbers left); otherwise the search passes it by, as if it had tried the solvable move first."""
-    show = lines is not None
-    values = [value for value, _ in state]
-    if not solvable(tuple(sorted(values)), target):
-        return None
-    if target in values:  # only at the start: a move that makes the target stops the search
-        if show:
-            lines.append(f"{target} is one of the numbers. Found it.")
-        return [target]
+def _moves_closest_first(target, state):
+    """Every move from ``state`` (``(value, tree)`` pairs) as ``(op, left, right, value, tree, rest)``, the result
+    closest to the target first."""
     candidates = []
     for i in range(len(state)):
         for j in range(i + 1, len(state)):
@@ -167,22 +161,54 @@ def _search(target, state, dead_ends_left, lines=None):
             (a, a_tree), (b, b_tree) = state[i], state[j]
             for op, left, right, value in moves(a, b):
                 tree = (op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)
-                candidates.append((abs(value - target), len(candidates), op, left, right, value, tree, rest))
-    for _, _, op, left, right, value, tree, rest in sorted(candidates):
-        after = [v for v, _ in rest] + [value]
-        if value != target and not solvable(tuple(sorted(after)), target):
-            if show and len(after) == 2 and dead_ends_left[0] > 0:
-                dead_ends_left[0] -= 1
-                pair = ", ".join(f"{a} {o} {b} = {v}" for o, a, b, v in moves(*after))
-                lines.append(f"{_listed(values)}: {left} {op} {right} = {value}, left {_listed(after)}: {pair}; "
-                             f"no {target}. Back to {_listed(values)}.")
+                candidates.append((abs(value - target), len(candidates), (op, left, right, value, tree, rest)))
+    return [move for *_, move in sorted(candidates)]
+
+
+def _search(target, state, dead_ends_left, lines=None):
+    """Depth-first search from ``state`` (``(value, tree)`` pairs), moves closest to the target first. Returns
+    the moves' trees down to the solution (last one = the answer), None if there is none. With ``lines``, writes
+    the trace: each move into a state that cannot reach the target is shown while ``dead_ends_left[0]`` lasts
+    (one line per dead end, a state of two numbers with all its results, a larger one tried a little and given
+    up, see ``_show_dead_end``); once it is spent, the search passes such moves by, as if it had known."""
+    values = [value for value, _ in state]
+    if not solvable(tuple(sorted(values)), target):
+        return None
+    if target in values:  # only at the start: a move that makes the target stops the search
+        if lines is not None:
+            lines.append(f"{target} is one of the numbers. Found it.")
+        return [target]
+    for op, left, right, value, tree, rest in _moves_closest_first(target, state):
+        after = rest + [(value, tree)]
+        if value != target and not solvable(tuple(sorted(v for v, _ in after)), target):
+            if lines is not None and dead_ends_left[0] > 0:
+                _show_dead_end(target, values, f"{left} {op} {right} = {value}", after, dead_ends_left, lines)
             continue
-        if show:
-            done = ". Found it." if value == target else f", left {_listed(after)}"
+        if lines is not None:
+            done = ". Found it." if value == target else f", left {_listed(v for v, _ in after)}"
             lines.append(Step(f"{_listed(values)}: ", f"{left} {op} {right}", value, done))
         if value == target:
             return [tree]
-        path = _search(target, rest + [(value, tree)], dead_ends_left, lines)
+        path = _search(target, after, dead_ends_left, lines)
         if path is not None:
             return [tree] + path
     return None
+
+
+def _show_dead_end(target, values, move, after, dead_ends_left, lines):
+    """The lines of a move from ``values`` into ``after``, a state that cannot reach the target: with two numbers
+    left, one line with every result of the pair; with more, the move's line, then its ``_TRIES_IN_A_DEAD_END``
+    most promising moves (each a dead end in turn, while the budget lasts), then giving it up."""
+    dead_ends_left[0] -= 1
+    left = [value for value, _ in after]
+    if len(left) == 2:
+        pair = ", ".join(f"{a} {o} {b} = {v}" for o, a, b, v in moves(*left))
+        lines.append(f"{_listed(values)}: {move}, left {_listed(left)}: {pair}; no {target}. Back to "
+                     f"{_listed(values)}.")
+        return
+    lines.append(f"{_listed(values)}: {move}, left {_listed(left)}")
+    for op, a, b, value, _, rest in _moves_closest_first(target, after)[:_TRIES_IN_A_DEAD_END]:
+        if dead_ends_left[0] <= 0:
+            break
+        _show_dead_end(target, left, f"{a} {op} {b} = {value}", rest + [(value, None)], dead_ends_left, lines)
+    lines.append(f"Give up on {_listed(left)}. Back to {_listed(values)}.")

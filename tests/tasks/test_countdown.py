@@ -80,3 +80,30 @@ def test_unsolvable_question_is_refused():
     with pytest.raises(ValueError, match="cannot be made"):
         COUNTDOWN.parse("Make 997 from the numbers 1, 2, 3. Use each number at most once, with + - * / and "
                         "parentheses.")
+
+
+def test_trace_shows_dead_ends_honestly():
+    """The search's trace: each dead end it shows leads to a state that cannot reach the target, at most the
+    budget of dead ends is shown, and where the budget was not spent, the moves tried from the start are
+    exactly the first ones in closest-to-target order (no move passed by unseen)."""
+    import re
+    from qwen3mini.tasks import countdown
+    from qwen3mini.tasks.traces import thinking
+    rng, move = random.Random(3), re.compile(r"^([\d, ]+): (\d+) ([-+*/]) (\d+) = (\d+)")
+    for difficulty in (3, 4, 5):
+        for _ in range(40):
+            problem = COUNTDOWN.generate(rng, difficulty)
+            target, numbers = problem.data
+            lines = thinking(problem).split("\n")
+            pairs = [line for line in lines if re.search(rf"; no {target}\. Back to [\d, ]+\.$", line)]
+            given_up = [line for line in lines if line.startswith("Give up on ")]
+            for state in [line.split(", left ")[1].split(":")[0] for line in pairs] + \
+                         [line[len("Give up on "):line.index(". Back to")] for line in given_up]:
+                assert not countdown.solvable(tuple(sorted(int(n) for n in state.split(", "))), target), state
+            assert len(pairs) + len(given_up) <= countdown._DEAD_ENDS
+            start = countdown._listed(numbers)
+            tried = [m.groups()[1:] for m in map(move.match, lines) if m and m.group(1) == start]
+            order = [(str(left), op, str(right), str(value)) for op, left, right, value, *_ in
+                     countdown._moves_closest_first(target, [(n, n) for n in numbers])]
+            if len(pairs) + len(given_up) < countdown._DEAD_ENDS and target not in numbers:
+                assert tried == order[:len(tried)], problem.question

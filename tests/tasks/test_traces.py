@@ -1,6 +1,7 @@
 """The solvers' traces: their result verifies (with or without a planted slip), they pass the response
 filters, and they restate the state as they go."""
 import random
+import re
 
 import pytest
 from hypothesis import given, strategies as st
@@ -54,15 +55,18 @@ def test_traces_restate_the_state():
     assert "347 * 80 = 27760" in mul and "Sum so far: 2082 + 27760 = 29842" in mul
     countdown = thinking(FAMILIES["countdown"].parse(
         "Make 100 from the numbers 3, 7, 25, 50. Use each number at most once, with + - * / and parentheses."))
-    assert "Back to 3, 7, 25." in countdown and countdown.endswith("= 100")
+    assert "Give up on 7, 50, 75. Back to 3, 7, 25, 50." in countdown and countdown.endswith("= 100")
+    assert "7, 50, 75: 75 + 7 = 82, left 50, 82: 82 + 50 = 132, 82 - 50 = 32, 82 * 50 = 4100; no 100. Back to " \
+           "7, 50, 75." in countdown
     linear = thinking(FAMILIES["linear"].parse("Solve for x: -3x + 5 = 7x - 25.")).split("\n")
-    assert linear[1:9] == ["Subtract 7x from both sides: -3 - 7 = -10, so -10x + 5 = -25",
-                           "Subtract 5 from both sides:",
-                           "(-25) - 5 = -(25 + 5): 5+5=10, 2+1=3",
-                           "Subtract 5 from both sides: -10x = -25 - 5 = -30",
-                           "Divide both sides by -10:",
-                           "-30 / (-10) = 30 / 10",
-                           "30 / 10: 10 * 3: 0*3=0, 1*3=3, so 10 * 3 = 30; nothing left",
+    assert linear[1:10] == ["Subtract 7x from both sides: -3 - 7 = -10, so -10x + 5 = -25",
+                            "Subtract 5 from both sides:",
+                            "(-25) - 5 = -(25 + 5): 5+5=10, 2+1=3",
+                            "Subtract 5 from both sides: -10x = -25 - 5 = -30",
+                            "Divide both sides by -10:",
+                            "-30 / (-10) = 30 / 10",
+                            "30 / 10, ones: 3 / 1 gives 3",
+                            "30 / 10: 10 * 3: 0*3=0, 1*3=3, so 10 * 3 = 30; nothing left",
                            "Divide both sides by -10: x = -30 / (-10) = 3"]
     short = thinking(FAMILIES["add"].parse("What is 48213 + 77?")).split("\n")   # operands run out unevenly
     assert short[3:5] == ["482 + 0, carry 0: 2 + 0 + 0 = 2, write 2, carry 0, so far 290",
@@ -103,8 +107,29 @@ def test_worked_operations_show_their_work(a, op, b, divisor, quotient):
         assert all(_read_columns(line.split(": ")[-1].split(", so")[0]) == int(line.split(", so ")[-1])
                    for line in partials)
         assert lines[-1].endswith(f"= {result}") or _read_columns(lines[-1].split(": ")[-1]) == result
-    steps = worked_division(divisor * quotient, divisor)
-    if steps:
-        multiples = [int(line.split(" = ")[-1].split(";")[0]) for line in steps if "; " in line]
-        assert sum(multiples) == abs(divisor * quotient) and steps[-1].endswith(str(abs(quotient)) if
-                                                                               len(multiples) > 1 else "left")
+    _check_division(worked_division(divisor * quotient, divisor), divisor * quotient, divisor)
+
+
+def _check_division(steps, n, d):
+    """Each estimate is what its line says (leading digits over the divisor's first digit, at most 9), each
+    "more than" holds, the digit taken is the last one tried, and the multiples taken away add up to n."""
+    x, y = abs(n), abs(d)
+    if not steps:
+        return
+    estimates = [line for line in steps if " gives " in line]
+    taken = [line for line in steps if line.startswith(f"{x} / {y}: ")]
+    digits = []
+    for line in estimates:
+        left, rest = line.split(" / ", 1)
+        place = ("ones", "tens", "hundreds", "thousands").index(rest.split(", ")[1].split(":")[0])
+        part = int(left) // 10 ** place
+        head, lead, guess = (int(v) for v in re.match(r".*: (\d+) / (\d+) gives (\d+)", line.split(";")[0]).groups())
+        assert (head, lead, guess) == (part // 10 ** (len(str(y)) - 1), int(str(y)[0]), min(9, head // lead))
+        tried = re.findall(rf"{y} \* (\d+) = (\d+), more than {part}, so (\d+)", line)
+        assert all(int(p) == y * int(t) > part and int(s) == int(t) - 1 for t, p, s in tried)
+        digit = int(tried[-1][2]) if tried else guess
+        assert digit == part // y
+        digits.append((digit, place))
+    multiples = [int(line.split(" = ")[-1].split(";")[0]) for line in taken]
+    assert multiples == [y * digit * 10 ** place for digit, place in digits if digit]
+    assert sum(multiples) == x and steps[-1].endswith(str(x // y) if len(multiples) > 1 else "left")
