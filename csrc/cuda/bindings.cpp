@@ -15,10 +15,11 @@ std::vector<torch::Tensor> qk_norm_rope_cuda(torch::Tensor q, torch::Tensor k, t
 torch::Tensor silu_mul_cuda(torch::Tensor gate_up);
 std::vector<torch::Tensor> moe_route_cuda(torch::Tensor logits, int64_t top_k, bool normalize);
 torch::Tensor gemv_cuda(torch::Tensor x, torch::Tensor weight);
+torch::Tensor gumbel_sample_cuda(torch::Tensor logits, double temperature, torch::Tensor rng);
 void bind_decode_step(pybind11::module& m);  // decode_step.cu: the fused decode step (class DecodeStep, MAX_ROWS)
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "qwen3mini CUDA kernels: fused attention (prefill, split-KV decode), MoE router and dispatch, RMSNorm, QK-Norm+RoPE, SiLU*up, GEMV, the fused decode step";
+  m.doc() = "qwen3mini CUDA kernels: fused attention (prefill, split-KV decode), MoE router and dispatch, RMSNorm, QK-Norm+RoPE, SiLU*up, GEMV, the fused decode step, sampling";
   m.def("attention_prefill", &attention_prefill_cuda, "varlen causal attention (bottom-right aligned)");
   m.def("attention_decode", &attention_decode_cuda, "decode attention over a KV cache, split-KV");
   m.def("attention_decode_splits", &attention_decode_splits_cuda,
@@ -29,5 +30,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul", &silu_mul_cuda, "SwiGLU gate: silu(gate) * up of a fused [..., 2I] projection");
   m.def("moe_route", &moe_route_cuda, "MoE router: fp32 softmax, top-k, optional renormalisation (one launch)");
   m.def("gemv", &gemv_cuda, "x[1, K] @ W[N, K]^T (batch-1 decode projections)");
+  m.def("gumbel_sample", &gumbel_sample_cuda, "one token per row from softmax(logits / T), Gumbel-max (one launch)");
   bind_decode_step(m);
 }
