@@ -21,7 +21,9 @@ after one warm-up call (which compiles and captures graphs).
 * transformers, gpt-fast-style loop: a ``StaticCache``, an eager prefill, then a Python loop over one decode step
   (forward + sampling) compiled with ``torch.compile(mode="reduce-overhead", fullgraph=True)``.
 
-``--profile`` runs our generation once more under the profiler and prints its kernels by GPU time.
+``--profile`` runs our generation once more under the profiler and prints its kernels by GPU time: the sampler
+is one kernel (``gumbel_sample_kernel``; ``QWEN3MINI_FUSED_SAMPLER=0`` brings back the PyTorch sampler for a
+before/after), and at rollout batches attention decode is ``decode_split_kernel`` alone (no combine).
 
 If a transformers side runs out of GPU memory, it runs the batch in 2, 4, ... equal chunks one after the other
 (the same total work) and says so. Writes the table as JSON to ``--out`` too.

@@ -1,11 +1,15 @@
 """Sampling: decoding settings and the sampler that turns next-token logits into tokens on the device.
 
 Sampling follows the order of Hugging Face's logits processors: presence penalty, temperature, top-k, top-p,
-min-p (settings: docs/qwen3.md §2.4). ``temperature == 0`` is greedy (argmax, first index on ties).
+min-p (settings: docs/qwen3.md §2.4). ``temperature == 0`` is greedy (argmax, first index on ties). The PyTorch
+code below is the reference; on the CUDA backend, plain sampling at a temperature (no filter, no penalty: what
+RL rollouts use) runs as one kernel instead (``ops.cuda.GumbelSampler``), a draw from the same distribution.
 """
 from dataclasses import dataclass
 
 import torch
+
+from . import ops
 
 
 @dataclass
@@ -15,7 +19,8 @@ class SamplingParams:
 
     temperature: 0 means greedy. top_k: 0 means off. presence_penalty: subtracted once from the logit of every
     token already generated in this call (vLLM's definition; prompt tokens are not penalised). seed: makes
-    sampling reproducible (a private ``torch.Generator``); None draws from torch's global generator."""
+    sampling reproducible (a private ``torch.Generator``, or the CUDA kernel's own Philox stream: the same seed
+    gives the same tokens on one path, not across the two); None draws from torch's global generator."""
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -52,6 +57,12 @@ class Sampler:
         self.seen = None
         if params.presence_penalty:
             self.seen = torch.zeros(batch_size, vocab_size, dtype=torch.bool, device=device)
+        self.fused = None       # the one-kernel sampler, where it applies (used while the CUDA backend runs)
+        unfiltered = not (params.top_k or params.top_p < 1 or params.min_p or params.presence_penalty)
+        if params.temperature > 0 and unfiltered and torch.device(device).type == "cuda":
+            from .ops import cuda as cuda_ops
+            if cuda_ops.gumbel_sampler_available(device):
+                self.fused = cuda_ops.GumbelSampler(params.temperature, params.seed, device)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         tokens = self.pick(logits)
@@ -61,6 +72,8 @@ class Sampler:
     def pick(self, logits: torch.Tensor) -> torch.Tensor:
         """The next token of every row, from its logits [B, V]."""
         p = self.params
+        if self.fused is not None and ops.backend_name(logits) == "cuda":
+            return self.fused(logits)
         logits = logits.float()
         if self.seen is not None:
             logits = logits - p.presence_penalty * self.seen

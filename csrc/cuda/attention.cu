@@ -27,7 +27,9 @@
 // One new query per sequence, so attention is a pass over the KV cache and speed is bytes per second. One warp
 // per block handles (sequence b, KV head, split of the cache): the G = nH / nKV query heads that share the KV
 // head are the 16 rows of one MMA tile (padded with zero rows), so each K/V byte is read once for the whole
-// group. Each split writes an unnormalised partial (O / l, log2-sum-exp); a second kernel combines the splits.
+// group. Each split writes a partial (O / l and log2-sum-exp, fp32); a second kernel combines the splits. When
+// the plan has one split (a large batch fills the GPU with (sequence, KV head) blocks alone, or the cache is
+// one tile long) that partial is already the answer: the split kernel writes it in T and the combine is skipped.
 // The split count depends only on shapes (cache capacity, batch, heads), never on the lengths' values, so the
 // launch needs no host sync and can be captured in a CUDA graph; splits past a sequence's length exit early.
 #include <c10/cuda/CUDAException.h>
@@ -129,8 +131,9 @@ __global__ void __launch_bounds__(WARPS * 32) prefill_kernel(const PrefillParams
 struct DecodeParams {
   const void *q, *k, *v;
   const int* seqlens;
-  float *o_part, *lse_part;  // [B, nH, splits, D], [B, nH, splits]
-  AttnStrides sq;            // q [B, nH, D]: tok = batch stride
+  float *o_part, *lse_part;  // [B, nH, splits, D], [B, nH, splits]; unused with one split
+  void* o;                   // [B, nH, D]: written directly with one split
+  AttnStrides sq, so;        // q and o [B, nH, D]: tok = batch stride
   int64_t kb, ks, kh, vb, vs, vh;  // cache strides (batch, position, head)
   int capacity, group, n_heads, splits, chunk;
   float scale_log2;
@@ -138,7 +141,7 @@ struct DecodeParams {
 
 template <typename T, int D>
 __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) {
-  pdl_launch_dependents();  // the combine's blocks may be scheduled now; they wait for this grid to finish
+  pdl_launch_dependents();  // the combine's (or the next op's) blocks may be scheduled now; they wait for this grid
   pdl_wait();               // q, the cache and the lengths are written by the kernels before
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);  // 16 x D
@@ -149,9 +152,15 @@ __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) 
   const int len = min(p.seqlens[b], p.capacity);
   const int s0 = split * p.chunk, s1 = min(s0 + p.chunk, len);
   const int h0 = kvh * p.group;
+  const bool alone = p.splits == 1;  // this block's output is the final one: no combine follows
+  T* og = static_cast<T*>(p.o) + (int64_t)b * p.so.tok + (int64_t)h0 * p.so.head;
   float* lse_out = p.lse_part + ((int64_t)b * p.n_heads + h0) * p.splits + split;
   if (s0 >= s1) {  // nothing of this sequence in this split: tell the combine to skip it
-    if (lane < p.group) lse_out[(int64_t)lane * p.splits] = -INFINITY;
+    if (alone) {    // an empty sequence attends to nothing: zeros, as the reference's empty sum
+      for (int i = lane; i < p.group * D; i += 32) og[(i / D) * p.so.head + i % D] = Traits<T>::from_float(0.f);
+    } else if (lane < p.group) {
+      lse_out[(int64_t)lane * p.splits] = -INFINITY;
+    }
     return;
   }
   const T* qg = static_cast<const T*>(p.q) + (int64_t)b * p.sq.tok;
@@ -194,6 +203,13 @@ __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) 
     const float sum = warp_sum4(l[r]);
     if (row >= p.group) continue;
     const float inv = 1.f / sum;  // sum >= 1: the row max contributes exp2(0)
+    if (alone) {
+      T* dst = og + (int64_t)row * p.so.head + 2 * t;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt)
+        *reinterpret_cast<uint32_t*>(dst + dt * 8) = Traits<T>::pack(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+      continue;
+    }
     float* dst = p.o_part + (((int64_t)b * p.n_heads + h0 + row) * p.splits + split) * D + 2 * t;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt)
@@ -239,6 +255,18 @@ void check_attn_tensor(const torch::Tensor& t, const char* name, int dims) {
               " must be 16-byte aligned");
   TORCH_CHECK(t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf, "attention: ", name,
               " must be bf16 or fp16, got ", t.scalar_type());
+}
+
+// Enough splits to give every SM several warps of work, none shorter than one tile; a function of shapes only.
+// Returns (splits, positions per split).
+std::pair<int64_t, int64_t> decode_split_plan(int64_t batch, int64_t n_kv, int64_t capacity, int device) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t max_splits = (capacity + BLOCK_N - 1) / BLOCK_N;
+  const int64_t want = (8LL * sms + batch * n_kv - 1) / (batch * n_kv);
+  const int64_t splits = std::max<int64_t>(1, std::min(max_splits, want));
+  const int64_t chunk = ((capacity + splits - 1) / splits + BLOCK_N - 1) / BLOCK_N * BLOCK_N;
+  return {(capacity + chunk - 1) / chunk, chunk};
 }
 
 template <typename Fn>
@@ -317,19 +345,16 @@ torch::Tensor attention_decode_cuda(torch::Tensor q, torch::Tensor k_cache, torc
   if (batch == 0) return out;
   auto seqlens = cache_seqlens.contiguous();
 
-  // Enough splits to give every SM several warps of work, none shorter than one tile; a function of shapes only.
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, q.get_device()));
-  const int64_t max_splits = (capacity + BLOCK_N - 1) / BLOCK_N;
-  const int64_t want = (8LL * sms + batch * n_kv - 1) / (batch * n_kv);
-  int64_t splits = std::max<int64_t>(1, std::min(max_splits, want));
-  const int64_t chunk = ((capacity + splits - 1) / splits + BLOCK_N - 1) / BLOCK_N * BLOCK_N;
-  splits = (capacity + chunk - 1) / chunk;
-
-  auto o_part = torch::empty({batch, n_heads, splits, d}, q.options().dtype(at::kFloat));
-  auto lse_part = torch::empty({batch, n_heads, splits}, q.options().dtype(at::kFloat));
+  const std::pair<int64_t, int64_t> plan = decode_split_plan(batch, n_kv, capacity, q.get_device());
+  const int64_t splits = plan.first, chunk = plan.second;
+  torch::Tensor o_part, lse_part;  // the combine's inputs: only with several splits
+  if (splits > 1) {
+    o_part = torch::empty({batch, n_heads, splits, d}, q.options().dtype(at::kFloat));
+    lse_part = torch::empty({batch, n_heads, splits}, q.options().dtype(at::kFloat));
+  }
   DecodeParams p{q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), seqlens.data_ptr<int>(),
-                 o_part.data_ptr<float>(), lse_part.data_ptr<float>(), {q.stride(0), q.stride(1)},
+                 splits > 1 ? o_part.data_ptr<float>() : nullptr, splits > 1 ? lse_part.data_ptr<float>() : nullptr,
+                 out.data_ptr(), {q.stride(0), q.stride(1)}, {out.stride(0), out.stride(1)},
                  k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
                  v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
                  static_cast<int>(capacity), static_cast<int>(n_heads / n_kv), static_cast<int>(n_heads),
@@ -343,6 +368,7 @@ torch::Tensor attention_decode_cuda(torch::Tensor q, torch::Tensor k_cache, torc
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     launch_pdl(kernel, dim3(splits, n_kv, batch), dim3(32), smem, stream, p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (splits == 1) return;
     launch_pdl(decode_combine_kernel<T, D>, dim3(batch * n_heads), dim3(D), 0, stream,
                static_cast<const float*>(o_part.data_ptr<float>()), static_cast<const float*>(lse_part.data_ptr<float>()),
                static_cast<T*>(out.data_ptr()), AttnStrides{out.stride(0), out.stride(1)}, static_cast<int>(n_heads),
@@ -350,4 +376,9 @@ torch::Tensor attention_decode_cuda(torch::Tensor q, torch::Tensor k_cache, torc
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
+}
+
+int64_t attention_decode_splits_cuda(int64_t batch, int64_t n_kv_heads, int64_t capacity, int64_t device) {
+  TORCH_CHECK(batch >= 1 && n_kv_heads >= 1 && capacity >= 1, "attention_decode_splits: sizes must be >= 1");
+  return decode_split_plan(batch, n_kv_heads, capacity, static_cast<int>(device)).first;
 }

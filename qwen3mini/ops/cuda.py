@@ -8,7 +8,9 @@ from these ops can be captured in a CUDA graph (``qwen3mini/cuda_graphs.py``); a
 exception (it reads the sequence bounds on the host) and never runs inside a graph. ``linear`` of a single row
 (batch-1 decode) is a bandwidth-bound GEMV kernel (csrc/cuda/gemv.cu); with more rows it is cuBLAS. Beside the
 ops, ``CudaBackend.decode_step`` offers the whole decode step of a dense model fused into 5 kernels a layer
-(``CudaDecodeStep``, csrc/cuda/decode_step.cu), which ``cuda_graphs.GraphedDecodeStep`` captures.
+(``CudaDecodeStep``, csrc/cuda/decode_step.cu), which ``cuda_graphs.GraphedDecodeStep`` captures; and
+``GumbelSampler``, sampling at a temperature with no filter in one kernel (csrc/cuda/sampling.cu), which
+``qwen3mini.sampling.Sampler`` uses where it applies.
 
 Importing this module never fails on a machine without CUDA or without the built extension (``register`` then
 registers nothing), except when ``QWEN3MINI_REQUIRE_EXT=1`` and a GPU is present: then a missing extension is
@@ -190,6 +192,37 @@ class CudaDecodeStep:
             raise ValueError("CudaDecodeStep.step: next_tokens must be contiguous: the LM head kernel writes it in "
                              "place")
         return self._impl.step(tokens, next_tokens)
+
+
+class GumbelSampler:
+    """Draws one token per row of logits [B, V] (fp32, bf16 or fp16) from softmax(logits / temperature) in one
+    kernel (csrc/cuda/sampling.cu): the Gumbel-max trick over Philox noise, one pass over the logits in their own
+    dtype. Its state (seed, calls so far) is a device tensor that the kernel advances, so a call never waits for
+    the host, can be captured in a CUDA graph, and every call (or replay) draws fresh noise. ``seed``: the same
+    seed gives the same draws (a stream of its own, not the PyTorch sampler's); None draws one from torch's
+    generator of the device, so ``torch.manual_seed`` makes it reproducible too."""
+
+    def __init__(self, temperature: float, seed: int | None, device):
+        if not temperature > 0:
+            raise ValueError(f"GumbelSampler: temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        if seed is None:
+            first = torch.randint(0, 2**63 - 1, (1,), device=device)
+        else:
+            first = torch.tensor([(seed + 2**63) % 2**64 - 2**63], device=device)   # any int, as int64 bits
+        self.rng = torch.cat([first, first.new_zeros(2)])            # seed, calls so far, blocks done (kernel's)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.stride(-1) != 1:
+            logits = logits.contiguous()
+        return _cuda.gumbel_sample(logits, self.temperature, self.rng)
+
+
+def gumbel_sampler_available(device) -> bool:
+    """Can ``GumbelSampler`` run on ``device``: a CUDA device with the extension built, not switched off by
+    ``QWEN3MINI_FUSED_SAMPLER=0`` (for A/B comparisons)."""
+    return (_cuda is not None and torch.device(device).type == "cuda"
+            and os.environ.get("QWEN3MINI_FUSED_SAMPLER", "1") != "0")
 
 
 def register():

@@ -130,6 +130,78 @@ def test_attention_decode(cuda_backend, case):
     check_close(out, ref, truth, f"decode d={d} nkv={n_kv} group={group} S={capacity} lens={lengths} {dtype}")
 
 
+@st.composite
+def one_split_decode_case(draw):
+    """Batches large enough that the (row, KV head) blocks alone fill the GPU, so the plan has one split and the
+    split kernel writes the output itself (no combine): awkward group sizes, capacities and lengths."""
+    from qwen3mini import _cuda
+    d = draw(st.sampled_from([64, 128]))
+    n_kv = draw(st.sampled_from([2, 4, 8]))
+    group = draw(st.sampled_from([1, 3, 5, 16]))
+    capacity = draw(st.sampled_from([65, 300, 777]))
+    one_split = 1   # a power of two of rows that the plan serves with one split
+    while _cuda.attention_decode_splits(one_split, n_kv, capacity, torch.cuda.current_device()) > 1:
+        one_split *= 2
+    batch = draw(st.integers(one_split, one_split + 37))
+    return d, n_kv, group, capacity, batch, draw(st.sampled_from(DTYPES)), draw(st.integers(0, 2**31))
+
+
+@needs_cuda
+@settings(gpu_settings, max_examples=max(EXAMPLES // 3, 4))
+@given(one_split_decode_case())
+def test_attention_decode_one_split(cuda_backend, case):
+    """The one-split path element by element (the op contract's rule); cache slots past each length are NaN."""
+    from qwen3mini import _cuda
+    d, n_kv, group, capacity, batch, dtype, seed = case
+    n_h = n_kv * group
+    assert _cuda.attention_decode_splits(batch, n_kv, capacity, torch.cuda.current_device()) == 1
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = rand(batch, n_h, d, dtype=dtype, generator=g)
+    k = rand(batch, capacity, n_kv, d, dtype=dtype, generator=g)
+    v = rand(batch, capacity, n_kv, d, dtype=dtype, generator=g)
+    seqlens = torch.randint(1, capacity + 1, (batch,), generator=g, device="cuda", dtype=torch.int32)
+    seqlens[:2] = torch.tensor([1, capacity])          # the shortest and the longest row, always
+    past = torch.arange(capacity, device="cuda")[None, :] >= seqlens[:, None]
+    k[past], v[past] = float("nan"), float("nan")
+    poison_allocator(q.numel() * 8)
+    out = cuda_backend.attention_decode(q, k, v, seqlens, d ** -0.5)
+    ref = REF.attention_decode(q, k, v, seqlens, d ** -0.5)
+    truth = REF.attention_decode(q.double(), k.double(), v.double(), seqlens, d ** -0.5)
+    assert_within_tolerance(out, truth, ref, f"decode, one split: B={batch} d={d} nkv={n_kv} group={group} "
+                                             f"S={capacity} {dtype}")
+
+
+def decode_kernel_names(run) -> list:
+    """The names of the GPU kernels that ``run()`` launches (torch's profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    return [e.key for e in prof.key_averages() if getattr(e, "device_time_total", 0) > 0]
+
+
+@needs_cuda
+def test_rollout_batch_decode_launches_no_combine(cuda_backend):
+    """A GRPO rollout batch of qwen3mini-base (1,024 rows, 2 KV heads of 3 query heads, head_dim 64, a cache
+    of 1,024 positions) runs attention decode as one kernel; one row with a long cache still splits and combines
+    (which also shows that the profiler sees the combine when there is one)."""
+    from qwen3mini import _cuda
+    device = torch.cuda.current_device()
+    for batch, capacity, combined in ((1024, 1024, False), (1, 4096, True)):
+        assert (_cuda.attention_decode_splits(batch, 2, capacity, device) > 1) == combined
+        g = torch.Generator(device="cuda").manual_seed(batch)
+        q = rand(batch, 6, 64, dtype=torch.bfloat16, generator=g)
+        k, v = (rand(batch, capacity, 2, 64, dtype=torch.bfloat16, generator=g) for _ in range(2))
+        seqlens = torch.randint(1, capacity + 1, (batch,), generator=g, device="cuda", dtype=torch.int32)
+        outs = []
+        names = decode_kernel_names(lambda: outs.append(cuda_backend.attention_decode(q, k, v, seqlens, 0.125)))
+        assert any("decode_split_kernel" in name for name in names), names
+        assert any("decode_combine_kernel" in name for name in names) == combined, names
+        truth = REF.attention_decode(q.double(), k.double(), v.double(), seqlens, 0.125)
+        check_close(outs[0], REF.attention_decode(q, k, v, seqlens, 0.125), truth, f"decode B={batch} S={capacity}")
+
+
 # ----------------------------------------------------------------------------------------------------- MoE
 @st.composite
 def moe_case(draw):
