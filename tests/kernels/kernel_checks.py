@@ -22,6 +22,18 @@ REFERENCE = ops.get_backend("reference")
 COMPILED = {"cpp": "cpu", "cuda": "cuda"}               # compiled backends and the device they serve
 
 
+def built_cuda_module():
+    """``qwen3mini.ops.cuda`` when its extension is built; otherwise the test skips (fails under
+    QWEN3MINI_REQUIRE_EXT=1, as in CI on a GPU machine)."""
+    import pytest
+    from qwen3mini.ops import cuda
+    if cuda._cuda is None:
+        if os.environ.get("QWEN3MINI_REQUIRE_EXT") == "1":
+            pytest.fail(f"qwen3mini._cuda missing: {cuda._IMPORT_ERROR}")
+        pytest.skip(f"qwen3mini._cuda not built: {cuda._IMPORT_ERROR}")
+    return cuda
+
+
 def backend_device(name: str) -> str:
     """The device type whose tensors a backend is tested on (the reference: CPU)."""
     devices = ops.backend_device_types(name)

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from qwen3mini.ops.reference import ReferenceBackend
 from qwen3mini.ops.tolerance import allowed_error, assert_within_tolerance
 
+from kernel_checks import built_cuda_module
+
 REF = ReferenceBackend()
 EXAMPLES = int(os.environ.get("QWEN3MINI_CUDA_EXAMPLES", "25"))
 gpu_settings = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
@@ -30,12 +32,7 @@ DTYPES = [torch.bfloat16, torch.float16]
 
 @pytest.fixture(scope="module")
 def cuda_backend():
-    from qwen3mini.ops import cuda as cuda_ops
-    if cuda_ops._cuda is None:
-        if os.environ.get("QWEN3MINI_REQUIRE_EXT") == "1":
-            pytest.fail(f"qwen3mini._cuda missing: {cuda_ops._IMPORT_ERROR}")
-        pytest.skip(f"qwen3mini._cuda not built: {cuda_ops._IMPORT_ERROR}")
-    return cuda_ops.CudaBackend()
+    return built_cuda_module().CudaBackend()
 
 
 @pytest.fixture(autouse=True)

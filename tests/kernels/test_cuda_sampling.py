@@ -10,12 +10,13 @@ GPU parts are skipped without a GPU.
 
 Run on a GPU machine:  pytest tests/kernels/test_cuda_sampling.py
 """
-import os
 
 import pytest
 import torch
 
 from qwen3mini.sampling import Sampler, SamplingParams
+
+from kernel_checks import built_cuda_module
 
 FALSE_ALARM = 1e-6
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -24,12 +25,7 @@ gpu = [pytest.mark.gpu, needs_cuda]
 
 @pytest.fixture(scope="module")
 def cuda_ops():
-    from qwen3mini.ops import cuda
-    if cuda._cuda is None:
-        if os.environ.get("QWEN3MINI_REQUIRE_EXT") == "1":
-            pytest.fail(f"qwen3mini._cuda missing: {cuda._IMPORT_ERROR}")
-        pytest.skip(f"qwen3mini._cuda not built: {cuda._IMPORT_ERROR}")
-    return cuda
+    return built_cuda_module()
 
 
 def assert_draws_follow(tokens, probs, what):
