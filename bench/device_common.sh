@@ -15,8 +15,9 @@ weights_out() {      # weights_out FILE NAME: OUT/NAME.safetensors.part-aa, -ab,
     [ -f "$1" ] && split -b 15M "$1" "$OUT/$2.safetensors.part-"
 }
 
-archive() {          # logs, JSON and PNG of the runs folder (no weights, no checkpoints) as OUT/results.tar.gz
-    (cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='ckpt' --exclude='*.tmp' .)
+archive() {          # logs, JSON and PNG of the runs folder as OUT/results.tar.gz (no weights, checkpoints, tokenizers)
+    (cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='*.pt' --exclude='ckpt' \
+        --exclude='tokenizer*.json' --exclude='vocab.json' --exclude='merges.txt' --exclude='*.tmp' .)
     ls -la "$OUT"
 }
 export -f build_cuda weights_out

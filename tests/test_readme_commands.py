@@ -286,8 +286,8 @@ def small_corpus(repo):
     build_corpus downloads: enough documents for a tokenizer sample, shards and a few tiny training steps."""
     import json
     texts = []
-    for folder, _, files in os.walk(ROOT):
-        if "/." not in folder and "/tests" not in folder:
+    for top in ("qwen3mini", "train", "infer", "tokenizer", "bench", "docs"):      # sources, not data or runs
+        for folder, _, files in sorted(os.walk(os.path.join(ROOT, top))):
             texts += [open(os.path.join(folder, f), encoding="utf-8").read() for f in sorted(files)
                       if f.endswith((".py", ".md"))]
     for stage in ("s1", "s2", "s3"):

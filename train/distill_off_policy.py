@@ -19,7 +19,7 @@ The data, all of it sampled from the teacher (a post-trained chat model) and kep
     python train/distill_off_policy.py --init_from runs/distill/student-moe/s3/final \
         --out_dir runs/distill/student-moe/off_policy    # the MoE student
 
-Output: ``out_dir/final`` (HF layout, bf16), ``data.json``, ``log.jsonl``, ``loss.png``, ``summary.json``, ``ckpt``.
+Output: ``out_dir/final`` (HF layout, bf16), ``teacher_samples.pt``, ``data.json``, ``log.jsonl``, ``loss.png``, ``summary.json``, ``ckpt``.
 """
 import json
 import os
@@ -28,6 +28,8 @@ import sys
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch                                                                      # noqa: E402
 
 import qwen3mini                                                                  # noqa: E402
 from qwen3mini.chat import sampling_settings                                      # noqa: E402
@@ -56,6 +58,9 @@ class Settings(SFTSettings):
     general: int = setting(3000, "queries of general RL's other kinds answered by the teacher")
     general_mix: str = setting("dialogue:0.3,instruction:0.4,tool:0.3", "kind:share of those queries")
     rollout_rows: int = setting(2048, "rows per generation call")
+    teacher_samples: str = setting("", "file of the teacher's kept samples: read when it was written with the same "
+                                   "sampling settings (a resumed run, another student), else written after "
+                                   "sampling (empty: out_dir/teacher_samples.pt)")
     out_dir: str = "runs/distill/student/off_policy"
     steps: int = 300
     lr: float = 5e-4
@@ -112,6 +117,31 @@ def teacher_samples(settings, tokenizer, teacher) -> tuple[list, SampleStats]:
     return samples, stats
 
 
+SAMPLED_BY = ("teacher", "ranges", "per_cell", "no_think_per_cell", "samples", "max_new_tokens", "general",
+              "general_mix", "unflagged_share", "seed")     # the settings that decide the teacher's samples
+
+
+def sampled_once(settings, tokenizer, device, is_main) -> tuple[list, SampleStats]:
+    """``teacher_samples``, read back from ``--teacher_samples`` when that file holds the same sampling settings,
+    else sampled and written there (whole or not at all), so that sampling is never paid twice."""
+    path = settings.teacher_samples or os.path.join(settings.out_dir, "teacher_samples.pt")
+    sampled_by = {name: getattr(settings, name) for name in SAMPLED_BY}
+    if os.path.exists(path):
+        saved = torch.load(path, weights_only=True)
+        if saved["sampled_by"] == sampled_by:
+            print(f"teacher samples read from {path}")
+            return [(ids, mask, tuple(cell), kind) for ids, mask, cell, kind in saved["samples"]], \
+                SampleStats(saved["cells"])
+        print(f"note: {path} holds samples of other settings; sampling again")
+    teacher = load_teacher(settings.teacher, tokenizer, device)      # its shipped dtype, as at inference
+    samples, stats = teacher_samples(settings, tokenizer, teacher)
+    if is_main:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        torch.save({"sampled_by": sampled_by, "samples": samples, "cells": stats.cells}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return samples, stats
+
+
 def main(argv=None):
     settings = parse_settings(Settings, argv, PRESETS, description=__doc__)
     info = init_distributed(settings.device)
@@ -121,9 +151,7 @@ def main(argv=None):
                          f"train/run_distill.sh)")
     tokenizer = qwen3mini.load_tokenizer(settings.init_from)
     model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="the student's pre-training")
-    teacher = load_teacher(settings.teacher, tokenizer, info.device)      # its shipped dtype, as at inference
-    samples, stats = teacher_samples(settings, tokenizer, teacher)
-    del teacher
+    samples, stats = sampled_once(settings, tokenizer, info.device, info.is_main)
     train, val = split_samples(samples, settings.seq_len, settings.val_share, settings.seed, stats,
                                "distill_off_policy")
     if info.is_main:

@@ -7,6 +7,10 @@ and passkey retrieval at 1x, 2x and 4x the S3 training length, each with plain R
   length) interpolates the low frequencies so that 4x the length falls inside the trained range of angles.
 * Passkey retrieval (``train/data/synthetic.py: passkey_document``): a 5-digit key hidden at a given depth
   in filler text; greedy decoding must reproduce it. Accuracy over depths and seeds per length.
+* Retrieval in S3's own form (``train/data/retrieval.py: retrieval_question``): held-out windows with facts
+  hidden in their first half and the last question unanswered; greedy decoding must give the code. It tells
+  a model that never learned to retrieve (both zero) from one whose retrieval does not carry over to the
+  passkey's other wording.
 
     python train/eval_long_context.py --preset tiny            # CPU smoke run on the tiny S3 output
     python train/eval_long_context.py --model runs/s3/final    # on a GPU
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np                                               # noqa: E402
 import torch                                                     # noqa: E402
 import torch.nn.functional as F                                  # noqa: E402
 
@@ -29,6 +34,7 @@ import qwen3mini                                                 # noqa: E402
 from qwen3mini.model import Qwen3ForCausalLM                     # noqa: E402
 from qwen3mini.training.settings import parse_settings, setting  # noqa: E402
 from qwen3mini.training.stage import run_script                  # noqa: E402
+from train.data.retrieval import retrieval_question              # noqa: E402
 from train.data.shards import TokenShards                        # noqa: E402
 from train.data.synthetic import passkey_document                # noqa: E402
 
@@ -44,13 +50,15 @@ class Settings:
     buckets: int = setting(32, "position buckets in the plot")
     depths: str = setting("0.1,0.3,0.5,0.7,0.9", "passkey depths (comma-separated shares of the prompt)")
     seeds: int = setting(4, "passkey prompts per (length, depth)")
+    retrieval_prompts: int = setting(20, "prompts per length of retrieval in S3's own form (0: none)")
     device: str = setting("auto", "where to run (auto: cuda if there is a GPU)", ("auto", "cpu", "cuda"))
     dtype: str = setting("bfloat16", "dtype of the weights", ("bfloat16", "float32"))
     seed: int = setting(0, "seed of the windows and passkeys")
 
 
 PRESETS = {"tiny": dict(model="runs/tiny/s3/final", data="data/shards/s3/val", windows=2, buckets=8,
-                        depths="0.5", seeds=1, device="cpu", dtype="float32", out_dir="runs/tiny/eval")}
+                        depths="0.5", seeds=1, retrieval_prompts=1, device="cpu", dtype="float32",
+                        out_dir="runs/tiny/eval")}
 
 
 def variant(model, yarn_factor, trained_len, length):
@@ -77,18 +85,33 @@ def loss_by_position(model, shards, length, windows, seed) -> torch.Tensor:
     return total / windows
 
 
+def answers_with(model, tok, ids: list[int], key: str) -> bool:
+    """Whether greedy decoding continues ``ids`` with the number ``key``."""
+    out = model.generate(torch.tensor([ids], device=model.device), max_new_tokens=8, temperature=0.0)
+    digits = re.match(r"\s*(\d+)", tok.decode(out[0, len(ids):].tolist()))
+    return bool(digits) and digits.group(1) == key
+
+
 @torch.no_grad()
 def passkey_accuracy(model, tok, length, depths, seeds) -> float:
     hits = 0
     for depth in depths:
         for seed in range(seeds):
             prompt, key = passkey_document(tok.encode, length - 32, depth, seed)
-            ids = torch.tensor([tok.encode(prompt)], device=model.device)
-            out = model.generate(ids, max_new_tokens=8, temperature=0.0)
-            answer = tok.decode(out[0, ids.shape[1]:].tolist())
-            digits = re.match(r"\s*(\d+)", answer)
-            hits += bool(digits) and digits.group(1) == key
+            hits += answers_with(model, tok, tok.encode(prompt), key)
     return hits / (len(depths) * seeds)
+
+
+@torch.no_grad()
+def retrieval_accuracy(model, tok, shards, length, prompts, seed) -> float:
+    """Share of ``prompts`` held-out retrieval questions of ``length`` tokens answered right (windows and
+    facts drawn from seeds that S3's sampler never uses: it draws with seed lists of three or four numbers)."""
+    hits = 0
+    for k in range(prompts):
+        window = shards.long_window(seed * 1000 + 500 + k, length, mix=((1.0, 0.5, 1.0),))
+        prompt, code = retrieval_question(window, tok.encode, np.random.default_rng([seed, k, length, 17, 0]))
+        hits += answers_with(model, tok, prompt.tolist(), code)
+    return hits / prompts
 
 
 def main(argv=None):
@@ -111,7 +134,7 @@ def main(argv=None):
 
     results = {"model": s.model, "trained_len": trained, "rope_theta": base.config.rope_theta,
                "yarn_factor": s.yarn_factor, "windows": s.windows, "passkey_prompts_per_length":
-               len(depths) * s.seeds, "variants": {}}
+               len(depths) * s.seeds, "retrieval_prompts_per_length": s.retrieval_prompts, "variants": {}}
     curves = {}
     for name, factor in (("RoPE (no YaRN)", None), (f"YaRN x{s.yarn_factor:g}", s.yarn_factor)):
         model = variant(base, factor, trained, longest)
@@ -120,8 +143,12 @@ def main(argv=None):
         spans = {f"{m}x": losses[(m // 2) * trained if m > 1 else 0:m * trained].mean().item()
                  for m in multiples}
         passkey = {f"{m}x": passkey_accuracy(model, tok, m * trained, depths, s.seeds) for m in multiples}
-        results["variants"][name] = {"val_loss_by_span": spans, "passkey_accuracy": passkey}
-        print(f"{name}: loss in [0,L) [L,2L) [2L,4L): {spans}; passkey accuracy: {passkey}", flush=True)
+        retrieval = {f"{m}x": retrieval_accuracy(model, tok, shards, m * trained - 16, s.retrieval_prompts, s.seed)
+                     for m in multiples} if s.retrieval_prompts else {}
+        results["variants"][name] = {"val_loss_by_span": spans, "passkey_accuracy": passkey,
+                                     "retrieval_accuracy": retrieval}
+        print(f"{name}: loss in [0,L) [L,2L) [2L,4L): {spans}; passkey accuracy: {passkey}; retrieval in S3's "
+              f"form: {retrieval}", flush=True)
         del model
 
     plot_loss_by_position(curves, trained, s.buckets, os.path.join(s.out_dir, "loss_by_position.png"))

@@ -56,8 +56,8 @@ class Settings(TrainSettings):
 
 PRESETS = {
     "base": {},
-    # the distillation students' S3 (train/run_distill.sh), shortened, a quarter of it retrieval samples
-    "student": dict(init_from="runs/distill/student/s2/final", steps=80, warmup_steps=10, retrieval_share=0.25,
+    # the distillation students' S3 (train/run_distill.sh), shortened, half of it retrieval samples
+    "student": dict(init_from="runs/distill/student/s2/final", steps=160, warmup_steps=10, retrieval_share=0.5,
                     micro_batch=32, grad_accum=1, ckpt_every=40, out_dir="runs/distill/student/s3"),
     "tiny": dict(init_from="runs/tiny/s2/final", seq_len=256, micro_batch=2, grad_accum=1, steps=4,
                  warmup_steps=1, lr=1e-3, min_lr=1e-4, eval_every=2, eval_batches=1, ckpt_every=2,

@@ -2,15 +2,16 @@
 # Strong-to-weak distillation (paper §4.5, issue 20) on one GPU, from the post-trained teacher:
 #   1. pretrain: the students (config.py PRESETS "student", a quarter of the teacher, and "student-moe", the
 #      same active parameters in top-2 of 8 experts) through S1 -> S2 -> S3 (shortened: the stage scripts'
-#      "student" presets; S3 with a quarter synthetic retrieval samples), side by side, each then measured by
+#      "student" presets; S3 with half of it synthetic retrieval samples), side by side, each then measured by
 #      train/eval_long_context.py (passkey at 1x, 2x, 4x the S3 length, with and without YaRN);
-#   2. offpolicy: train/distill_off_policy.py on each student (side by side);
+#   2. offpolicy: train/distill_off_policy.py on each student (side by side; the first samples the teacher, the
+#      others start once its samples are written and read them: OUT/teacher_samples.pt);
 #   3. onpolicy: train/distill_on_policy.py on the dense student, alone on the GPU (its GPU time is a result),
 #      under DISTILL_SECONDS;
 #   4. control: stage 2's GRPO (train/rl_reasoning.py) from the same off-policy student, alone on the GPU, for
 #      at least the on-policy run's training seconds (read from its summary.json);
-#   5. evaluate: on-policy distillation of the MoE student beside the evaluations (train/evaluate.py) of every
-#      student model, pass@16 included.
+#   5. evaluate: the evaluations (train/evaluate.py, pass@16 included) of the dense student's three models and of
+#      the MoE's off-policy one, side by side; then the MoE student's on-policy distillation and its evaluation.
 # Every stage resumes from its checkpoint when run again and a finished one (its summary.json) is skipped, so the
 # script continues across device calls of 10 minutes; wall seconds per stage go to OUT/times.tsv.
 # Needs data/shards/{s1,s2,s3} (train/data/README.md) and the teacher (TEACHER, the shipped chat model).
@@ -44,21 +45,21 @@ side_by_side() {   # side_by_side FUNCTION: FUNCTION STUDENT for every student a
 }
 
 pretrain() {
-    local s=$1 d=$OUT/$1 moe=()
-    [ "$s" = student-moe ] && moe=(--compile false)     # (the MoE's expert dispatch syncs with the host)
+    local s=$1 d=$OUT/$1
     finished "$d/s1" || timed "${s}_s1" python train/pretrain_general.py --preset student --model "$s" \
-        --out_dir "$d/s1" --progress false "${moe[@]}"
+        --out_dir "$d/s1" --progress false
     finished "$d/s2" || timed "${s}_s2" python train/pretrain_reasoning.py --preset student \
-        --init_from "$d/s1/final" --out_dir "$d/s2" --progress false "${moe[@]}"
+        --init_from "$d/s1/final" --out_dir "$d/s2" --progress false
     finished "$d/s3" || timed "${s}_s3" python train/pretrain_long_context.py --preset student \
-        --init_from "$d/s2/final" --out_dir "$d/s3" --progress false "${moe[@]}"
+        --init_from "$d/s2/final" --out_dir "$d/s3" --progress false
     [ -f "$d/long_context/long_context.json" ] || timed "${s}_long_context" python train/eval_long_context.py \
-        --model "$d/s3/final" --data data/shards/s3/val --out_dir "$d/long_context"
+        --model "$d/s3/final" --data data/shards/s3/val --seeds 8 --out_dir "$d/long_context"
 }
 
 off_policy() {
     finished "$OUT/$1/off_policy" || timed "$1_off_policy" python train/distill_off_policy.py \
-        --init_from "$OUT/$1/s3/final" --teacher "$TEACHER" --out_dir "$OUT/$1/off_policy" --progress false
+        --init_from "$OUT/$1/s3/final" --teacher "$TEACHER" --teacher_samples "$OUT/teacher_samples.pt" \
+        --out_dir "$OUT/$1/off_policy" --progress false
 }
 
 on_policy() {
@@ -81,19 +82,25 @@ evaluation() {   # evaluation MODEL_DIR NAME: train/evaluate.py of MODEL_DIR/fin
 
 for step in $STEPS; do case $step in
   pretrain) side_by_side pretrain ;;
-  offpolicy) side_by_side off_policy ;;
+  offpolicy)
+    first=${STUDENTS%% *}
+    off_policy "$first" & pids=($!)
+    for s in ${STUDENTS#"$first"}; do     # the teacher's samples are drawn once, by the first student's run
+        while [ ! -f "$OUT/teacher_samples.pt" ] && kill -0 "${pids[0]}" 2>/dev/null; do sleep 5; done
+        off_policy "$s" & pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid"; done ;;
   onpolicy) on_policy student ;;
   control) control ;;
-  evaluate)
+  evaluate)     # the dense student's three arms and the MoE's off-policy model side by side, then the MoE's on-policy
     pids=()
-    for s in $STUDENTS; do
-        [ "$s" = student ] || { on_policy "$s" & pids+=($!); }
-        evaluation "$OUT/$s/off_policy" "${s}_off_policy" & pids+=($!)
-    done
+    for s in $STUDENTS; do evaluation "$OUT/$s/off_policy" "${s}_off_policy" & pids+=($!); done
     evaluation "$OUT/student/on_policy" student_on_policy & pids+=($!)
     evaluation "$OUT/student/rl" student_rl & pids+=($!)
     for pid in "${pids[@]}"; do wait "$pid"; done
-    for s in $STUDENTS; do [ "$s" = student ] || evaluation "$OUT/$s/on_policy" "${s}_on_policy"; done ;;
+    for s in $STUDENTS; do
+        [ "$s" = student ] || { on_policy "$s"; evaluation "$OUT/$s/on_policy" "${s}_on_policy"; }
+    done ;;
   *) echo "run_distill.sh: STEPS holds $step; expected pretrain, offpolicy, onpolicy, control or evaluate" >&2
      exit 2 ;;
 esac; done

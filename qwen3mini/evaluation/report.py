@@ -115,16 +115,21 @@ def plot_accuracy_by_budget(results: dict, path: str):
             accuracy.append(correct / n)
         style = dict(color="black", linewidth=2.5) if family is None else dict(alpha=0.8)
         ax.plot(range(len(budgets)), accuracy, marker="o", label=family or "all", **style)
-    ax.set_xticks(range(len(budgets)), labels)
-    ax.set_xlabel("thinking budget (tokens)")
-    ax.set_ylabel("accuracy (greedy)")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_title("Accuracy against the thinking budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    style_budget_axes(ax, labels, "Accuracy against the thinking budget")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
+
+
+def style_budget_axes(ax, labels: list[str], title: str):
+    """A budget curve's axes: one tick per budget (``labels``), greedy accuracy from 0 to 1."""
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("thinking budget (tokens)")
+    ax.set_ylabel("accuracy (greedy)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 # ---------------------------------------------------------------------------------------------- comparisons

@@ -32,11 +32,14 @@ def grouped_mm_available(device: torch.device) -> bool:
 
 def grouped_mm(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     """rows [M, K] split into groups at ``ends`` (int32 [G], the cumulative row counts), group g times
-    weights[g] [K, N] -> [M, N]."""
+    weights[g] [K, N] -> [M, N]; the rows past ``ends[-1]`` are not computed (nothing may read them)."""
     if grouped_mm_available(rows.device):
         return torch._grouped_mm(rows, weights, offs=ends)
-    starts = [0] + ends.tolist()[:-1]
-    return torch.cat([rows[a:b] @ weights[g] for g, (a, b) in enumerate(zip(starts, ends.tolist()))])
+    out, start = rows.new_zeros(rows.shape[0], weights.shape[-1]), 0
+    for g, end in enumerate(ends.tolist()):
+        out[start:end] = rows[start:end] @ weights[g]
+        start = end
+    return out
 
 
 def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
@@ -44,7 +47,7 @@ def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
     experts, inter = w_gate_up.shape[0], w_down.shape[-1]
     flat = topk_ids.flatten()
     order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=experts)
+    counts = torch.zeros(experts, dtype=flat.dtype, device=flat.device).index_add_(0, flat, torch.ones_like(flat))
     padded = (counts + ALIGN - 1) // ALIGN * ALIGN
     ends = padded.cumsum(0)
     group_starts = ends - padded
@@ -55,7 +58,11 @@ def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
     token = order // topk_ids.shape[1]
     # Under autocast the reference's F.linear computes in the autocast dtype; the grouped GEMM is cast by hand.
     dtype = torch.get_autocast_dtype("cuda") if x.is_cuda and torch.is_autocast_enabled("cuda") else x.dtype
-    rows = x.new_zeros(int(ends[-1]), x.shape[1], dtype=dtype).index_copy(0, slots, x[token].to(dtype))
+    # Every shape is known before the routing is (the padded total is at most this bound; the grouped GEMM leaves
+    # the rows past the last group alone and nothing reads them), so nothing waits on the host and the step
+    # compiles into one graph.
+    bound = flat.numel() + experts * (ALIGN - 1)
+    rows = x.new_zeros(bound, x.shape[1], dtype=dtype).index_copy(0, slots, x[token].to(dtype))
     ends32 = ends.to(torch.int32)
     gate_up = grouped_mm(rows, w_gate_up.transpose(1, 2).to(dtype), ends32)
     hidden = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]

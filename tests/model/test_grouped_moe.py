@@ -47,10 +47,14 @@ def output_and_grads(function, inputs, dtype, device):
 
 
 def check_against_reference(inputs, dtype, device):
+    check_against_reference_with(grouped_moe.moe_experts, inputs, dtype, device)
+
+
+def check_against_reference_with(function, inputs, dtype, device):
     names = ("output", "grad x", "grad routing weights", "grad w_gate_up", "grad w_down")
     exact = output_and_grads(REFERENCE.moe_experts, inputs, torch.float64, "cpu")
     rounded = output_and_grads(REFERENCE.moe_experts, inputs, dtype, device)
-    got = output_and_grads(grouped_moe.moe_experts, inputs, dtype, device)
+    got = output_and_grads(function, inputs, dtype, device)
     for name, g, e, r in zip(names, got, exact, rounded):
         assert_within_tolerance(g, e, r, f"grouped MoE {name} ({dtype})")
 
@@ -60,6 +64,23 @@ def check_against_reference(inputs, dtype, device):
 def test_grouped_path_on_the_cpu(dtype, tokens):
     """The sort, the padded groups, the weighting and the scatter back, with per-group products."""
     check_against_reference(moe_inputs(tokens, experts=8, top_k=2, hidden=32, inter=16), dtype, "cpu")
+
+
+@pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="this torch has no torch._grouped_mm")
+def test_grouped_path_compiles_into_one_graph(monkeypatch):
+    """Nothing in the path waits on the host: Dynamo sees one graph, without the break that a value read back
+    from the device (an .item(), a shape that depends on the data) makes, and the compiled path (the CPU's
+    ``torch._grouped_mm`` standing in for the GPU's) agrees with the reference in forward and backward."""
+    monkeypatch.setattr(grouped_moe, "grouped_mm_available", lambda device: True)
+    monkeypatch.setattr(torch._dynamo.config, "capture_scalar_outputs", False)
+    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", False)
+    torch._dynamo.reset()
+    inputs = moe_inputs(37, experts=8, top_k=2, hidden=32, inter=16)
+    x, ids, weights, w_gate_up, w_down = (t if t.dtype == torch.int64 else t.to(torch.bfloat16) for t in inputs)
+    explained = torch._dynamo.explain(grouped_moe.moe_experts)(x, ids, weights, w_gate_up, w_down)
+    assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
+    compiled = torch.compile(grouped_moe.moe_experts, fullgraph=True, backend="aot_eager")
+    check_against_reference_with(compiled, inputs, torch.bfloat16, "cpu")
 
 
 def test_cpu_training_keeps_the_reference_dispatch(monkeypatch):

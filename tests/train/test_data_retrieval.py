@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import qwen3mini
-from train.data.retrieval import retrieval_window, with_retrieval
+from train.data.retrieval import retrieval_question, retrieval_window, with_retrieval
 
 from test_stages import TOKENIZER
 
@@ -47,3 +47,16 @@ def test_share_and_determinism(tok):
 def test_too_short_a_window_is_refused(tok):
     with pytest.raises(ValueError, match="--seq_len"):
         retrieval_window(haystack(40), tok.encode, np.random.default_rng(0))
+
+
+def test_a_question_in_the_training_form(tok):
+    """The evaluation's retrieval prompt: the sample's facts, its last question unanswered, its code returned."""
+    for seed in range(5):
+        window = haystack(2049, seed)
+        prompt, code = retrieval_question(window, tok.encode, np.random.default_rng(seed))
+        text = tok.decode(prompt.tolist())
+        facts = dict(re.findall(r"\(Note: the code of the (\w+ \w+) is (\d+)\.\)", text))
+        last = re.findall(r"Question: what is the code of the (\w+ \w+)\? Answer:", text)[-1]
+        assert text.endswith("Answer:") and facts[last] == code and len(prompt) <= len(window)
+        full = tok.decode(retrieval_window(window, tok.encode, np.random.default_rng(seed)).tolist())
+        assert full.endswith(f"Answer: {code}.")                # the same facts and questions drawn

@@ -153,6 +153,17 @@ def test_off_policy_stage_end_to_end(tmp_path, monkeypatch, capsys):
     summary = json.load(open(out / "summary.json"))
     assert summary["teacher"] == teacher and os.path.exists(out / "final" / "tokenizer.json")
 
+    # A second student reads the same samples back instead of sampling the teacher again; other sampling
+    # settings sample again.
+    calls = []
+    monkeypatch.setattr(distill_off_policy, "rejection_sampled", lambda *a: calls.append(a) or solver_replies(*a))
+    second = ["--preset", "tiny", "--teacher", teacher, "--init_from", student, "--val_share", "0",
+              "--teacher_samples", str(out / "teacher_samples.pt")]
+    distill_off_policy.main(second + ["--out_dir", str(tmp_path / "second")])
+    assert not calls and json.load(open(tmp_path / "second" / "data.json")) == data
+    distill_off_policy.main(second + ["--out_dir", str(tmp_path / "third"), "--per_cell", "1"])
+    assert len(calls) == 2 and "sampling again" in capsys.readouterr().out
+
 
 def test_bad_settings(tmp_path):
     from train import distill_off_policy, distill_on_policy

@@ -89,6 +89,6 @@ def test_eval_long_context_reports_both_variants(stages):
          str(stages.parent.parent / "s3" / "val"), "--out_dir", str(stages / "eval")])
     assert set(results["variants"]) == {"RoPE (no YaRN)", "YaRN x4"}
     for variant in results["variants"].values():
-        assert set(variant["passkey_accuracy"]) == {"1x", "2x", "4x"}
+        assert set(variant["passkey_accuracy"]) == set(variant["retrieval_accuracy"]) == {"1x", "2x", "4x"}
         assert all(np.isfinite(v) for v in variant["val_loss_by_span"].values())
     assert (stages / "eval" / "loss_by_position.png").exists()

@@ -24,13 +24,26 @@ THINGS = ("lamp", "door", "box", "key", "book", "chair", "clock", "ship", "tower
 def retrieval_window(window: np.ndarray, encode, rng: np.random.Generator) -> np.ndarray:
     """``window`` (seq_len + 1 token ids of real text) turned into a retrieval sample of the same length:
     facts inserted at random places in the first half, questions and answers at the end."""
+    return _retrieval_document(window, encode, rng, answer_last=True)[0]
+
+
+def retrieval_question(window: np.ndarray, encode, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """(prompt, code): a retrieval sample of ``window``'s length whose last question is left unanswered
+    (the prompt ends with "Answer:"), and the code that answers it: S3's retrieval in its own form, the
+    evaluation's check that the training taught retrieval at all (train/eval_long_context.py)."""
+    return _retrieval_document(window, encode, rng, answer_last=False)
+
+
+def _retrieval_document(window, encode, rng, answer_last: bool) -> tuple[np.ndarray, str]:
     names = rng.choice(len(COLOURS) * len(THINGS), size=int(rng.integers(2, 6)), replace=False)
     facts = [(f"{COLOURS[n // len(THINGS)]} {THINGS[n % len(THINGS)]}", int(rng.integers(10_000, 100_000)))
              for n in names]
     inserted = [encode(f" (Note: the code of the {name} is {code}.) ") for name, code in facts]
     asked = rng.permutation(len(facts))
-    questions = encode("".join(f"\n\nQuestion: what is the code of the {facts[i][0]}? Answer: {facts[i][1]}."
-                               for i in asked))
+    text = "".join(f"\n\nQuestion: what is the code of the {facts[i][0]}? Answer: {facts[i][1]}." for i in asked)
+    if not answer_last:
+        text = text[:text.rindex(" Answer:") + len(" Answer:")]
+    questions = encode(text)
     body = len(window) - len(questions) - sum(len(f) for f in inserted)
     if body < 2 * len(facts):
         raise ValueError(f"--seq_len {len(window) - 1}: too short for a retrieval sample")
@@ -40,7 +53,7 @@ def retrieval_window(window: np.ndarray, encode, rng: np.random.Generator) -> np
         pieces += [window[start:cut], np.asarray(fact, dtype=np.int64)]
         start = cut
     pieces += [window[start:body], np.asarray(questions, dtype=np.int64)]
-    return np.concatenate(pieces)
+    return np.concatenate(pieces), str(facts[asked[-1]][1])
 
 
 def with_retrieval(rows: torch.Tensor, samples, share: float, encode, seed: int) -> torch.Tensor:
