@@ -1,6 +1,7 @@
 """The MoE experts' training path (issue 20): grouped GEMMs forward and backward against the reference dispatch,
 under the op contract's tolerance rule (qwen3mini/ops/tolerance.py) for the output and every gradient. On the
 CPU the grouped GEMM is its per-group stand-in; on a GPU with ``torch._grouped_mm`` the real kernel."""
+import copy
 import dataclasses
 
 import pytest
@@ -109,19 +110,36 @@ def test_gpu_training_step_takes_the_grouped_path(monkeypatch):
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["student-moe"], num_hidden_layers=2)).to(GPU)
     tokens = torch.randint(0, model.config.vocab_size, (4, 128), device=GPU)
-
-    def loss_and_grads():
-        model.zero_grad()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).float().flatten(0, 1),
-                                                     tokens[:, 1:].flatten())
-        loss.backward()
-        return loss.item(), {n: p.grad.float().clone() for n, p in model.named_parameters()}
-    grouped_loss, grouped = loss_and_grads()
+    grouped = loss_and_grads(model, tokens)
     assert len(calls) == 2                                  # one per MoE layer
     with ops.backend("reference"):
-        reference_loss, reference = loss_and_grads()
-    assert grouped_loss == pytest.approx(reference_loss, rel=1e-2)
-    for name, grad in reference.items():
+        assert_beside(grouped, loss_and_grads(model, tokens))
+
+
+@pytest.mark.gpu
+@needs_grouped_gpu
+def test_compiled_training_step_beside_the_eager_one():
+    """The student MoE under torch.compile (the grouped path in one graph): loss and gradients beside eager's."""
+    torch.manual_seed(0)
+    eager = Qwen3ForCausalLM(dataclasses.replace(PRESETS["student-moe"], num_hidden_layers=2)).to(GPU)
+    compiled = copy.deepcopy(eager)
+    compiled.compile()
+    tokens = torch.randint(0, eager.config.vocab_size, (4, 128), device=GPU)
+    assert_beside(loss_and_grads(compiled, tokens), loss_and_grads(eager, tokens))
+
+
+def loss_and_grads(model, tokens):
+    """The next-token loss and every parameter's gradient of one bf16-autocast step."""
+    model.zero_grad()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).float().flatten(0, 1), tokens[:, 1:].flatten())
+    loss.backward()
+    return loss.item(), {n.removeprefix("_orig_mod."): p.grad.float().clone() for n, p in model.named_parameters()}
+
+
+def assert_beside(got, expected):
+    """Loss within 1%, each gradient within 5% of its largest entry (bf16 products, routing near ties)."""
+    assert got[0] == pytest.approx(expected[0], rel=1e-2)
+    for name, grad in expected[1].items():
         scale = grad.abs().max().item()
-        assert (grouped[name] - grad).abs().max().item() <= 0.05 * scale + 1e-6, name
+        assert (got[1][name] - grad).abs().max().item() <= 0.05 * scale + 1e-6, name
