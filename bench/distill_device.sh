@@ -6,10 +6,11 @@
 # runs the MoE training benchmark (bench/bench_moe_training.py) alone on the GPU, with the grouped-GEMM
 # conformance tests, while the CPU makes the shards. Every call ends by archiving the results so far (logs, JSON,
 # PNG; no weights) into OUT/results.tar.gz; LIMIT (seconds of work before that) fits the call's time. The
-# students' weights come back in 15 MB parts once distilled (cat them back together). The tree that travels,
-# carry included, is at most 64 MiB: the teacher's weights go, the base model and bench/results stay behind, and
-# only 45% of the corpus's documents travel (20.1 MiB; the full carry is 42.5 MiB), so the students' shortened
-# pre-training sees that share of the stage corpora, several times over. Before the calls:
+# students' weights come back in 15 MB parts once distilled, the off-policy ones (NAME-off-policy) before that
+# (cat them back together). The tree that travels, carry included, is at most 64 MiB: the teacher's weights go,
+# the base model and bench/results stay behind, and only 45% of the corpus's documents travel (20.1 MiB; the
+# full carry is 42.5 MiB), so the students' shortened pre-training sees that share of the stage corpora, several
+# times over. The machine stays warm only 30 s after a call: start the next call at once. Before the calls:
 #   python -m train.data.build_corpus pack --share 0.45
 #   bash bench/device_tree.sh hide checkpoints/qwen3mini-base bench/results
 # and `bash bench/device_tree.sh restore` after.
@@ -23,8 +24,9 @@ source bench/device_common.sh
 [ -d "${TEACHER:-checkpoints/qwen3mini-chat}" ] || { echo "no teacher ${TEACHER:-checkpoints/qwen3mini-chat}" >&2; exit 2; }
 
 prepare_data() {
-    [ -f data/shards/s3/val.bin ] || { python -m train.data.build_corpus synth mix --sources-dir data/carry/sources \
-        && python -m train.data.build_shards; } > "$R/data.log" 2>&1
+    [ -f data/shards/s3/val.bin ] ||
+        { python -m train.data.build_corpus synth mix --sources-dir data/carry/sources &&
+          python -m train.data.build_shards; } > "$R/data.log" 2>&1
 }
 
 bench_moe() {        # once: alone on the GPU, so that its timings are the GPU's alone
@@ -34,8 +36,9 @@ bench_moe() {        # once: alone on the GPU, so that its timings are the GPU's
 
 call_pipeline() {
     build_cuda
-    if [ ! -f "$R/bench_moe_training.log" ]; then bench_moe & prepare_data; wait $!; fi
+    [ -f "$R/bench_moe_training.log" ] || bench_moe &      # the first call's, while the CPU makes the shards
     prepare_data
+    wait
     bash train/run_distill.sh "$R"
 }
 

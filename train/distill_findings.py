@@ -8,8 +8,9 @@ the MoE student against the dense one, and passkey retrieval with and without Ya
         --out docs/findings
 
 Writes OUT/findings.json, OUT/findings.md (the tables), OUT/budget_curves.png and, once the dense student's arms
-are evaluated, OUT/table21.png, and prints the Markdown. Greedy pass@1 is pooled over the thinking cells without a budget, with its Wilson 95% interval;
-pass@16 is the unbiased estimate over 16 samples per item (train/evaluate.py --samples 16), averaged over items.
+are evaluated, OUT/table21.png, and prints the Markdown. Greedy pass@1 is pooled over the thinking cells without
+a budget, with its Wilson 95% interval; pass@16 is the unbiased estimate over 16 samples per item
+(train/evaluate.py --samples 16), averaged over items.
 """
 import argparse
 import json
@@ -81,7 +82,7 @@ def collect(runs: str, teacher: str | None) -> dict:
             models[label] = model_figures(evaluation)
         summary = read_json(os.path.join(runs, student, stage, "summary.json"))
         if summary:
-            gpu[label] = {"stage_wall_seconds": seconds.get(f"{student}_{stage}" if stage != "rl" else "student_rl"),
+            gpu[label] = {"stage_wall_seconds": seconds.get(f"{student}_{stage}"),
                           "train_seconds": round(summary["train_seconds"], 1)}
     if teacher:
         models["teacher"] = model_figures(json.load(open(teacher)))

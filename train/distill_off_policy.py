@@ -19,7 +19,8 @@ The data, all of it sampled from the teacher (a post-trained chat model) and kep
     python train/distill_off_policy.py --init_from runs/distill/student-moe/s3/final \
         --out_dir runs/distill/student-moe/off_policy    # the MoE student
 
-Output: ``out_dir/final`` (HF layout, bf16), ``teacher_samples.pt``, ``data.json``, ``log.jsonl``, ``loss.png``, ``summary.json``, ``ckpt``.
+Output: ``out_dir/final`` (HF layout, bf16), ``teacher_samples.pt`` (unless ``--teacher_samples`` puts it
+elsewhere), ``data.json``, ``log.jsonl``, ``loss.png``, ``summary.json``, ``ckpt``.
 """
 import json
 import os
