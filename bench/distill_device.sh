@@ -4,27 +4,37 @@
 # resumes what a call's time limit cut off. The first call builds what a fresh machine lacks (the CUDA
 # extension, the token shards from data/carry: the call's carry is ["data/carry"]) and, before the pipeline,
 # runs the MoE training benchmark (bench/bench_moe_training.py) alone on the GPU, with the grouped-GEMM
-# conformance tests, while the CPU makes the shards. Every call ends by archiving the results so far (logs, JSON,
-# PNG; no weights) into OUT/results.tar.gz; LIMIT (seconds of work before that) fits the call's time. The
-# students' weights come back in 15 MB parts once distilled, the off-policy ones (NAME-off-policy) before that
-# (cat them back together). The tree that travels, carry included, is at most 64 MiB: the teacher's weights go,
-# the base model and bench/results stay behind, and only 45% of the corpus's documents travel (20.1 MiB; the
-# full carry is 42.5 MiB), so the students' shortened pre-training sees that share of the stage corpora, several
-# times over. The machine stays warm only 30 s after a call: start the next call at once. Before the calls:
+# conformance tests, while the CPU makes the shards (BENCH_MOE=0 skips them). Every call ends by archiving the
+# results so far (logs, JSON, PNG; no weights) into OUT/results.tar.gz; LIMIT (seconds of work before that) fits
+# the call's time. The students' weights come back in 15 MB parts: the distilled ones (NAME, on-policy), else
+# the off-policy ones (NAME-off-policy), else the pre-trained ones (NAME-s3, float32); cat the parts together.
+# The tree that travels, carry included, is at most 64 MiB: the teacher's weights go, the base model and
+# bench/results stay behind, and only 45% of the corpus's documents travel (20.1 MiB; the full carry is
+# 42.5 MiB), so the students' shortened pre-training sees that share of the stage corpora, several times over.
+# The machine stays warm only 30 s after a call: start the next call at once. Before the calls:
 #   python -m train.data.build_corpus pack --share 0.45
 #   bash bench/device_tree.sh hide checkpoints/qwen3mini-base bench/results
 # and `bash bench/device_tree.sh restore` after.
 #
 #   OUT=/tmp/out bash bench/distill_device.sh           # each call: continue the pipeline
+#
+# The pre-training alone (STEPS=pretrain, the teacher hidden too) fits one call; its students then travel to a
+# later slice instead of the corpus: `python bench/pack_students.py` makes data/students.tar.xz from that call's
+# files (18.8 MiB), a call whose carry is ["data/students.tar.xz"] unpacks it into the runs folder, and the
+# pipeline starts at off-policy distillation.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 R=${RUNS:-/tmp/distill}
 LIMIT=${LIMIT:-570}          # seconds of work before the archive is written (the device call allows 600)
 source bench/device_common.sh
-[ -d "${TEACHER:-checkpoints/qwen3mini-chat}" ] || { echo "no teacher ${TEACHER:-checkpoints/qwen3mini-chat}" >&2; exit 2; }
+[ "${STEPS:-}" = pretrain ] || [ -d "${TEACHER:-checkpoints/qwen3mini-chat}" ] ||
+    { echo "no teacher ${TEACHER:-checkpoints/qwen3mini-chat}" >&2; exit 2; }
+if [ -f data/students.tar.xz ] && [ ! -f "$R/student/s3/summary.json" ]; then
+    tar xJf data/students.tar.xz -C "$R"
+fi
 
-prepare_data() {
-    [ -f data/shards/s3/val.bin ] ||
+prepare_data() {     # the shards, for pre-training (a call that carries pre-trained students carries no corpus)
+    [ -f data/shards/s3/val.bin ] || [ ! -d data/carry/sources ] ||
         { python -m train.data.build_corpus synth mix --sources-dir data/carry/sources &&
           python -m train.data.build_shards; } > "$R/data.log" 2>&1
 }
@@ -36,7 +46,7 @@ bench_moe() {        # once: alone on the GPU, so that its timings are the GPU's
 
 call_pipeline() {
     build_cuda
-    [ -f "$R/bench_moe_training.log" ] || bench_moe &      # the first call's, while the CPU makes the shards
+    [ -f "$R/bench_moe_training.log" ] || [ "${BENCH_MOE:-1}" = 0 ] || bench_moe &   # while the CPU makes the shards
     prepare_data
     wait
     bash train/run_distill.sh "$R"
@@ -49,6 +59,7 @@ timeout -k 10 "$LIMIT" bash -c call_pipeline
 echo "call: exit $?, $SECONDS s" >> "$R/calls.txt"
 for student in student student-moe; do       # the shipped students, once distilled (each at most 20 MB)
     weights_out "$R/$student/on_policy/final/model.safetensors" "$student" ||
-        weights_out "$R/$student/off_policy/final/model.safetensors" "$student-off-policy"
+        weights_out "$R/$student/off_policy/final/model.safetensors" "$student-off-policy" ||
+        weights_out "$R/$student/s3/final/model.safetensors" "$student-s3"
 done
 archive

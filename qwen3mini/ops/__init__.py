@@ -11,8 +11,8 @@ Backend choice, per call:
     loaded as a pytest plugin: it takes effect when registered, and an op that runs before then is an error);
   * otherwise the fastest backend registered for the tensor's device type that imported cleanly;
   * anything that needs gradients (training) runs the reference ops (kernels are forward-only), except the
-    MoE experts on a GPU with grouped GEMMs: they train through ``grouped_moe.py`` (unless a backend is forced).
-"""
+    MoE experts in bf16 on a GPU with grouped GEMMs: they train through ``grouped_moe.py`` (unless a backend is
+    forced)."""
 import os
 import sys
 from contextlib import contextmanager
@@ -138,7 +138,7 @@ def moe_route(logits, top_k, normalize):
 
 def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down):
     tensors = (x, topk_weights, w_gate_up, w_down)
-    if _needs_grad(*tensors) and _forced is None and grouped_moe.grouped_mm_available(x.device):
+    if _needs_grad(*tensors) and _forced is None and grouped_moe.serves(x):
         return grouped_moe.moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
     return _select(*tensors).moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down)
 

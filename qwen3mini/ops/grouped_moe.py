@@ -30,6 +30,18 @@ def grouped_mm_available(device: torch.device) -> bool:
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
+def computes_in(x: torch.Tensor) -> torch.dtype:
+    """The dtype the experts' products run in: autocast's on the GPU when it is on (the reference's F.linear
+    computes in it), else x's."""
+    return torch.get_autocast_dtype("cuda") if x.is_cuda and torch.is_autocast_enabled("cuda") else x.dtype
+
+
+def serves(x: torch.Tensor) -> bool:
+    """Whether this path trains the experts on ``x``: a GPU with ``torch._grouped_mm``, whose grouped GEMM takes
+    bf16 operands only (a float32 step keeps the reference dispatch)."""
+    return grouped_mm_available(x.device) and computes_in(x) == torch.bfloat16
+
+
 def grouped_mm(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
     """rows [M, K] split into groups at ``ends`` (int32 [G], the cumulative row counts), group g times
     weights[g] [K, N] -> [M, N]; the rows past ``ends[-1]`` are not computed (nothing may read them)."""
@@ -56,8 +68,7 @@ def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
     rank_in_expert = torch.arange(flat.numel(), device=x.device) - (counts.cumsum(0) - counts)[expert]
     slots = group_starts[expert] + rank_in_expert
     token = order // topk_ids.shape[1]
-    # Under autocast the reference's F.linear computes in the autocast dtype; the grouped GEMM is cast by hand.
-    dtype = torch.get_autocast_dtype("cuda") if x.is_cuda and torch.is_autocast_enabled("cuda") else x.dtype
+    dtype = computes_in(x)      # (under autocast the grouped GEMM's operands are cast by hand)
     # Every shape is known before the routing is (the padded total is at most this bound; the grouped GEMM leaves
     # the rows past the last group alone and nothing reads them), so nothing waits on the host and the step
     # compiles into one graph.

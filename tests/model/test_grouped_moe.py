@@ -1,7 +1,6 @@
 """The MoE experts' training path (issue 20): grouped GEMMs forward and backward against the reference dispatch,
 under the op contract's tolerance rule (qwen3mini/ops/tolerance.py) for the output and every gradient. On the
 CPU the grouped GEMM is its per-group stand-in; on a GPU with ``torch._grouped_mm`` the real kernel."""
-import copy
 import dataclasses
 
 import pytest
@@ -84,6 +83,13 @@ def test_grouped_path_compiles_into_one_graph(monkeypatch):
     check_against_reference_with(compiled, inputs, torch.bfloat16, "cpu")
 
 
+def test_grouped_path_serves_bf16_only(monkeypatch):
+    """The grouped GEMM takes bf16 operands: float32 keeps the reference dispatch wherever the kernel exists."""
+    monkeypatch.setattr(grouped_moe, "grouped_mm_available", lambda device: True)
+    assert grouped_moe.serves(torch.zeros(2, 4, dtype=torch.bfloat16))
+    assert not grouped_moe.serves(torch.zeros(2, 4))
+
+
 def test_cpu_training_keeps_the_reference_dispatch(monkeypatch):
     """Without a grouped kernel the model trains through the reference op, as before."""
     calls = []
@@ -118,14 +124,26 @@ def test_gpu_training_step_takes_the_grouped_path(monkeypatch):
 
 @pytest.mark.gpu
 @needs_grouped_gpu
-def test_compiled_training_step_beside_the_eager_one():
-    """The student MoE under torch.compile (the grouped path in one graph): loss and gradients beside eager's."""
-    torch.manual_seed(0)
-    eager = Qwen3ForCausalLM(dataclasses.replace(PRESETS["student-moe"], num_hidden_layers=2)).to(GPU)
-    compiled = copy.deepcopy(eager)
-    compiled.compile()
-    tokens = torch.randint(0, eager.config.vocab_size, (4, 128), device=GPU)
-    assert_beside(loss_and_grads(compiled, tokens), loss_and_grads(eager, tokens))
+def test_compiled_grouped_path_on_the_gpu():
+    """The grouped path as the compiled MoE student runs it (Inductor, one graph) against the reference, forward
+    and backward. (A whole compiled model is not compared gradient for gradient with an eager one: the router's
+    bf16 logits tie exactly at the top-k boundary for a few tokens in a thousand of a fresh model's, and the
+    compiled top-k breaks those ties its own way, so whole tokens move to other experts.)"""
+    torch._dynamo.reset()
+    compiled = torch.compile(grouped_moe.moe_experts, fullgraph=True)
+    check_against_reference_with(compiled, moe_inputs(300, experts=8, top_k=2, hidden=160, inter=256), torch.bfloat16,
+                                 GPU)
+
+
+@pytest.mark.gpu
+@needs_grouped_gpu
+def test_float32_training_keeps_the_reference_dispatch(monkeypatch):
+    """The grouped GEMM takes bf16 operands only: a float32 step on the GPU trains through the reference op."""
+    calls = []
+    monkeypatch.setattr(grouped_moe, "moe_experts", lambda *a: calls.append(a))
+    model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["student-moe"], num_hidden_layers=1)).to(GPU)
+    model(torch.randint(0, model.config.vocab_size, (2, 16), device=GPU)).sum().backward()
+    assert calls == [] and model.model.layers[0].mlp.experts.down_proj.grad is not None
 
 
 def loss_and_grads(model, tokens):
