@@ -38,7 +38,7 @@ from qwen3mini.sampling import SamplingParams                                   
 from qwen3mini.training.checkpoints import write_atomic                          # noqa: E402
 from qwen3mini.training.distill import DISTILL_RANGES, load_teacher, rewarded_replies  # noqa: E402
 from qwen3mini.training.distributed import barrier, close_distributed, init_distributed, seed_everything  # noqa: E402
-from qwen3mini.training.fusion_samples import flagged_turn, rejection_sampled  # noqa: E402
+from qwen3mini.training.fusion_samples import flagged_turn, rejection_sampled, split_by_mode  # noqa: E402
 from qwen3mini.training.general_rl import GeneralEnvironment, parse_mix, query_pool  # noqa: E402
 from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
@@ -91,8 +91,9 @@ def teacher_samples(settings, tokenizer, teacher) -> tuple[list, SampleStats]:
     cells = {}
     for problem in rl_candidates(settings.ranges, per_cell, settings.seed, evaluation_items(), "distill-off"):
         cells.setdefault((problem.family, problem.difficulty), []).append(problem)
-    asked = {"think": [p for drawn in cells.values() for p in drawn[:settings.per_cell]],
-             "no-think": [p for drawn in cells.values() for p in drawn[settings.per_cell:]]}
+    split = [split_by_mode(drawn, settings.per_cell, settings.no_think_per_cell) for drawn in cells.values()]
+    asked = {"think": [p for thinking, _ in split for p in thinking],
+             "no-think": [p for _, directly in split for p in directly]}
     for n, (mode, queries) in enumerate(asked.items()):
         replies = rejection_sampled(teacher, tokenizer, queries, settings.samples, sampling_settings(mode),
                                     settings.seed + n, settings.max_new_tokens, settings.rollout_rows,

@@ -40,7 +40,8 @@ from qwen3mini.tasks.instructions import CONSTRAINTS                            
 from qwen3mini.tasks.knowledge import load_knowledge                              # noqa: E402
 from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
                                                instruction_sample, knowledge_sample, rejection_sampled,
-                                               small_talk_sample, tool_problem, tool_samples)
+                                               small_talk_sample, split_by_mode, tool_problem,
+                                               tool_samples)
 from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
@@ -89,8 +90,9 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
     thinking, direct, stats = [], [], SampleStats()
     for cell, problems in cells.items():
         random.Random(f"{settings.seed}|fusion|{cell}").shuffle(problems)
-        thinking += [(cell, p) for p in problems[:settings.per_cell]]
-        direct += [(cell, p) for p in problems[settings.per_cell:settings.per_cell + settings.no_think_per_cell]]
+        asked_thinking, asked_directly = split_by_mode(problems, settings.per_cell, settings.no_think_per_cell)
+        thinking += [(cell, p) for p in asked_thinking]
+        direct += [(cell, p) for p in asked_directly]
     sampling = sampling_settings("think")
     replies = rejection_sampled(model, tokenizer, [p for _, p in thinking], settings.samples, sampling, settings.seed,
                                 settings.max_new_tokens) if thinking else []

@@ -46,6 +46,15 @@ def rejection_sampled(model, tokenizer, problems: list[Problem], samples: int, s
     return kept
 
 
+def split_by_mode(problems: list[Problem], thinking: int, direct: int) -> tuple[list[Problem], list[Problem]]:
+    """One cell's queries for thinking replies (the first ``thinking``) and for direct ones (the ``direct`` after
+    them). A cell with fewer queries than both (the 1-digit sums, the 1x1 products: their whole space is a few
+    dozen problems, less the evaluation's) asks the missing direct ones from its start again, in the other mode:
+    without that, non-thinking mode never saw a 1x1 product and wandered into other families' traces."""
+    asked_thinking, asked_directly = problems[:thinking], problems[thinking:thinking + direct]
+    return asked_thinking, asked_directly + asked_thinking[:direct - len(asked_directly)]
+
+
 def _assistant_message(parts) -> dict:
     if parts.thinking:
         return {"role": "assistant", "reasoning_content": parts.thinking, "content": parts.answer}

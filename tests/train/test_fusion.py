@@ -13,7 +13,8 @@ from qwen3mini.generation import Completion
 from qwen3mini.model import Qwen3ForCausalLM
 from qwen3mini.tasks import FAMILIES, traces
 from qwen3mini.training import rollouts
-from qwen3mini.training.fusion_samples import dialogue_sample, direct_answer, flagged_turn, rejection_sampled
+from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn, rejection_sampled,
+                                               split_by_mode)
 from qwen3mini.training.sft import render_sample
 from qwen3mini.training.stage import save_pretrained
 
@@ -44,6 +45,21 @@ def test_rejection_sampling_keeps_the_first_right_filtered_reply(tok, monkeypatc
     assert kept[0] == {"role": "assistant", "reasoning_content": traces.thinking(problems[0]),
                        "content": traces.answer(problems[0])}
     assert kept[2]["reasoning_content"] == traces.thinking(problems[2])
+
+
+def test_every_cell_gets_both_modes():
+    """A cell with queries to spare asks disjoint ones in each mode; a small cell (the 1x1 products) asks its
+    queries again directly, so that non-thinking mode sees every cell."""
+    large = [problem(seed) for seed in range(300)]
+    thinking, directly = split_by_mode(large, 150, 100)
+    assert thinking == large[:150] and directly == large[150:250]
+    small = [problem(seed, "mul", 1) for seed in range(11)]
+    thinking, directly = split_by_mode(small, 150, 100)
+    assert thinking == small and directly == small
+    middle = [problem(seed) for seed in range(200)]
+    thinking, directly = split_by_mode(middle, 150, 100)
+    assert thinking == middle[:150] and directly == middle[150:] + middle[:50]
+    assert split_by_mode(large, 150, 0) == (large[:150], [])
 
 
 def test_table_9_formats(tok):
