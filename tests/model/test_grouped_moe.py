@@ -152,7 +152,7 @@ def loss_and_grads(model, tokens):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).float().flatten(0, 1), tokens[:, 1:].flatten())
     loss.backward()
-    return loss.item(), {n.removeprefix("_orig_mod."): p.grad.float().clone() for n, p in model.named_parameters()}
+    return loss.item(), {n: p.grad.float().clone() for n, p in model.named_parameters()}
 
 
 def assert_beside(got, expected):
