@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU device tool sends the repository's tracked and untracked-not-ignored files, at most 64 MiB, and the two
-# shipped models (checkpoints/qwen3mini-base and checkpoints/qwen3mini-chat, 38 MB each) exceed that together.
-# A device call needs at most one of them (post-training starts from the base model; distillation's teacher is
-# the chat model), so the other stays behind:
+# The GPU device tool sends the repository's tracked and untracked-not-ignored files, at most 64 MiB, and the
+# shipped models (checkpoints/qwen3mini-base and checkpoints/qwen3mini-chat, 38 MB each; the two students, 9 and
+# 18 MB) exceed that together. A device call needs at most one of the large two (post-training starts from the
+# base model; distillation's teacher is the chat model), so the others stay behind:
 #
 #   bash bench/device_tree.sh hide checkpoints/qwen3mini-chat    # out of the index and ignored; files stay on disk
 #   bash bench/device_tree.sh restore                            # every hidden path tracked again, as in HEAD

@@ -80,7 +80,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True, help="the extracted results.tar.gz of the pre-training call")
     parser.add_argument("--weights", required=True, help="the folder with NAME-s3.safetensors.part-*")
-    parser.add_argument("--tokenizer", default="checkpoints/tokenizer-16k", help="the students' tokenizer")
+    parser.add_argument("--tokenizer", default="checkpoints/qwen3mini-chat",
+                        help="the students' tokenizer: the teacher's, which they were pre-trained with")
     parser.add_argument("--out", default="data/students.tar.xz")
     args = parser.parse_args()
     pack(args.results, args.weights, args.tokenizer, args.out)

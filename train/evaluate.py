@@ -14,17 +14,20 @@ flags, scored on the last reply's mode. Everything runs through qwen3mini.chat.g
 
 Writes OUT/evaluation.json (every figure; its layout: qwen3mini/evaluation/__init__.py; this script adds model,
 device, dtype and wall_seconds),
-OUT/accuracy_by_difficulty.png and OUT/accuracy_by_budget.png, each replaced only once all are complete.
+OUT/accuracy_by_difficulty.png and OUT/accuracy_by_budget.png, each replaced only once all are complete. Until
+then OUT/journal.json keeps every finished phase: the same command run again (same selection, same weights,
+device and quantization) resumes after the last one.
 """
 import argparse
 import os
 import sys
 import time
+from dataclasses import asdict
 
 import torch
 
 from qwen3mini.chat import ChatError, load
-from qwen3mini.evaluation import BUDGETS, MODES, Selection, evaluate, write_report
+from qwen3mini.evaluation import BUDGETS, MODES, Journal, Selection, evaluate, write_report
 from qwen3mini.quantize import QUANTIZE_CHOICES
 from qwen3mini.tasks import FAMILIES
 
@@ -145,6 +148,17 @@ def budgets(text: str) -> list[int]:
     return integers(",".join(b for b in names(text) if b != "unlimited"), "budgets") or []
 
 
+def journal_key(args, model_path: str, device: str) -> dict:
+    """What a journal's phases hold for: the selection, the device and quantization (numerics), and the weights
+    (each file's name, size and modification time: retrained weights start the evaluation over)."""
+    weights = sorted((name, os.path.getsize(os.path.join(model_path, name)),
+                      os.path.getmtime(os.path.join(model_path, name)))
+                     for name in (os.listdir(model_path) if os.path.isdir(model_path) else [])
+                     if name.endswith(".safetensors"))
+    return {"selection": asdict(args.selection), "model": os.path.abspath(model_path), "weights": weights,
+            "device": device, "quantize": args.quantize}
+
+
 def print_table(results: dict):
     """Greedy pass@1 by family and difficulty in each mode (and the largest pass@k), the budget sweep pooled
     over everything, and ThinkFollow."""
@@ -196,8 +210,10 @@ def main(argv=None):
         sys.exit(f"evaluate.py: {error}")
     print(f"evaluating {model_path} on {device}", flush=True)
     start = time.perf_counter()
+    journal = Journal(os.path.join(args.out, "journal.json"), journal_key(args, model_path, device))
     try:
-        results = evaluate(model, tokenizer, args.selection, log=lambda line: print(line, flush=True))
+        results = evaluate(model, tokenizer, args.selection, log=lambda line: print(line, flush=True),
+                           journal=journal)
     except (ChatError, ValueError) as error:            # not a Qwen3 tokenizer; a prompt longer than the context
         sys.exit(f"evaluate.py: {model_path}: {error}")
     results.update(model=model_path, device=device, dtype=str(model.dtype).removeprefix("torch."),
@@ -205,6 +221,7 @@ def main(argv=None):
     print_table(results)
     for path in write_report(results, args.out):
         print(f"wrote {path}")
+    journal.remove()
     return results
 
 

@@ -14,7 +14,9 @@
 #      the MoE's off-policy one, side by side; then the MoE student's on-policy distillation and its evaluation.
 # Every stage resumes from its checkpoint when run again and a finished one (its summary.json) is skipped, so the
 # script continues across device calls of 10 minutes; wall seconds per stage go to OUT/times.tsv.
-# Needs data/shards/{s1,s2,s3} (train/data/README.md) and the teacher (TEACHER, the shipped chat model).
+# Needs the teacher (TEACHER, the shipped chat model) and data/shards/{s1,s2,s3} encoded with its tokenizer, which
+# the students share (distillation compares distributions over one vocabulary; the stage scripts refuse shards
+# of another tokenizer):  python -m train.data.build_shards --tokenizer checkpoints/qwen3mini-chat
 #
 #   bash train/run_distill.sh runs/distill                        # one GPU, every step
 #   STEPS="pretrain offpolicy" bash train/run_distill.sh runs/distill   # some of the steps, in order
@@ -22,6 +24,7 @@
 set -euo pipefail
 OUT=${1:-runs/distill}
 TEACHER=${TEACHER:-checkpoints/qwen3mini-chat}
+TOKENIZER=${TOKENIZER:-$TEACHER}            # the students' tokenizer: the teacher's (a copy, when it stays behind)
 STUDENTS=${STUDENTS:-"student student-moe"}
 STEPS=${STEPS:-"pretrain offpolicy onpolicy control evaluate"}
 DISTILL_SECONDS=${DISTILL_SECONDS:-150}     # on-policy distillation's training time; RL gets at least as much
@@ -47,11 +50,11 @@ side_by_side() {   # side_by_side FUNCTION: FUNCTION STUDENT for every student a
 pretrain() {
     local s=$1 d=$OUT/$1
     finished "$d/s1" || timed "${s}_s1" python train/pretrain_general.py --preset student --model "$s" \
-        --out_dir "$d/s1" --progress false
+        --tokenizer "$TOKENIZER" --out_dir "$d/s1" --progress false
     finished "$d/s2" || timed "${s}_s2" python train/pretrain_reasoning.py --preset student \
-        --init_from "$d/s1/final" --out_dir "$d/s2" --progress false
+        --tokenizer "$TOKENIZER" --init_from "$d/s1/final" --out_dir "$d/s2" --progress false
     finished "$d/s3" || timed "${s}_s3" python train/pretrain_long_context.py --preset student \
-        --init_from "$d/s2/final" --out_dir "$d/s3" --progress false
+        --tokenizer "$TOKENIZER" --init_from "$d/s2/final" --out_dir "$d/s3" --progress false
     [ -f "$d/long_context/long_context.json" ] || timed "${s}_long_context" python train/eval_long_context.py \
         --model "$d/s3/final" --data data/shards/s3/val --seeds 8 --out_dir "$d/long_context"
 }

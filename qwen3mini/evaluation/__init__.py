@@ -11,6 +11,7 @@ thinking budgets, and ThinkFollow (paper §4.3); every reply generated through t
     thinkfollow.py  the multi-turn /think /no_think dialogues and their scoring
     general.py      instruction following, knowledge questions, tool use (issue 19)
     harness.py      the cells, their generation in batches, the results dict
+    journal.py      the finished phases on disk, so that an interrupted evaluation resumes
     report.py       JSON and plots, written atomically
 
 The results dict (``evaluation.json``): ``schema``, ``selection`` (what ran), ``sampling`` (the paper's
@@ -25,9 +26,10 @@ themselves), thought (share of greedy replies with a non-empty think block), sam
 four wrong greedy replies, each with its question and the right answer).
 """
 from .harness import BUDGETS, MODES, SCHEMA, Selection, evaluate, reply_limit
+from .journal import Journal
 from .report import write_report
 from .scoring import Scored, score_reply, summarize, token_counts
 from .thinkfollow import Dialogue, make_dialogues, reply_mode
 
-__all__ = ["BUDGETS", "MODES", "SCHEMA", "Dialogue", "Scored", "Selection", "evaluate", "make_dialogues",
+__all__ = ["BUDGETS", "MODES", "SCHEMA", "Dialogue", "Journal", "Scored", "Selection", "evaluate", "make_dialogues",
            "reply_limit", "reply_mode", "score_reply", "summarize", "token_counts", "write_report"]

@@ -7,7 +7,8 @@ A cell is (family, difficulty, mode, budget) over that family's fixed test set a
 mode, paper §4.3). Every cell gets one greedy reply per item; with ``samples`` n, the cells
 without a budget also get n sampled replies per item at the paper's settings for their mode (paper §4.6:
 thinking T 0.6, top-p 0.95, top-k 20) for pass@k. The budget sweep repeats the thinking cells with each
-finite thinking budget (greedy); the thinking cell itself is the sweep's "unlimited" point.
+finite thinking budget (greedy); the thinking cell itself is the sweep's "unlimited" point. Each phase is kept in a
+``Journal`` once finished, so that an evaluation killed half-way resumes from there.
 """
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,8 @@ from ..tasks import FAMILIES, Problem
 from ..tasks.splits import evaluation_set
 from . import thinkfollow
 from .general import REPLY_TOKENS, evaluate_instructions, evaluate_knowledge, evaluate_tools, share
-from .scoring import score_reply, summarize
+from .journal import Journal
+from .scoring import Scored, score_reply, summarize
 
 SCHEMA = "qwen3mini-evaluation/1"
 MODES = ("think", "no-think")
@@ -85,8 +87,9 @@ class Cell:
 class Run:
     """One evaluation of ``model`` (with ``tokenizer``): ``run()`` returns the results dict."""
 
-    def __init__(self, model, tokenizer, selection: Selection, log=print):
+    def __init__(self, model, tokenizer, selection: Selection, log=print, journal: Journal | None = None):
         self.model, self.tok, self.sel, self.log = model, tokenizer, selection, log
+        self.journal = journal or Journal(None, {})
         self.ids = ChatTokens.of(tokenizer, model.config.eos_token_ids)
         self.context = model.config.max_position_embeddings
         self.requests = {}
@@ -109,9 +112,11 @@ class Run:
             lowest = {}                               # the easiest selected set of each family: short turns
             for (family, _), problems in sets.items():
                 lowest.setdefault(family, problems)
-            follow = self.think_follow([p for problems in lowest.values() for p in problems])
+            follow = self.phase("thinkfollow", lambda: self.think_follow(
+                [p for problems in lowest.values() for p in problems]))
         cap = min(REPLY_TOKENS, sel.max_new_tokens)
-        general = {name: evaluate(self.model, self.tok, sel.modes, count, sel.batch_size, cap)
+        general = {name: self.phase(name, lambda evaluate=evaluate, count=count: evaluate(
+                       self.model, self.tok, sel.modes, count, sel.batch_size, cap))
                    for name, evaluate, count in (("instructions", evaluate_instructions, sel.instructions),
                                                  ("knowledge", evaluate_knowledge, sel.knowledge),
                                                  ("tools", evaluate_tools, sel.tools)) if count}
@@ -126,28 +131,62 @@ class Run:
                                "seconds": self.seconds, "tokens_per_second": self.tokens / max(self.seconds, 1e-9)}}
 
     # ------------------------------------------------------------------------------------------ generation
+    def phase(self, name: str, compute):
+        """``compute()``'s JSON-ready result, taken from the journal when an earlier run finished this phase."""
+        saved = self.journal.get(name)
+        if saved is not None:
+            replies, tokens, seconds = saved["generation"]
+            self.replies, self.tokens, self.seconds = self.replies + replies, self.tokens + tokens, \
+                self.seconds + seconds
+            self.log(f"{name}: finished by an earlier run (its journal)")
+            return saved["result"]
+        before = self.replies, self.tokens, self.seconds
+        result = compute()
+        self.journal.record(name, {"result": result, "generation": [
+            self.replies - before[0], self.tokens - before[1], self.seconds - before[2]]})
+        return result
+
     def greedy(self, cells: list[Cell], mode: str, budget: int | None):
+        states = self.phase(f"greedy {mode} {budget}", lambda: self.greedy_states(cells, mode, budget))
+        for cell, state in zip(cells, states):
+            cell.greedy = [Scored(**scored) for scored in state["greedy"]]
+            cell.example, cell.misses = state["example"], state["misses"]
+
+    def greedy_states(self, cells: list[Cell], mode: str, budget: int | None) -> list[dict]:
+        """Per cell: its scored greedy replies, the example and the misses."""
         items = [(c, p) for c in cells for p in c.problems]
         prompts, limits = zip(*(self.request(p, mode) for _, p in items))
         replies = self.generate(prompts, limits, SamplingParams(temperature=0.0), budget,
                                 f"{mode}, {'no' if budget is None else budget} budget, greedy")
+        states = {id(c): {"greedy": [], "example": None, "misses": []} for c in cells}
         for (cell, problem), reply in zip(items, replies):
-            cell.greedy.append(score_reply(problem, reply.text, reply.completion, self.ids))
-            if cell.example is None:
-                cell.example = {"question": problem.question, "reply": reply.text[:EXAMPLE_CHARS]}
-            if len(cell.misses) < MISSES and not cell.greedy[-1].correct:
-                cell.misses.append({"question": problem.question, "answer": problem.answer,
-                                    "reply": reply.text[:EXAMPLE_CHARS]})
+            state = states[id(cell)]
+            scored = score_reply(problem, reply.text, reply.completion, self.ids)
+            state["greedy"].append(asdict(scored))
+            if state["example"] is None:
+                state["example"] = {"question": problem.question, "reply": reply.text[:EXAMPLE_CHARS]}
+            if len(state["misses"]) < MISSES and not scored.correct:
+                state["misses"].append({"question": problem.question, "answer": problem.answer,
+                                        "reply": reply.text[:EXAMPLE_CHARS]})
+        return [states[id(c)] for c in cells]
 
     def sample(self, cells: list[Cell], mode: str):
+        per_cell = self.phase(f"samples {mode}", lambda: self.sampled_states(cells, mode))
+        for cell, sampled in zip(cells, per_cell):
+            cell.sampled = sampled
+
+    def sampled_states(self, cells: list[Cell], mode: str) -> list[list[list[bool]]]:
+        """Per cell, per item: whether each of the n samples is right."""
         n = self.sel.samples
         items = [(c, p) for c in cells for p in c.problems]
         rows = [self.request(p, mode) for _, p in items for _ in range(n)]
         replies = self.generate([r[0] for r in rows], [r[1] for r in rows], sampling_settings(mode), None,
                                 f"{mode}, {n} samples an item")
+        per_cell = {id(c): [] for c in cells}
         for i, (cell, problem) in enumerate(items):
-            cell.sampled.append([score_reply(problem, r.text, r.completion, self.ids).correct
-                                 for r in replies[i * n:(i + 1) * n]])
+            per_cell[id(cell)].append([score_reply(problem, r.text, r.completion, self.ids).correct
+                                       for r in replies[i * n:(i + 1) * n]])
+        return [per_cell[id(c)] for c in cells]
 
     def think_follow(self, problems: list[Problem]) -> dict:
         dialogues = thinkfollow.make_dialogues(self.sel.thinkfollow, problems)
@@ -217,7 +256,8 @@ def reply_limit(tokenizer, problem: Problem, mode: str, max_new_tokens: int) -> 
     return min(max_new_tokens, 2 * solver + REPLY_SLACK)
 
 
-def evaluate(model, tokenizer, selection: Selection, log=print) -> dict:
-    """Evaluate ``model`` on ``selection``; every figure in one JSON-ready dict (see the package docstring)."""
-    return Run(model, tokenizer, selection, log).run()
+def evaluate(model, tokenizer, selection: Selection, log=print, journal: Journal | None = None) -> dict:
+    """Evaluate ``model`` on ``selection``; every figure in one JSON-ready dict (see the package docstring).
+    ``journal`` keeps each finished phase, and gives back those an earlier, interrupted run finished."""
+    return Run(model, tokenizer, selection, log, journal).run()
 

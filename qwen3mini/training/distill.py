@@ -81,10 +81,15 @@ def load_teacher(path: str, tokenizer, device, dtype=None):
     if not os.path.isdir(path):
         raise ValueError(f"--teacher {path}: no such folder (the post-trained chat model, e.g. "
                          f"checkpoints/qwen3mini-chat or runs/posttrain/rl_general/final)")
-    teacher_vocab = qwen3mini.load_tokenizer(path).token_to_id
-    if teacher_vocab != tokenizer.token_to_id:
-        raise ValueError(f"--teacher {path}: its tokenizer differs from the student's (distillation compares "
-                         f"distributions over one vocabulary)")
+    ours, theirs = tokenizer, qwen3mini.load_tokenizer(path)
+    if theirs.id_to_bytes != ours.id_to_bytes or theirs.token_to_id != ours.token_to_id:
+        differs = next((i for i, (a, b) in enumerate(zip(theirs.id_to_bytes, ours.id_to_bytes)) if a != b),
+                       min(len(theirs.id_to_bytes), len(ours.id_to_bytes)))
+        raise ValueError(f"--teacher {path}: its vocabulary differs from the student's (first at id {differs}: "
+                         f"{theirs.decode([differs]) if differs < theirs.vocab_size else None!r} for the teacher, "
+                         f"{ours.decode([differs]) if differs < ours.vocab_size else None!r} for the student); "
+                         f"distillation compares distributions over one vocabulary, so pre-train the student "
+                         f"with the teacher's tokenizer (train/run_distill.sh does)")
     teacher = qwen3mini.load_model(path, device=device, dtype=dtype)
     teacher.requires_grad_(False)
     return teacher.eval()

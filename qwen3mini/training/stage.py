@@ -5,6 +5,7 @@ processes, build both, train with ``Trainer``, save the model in the HF layout (
 the loss and write a summary. ``run_script`` turns bad input into one line on stderr instead of a traceback.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -56,6 +57,21 @@ def special_token_ids(tokenizer_dir: str) -> dict:
     if missing:
         raise ValueError(f"{tokenizer_dir}: the tokenizer has no added token {missing}")
     return {name: ids[name] for name in ("<|endoftext|>", "<|im_end|>")}
+
+
+def check_shards_tokenizer(data_dir: str, tokenizer_dir: str):
+    """ValueError unless the shards in ``data_dir`` were encoded by ``tokenizer_dir``'s tokenizer (build_shards
+    records the sha256 of the tokenizer.json it used): a model saved with another tokenizer than the one its
+    data was encoded with reads some ids as other strings."""
+    meta, tokenizer_file = os.path.join(data_dir, "train.json"), os.path.join(tokenizer_dir, "tokenizer.json")
+    if not (os.path.isfile(meta) and os.path.isfile(tokenizer_file)):
+        return
+    recorded = json.load(open(meta)).get("tokenizer_sha256")
+    actual = hashlib.sha256(open(tokenizer_file, "rb").read()).hexdigest()
+    if recorded and recorded != actual:
+        raise ValueError(f"--data {data_dir}: its shards were encoded by another tokenizer than --tokenizer "
+                         f"{tokenizer_dir} (tokenizer.json sha256 {recorded[:12]}..., not {actual[:12]}...); "
+                         f"encode them with python -m train.data.build_shards --tokenizer {tokenizer_dir}")
 
 
 # What tokenizer.load_tokenizer reads from a directory (HF layout).
@@ -139,6 +155,7 @@ def run_stage(name: str, settings, build_model, build_data) -> dict:
     info = init_distributed(settings.device)
     if settings.tokenizer:
         special_token_ids(settings.tokenizer)           # a bad tokenizer folder fails now, not after training
+        check_shards_tokenizer(settings.data, settings.tokenizer)
     seed_everything(settings.seed)                      # the same initial weights on every rank
     train_data, val_data = build_data(settings, info)
     model = build_model(settings, train_data.vocab_size)

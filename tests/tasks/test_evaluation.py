@@ -197,6 +197,33 @@ def test_thinkfollow_on_the_scripted_model(results):
     assert follow["replied_modes"] == {"think": 12, "no-think": 0, "neither": 0}
 
 
+def test_an_interrupted_evaluation_resumes_from_its_journal(scripted, results, tmp_path, monkeypatch):
+    """Killed in its third phase (of 8: greedy and samples in each mode, three budgets, ThinkFollow), the run
+    keeps the two before it; run again, it generates only the other six and gives the uninterrupted run's
+    figures. A journal kept for another selection or model is not used."""
+    from qwen3mini.evaluation import Journal, harness
+    _, model, tokenizer = scripted
+    path, key = str(tmp_path / "journal.json"), {"selection": SELECTION, "model": "scripted"}
+    generate, calls = harness.Run.generate, []
+
+    def interrupted(run, *args):
+        calls.append(args[-1])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return generate(run, *args)
+    monkeypatch.setattr(harness.Run, "generate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, tokenizer, Selection(**SELECTION), log=lambda line: None, journal=Journal(path, key))
+    assert sorted(Journal(path, key).phases) == ["greedy think None", "samples think"]
+    assert Journal(path, dict(key, model="another")).phases == {}
+    calls.clear()
+    monkeypatch.setattr(harness.Run, "generate", lambda run, *args: calls.append(args[-1]) or generate(run, *args))
+    resumed = evaluate(model, tokenizer, Selection(**SELECTION), log=lambda line: None, journal=Journal(path, key))
+    assert len(calls) == 6 and not any(what.startswith("think, no budget") for what in calls)
+    assert resumed["cells"] == results["cells"] and resumed["thinkfollow"] == results["thinkfollow"]
+    assert resumed["generation"]["replies"] == results["generation"]["replies"]
+
+
 def test_replies_come_back_in_the_order_of_the_prompts(scripted):
     """Rows are batched by their length limits, then put back in order: think and no-think prompts mixed."""
     from qwen3mini.evaluation.harness import Run

@@ -49,8 +49,10 @@ def test_traces_restate_the_state():
     add = thinking(FAMILIES["add"].parse("What is 48213 + 9377?")).split("\n")
     assert add[1] == "48213 + 9377, carry 0: 3 + 7 + 0 = 10, write 0, carry 1, so far 0"
     assert add[2] == "4821 + 937, carry 1: 1 + 7 + 1 = 9, write 9, carry 0, so far 90"
-    sort = thinking(FAMILIES["sort"].parse("Sort in ascending order: 42, 7, 19, 88, 3.")).split("\n")
-    assert sort[2] == "Left 42, 7, 19, 88: smallest = 7, sorted so far 3, 7"
+    sort = thinking(FAMILIES["sort"].parse("Sort in ascending order: 42, 7, 19, 88, 3, 47.")).split("\n")
+    assert sort[1:6] == ["0 to 9: 7, 3", "10 to 19: 19", "40 to 49: 42, 47", "80 to 89: 88",
+                         "0 to 9, left 7, 3: smallest = 3"]
+    assert sort[6:8] == ["0 to 9 sorted: 3, 7", "10 to 19 sorted: 19"]
     mul = thinking(FAMILIES["mul"].parse("What is 347 * 86?"))
     assert "347 * 80 = 27760" in mul and "Sum so far: 2082 + 27760 = 29842" in mul
     countdown = thinking(FAMILIES["countdown"].parse(
@@ -133,3 +135,23 @@ def _check_division(steps, n, d):
     multiples = [int(line.split(" = ")[-1].split(";")[0]) for line in taken]
     assert multiples == [y * digit * 10 ** place for digit, place in digits if digit]
     assert sum(multiples) == x and steps[-1].endswith(str(x // y) if len(multiples) > 1 else "left")
+
+
+@given(st.lists(st.integers(-150, 150), min_size=2, max_size=25))
+def test_sorting_by_tens_copies_each_number_a_fixed_few_times(items):
+    """Every number goes into exactly its group of ten once, in the given order, and each group's sorted line
+    is that group sorted; the groups, joined, are the answer. Across the whole trace a number is written at most
+    its group's size plus 4 times (the group, the picks left in it, its sorted line, the final list)."""
+    problem = FAMILIES["sort"].parse(f"Sort in ascending order: {', '.join(map(str, items))}.")
+    lines = thinking(problem).split("\n")
+    groups = {int(line.split(" to ")[0]): line.split(": ")[1] for line in lines
+              if re.fullmatch(r"-?\d+ to -?\d+: .*", line)}
+    assert list(groups) == sorted({10 * (item // 10) for item in items})
+    for low, listed in groups.items():
+        assert listed == ", ".join(str(item) for item in items if low <= item <= low + 9)
+    joined = [line.split("sorted: ")[1] for line in lines if " sorted: " in line]
+    assert ", ".join(joined) == ", ".join(map(str, sorted(items))) == lines[-1].removeprefix("Sorted: ")
+    biggest = max(sum(1 for item in items if item // 10 == tens) for tens in {item // 10 for item in items})
+    written = [re.sub(r"^-?\d+ to -?\d+", "", line) for line in lines[1:]]     # without the group's name
+    for item in (item for item in set(items) if items.count(item) == 1):
+        assert sum(len(re.findall(rf"(?<![\d-]){item}(?!\d)", line)) for line in written) <= biggest + 4

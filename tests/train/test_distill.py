@@ -172,5 +172,14 @@ def test_bad_settings(tmp_path):
         distill_on_policy.main(["--preset", "tiny", "--init_from", student, "--teacher", "/nonexistent"])
     with pytest.raises(ValueError, match="--general_mix"):
         distill_off_policy.main(["--preset", "tiny", "--general_mix", "chess:1"])
+    teacher = saved_tiny(tmp_path / "teacher", 1)    # the same special tokens, two ordinary ids swapped
+    for name in ("tokenizer.json", "vocab.json"):
+        data = json.load(open(os.path.join(teacher, name)))
+        vocab = data["model"]["vocab"] if name == "tokenizer.json" else data
+        first, second = (token for token, i in vocab.items() if i in (1000, 1001))
+        vocab[first], vocab[second] = vocab[second], vocab[first]
+        json.dump(data, open(os.path.join(teacher, name), "w"))
+    with pytest.raises(ValueError, match="--teacher .*: its vocabulary differs from the student's .first at id 1000"):
+        distill_on_policy.main(["--preset", "tiny", "--init_from", student, "--teacher", teacher])
     with pytest.raises(ValueError, match="--init_from"):
         distill_off_policy.main(["--preset", "tiny", "--init_from", "/nonexistent"])

@@ -111,3 +111,17 @@ def test_run_started_over_replaces_a_checkpoint_of_the_same_step_whole(finished_
     assert sorted(os.listdir(os.path.join(out, "ckpt"))) == ["latest", "step-0000002"]
     resumed, _ = tiny_run(out, steps=2, ckpt_every=1, micro_batch=2, seq_len=16)
     assert resumed.step == 2
+
+
+def test_shards_of_another_tokenizer_name_both(tmp_path):
+    """A model is saved with --tokenizer; shards encoded by another tokenizer (build_shards records its sha256)
+    would leave the saved model reading some ids as other strings, so the stage refuses before training."""
+    script = load_script("pretrain_general")
+    from train.data.shards import write_shard
+    for split in ("train", "val"):
+        write_shard(str(tmp_path / "s1" / split), [list(range(200))], eot_id=300, vocab_size=512,
+                    extra_meta={"tokenizer_sha256": "0" * 64})
+    with pytest.raises(ValueError, match=r"--data .*s1: its shards were encoded by another tokenizer than "
+                                         r"--tokenizer .*tokenizer-16k \(tokenizer.json sha256 000000000000"):
+        script.main(["--preset", "tiny", "--data", str(tmp_path / "s1"), "--out_dir", str(tmp_path / "o"),
+                     "--tokenizer", os.path.join(ROOT, "checkpoints", "tokenizer-16k")])
