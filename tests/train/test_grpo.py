@@ -176,22 +176,24 @@ def test_two_processes_equal_one_process(tmp_path):
 
 # ------------------------------------------------------------------------------------------- the stage
 def test_tiny_stage_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
-    """The tiny preset on the CPU; a random model never solves a task, so the reward is planted (even first
-    token: correct) to give the groups unequal rewards and the policy updates to make."""
+    """The tiny preset on the CPU; a random model never solves a task, so the reward is planted (an even sum of
+    the completion's tokens: correct) to give the groups unequal rewards and the policy updates to make. (Not the
+    first token: after the cold start most completions begin with <think>, and whether every group was then equal
+    depended on the run.) Groups of 4: all six groups equal has a chance of (1/8)^6."""
     from qwen3mini.evaluation import Scored
     from qwen3mini.training import rl
     from train import rl_reasoning, sft_cold_start
 
     def planted(problem, text, completion, ids):
-        return Scored(completion.tokens[0] % 2 == 0, 0, len(completion.tokens), completion.finish_reason == "stop",
+        return Scored(sum(completion.tokens) % 2 == 0, 0, len(completion.tokens), completion.finish_reason == "stop",
                       False)
     monkeypatch.setattr(rl, "score_reply", planted)
     start, cold = tmp_path / "start", tmp_path / "cold"
     model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["tiny"], vocab_size=16384, max_position_embeddings=1024))
     save_pretrained(model, str(start), TOKENIZER)
     sft_cold_start.main(["--preset", "tiny", "--init_from", str(start), "--out_dir", str(cold), "--steps", "2"])
-    args = ["--preset", "tiny", "--init_from", str(cold / "final"), "--cold_start_dir", str(cold), "--steps", "3",
-            "--pass_low", "0", "--pass_high", "1"]
+    args = ["--preset", "tiny", "--init_from", str(cold / "final"), "--cold_start_dir", str(cold), "--group", "4",
+            "--steps", "3", "--pass_low", "0", "--pass_high", "1"]
     rl_reasoning.main(args + ["--out_dir", str(tmp_path / "straight")])
     straight = read_log(str(tmp_path / "straight" / "log.jsonl"))
     assert [r["step"] for r in straight] == [1, 2, 3] and os.path.exists(tmp_path / "straight" / "curves.png")
