@@ -8,6 +8,8 @@ A journal whose key differs (another selection, another model, retrained weights
 import json
 import os
 
+from ..training.checkpoints import write_atomic
+
 
 class Journal:
     """Finished phases by name; ``path`` None keeps them in memory only (nothing to resume)."""
@@ -33,9 +35,7 @@ class Journal:
         if not self.path:
             return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with open(self.path + ".tmp", "w") as f:
-            json.dump({"key": self.key, "phases": self.phases}, f)
-        os.replace(self.path + ".tmp", self.path)
+        write_atomic(self.path, json.dumps({"key": self.key, "phases": self.phases}))
 
     def remove(self):
         """Forget the file, once the complete results are written elsewhere."""

@@ -1,4 +1,4 @@
-"""``sort``: sort a list of numbers in ascending order, by tens: each number into its group of ten (1 to 9, 10 to
+"""``sort``: sort a list of numbers in ascending order, by tens: each number into its group of ten (0 to 9, 10 to
 19, ...), each group by selection, the groups joined.
 
 Why not plain selection over the whole list: it rewrites the list that is left after every pick, so a list of n
@@ -68,9 +68,9 @@ class Sort(Family):
             left, done = list(groups[t]), []
             while len(left) > 1:
                 smallest = min(left)
-                larger = sorted(set(left) - {smallest})
+                next_larger = min((item for item in left if item != smallest), default=None)
                 lines.append(Step(f"{_group_name(t)}, left {_listed(left)}: ", "smallest", smallest,
-                                  likely_slip=larger[0] if larger else None))
+                                  likely_slip=next_larger))
                 left.remove(smallest)  # its first occurrence: the rest stay in their given order
                 done.append(smallest)
             lines.append(f"{_group_name(t)} sorted: {_listed(done + left)}")

@@ -66,8 +66,10 @@ def check_shards_tokenizer(data_dir: str, tokenizer_dir: str):
     meta, tokenizer_file = os.path.join(data_dir, "train.json"), os.path.join(tokenizer_dir, "tokenizer.json")
     if not (os.path.isfile(meta) and os.path.isfile(tokenizer_file)):
         return
-    recorded = json.load(open(meta)).get("tokenizer_sha256")
-    actual = hashlib.sha256(open(tokenizer_file, "rb").read()).hexdigest()
+    with open(meta) as f:
+        recorded = json.load(f).get("tokenizer_sha256")
+    with open(tokenizer_file, "rb") as f:
+        actual = hashlib.sha256(f.read()).hexdigest()
     if recorded and recorded != actual:
         raise ValueError(f"--data {data_dir}: its shards were encoded by another tokenizer than --tokenizer "
                          f"{tokenizer_dir} (tokenizer.json sha256 {recorded[:12]}..., not {actual[:12]}...); "
