@@ -8,6 +8,8 @@ against the dense student's; the issue's goal is at least 0.7.
 
     python bench/bench_moe_training.py                     # prints a table, writes --json
     python bench/bench_moe_training.py --micro_batch 32 --seq_len 2048
+    python bench/bench_moe_training.py --explain       # where compiling the MoE breaks its graph, and the
+                                                       # compiled MoE step's kernels by GPU time (no table)
 """
 import argparse
 import json
@@ -20,12 +22,34 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.bench_training import bench                                         # noqa: E402
 from qwen3mini import ops                                                      # noqa: E402
+from qwen3mini.model import Qwen3ForCausalLM                                   # noqa: E402
 from qwen3mini.ops.grouped_moe import grouped_mm_available                     # noqa: E402
+from qwen3mini.training.stage import scratch_config                           # noqa: E402
 
 # (label, shape, compile, the op backend forced during the step or None)
 RUNS = [("dense", "student", False, None), ("dense compiled", "student", True, None),
         ("MoE grouped GEMMs", "student-moe", False, None), ("MoE grouped GEMMs compiled", "student-moe", True, None),
         ("MoE reference dispatch", "student-moe", False, "reference")]
+
+
+def explain(micro_batch, seq_len, vocab=16384):
+    """The compiler's view of the MoE student's forward (graphs, breaks and why), then the compiled training
+    step under the profiler: its kernels by GPU time, the lead for why compiling helps the MoE less."""
+    model = Qwen3ForCausalLM(scratch_config("student-moe", vocab, seq_len)).cuda()
+    ids = torch.randint(vocab, (micro_batch, seq_len), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        report = torch._dynamo.explain(model)(ids)
+    print(f"graphs {report.graph_count}, graph breaks {report.graph_break_count}, ops {report.op_count}")
+    for n, reason in enumerate(report.break_reasons[:12]):
+        frame = reason.user_stack[-1] if reason.user_stack else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame else ""
+        print(f"break {n}: {reason.reason.splitlines()[0][:300]}{where}")
+    del model
+    torch._dynamo.reset()
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        bench("student-moe", True, micro_batch, seq_len, 3, 3)
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70))
 
 
 def main():
@@ -35,9 +59,12 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", default="bench_moe_training.json")
+    parser.add_argument("--explain", action="store_true", help="graph breaks and kernel profile instead")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_moe_training.py: error: needs a CUDA GPU")
+    if args.explain:
+        return explain(args.micro_batch, args.seq_len)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; grouped GEMM kernel: "
           f"{grouped_mm_available(torch.device('cuda'))}", flush=True)
     results = []

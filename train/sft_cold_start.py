@@ -41,8 +41,9 @@ from qwen3mini.training.task_samples import (NO_THINK, THINK, SampleStats, answe
                                              reply_message, response_rejected)
 
 # The cold start's share of each ladder (issue 17 §3): RL gets the rest (add 7-10 digits, mul 4x4 and 5x5,
-# expr 6-8 operations, linear 5-6, sort 11-20 items, countdown with 5 numbers, chain 6-8 steps).
-COLD_START_RANGES = "add:1-6,mul:1-3,expr:1-5,linear:1-4,sort:3-10,countdown:3-4,chain:1-5"
+# expr 6-8 operations, sort 11-20 items, countdown with 5 numbers, chain 6-8 steps). Linear's whole ladder
+# (1-6) is here: issue 19 asks 97% of it, and two runs that left linear 5-6 to RL ended at 82/48% and 44/24%.
+COLD_START_RANGES = "add:1-6,mul:1-3,expr:1-5,linear:1-6,sort:3-10,countdown:3-4,chain:1-5"
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Settings(TrainSettings):
     no_think_share: float = setting(0.2, "share of replies in non-thinking mode (/no_think)")
     unflagged_share: float = setting(0.5, "share of thinking queries without /think (thinking is the default)")
     slip_share: float = setting(0.15, "share of thinking traces with a slip that the trace notices and corrects")
+    small_cell_replies: int = setting(8, "replies per query, at most, in a cell with fewer training queries than "
+                                         "--queries_per_cell (1-digit sums): each its own mode, flag and slip")
     drop_answered: bool = setting(True, "drop queries the start model answers right without thinking (§4.1)")
     steps_scale: float = setting(1.0, "multiply --steps (4: the 4x longer cold start that RL must beat)")
     out_dir: str = "runs/sft_cold_start"
@@ -76,8 +79,9 @@ class Settings(TrainSettings):
         for name in ("no_think_share", "unflagged_share", "slip_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"--{name} {getattr(self, name)}: expected a share in [0, 1]")
-        if not self.steps_scale > 0 or self.queries_per_cell < 1 or self.val_per_cell < 1:
-            raise ValueError("--steps_scale, --queries_per_cell and --val_per_cell must be positive")
+        if not self.steps_scale > 0 or min(self.queries_per_cell, self.val_per_cell, self.small_cell_replies) < 1:
+            raise ValueError("--steps_scale, --queries_per_cell, --val_per_cell and --small_cell_replies must be "
+                             "positive")
         parse_ranges(self.ranges)
 
 
@@ -105,23 +109,28 @@ def build_samples(settings, tokenizer, judge=None):
                 answered = answered_directly(judge, tokenizer, queries)
                 stats.add(family, difficulty, "answered_directly", sum(answered))
                 queries = [q for q, a in zip(queries, answered) if not a]
+            # A small space (111 one-digit sums against 3,500 of every other cell) would weigh 30 times less:
+            # its training queries get several replies each, so its rules (7 - 8 below zero) are seen enough.
+            repeats = min(settings.small_cell_replies,
+                          max(1, settings.queries_per_cell // max(1, len(queries) - settings.val_per_cell)))
             for n, problem in enumerate(queries):
-                mode = NO_THINK if rng.random() < settings.no_think_share else THINK
-                reply = reply_message(problem, mode, rng, settings.slip_share)
-                if response_rejected(problem, reply):
-                    stats.add(family, difficulty, "rejected_reply")
-                    continue
-                user = {"role": "user", "content": flagged(problem.question, mode, rng, settings.unflagged_share)}
-                ids, mask = render_sample(tokenizer, [user, reply])
-                if len(ids) > settings.seq_len:
-                    stats.add(family, difficulty, "longer_than_row")
-                    continue
                 split = val if n < settings.val_per_cell else train
-                split.append((ids, mask))
-                if split is train:
-                    stats.add(family, difficulty, mode)
-                    stats.add(family, difficulty, "tokens", len(ids))
-                    stats.add(family, difficulty, "reply_tokens", sum(mask))
+                for _ in range(1 if split is val else repeats):
+                    mode = NO_THINK if rng.random() < settings.no_think_share else THINK
+                    reply = reply_message(problem, mode, rng, settings.slip_share)
+                    if response_rejected(problem, reply):
+                        stats.add(family, difficulty, "rejected_reply")
+                        continue
+                    user = {"role": "user", "content": flagged(problem.question, mode, rng, settings.unflagged_share)}
+                    ids, mask = render_sample(tokenizer, [user, reply])
+                    if len(ids) > settings.seq_len:
+                        stats.add(family, difficulty, "longer_than_row")
+                        continue
+                    split.append((ids, mask))
+                    if split is train:
+                        stats.add(family, difficulty, mode)
+                        stats.add(family, difficulty, "tokens", len(ids))
+                        stats.add(family, difficulty, "reply_tokens", sum(mask))
     if not train:
         raise ValueError(f"--ranges {settings.ranges}: no training sample survived the filters")
     return train, val or train[:1], stats

@@ -253,6 +253,23 @@ def test_build_samples_balanced_with_the_query_filter(tok):
     assert all(len(ids) <= settings.seq_len and any(mask) for ids, mask in train)
 
 
+def test_build_samples_gives_a_small_cell_several_replies_per_query(tok):
+    """1-digit sums (111 training queries) would weigh 30 times less than a cell of 3,500: each query gets up
+    to --small_cell_replies replies of its own, the validation queries one each."""
+    from train import sft_cold_start as stage
+    counts = {}
+    for replies in (1, 2, 5):
+        settings = stage.Settings(**{**stage.PRESETS["tiny"], "ranges": "add:1", "queries_per_cell": 250,
+                                     "small_cell_replies": replies})
+        train, val, stats = stage.build_samples(settings, tok)
+        assert len(val) == settings.val_per_cell
+        counts[replies] = len(train)
+        questions = [tok.decode(ids) for ids, _ in train]
+        assert len(set(questions)) > len(train) // (2 * min(replies, 2))     # different flags, modes, slips
+    drawn = stats.cells["add/1"]["drawn"] - 2
+    assert counts == {1: drawn, 2: 2 * drawn, 5: 2 * drawn}        # 250 // 109 = 2 replies at most per query
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_packed_rows_on_the_gpu(monkeypatch):
     """On a GPU packed rows in bf16 go to torch's FlashAttention varlen kernel; without it (as on an older torch)
