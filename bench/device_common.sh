@@ -15,9 +15,12 @@ weights_out() {      # weights_out FILE NAME: OUT/NAME.safetensors.part-aa, -ab,
     [ -f "$1" ] && split -b 15M "$1" "$OUT/$2.safetensors.part-"
 }
 
-archive() {          # logs, JSON and PNG of the runs folder as OUT/results.tar.gz (no weights, checkpoints, tokenizers)
+archive() {          # logs, JSON and PNG of the runs folder as OUT/results.tar.gz (no weights, checkpoints, and
+                     # no tokenizers unless KEEP_TOKENIZERS=1)
+    local tokenizers=(--exclude='tokenizer*.json' --exclude='vocab.json' --exclude='merges.txt')
+    [ "${KEEP_TOKENIZERS:-0}" = 1 ] && tokenizers=()
     (cd "$R" && tar czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='*.pt' --exclude='ckpt' \
-        --exclude='tokenizer*.json' --exclude='vocab.json' --exclude='merges.txt' --exclude='*.tmp' .)
+        "${tokenizers[@]}" --exclude='*.tmp' .)
     ls -la "$OUT"
 }
 export -f build_cuda weights_out

@@ -18,6 +18,13 @@
 #                                                         # before was cut off (session 10 ran it with the 4x cold
 #                                                         # start at its end instead of the whole-test-set
 #                                                         # evaluation; the 4x run has its own call since)
+#   RESUME=runs/resume OUT=/tmp/out bash bench/posttrain_device.sh pipeline   # on a fresh machine, from what an
+#                                                         # earlier pipeline call returned: every call's OUT holds
+#                                                         # results.tar.gz and the weights of the last stage it
+#                                                         # finished (STAGE.safetensors.part-*); copy both into
+#                                                         # runs/resume, carry it (the run tool's carry), hide
+#                                                         # checkpoints/qwen3mini-base too when the cold start is done
+#                                                         # (a warm machine lost between calls loses nothing else)
 #   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and the evaluation of its
 #                                                         # thinking cells, resumable the same way (about 18 minutes)
 set -uo pipefail
@@ -97,14 +104,36 @@ build_beside_checks() {   # the CUDA build on the CPUs while the GPU runs the tr
     tail -n 3 "$R/gpu_tests.log" "$R/bench_packed_attention.log"
 }
 
-call_pipeline() {   # resumable: a later call on the same warm machine goes on where this one was cut off
+export STAGE_NAMES="cold_start rl_reasoning mode_fusion rl_general"    # (a string: bash -c sees no arrays)
+
+resume() {          # RESUME's archive and last stage's weights into an empty runs folder (a fresh machine)
+    [ -n "${RESUME:-}" ] && [ ! -d "$R/pt" ] || return 0
+    tar xzf "$RESUME/results.tar.gz" -C "$R"
+    local stage
+    for stage in $STAGE_NAMES; do
+        ! ls "$RESUME/$stage.safetensors.part-"* > /dev/null 2>&1 \
+            || cat "$RESUME/$stage.safetensors.part-"* > "$R/pt/$stage/final/model.safetensors"
+    done
+}
+
+last_stage_out() {  # the weights of the last finished stage, so that a fresh machine can go on from them
+    local stage last=""
+    for stage in $STAGE_NAMES; do
+        [ ! -f "$R/pt/$stage/summary.json" ] || last=$stage
+    done
+    [ -z "$last" ] || weights_out "$R/pt/$last/final/model.safetensors" "$last"
+}
+
+call_pipeline() {   # resumable: a later call (on the same warm machine, or with RESUME) goes on where this one stopped
+    resume
     build_beside_checks
-    local P=$R/pt todo="" n stage stages=(cold_start rl_reasoning mode_fusion rl_general)
-    for n in 1 2 3 4; do
-        stage=${stages[n - 1]}
+    local P=$R/pt todo="" n=0 stage
+    for stage in $STAGE_NAMES; do
+        n=$((n + 1))
         if [ ! -f "$P/$stage/summary.json" ]; then
             todo="$todo $n"
-        elif [ ! -f "$P/eval_$stage/evaluation.json" ]; then      # an evaluation that an earlier call cut off
+        elif [ ! -f "$P/eval_$stage/evaluation.json" ] && [ -f "$P/$stage/final/model.safetensors" ]; then
+            # an evaluation that an earlier call cut off (an earlier stage's weights do not come back)
             python train/evaluate.py --model "$P/$stage/final" --out "$P/eval_$stage" $EVAL_PIPELINE \
                 > "$P/eval_$stage.log" 2>&1 &
         fi
@@ -123,7 +152,7 @@ call_cold4x() {     # the 4x longer cold start from the base model, alone on the
         --difficulties 1-14 --modes think --budgets none --thinkfollow 0 --instructions 0 --knowledge 0 --tools 0
 }
 
-export -f build cold_start evaluate rl call_rl call_more build_beside_checks call_pipeline call_cold4x
+export -f build cold_start evaluate rl call_rl call_more build_beside_checks resume call_pipeline call_cold4x
 EVAL_PIPELINE="--limit 20 --samples 8 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"
 export R OUT EVAL_THINK EVAL_PIPELINE
 case ${1:-rl} in
@@ -131,5 +160,5 @@ case ${1:-rl} in
     more|pipeline|cold4x) timeout "$LIMIT" bash -c "call_$1" ;;   # (the archive is written whatever happened)
     *) echo "usage: posttrain_device.sh rl|more|pipeline|cold4x" >&2; exit 2 ;;
 esac
-[ "${1:-rl}" = pipeline ] && weights_out "$R/pt/rl_general/final/model.safetensors" rl_general
-archive
+[ "${1:-rl}" = pipeline ] && last_stage_out
+KEEP_TOKENIZERS=1 archive      # (with the stages' tokenizers: the weights of one come back beside it)

@@ -73,10 +73,12 @@ def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
     # the rows past the last group alone and nothing reads them), so nothing waits on the host and the step
     # compiles into one graph.
     bound = flat.numel() + experts * (ALIGN - 1)
-    rows = x.new_zeros(bound, x.shape[1], dtype=dtype).index_copy(0, slots, x[token].to(dtype))
+    # The gathers are index_select, not x[token]: indexing's backward is a sorting, deterministic index_put
+    # that compiled stays an eager kernel, index_select's an index_add (bench_moe_training.py --explain).
+    rows = x.new_zeros(bound, x.shape[1], dtype=dtype).index_copy(0, slots, x.index_select(0, token).to(dtype))
     ends32 = ends.to(torch.int32)
     gate_up = grouped_mm(rows, w_gate_up.transpose(1, 2).to(dtype), ends32)
     hidden = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
-    y = grouped_mm(hidden, w_down.transpose(1, 2).to(dtype), ends32)[slots]
-    y = y * topk_weights.flatten()[order, None]
+    y = grouped_mm(hidden, w_down.transpose(1, 2).to(dtype), ends32).index_select(0, slots)
+    y = y * topk_weights.flatten().index_select(0, order)[:, None]
     return torch.zeros_like(x).index_add(0, token, y.to(x.dtype))
