@@ -39,7 +39,7 @@ for stage in $STAGES; do case $stage in
          --out_dir "$OUT/rl_reasoning" --progress false --time_limit "$RL_SECONDS"
      evaluation rl_reasoning ;;
   3) timed mode_fusion $RUN train/sft_mode_fusion.py --init_from "$OUT/rl_reasoning/final" --cold_start_dir "$C" \
-         --out_dir "$OUT/mode_fusion" --progress false
+         --rl_pool "$OUT/rl_reasoning/pool.json" --out_dir "$OUT/mode_fusion" --progress false
      evaluation mode_fusion ;;
   4) timed rl_general $RUN train/rl_general.py --init_from "$OUT/mode_fusion/final" --out_dir "$OUT/rl_general" \
          --progress false --time_limit "$RL_SECONDS"

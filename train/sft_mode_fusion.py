@@ -6,11 +6,14 @@ The data (qwen3mini/training/fusion_samples.py):
 * thinking samples: the stage-2 model's own replies to the cold start's queries (``--per_cell`` per family and
   difficulty), ``--samples`` tries each at the paper's thinking settings, the first right one that passes the
   response filters kept (rejection sampling); a ``--unflagged_share`` of them without a flag (thinking is the
-  default), the rest with ``/think``;
+  default), the rest with ``/think``; and the same for the questions of stage 2's pool (``--rl_pool``: the
+  edge, where RL made its gains, which fusion at its larger learning rate otherwise washed out);
 * non-thinking samples: ``/no_think`` and the solver's answer line, on other queries of the same cells;
 * ``--dialogues`` multi-turn samples (2 to 4 turns, random flags; the reply follows the last flag);
 * ``--knowledge`` knowledge questions (man pages, WordNet, FOLDOC; train/data/knowledge),
-  ``--instructions_per_cell`` task questions with one of the five instructions appended, and ``--tool_queries``
+  ``--instructions_per_cell`` task questions with one of the five instructions appended (each also asked
+  without it, ``--instruction_twins``: the minimal pair that ties the answer's form to the instruction), and
+  ``--tool_queries``
   long products asked with the ``calculator`` offered (the call, then the answer after the tool's result),
   and ``--small_talk`` greetings, questions about the model, thanks and goodbyes, each in a random mode;
 * rendered with the chat template as inference sees them, loss on the reply only, packed (the cold start's
@@ -35,13 +38,13 @@ from qwen3mini.chat import sampling_settings                                    
 from qwen3mini.evaluation import MODES                                            # noqa: E402
 from qwen3mini.training.checkpoints import write_atomic                          # noqa: E402
 from qwen3mini.training.distributed import barrier, close_distributed, init_distributed, seed_everything  # noqa: E402
-from qwen3mini.tasks import FAMILIES, problem_hash                               # noqa: E402
+from qwen3mini.tasks import FAMILIES, parse_question, problem_hash               # noqa: E402
 from qwen3mini.tasks.instructions import CONSTRAINTS                               # noqa: E402
 from qwen3mini.tasks.knowledge import load_knowledge                              # noqa: E402
 from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
                                                instruction_sample, knowledge_sample, rejection_sampled,
                                                small_talk_sample, split_by_mode, tool_problem,
-                                               tool_samples)
+                                               tool_samples, unconstrained_twin)
 from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
@@ -53,12 +56,15 @@ class Settings(SFTSettings):
     init_from: str = setting("runs/rl_reasoning/final", "the reasoning-RL model (HF layout, with its tokenizer)")
     cold_start_dir: str = setting("runs/sft_cold_start", "the cold start's out_dir: its queries are sampled again")
     per_cell: int = setting(150, "queries per (family, difficulty) for thinking replies (rejection sampling)")
+    rl_pool: str = setting("runs/rl_reasoning/pool.json", "stage 2's pool.json: its questions are rejection-sampled "
+                                                          "too ('' for none)")
     samples: int = setting(4, "tries per query; the first right reply that passes the filters is kept")
     max_new_tokens: int = setting(2048, "cap on a sampled reply (each also held to twice the solver's + 256)")
     no_think_per_cell: int = setting(100, "queries per (family, difficulty) answered in non-thinking mode")
     dialogues: int = setting(3000, "multi-turn samples with random /think and /no_think flags")
     knowledge: int = setting(4000, "knowledge questions from the train split of train/data/knowledge (0: none)")
     instructions_per_cell: int = setting(60, "task questions per (family, difficulty) with an instruction")
+    instruction_twins: bool = setting(True, "ask each instructed question again without its instruction")
     tool_queries: int = setting(400, "4- to 6-digit products asked with the calculator offered (two samples each)")
     small_talk: int = setting(600, "greetings, questions about the model, thanks and goodbyes")
     out_dir: str = "runs/sft_mode_fusion"
@@ -75,11 +81,22 @@ class Settings(SFTSettings):
 
 PRESETS = {
     "tiny": dict(init_from="runs/tiny/rl_reasoning/final", cold_start_dir="runs/tiny/sft_cold_start", per_cell=2,
+                 rl_pool="runs/tiny/rl_reasoning/pool.json",
                  samples=2, max_new_tokens=24, no_think_per_cell=2, dialogues=6, knowledge=4, instructions_per_cell=1,
                  tool_queries=2, small_talk=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1,
                  lr=3e-3, min_lr=3e-4, eval_every=3, eval_batches=1, ckpt_every=3, log_every=2, device="cpu",
                  dtype="float32", progress=False, out_dir="runs/tiny/sft_mode_fusion"),
 }
+
+
+def rl_pool_questions(path: str) -> list:
+    """The problems of stage 2's pool (its ``pool.json``), none if ``path`` is empty."""
+    if not path:
+        return []
+    if not os.path.exists(path):
+        raise ValueError(f"--rl_pool {path}: no such file (train/rl_reasoning.py writes it; '' for none)")
+    with open(path) as f:
+        return [parse_question(q) for q in json.load(f)["questions"]]
 
 
 def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
@@ -93,6 +110,7 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
         asked_thinking, asked_directly = split_by_mode(problems, settings.per_cell, settings.no_think_per_cell)
         thinking += [(cell, p) for p in asked_thinking]
         direct += [(cell, p) for p in asked_directly]
+    thinking += [(f"{p.family}/{p.difficulty}", p) for p in rl_pool_questions(settings.rl_pool)]
     sampling = sampling_settings("think")
     replies = rejection_sampled(model, tokenizer, [p for _, p in thinking], settings.samples, sampling, settings.seed,
                                 settings.max_new_tokens) if thinking else []
@@ -111,9 +129,12 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
         items.append((messages, reply, "dialogue", f"dialogue/{len(messages) // 2 + 1}", None))
     for cell, problems in cells.items():
         for problem in problems[-settings.instructions_per_cell:] if settings.instructions_per_cell else []:
-            name = rng.choice(list(CONSTRAINTS))
-            items.append((*instruction_sample(problem, name, rng.choice(MODES), rng, settings.unflagged_share),
+            name, mode = rng.choice(list(CONSTRAINTS)), rng.choice(MODES)
+            items.append((*instruction_sample(problem, name, mode, rng, settings.unflagged_share),
                           "instruction", f"instruction/{name}", None))
+            if settings.instruction_twins:
+                items.append((*unconstrained_twin(problem, mode, rng, settings.unflagged_share), "instruction",
+                              "instruction/none", None))
     records = load_knowledge(split="train") if settings.knowledge else []
     for item in random.Random(f"{settings.seed}|knowledge").sample(records, min(settings.knowledge, len(records))):
         items.append((*knowledge_sample(item, rng.choice(MODES), rng, settings.unflagged_share), "knowledge",

@@ -5,7 +5,8 @@ uses are a sub-multiset of the given ones. The generator builds the target from 
 every problem has a solution; the canonical answer is the one the solver finds. The solver is a depth-first search
 over states (the numbers still available), moves tried closest-to-target first; the trace shows each move and,
 up to a budget, each dead end it meets: with two numbers left every result of the pair, with more a couple of
-tries before giving the state up, and the backtracking. A dead end it does not show is a move the model never
+tries before giving the state up, and the backtracking. The last pair of a solution is written like a dead
+end's, its results in order until the target's. A dead end it does not show is a move the model never
 sees made and undone, so the budget is set high enough that most traces show every one (session 12: the old
 trace showed none before the last two numbers, and the model could not learn which first move to make).
 """
@@ -139,9 +140,16 @@ class Countdown(Family):
         return lines
 
     def check(self, problem):
+        """The numbers the answer uses, and its value worked out again operation by operation (not the target
+        restated: a check that cannot fail teaches nothing)."""
         target, numbers = problem.data
-        used = expressions.numbers(expressions.parse(problem.answer))
-        return f"Check: {problem.answer} uses {_listed(used)}, each given; its value is {target}. Correct."
+        tree = expressions.parse(problem.answer)
+        used, steps = expressions.numbers(tree), []
+        while not isinstance(tree, int):
+            tree, (left, op, right, value) = expressions.reduce_once(tree)
+            steps.append(f"{left} {op} {right} = {value}")
+        value = ", ".join(steps) if steps else f"its value is {target}"
+        return f"Check: {problem.answer} uses {_listed(used)}, each given; {value}. Correct."
 
 
 def _needs_fewer(numbers, target) -> bool:
@@ -178,6 +186,8 @@ def _search(target, state, dead_ends_left, lines=None):
         if lines is not None:
             lines.append(f"{target} is one of the numbers. Found it.")
         return [target]
+    if len(state) == 2:
+        return _last_pair(target, state, lines)
     for op, left, right, value, tree, rest in _moves_closest_first(target, state):
         after = rest + [(value, tree)]
         if value != target and not solvable(tuple(sorted(v for v, _ in after)), target):
@@ -193,6 +203,22 @@ def _search(target, state, dead_ends_left, lines=None):
         if path is not None:
             return [tree] + path
     return None
+
+
+def _last_pair(target, state, lines):
+    """The move's tree that makes ``target`` from the last two numbers (their state can reach it). The trace
+    writes the pair's results in their fixed order up to the target's, as a dead end's pair line writes them
+    all: in closest-first order the target's move came first, and the model learned to write the target as the
+    last pair's result whatever the pair made (``117 * 2 = 183. Found it.``)."""
+    (a, a_tree), (b, b_tree) = state
+    tried = ""
+    for op, left, right, value in moves(a, b):
+        if value == target:
+            if lines is not None:
+                lines.append(Step(f"{_listed([a, b])}: {tried}", f"{left} {op} {right}", value, ". Found it."))
+            return [(op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)]
+        tried += f"{left} {op} {right} = {value}, "
+    raise AssertionError(f"{a}, {b} cannot make {target}: the state was checked solvable")
 
 
 def _show_dead_end(target, values, move, after, dead_ends_left, lines):

@@ -123,6 +123,17 @@ def instruction_sample(problem: Problem, name: str, mode: str, rng: random.Rando
     return [flagged_turn(constrained(problem.question, name), mode, rng, unflagged_share)], reply
 
 
+def unconstrained_twin(problem: Problem, mode: str, rng: random.Random, unflagged_share: float) -> tuple[list, dict]:
+    """(messages, reply) of an instructed question asked again without its instruction, in the same mode: the
+    solver's trace and the default answer (a sentence, then ``\\boxed{}``). Beside the instructed sample it
+    makes a minimal pair, so that the instruction, not the question, is what changes the answer's form (without
+    it the fused model answered some plain questions with the bare number that "only the final number" asks)."""
+    reply = {"role": "assistant", "content": traces.answer(problem)}
+    if mode == "think":
+        reply["reasoning_content"] = traces.thinking(problem, rng)
+    return [flagged_turn(problem.question, mode, rng, unflagged_share)], reply
+
+
 def tool_problem(rng: random.Random) -> Problem:
     """A product of two numbers of 4, 5 or 6 digits each (past what the model multiplies reliably by hand)."""
     digits = rng.choice(TOOL_DIGITS)

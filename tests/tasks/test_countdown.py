@@ -107,3 +107,36 @@ def test_trace_shows_dead_ends_honestly():
                      countdown._moves_closest_first(target, [(n, n) for n in numbers])]
             if len(pairs) + len(given_up) < countdown._DEAD_ENDS and target not in numbers:
                 assert tried == order[:len(tried)], problem.question
+
+
+def test_last_pair_in_order_and_the_check_worked_out():
+    """The solution's last pair shows its results in the pair's fixed order until the target's, each right (in
+    closest-first order the target's move came first, and the model learned to write the target there); the
+    check works the answer out again, operation by operation, ending at the target."""
+    import re
+    from qwen3mini.tasks import countdown
+    from qwen3mini.tasks.expressions import evaluate, parse
+    from qwen3mini.tasks.traces import thinking
+    rng, shown_before = random.Random(7), 0
+    for difficulty in (3, 4, 5):
+        for _ in range(30):
+            problem = COUNTDOWN.generate(rng, difficulty)
+            target = problem.data[0]
+            found = [line for line in thinking(problem).split("\n") if line.endswith(". Found it.")]
+            assert len(found) == 1
+            if found[0].endswith("is one of the numbers. Found it."):
+                continue
+            pair, results = found[0].removesuffix(". Found it.").split(": ", 1)
+            if pair.count(",") > 1:
+                continue            # made with numbers left over (the closest move first)
+            a, b = map(int, pair.split(", "))
+            written = [re.fullmatch(r"(\d+) ([-+*/]) (\d+) = (\d+)", r).groups() for r in results.split(", ")]
+            expected = [(str(left), op, str(right), str(value)) for op, left, right, value in countdown.moves(a, b)]
+            assert written == expected[:len(written)] and written[-1][3] == str(target), found[0]
+            assert str(target) not in [w[3] for w in written[:-1]]
+            check = next(line for line in thinking(problem).split("\n") if line.startswith("Check: "))
+            worked = re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", check.split("each given; ")[1])
+            assert worked and all(evaluate(parse(f"{a} {op} {b}")) == int(v) for a, op, b, v in worked), check
+            assert worked[-1][3] == str(target), check
+            shown_before += len(written) - 1
+    assert shown_before > 0         # some pairs show results before the target's

@@ -82,7 +82,8 @@ def test_table_9_formats(tok):
 def test_knowledge_and_instruction_samples(tok):
     from qwen3mini.tasks.instructions import CONSTRAINTS, strict
     from qwen3mini.tasks.knowledge import covers, load_knowledge
-    from qwen3mini.training.fusion_samples import instruction_sample, knowledge_sample
+    from qwen3mini.tasks import verify
+    from qwen3mini.training.fusion_samples import instruction_sample, knowledge_sample, unconstrained_twin
     item = load_knowledge(split="train")[0]
     for mode in ("think", "no-think"):
         messages, last = knowledge_sample(item, mode, random.Random(0), 0.0)
@@ -94,6 +95,11 @@ def test_knowledge_and_instruction_samples(tok):
             assert messages[-1]["content"].startswith(p.question + CONSTRAINTS[name])
             text = tok.decode([t for t, m in zip(*render_sample(tok, messages + [last])) if m])
             assert reply_mode(text) == mode and strict(p, name, split_completion(text).answer), (name, mode)
+        messages, last = unconstrained_twin(p, mode, random.Random(0), 0.0)     # the same question, plain
+        assert messages[-1]["content"].removesuffix(" /think").removesuffix(" /no_think") == p.question
+        text = tok.decode([t for t, m in zip(*render_sample(tok, messages + [last])) if m])
+        answer = split_completion(text).answer
+        assert reply_mode(text) == mode and verify(p, answer) and not strict(p, "number", answer)
 
 
 def test_small_talk_samples(tok):
@@ -125,14 +131,17 @@ def test_tiny_stage_end_to_end(tmp_path, monkeypatch, capsys):
         return [None if i % 2 else {"role": "assistant", "reasoning_content": traces.thinking(p),
                                     "content": traces.answer(p)} for i, p in enumerate(problems)]
     monkeypatch.setattr(sft_mode_fusion, "rejection_sampled", solver_replies)
-    out = tmp_path / "fusion"
+    out, pool = tmp_path / "fusion", tmp_path / "pool.json"
+    pool.write_text(json.dumps({"questions": ["What is 12345 + 67890?", "What is 11111 + 22222?"]}))  # stage 2's
     sft_mode_fusion.main(["--preset", "tiny", "--init_from", str(start), "--cold_start_dir", str(cold),
-                          "--out_dir", str(out), "--val_share", "0"])
+                          "--rl_pool", str(pool), "--out_dir", str(out), "--val_share", "0"])
     data = json.load(open(out / "data.json"))
+    assert data["add/5"].get("think", 0) + data["add/5"].get("no_reply_kept", 0) == 2      # the pool's, sampled
     assert data["add/2"]["think"] == 1 and data["add/2"]["no_reply_kept"] == 1 and data["add/2"]["no-think"] == 2
     assert sum(cell.get("dialogue", 0) for cell in data.values()) == 6
     assert sum(cell.get("knowledge", 0) for cell in data.values()) == 4
-    assert sum(cell.get("instruction", 0) for cell in data.values()) == 2          # one per cell
+    assert sum(cell.get("instruction", 0) for cell in data.values()) == 4      # one per cell, and its twin
+    assert data["instruction/none"]["instruction"] == 2
     assert sum(cell.get("tool", 0) for cell in data.values()) == 4                 # two samples a query
     assert data["small_talk/all"]["small_talk"] == 2
     assert "thinking-mode fusion: 6 steps" in capsys.readouterr().out
@@ -146,3 +155,11 @@ def test_bad_settings():
         sft_mode_fusion.main(["--preset", "tiny", "--unflagged_share", "1.5"])
     with pytest.raises(ValueError, match="--init_from"):
         sft_mode_fusion.main(["--preset", "tiny", "--init_from", "/nonexistent"])
+
+
+def test_rl_pool_questions(tmp_path):
+    from train.sft_mode_fusion import rl_pool_questions
+    (tmp_path / "pool.json").write_text(json.dumps({"questions": ["What is 12 * 34?"]}))
+    assert [p.answer for p in rl_pool_questions(str(tmp_path / "pool.json"))] == ["408"] and rl_pool_questions("") == []
+    with pytest.raises(ValueError, match="--rl_pool .*missing.json: no such file"):
+        rl_pool_questions(str(tmp_path / "missing.json"))
