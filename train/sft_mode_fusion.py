@@ -13,9 +13,9 @@ The data (qwen3mini/training/fusion_samples.py):
 * ``--knowledge`` knowledge questions (man pages, WordNet, FOLDOC; train/data/knowledge),
   ``--instructions_per_cell`` task questions with one of the five instructions appended (each also asked
   without it, ``--instruction_twins``: the minimal pair that ties the answer's form to the instruction), and
-  ``--tool_queries``
-  long products asked with the ``calculator`` offered (the call, then the answer after the tool's result),
-  and ``--small_talk`` greetings, questions about the model, thanks and goodbyes, each in a random mode;
+  ``--tool_queries`` long products asked with the ``calculator`` offered (the call, then the answer after the
+  tool's result), and ``--small_talk`` greetings, questions about the model, thanks and goodbyes, each in a
+  random mode;
 * rendered with the chat template as inference sees them, loss on the reply only, packed (the cold start's
   plumbing). The thinking budget is not trained: whether it emerges is measured by the evaluation.
 
