@@ -110,11 +110,12 @@ def build_samples(settings, tokenizer, judge=None):
                 stats.add(family, difficulty, "answered_directly", sum(answered))
                 queries = [q for q, a in zip(queries, answered) if not a]
             # A small space (111 one-digit sums against 3,500 of every other cell) would weigh 30 times less:
-            # its training queries get several replies each, so its rules (7 - 8 below zero) are seen enough.
-            repeats = min(settings.small_cell_replies,
-                          max(1, settings.queries_per_cell // max(1, len(queries) - settings.val_per_cell)))
+            # its training queries get several replies each, so its rules (7 - 8 below zero) are seen enough;
+            # and it gives validation at most a quarter of its queries (1x1 products: 11 outside the test set).
+            held = min(settings.val_per_cell, len(queries) // 4)
+            repeats = min(settings.small_cell_replies, max(1, settings.queries_per_cell // max(1, len(queries) - held)))
             for n, problem in enumerate(queries):
-                split = val if n < settings.val_per_cell else train
+                split = val if n < held else train
                 for _ in range(1 if split is val else repeats):
                     mode = NO_THINK if rng.random() < settings.no_think_share else THINK
                     reply = reply_message(problem, mode, rng, settings.slip_share)

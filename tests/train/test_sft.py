@@ -255,7 +255,8 @@ def test_build_samples_balanced_with_the_query_filter(tok):
 
 def test_build_samples_gives_a_small_cell_several_replies_per_query(tok):
     """1-digit sums (111 training queries) would weigh 30 times less than a cell of 3,500: each query gets up
-    to --small_cell_replies replies of its own, the validation queries one each."""
+    to --small_cell_replies replies of its own, the validation queries one each; and validation takes at most
+    a quarter of a small cell's queries."""
     from train import sft_cold_start as stage
     counts = {}
     for replies in (1, 2, 5):
@@ -268,6 +269,9 @@ def test_build_samples_gives_a_small_cell_several_replies_per_query(tok):
         assert len(set(questions)) > len(train) // (2 * min(replies, 2))     # different flags, modes, slips
     drawn = stats.cells["add/1"]["drawn"] - 2
     assert counts == {1: drawn, 2: 2 * drawn, 5: 2 * drawn}        # 250 // 109 = 2 replies at most per query
+    settings = stage.Settings(**{**stage.PRESETS["tiny"], "ranges": "mul:1", "val_per_cell": 8})
+    train, val, stats = stage.build_samples(settings, tok)          # 11 one-digit products outside the test set
+    assert len(val) == stats.cells["mul/1"]["drawn"] // 4 < 8 and len(train) > len(val)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
