@@ -22,7 +22,7 @@ class Journal:
                     saved = json.load(f)
             except (OSError, ValueError):     # not a journal, or an unreadable one: start over
                 saved = {}
-            if saved.get("key") == key:
+            if saved.get("key") == self.key:
                 self.phases = saved.get("phases", {})
 
     def get(self, phase: str):

@@ -5,6 +5,7 @@ token counts under every thinking budget are known exactly."""
 import importlib.util
 import json
 import os
+from dataclasses import asdict
 
 import pytest
 
@@ -200,10 +201,12 @@ def test_thinkfollow_on_the_scripted_model(results):
 def test_an_interrupted_evaluation_resumes_from_its_journal(scripted, results, tmp_path, monkeypatch):
     """Killed in its third phase (of 8: greedy and samples in each mode, three budgets, ThinkFollow), the run
     keeps the two before it; run again, it generates only the other six and gives the uninterrupted run's
-    figures. A journal kept for another selection or model is not used."""
+    figures. A journal kept for another selection or model is not used. The key has the shape evaluate.py
+    gives it (tuples, which come back from the file as lists)."""
     from qwen3mini.evaluation import Journal, harness
     _, model, tokenizer = scripted
-    path, key = str(tmp_path / "journal.json"), {"selection": SELECTION, "model": "scripted"}
+    path = str(tmp_path / "journal.json")
+    key = {"selection": asdict(Selection(**SELECTION)), "model": "scripted", "weights": [("model.safetensors", 1, 2.5)]}
     generate, calls = harness.Run.generate, []
 
     def interrupted(run, *args):
