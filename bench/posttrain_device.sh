@@ -4,7 +4,7 @@
 # PNG; no weights) come back as one archive, OUT/results.tar.gz; the last finished stage's weights in 15 MB
 # parts. The shipped models and the results stay behind (the tree that travels is at most 64 MiB):
 # `bash bench/device_tree.sh hide checkpoints/qwen3mini-chat checkpoints/qwen3mini-student
-# checkpoints/qwen3mini-student-moe bench/results` before the calls (41.6 MiB travels), `... restore` after.
+# checkpoints/qwen3mini-student-moe bench/results` before the calls, `... restore` after.
 #
 #   COLD_ARGS="--drop_answered false" OUT=/tmp/out bash bench/posttrain_device.sh rl   # cold start -> pool ->
 #                                                         # two RL runs -> evaluations (session 8)

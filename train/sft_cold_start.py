@@ -42,7 +42,8 @@ from qwen3mini.training.task_samples import (NO_THINK, THINK, SampleStats, answe
 
 # The cold start's share of each ladder (issue 17 §3): RL gets the rest (add 7-10 digits, mul 4x4 and 5x5,
 # expr 6-8 operations, sort 11-20 items, countdown with 5 numbers, chain 6-8 steps). Linear's whole ladder
-# (1-6) is here: issue 19 asks 97% of it, and two runs that left linear 5-6 to RL ended at 82/48% and 44/24%.
+# (1-6) is here: issue 19 asks 97% of it, and the runs that left linear 5-6 to RL ended far below that there
+# (bench/RESULTS.md, sessions 10, 12 and 16).
 COLD_START_RANGES = "add:1-6,mul:1-3,expr:1-5,linear:1-6,sort:3-10,countdown:3-4,chain:1-5"
 
 

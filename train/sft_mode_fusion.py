@@ -44,7 +44,7 @@ from qwen3mini.tasks.knowledge import load_knowledge                            
 from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
                                                instruction_sample, knowledge_sample, rejection_sampled,
                                                small_talk_sample, split_by_mode, tool_problem,
-                                               tool_samples, unconstrained_twin)
+                                               tool_samples)
 from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
@@ -133,7 +133,7 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
             items.append((*instruction_sample(problem, name, mode, rng, settings.unflagged_share),
                           "instruction", f"instruction/{name}", None))
             if settings.instruction_twins:
-                items.append((*unconstrained_twin(problem, mode, rng, settings.unflagged_share), "instruction",
+                items.append((*instruction_sample(problem, None, mode, rng, settings.unflagged_share), "instruction",
                               "instruction/none", None))
     records = load_knowledge(split="train") if settings.knowledge else []
     for item in random.Random(f"{settings.seed}|knowledge").sample(records, min(settings.knowledge, len(records))):

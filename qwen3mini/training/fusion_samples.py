@@ -113,25 +113,22 @@ def small_talk_sample(mode: str, rng: random.Random, unflagged_share: float) -> 
     return [flagged_turn(text, mode, rng, unflagged_share)], reply
 
 
-def instruction_sample(problem: Problem, name: str, mode: str, rng: random.Random,
+def instruction_sample(problem: Problem, name: str | None, mode: str, rng: random.Random,
                        unflagged_share: float) -> tuple[list, dict]:
     """(messages, reply) of a task question with constraint ``name`` appended: in thinking mode the solver's
-    trace, then the answer in the form the constraint asks for."""
-    reply = {"role": "assistant", "content": reply_following(problem, name)}
+    trace, then the answer in the form the constraint asks for. ``name`` None: the same question without an
+    instruction and the default answer (a sentence, then ``\\boxed{}``), the twin that makes a minimal pair
+    with an instructed sample, so that the instruction, not the question, is what changes the answer's form
+    (without it the fused model answered some plain questions with the bare number "only the final number"
+    asks)."""
+    if name is None:
+        question, answer = problem.question, traces.answer(problem)
+    else:
+        question, answer = constrained(problem.question, name), reply_following(problem, name)
+    reply = {"role": "assistant", "content": answer}
     if mode == "think":
         reply["reasoning_content"] = traces.thinking(problem, rng)
-    return [flagged_turn(constrained(problem.question, name), mode, rng, unflagged_share)], reply
-
-
-def unconstrained_twin(problem: Problem, mode: str, rng: random.Random, unflagged_share: float) -> tuple[list, dict]:
-    """(messages, reply) of an instructed question asked again without its instruction, in the same mode: the
-    solver's trace and the default answer (a sentence, then ``\\boxed{}``). Beside the instructed sample it
-    makes a minimal pair, so that the instruction, not the question, is what changes the answer's form (without
-    it the fused model answered some plain questions with the bare number that "only the final number" asks)."""
-    reply = {"role": "assistant", "content": traces.answer(problem)}
-    if mode == "think":
-        reply["reasoning_content"] = traces.thinking(problem, rng)
-    return [flagged_turn(problem.question, mode, rng, unflagged_share)], reply
+    return [flagged_turn(question, mode, rng, unflagged_share)], reply
 
 
 def tool_problem(rng: random.Random) -> Problem:

@@ -83,7 +83,7 @@ def test_knowledge_and_instruction_samples(tok):
     from qwen3mini.tasks.instructions import CONSTRAINTS, strict
     from qwen3mini.tasks.knowledge import covers, load_knowledge
     from qwen3mini.tasks import verify
-    from qwen3mini.training.fusion_samples import instruction_sample, knowledge_sample, unconstrained_twin
+    from qwen3mini.training.fusion_samples import instruction_sample, knowledge_sample
     item = load_knowledge(split="train")[0]
     for mode in ("think", "no-think"):
         messages, last = knowledge_sample(item, mode, random.Random(0), 0.0)
@@ -95,7 +95,7 @@ def test_knowledge_and_instruction_samples(tok):
             assert messages[-1]["content"].startswith(p.question + CONSTRAINTS[name])
             text = tok.decode([t for t, m in zip(*render_sample(tok, messages + [last])) if m])
             assert reply_mode(text) == mode and strict(p, name, split_completion(text).answer), (name, mode)
-        messages, last = unconstrained_twin(p, mode, random.Random(0), 0.0)     # the same question, plain
+        messages, last = instruction_sample(p, None, mode, random.Random(0), 0.0)     # the same question, plain
         assert messages[-1]["content"].removesuffix(" /think").removesuffix(" /no_think") == p.question
         text = tok.decode([t for t, m in zip(*render_sample(tok, messages + [last])) if m])
         answer = split_completion(text).answer
