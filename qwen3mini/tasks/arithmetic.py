@@ -47,14 +47,34 @@ class Add(Family):
         a, op, b = problem.data
         if op == "+":
             return [f"{a} + {b}: add the columns from the right."] + column_sum(str(a), str(b))
+        # The sign is decided on the page, by a comparison read off the digits: with the sign left implicit
+        # the model subtracted below zero by borrowing from nothing (7 - 8 = 9) or the wrong way round when
+        # two numbers had the same length.
         if a >= b:
-            return [f"{a} - {b}: subtract the columns from the right."] + column_difference(str(a), str(b))
-        return [f"{a} < {b}, so {a} - {b} = -({b} - {a}). Subtract the columns from the right."] + \
+            return [f"{a} - {b}: {comparison(a, b)}, so subtract the columns from the right."] + \
+                column_difference(str(a), str(b))
+        return [f"{a} - {b}: {comparison(a, b)}, so {a} - {b} = -({b} - {a}). Subtract the columns from the right."] + \
             column_difference(str(b), str(a))
 
     def check(self, problem):
         a, op, b = problem.data
         return f"Check: {problem.answer} {'-' if op == '+' else '+'} {b} = {a}. Correct."
+
+
+def comparison(a: int, b: int) -> str:
+    """Which of two numbers (at least 0) is larger, as one reads it off: the count of digits first, then the
+    first digit from the left where they differ: ``85624 > 80381 (5 digits each; from the left 8 = 8, 5 > 0)``."""
+    sa, sb = str(a), str(b)
+    relation = f"{a} {'<' if a < b else '>' if a > b else '='} {b}"
+    if len(sa) != len(sb):
+        return f"{relation} ({len(sa)} digits against {len(sb)})"
+    if len(sa) == 1:
+        return relation
+    if a == b:
+        return f"{relation} (the same digits)"
+    same = next(i for i in range(len(sa)) if sa[i] != sb[i])
+    pairs = [f"{x} = {x}" for x in sa[:same]] + [f"{sa[same]} {'<' if sa[same] < sb[same] else '>'} {sb[same]}"]
+    return f"{relation} ({len(sa)} digits each; from the left {', '.join(pairs)})"
 
 
 def column_sum(a: str, b: str) -> list:

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from qwen3mini.tasks import FAMILIES, expressions, verify
-from qwen3mini.tasks.arithmetic import columns_difference, columns_product, columns_sum, worked, worked_division
+from qwen3mini.tasks.arithmetic import comparison, columns_difference, columns_product, columns_sum, worked, \
+    worked_division
 from qwen3mini.tasks.filters import reject_reason
 from qwen3mini.tasks.traces import answer, thinking
 
@@ -73,6 +74,31 @@ def test_traces_restate_the_state():
     short = thinking(FAMILIES["add"].parse("What is 48213 + 77?")).split("\n")   # operands run out unevenly
     assert short[3:5] == ["482 + 0, carry 0: 2 + 0 + 0 = 2, write 2, carry 0, so far 290",
                           "48 + 0, carry 0: 8 + 0 + 0 = 8, write 8, carry 0, so far 8290"]
+
+
+def test_a_difference_decides_its_sign_by_a_written_comparison():
+    first = {q: thinking(FAMILIES["add"].parse(f"What is {q}?")).split("\n")[0]
+             for q in ("7 - 8", "73695 - 54273", "56 - 1234")}
+    assert first["7 - 8"] == "7 - 8: 7 < 8, so 7 - 8 = -(8 - 7). Subtract the columns from the right."
+    assert first["73695 - 54273"] == ("73695 - 54273: 73695 > 54273 (5 digits each; from the left 7 > 5), "
+                                      "so subtract the columns from the right.")
+    assert first["56 - 1234"].startswith("56 - 1234: 56 < 1234 (2 digits against 4), so 56 - 1234 = -(1234 - 56).")
+
+
+@given(st.integers(0, 10 ** 8), st.integers(0, 10 ** 8))
+def test_comparison_reads_the_larger_number_off_its_digits(a, b):
+    """The stated relation is the true one, and every digit pair it cites holds, from the left."""
+    line = comparison(a, b)
+    relation = "<" if a < b else ">" if a > b else "="
+    assert line.startswith(f"{a} {relation} {b}")
+    cited = re.search(r"from the left (.*)\)$", line)
+    if cited:
+        pairs = [pair.split(" ") for pair in cited.group(1).split(", ")]
+        assert [x for x, _, _ in pairs] == list(str(a)[:len(pairs)])
+        assert [y for _, _, y in pairs] == list(str(b)[:len(pairs)])
+        assert all(op == "=" for _, op, _ in pairs[:-1]) and pairs[-1][1] == relation
+    elif len(str(a)) != len(str(b)):
+        assert line.endswith(f"({len(str(a))} digits against {len(str(b))})")
 
 
 def _read_columns(line: str) -> int:
