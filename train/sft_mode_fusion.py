@@ -8,7 +8,10 @@ The data (qwen3mini/training/fusion_samples.py):
   response filters kept (rejection sampling); a ``--unflagged_share`` of them without a flag (thinking is the
   default), the rest with ``/think``; and the same for the questions of stage 2's pool (``--rl_pool``: the
   edge, where RL made its gains, which fusion at its larger learning rate otherwise washed out);
-* non-thinking samples: ``/no_think`` and the solver's answer line, on other queries of the same cells;
+* non-thinking samples: ``/no_think`` and the solver's answer line, on other queries of the same cells and on
+  fresh queries of the cells past the cold start's range (``--direct_past_range``), so that a direct answer ends
+  however long the number it writes: asked only the cold start's range, the non-thinking model met a 10-digit
+  answer in no training sample and ran into repeated digits;
 * ``--dialogues`` multi-turn samples (2 to 4 turns, random flags; the reply follows the last flag);
 * ``--knowledge`` knowledge questions (man pages, WordNet, FOLDOC; train/data/knowledge),
   ``--instructions_per_cell`` task questions with one of the five instructions appended (each also asked
@@ -48,7 +51,8 @@ from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, f
 from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
-from qwen3mini.training.task_samples import SampleStats, cold_start_queries, evaluation_items  # noqa: E402
+from qwen3mini.training.task_samples import (SampleStats, cold_start_queries, evaluation_items,  # noqa: E402
+                                              parse_ranges, rl_candidates)
 
 
 @dataclass
@@ -61,6 +65,9 @@ class Settings(SFTSettings):
     samples: int = setting(4, "tries per query; the first right reply that passes the filters is kept")
     max_new_tokens: int = setting(2048, "cap on a sampled reply (each also held to twice the solver's + 256)")
     no_think_per_cell: int = setting(100, "queries per (family, difficulty) answered in non-thinking mode")
+    direct_past_range: str = setting("add:7-10,mul:4-5,expr:6-8,sort:11-20,countdown:5,chain:6-8",
+                                     "cells past the cold start's range whose fresh queries are answered in "
+                                     "non-thinking mode too, no_think_per_cell each ('' for none)")
     dialogues: int = setting(3000, "multi-turn samples with random /think and /no_think flags")
     knowledge: int = setting(4000, "knowledge questions from the train split of train/data/knowledge (0: none)")
     instructions_per_cell: int = setting(60, "task questions per (family, difficulty) with an instruction")
@@ -77,12 +84,14 @@ class Settings(SFTSettings):
         require_at_least(self, 0, "per_cell", "no_think_per_cell", "dialogues", "knowledge",
                          "instructions_per_cell", "tool_queries", "small_talk")
         require_at_least(self, 1, "samples")
+        if self.direct_past_range:
+            parse_ranges(self.direct_past_range, "--direct_past_range")
 
 
 PRESETS = {
     "tiny": dict(init_from="runs/tiny/rl_reasoning/final", cold_start_dir="runs/tiny/sft_cold_start", per_cell=2,
                  rl_pool="runs/tiny/rl_reasoning/pool.json",
-                 samples=2, max_new_tokens=24, no_think_per_cell=2, dialogues=6, knowledge=4, instructions_per_cell=1,
+                 samples=2, max_new_tokens=24, no_think_per_cell=2, direct_past_range="add:3", dialogues=6, knowledge=4, instructions_per_cell=1,
                  tool_queries=2, small_talk=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1,
                  lr=3e-3, min_lr=3e-4, eval_every=3, eval_batches=1, ckpt_every=3, log_every=2, device="cpu",
                  dtype="float32", progress=False, out_dir="runs/tiny/sft_mode_fusion"),
@@ -111,6 +120,9 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
         thinking += [(cell, p) for p in asked_thinking]
         direct += [(cell, p) for p in asked_directly]
     thinking += [(f"{p.family}/{p.difficulty}", p) for p in rl_pool_questions(settings.rl_pool)]
+    if settings.direct_past_range:
+        direct += [(f"{p.family}/{p.difficulty}", p) for p in rl_candidates(
+            settings.direct_past_range, settings.no_think_per_cell, settings.seed, evaluation_items(), "fusion-direct")]
     sampling = sampling_settings("think")
     replies = rejection_sampled(model, tokenizer, [p for _, p in thinking], settings.samples, sampling, settings.seed,
                                 settings.max_new_tokens) if thinking else []

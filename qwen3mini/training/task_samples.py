@@ -44,21 +44,22 @@ class SampleStats:
         return "\n".join(lines)
 
 
-def parse_ranges(text: str) -> dict[str, range]:
-    """``"add:1-6,mul:1-3"`` -> {"add": range(1, 7), "mul": range(1, 4)}; ValueError naming a bad part."""
+def parse_ranges(text: str, argument: str = "--ranges") -> dict[str, range]:
+    """``"add:1-6,mul:1-3"`` -> {"add": range(1, 7), "mul": range(1, 4)}; ValueError naming ``argument`` and the
+    bad part."""
     ranges = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, span = part.partition(":")
         low, _, high = span.partition("-")
         if name not in FAMILIES or not (low.isdigit() and (high or low).isdigit()):
-            raise ValueError(f"--ranges {part!r}: expected family:low-high with a family of {', '.join(FAMILIES)}")
+            raise ValueError(f"{argument} {part!r}: expected family:low-high with a family of {', '.join(FAMILIES)}")
         levels = range(int(low), int(high or low) + 1)
         known = FAMILIES[name].difficulties
         if not levels or levels[0] < known.start or levels[-1] >= known.stop:
-            raise ValueError(f"--ranges {part!r}: {name} has difficulties {known.start} to {known.stop - 1}")
+            raise ValueError(f"{argument} {part!r}: {name} has difficulties {known.start} to {known.stop - 1}")
         ranges[name] = levels
     if not ranges:
-        raise ValueError("--ranges: no family given")
+        raise ValueError(f"{argument}: no family given")
     return ranges
 
 

@@ -138,6 +138,7 @@ def test_tiny_stage_end_to_end(tmp_path, monkeypatch, capsys):
     data = json.load(open(out / "data.json"))
     assert data["add/5"].get("think", 0) + data["add/5"].get("no_reply_kept", 0) == 2      # the pool's, sampled
     assert data["add/2"]["think"] == 1 and data["add/2"]["no_reply_kept"] == 1 and data["add/2"]["no-think"] == 2
+    assert data["add/3"] == {"no-think": 2, "tokens": data["add/3"]["tokens"]}     # past the range: answered directly
     assert sum(cell.get("dialogue", 0) for cell in data.values()) == 6
     assert sum(cell.get("knowledge", 0) for cell in data.values()) == 4
     assert sum(cell.get("instruction", 0) for cell in data.values()) == 4      # one per cell, and its twin
@@ -155,6 +156,8 @@ def test_bad_settings():
         sft_mode_fusion.main(["--preset", "tiny", "--unflagged_share", "1.5"])
     with pytest.raises(ValueError, match="--init_from"):
         sft_mode_fusion.main(["--preset", "tiny", "--init_from", "/nonexistent"])
+    with pytest.raises(ValueError, match="--direct_past_range 'add:11': add has difficulties 1 to 10"):
+        sft_mode_fusion.main(["--preset", "tiny", "--direct_past_range", "add:11"])
 
 
 def test_rl_pool_questions(tmp_path):
