@@ -90,11 +90,11 @@ class Settings(SFTSettings):
 
 PRESETS = {
     "tiny": dict(init_from="runs/tiny/rl_reasoning/final", cold_start_dir="runs/tiny/sft_cold_start", per_cell=2,
-                 rl_pool="runs/tiny/rl_reasoning/pool.json",
-                 samples=2, max_new_tokens=24, no_think_per_cell=2, direct_past_range="add:3", dialogues=6, knowledge=4, instructions_per_cell=1,
-                 tool_queries=2, small_talk=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1,
-                 lr=3e-3, min_lr=3e-4, eval_every=3, eval_batches=1, ckpt_every=3, log_every=2, device="cpu",
-                 dtype="float32", progress=False, out_dir="runs/tiny/sft_mode_fusion"),
+                 rl_pool="runs/tiny/rl_reasoning/pool.json", samples=2, max_new_tokens=24, no_think_per_cell=2,
+                 direct_past_range="add:3", dialogues=6, knowledge=4, instructions_per_cell=1, tool_queries=2,
+                 small_talk=2, val_share=0.2, seq_len=512, micro_batch=2, steps=6, warmup_steps=1, lr=3e-3,
+                 min_lr=3e-4, eval_every=3, eval_batches=1, ckpt_every=3, log_every=2, device="cpu", dtype="float32",
+                 progress=False, out_dir="runs/tiny/sft_mode_fusion"),
 }
 
 
