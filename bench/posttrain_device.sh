@@ -25,6 +25,8 @@
 #                                                         # runs/resume, carry it (the run tool's carry), hide
 #                                                         # checkpoints/qwen3mini-base too when the cold start is done
 #                                                         # (a warm machine lost between calls loses nothing else)
+#   RL_SECONDS=140 LIMIT=305 OUT=/tmp/out bash bench/posttrain_device.sh pipeline   # a last call in what is left
+#                                                         # of the slice: shorter RL stages, an earlier archive
 #   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and the evaluation of its
 #                                                         # thinking cells, resumable the same way (about 18 minutes)
 set -uo pipefail
