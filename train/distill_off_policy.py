@@ -43,7 +43,7 @@ from qwen3mini.training.general_rl import GeneralEnvironment, parse_mix, query_p
 from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
-from qwen3mini.training.task_samples import SampleStats, evaluation_items, parse_ranges, rl_candidates  # noqa: E402
+from qwen3mini.training.task_samples import SampleStats, evaluation_items, parse_ranges, fresh_queries  # noqa: E402
 
 
 @dataclass
@@ -89,7 +89,7 @@ def teacher_samples(settings, tokenizer, teacher) -> tuple[list, SampleStats]:
     stats, rng, samples = SampleStats(), random.Random(f"{settings.seed}|off-policy"), []
     per_cell = settings.per_cell + settings.no_think_per_cell
     cells = {}
-    for problem in rl_candidates(settings.ranges, per_cell, settings.seed, evaluation_items(), "distill-off"):
+    for problem in fresh_queries(settings.ranges, per_cell, settings.seed, evaluation_items(), "distill-off"):
         cells.setdefault((problem.family, problem.difficulty), []).append(problem)
     split = [split_by_mode(drawn, settings.per_cell, settings.no_think_per_cell) for drawn in cells.values()]
     asked = {"think": [p for thinking, _ in split for p in thinking],

@@ -41,7 +41,7 @@ from qwen3mini.training.rl import RLSettings, TaskEnvironment, run_rl           
 from qwen3mini.training.settings import parse_settings, require_at_least, setting                 # noqa: E402
 from qwen3mini.training.stage import run_script                                   # noqa: E402
 from qwen3mini.training.task_samples import (balanced_pool, cold_start_queries, evaluation_items,  # noqa: E402
-                                             rl_candidates)
+                                             fresh_queries)
 
 # The edge of the cold start's reach (its ranges: train/sft_cold_start.py) and a step or two past it.
 RL_RANGES = "add:6-9,mul:3-4,expr:4-7,linear:3-6,sort:9-13,countdown:3-5,chain:5-7"
@@ -92,7 +92,7 @@ def build_pool(settings, model, tokenizer, info) -> tuple[list, dict]:
     exclude = evaluation_items()
     if settings.cold_start_dir:
         exclude |= held_out([cold_start_queries(settings.cold_start_dir)])
-    candidates = rl_candidates(settings.ranges, settings.candidates_per_cell, settings.seed, exclude)
+    candidates = fresh_queries(settings.ranges, settings.candidates_per_cell, settings.seed, exclude, "rl")
     start, mine = time.perf_counter(), candidates[info.rank::info.world_size]
     # The pass rate is the RL stage's own reward, over the samples RL would draw (temperature, token cap).
     groups = TaskEnvironment(tokenizer, settings.max_new_tokens).rollouts(

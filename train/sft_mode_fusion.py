@@ -52,7 +52,7 @@ from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
 from qwen3mini.training.task_samples import (SampleStats, cold_start_queries, evaluation_items,  # noqa: E402
-                                              parse_ranges, rl_candidates)
+                                              parse_ranges, fresh_queries)
 
 
 @dataclass
@@ -121,7 +121,7 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
         direct += [(cell, p) for p in asked_directly]
     thinking += [(f"{p.family}/{p.difficulty}", p) for p in rl_pool_questions(settings.rl_pool)]
     if settings.direct_past_range:
-        direct += [(f"{p.family}/{p.difficulty}", p) for p in rl_candidates(
+        direct += [(f"{p.family}/{p.difficulty}", p) for p in fresh_queries(
             settings.direct_past_range, settings.no_think_per_cell, settings.seed, evaluation_items(), "fusion-direct")]
     sampling = sampling_settings("think")
     replies = rejection_sampled(model, tokenizer, [p for _, p in thinking], settings.samples, sampling, settings.seed,

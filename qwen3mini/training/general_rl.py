@@ -31,7 +31,7 @@ from .fusion_samples import tool_problem
 from .rl import Environment, RLSettings, Rollout
 from .rollouts import sample_groups
 from .settings import setting
-from .task_samples import evaluation_items, parse_ranges, rl_candidates
+from .task_samples import evaluation_items, parse_ranges, fresh_queries
 
 KINDS = ("reasoning", "dialogue", "instruction", "tool")
 MIX = "reasoning:0.3,dialogue:0.2,instruction:0.3,tool:0.2"
@@ -112,7 +112,7 @@ class GeneralRLSettings(RLSettings):
 def query_pool(mix: str, ranges: str, per_cell: int, size: int, seed: int, stage: str) -> tuple[list, dict]:
     """(queries, record): ``size`` queries in the ``mix``'s shares over ``per_cell`` fresh training problems
     per (family, difficulty) of ``ranges`` (no evaluation item), drawn from ``stage``'s random streams."""
-    problems = rl_candidates(ranges, per_cell, seed, evaluation_items(), stage)
+    problems = fresh_queries(ranges, per_cell, seed, evaluation_items(), stage)
     rng, queries, counts = random.Random(f"{seed}|{stage}"), [], {}
     for kind, share in parse_mix(mix).items():
         counts[kind] = round(share * size)

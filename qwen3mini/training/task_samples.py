@@ -84,20 +84,15 @@ def draw_queries(family: str, difficulty: int, count: int, rng: random.Random, e
 
 def cell_rng(seed: int, family: str, difficulty: int, stage: str = "cold-start") -> random.Random:
     """The random stream of one (family, difficulty) cell of a stage's data: the cold start draws its queries
-    (and their replies) from it, so a later stage can redraw them exactly (``drawn_items``)."""
+    (and their replies) from it, so a later stage can redraw them exactly (``cold_start_queries``)."""
     return random.Random(f"{seed}|{family}|{difficulty}" if stage == "cold-start" else f"{seed}|{stage}|{family}|"
                          f"{difficulty}")
 
 
-def drawn_queries(ranges: str, per_cell: int, seed: int, exclude: frozenset) -> list:
-    """The queries a cold start with these settings drew (before its filters), cell by cell: stage 3 samples
-    the RL model on them again (paper §4.3), and RL's pool must not contain them (§4.2)."""
-    return [problem for family, levels in parse_ranges(ranges).items() for difficulty in levels
-            for problem in draw_queries(family, difficulty, per_cell, cell_rng(seed, family, difficulty), exclude)]
-
-
 def cold_start_queries(cold_start_dir: str) -> list:
-    """``drawn_queries`` of the cold start whose out_dir is ``cold_start_dir`` (its summary.json's settings)."""
+    """The queries the cold start whose out_dir is ``cold_start_dir`` drew (its summary.json's settings), before
+    its filters, cell by cell: stage 3 samples the RL model on them again (paper §4.3), and RL's pool must not
+    contain them (§4.2)."""
     import json
     import os
     summary = os.path.join(cold_start_dir, "summary.json")
@@ -105,8 +100,8 @@ def cold_start_queries(cold_start_dir: str) -> list:
         raise ValueError(f"--cold_start_dir {cold_start_dir}: no summary.json (run the cold start first)")
     with open(summary) as f:
         cold = json.load(f)["settings"]
-    return drawn_queries(cold["ranges"], cold["queries_per_cell"] + cold["val_per_cell"], cold["seed"],
-                         evaluation_items())
+    return fresh_queries(cold["ranges"], cold["queries_per_cell"] + cold["val_per_cell"], cold["seed"],
+                         evaluation_items(), "cold-start")
 
 
 def evaluation_items() -> frozenset:
@@ -154,9 +149,9 @@ def response_rejected(problem: Problem, message: dict) -> str | None:
     return filters.reject_reason(problem, message.get("reasoning_content", ""), message["content"])
 
 
-def rl_candidates(ranges: str, per_cell: int, seed: int, exclude: frozenset, stage: str = "rl") -> list:
-    """``per_cell`` fresh problems of each (family, difficulty) in ``ranges``, none in ``exclude``, from the
-    random streams of ``stage`` (each stage draws its own)."""
+def fresh_queries(ranges: str, per_cell: int, seed: int, exclude: frozenset, stage: str) -> list:
+    """``per_cell`` problems of each (family, difficulty) in ``ranges``, none in ``exclude``, from the random
+    streams of ``stage`` (each stage draws its own; ``"cold-start"``'s are the cold start's queries)."""
     return [problem for family, levels in parse_ranges(ranges).items() for difficulty in levels
             for problem in draw_queries(family, difficulty, per_cell, cell_rng(seed, family, difficulty, stage),
                                         exclude)]
