@@ -67,7 +67,7 @@ def comparison(a: int, b: int) -> str:
     sa, sb = str(a), str(b)
     relation = f"{a} {'<' if a < b else '>' if a > b else '='} {b}"
     if len(sa) != len(sb):
-        return f"{relation} ({len(sa)} digits against {len(sb)})"
+        return f"{relation} ({len(sa)} digit{'s' * (len(sa) > 1)} against {len(sb)})"
     if len(sa) == 1:
         return relation
     if a == b:
@@ -266,13 +266,15 @@ def worked(a: int, op: str, b: int) -> list:
     if (a > 0) == (right > 0):
         header = f"{work} = -({x} + {y})" if a < 0 else work if op == "+" else f"{work} = {x} + {y}"
         return [f"{header}: {columns_sum(x, y)}"]
+    # A difference of magnitudes: its sign is decided on the page by their comparison, as the add family's
+    # subtraction decides it (the model wrote 816 - 738 = -(738 - 816) and 13 - 12 = -9 when it was implicit).
     larger, smaller = max(x, y), min(x, y)
     if op == "-" and a >= b > 0:
-        header = work
+        header = f"{work}: {comparison(a, b)}"
     elif x != y and (a < 0 if x > y else right < 0):
-        header = f"{work} = -({larger} - {smaller})"
+        header = f"{work}: {comparison(x, y)}, so {work} = -({larger} - {smaller})"
     else:
-        header = f"{work} = {larger} - {smaller}"
+        header = f"{work}: {comparison(x, y)}, so {work} = {larger} - {smaller}"
     return [f"{header}: {columns_difference(larger, smaller)}"]
 
 

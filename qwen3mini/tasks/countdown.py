@@ -162,18 +162,21 @@ def _needs_fewer(numbers, target) -> bool:
 def _moves_closest_first(target, state):
     """Every move from ``state`` (``(value, tree)`` pairs) as ``(op, left, right, value, tree, rest)``, the result
     closest to the target first."""
-    candidates = []
+    candidates, seen = [], set()
     for i in range(len(state)):
         for j in range(i + 1, len(state)):
             rest = state[:i] + state[i + 1:j] + state[j + 1:]
             (a, a_tree), (b, b_tree) = state[i], state[j]
             for op, left, right, value in moves(a, b):
+                if (op, left, right) in seen:  # an equal number's same move: the same state again
+                    continue
+                seen.add((op, left, right))
                 tree = (op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)
                 candidates.append((abs(value - target), len(candidates), (op, left, right, value, tree, rest)))
     return [move for *_, move in sorted(candidates)]
 
 
-def _search(target, state, dead_ends_left, lines=None):
+def _search(target, state, dead_ends_left, lines=None, at_start=True):
     """Depth-first search from ``state`` (``(value, tree)`` pairs), moves closest to the target first. Returns
     the moves' trees down to the solution (last one = the answer), None if there is none. With ``lines``, writes
     the trace: each move into a state that cannot reach the target is shown while ``dead_ends_left[0]`` lasts
@@ -188,18 +191,19 @@ def _search(target, state, dead_ends_left, lines=None):
         return [target]
     if len(state) == 2:
         return _last_pair(target, state, lines)
+    tried = [] if at_start else None  # the moves from the start shown as dead ends, named at each back-up there
     for op, left, right, value, tree, rest in _moves_closest_first(target, state):
         after = rest + [(value, tree)]
         if value != target and not solvable(tuple(sorted(v for v, _ in after)), target):
             if lines is not None and dead_ends_left[0] > 0:
-                _show_dead_end(target, values, f"{left} {op} {right} = {value}", after, dead_ends_left, lines)
+                _show_dead_end(target, values, (left, op, right, value), after, dead_ends_left, lines, tried)
             continue
         if lines is not None:
             done = ". Found it." if value == target else f", left {_listed(v for v, _ in after)}"
             lines.append(Step(f"{_listed(values)}: ", f"{left} {op} {right}", value, done))
         if value == target:
             return [tree]
-        path = _search(target, after, dead_ends_left, lines)
+        path = _search(target, after, dead_ends_left, lines, at_start=False)
         if path is not None:
             return [tree] + path
     return None
@@ -221,20 +225,27 @@ def _last_pair(target, state, lines):
     raise AssertionError(f"{a}, {b} cannot make {target}: the state was checked solvable")
 
 
-def _show_dead_end(target, values, move, after, dead_ends_left, lines):
-    """The lines of a move from ``values`` into ``after``, a state that cannot reach the target: with two numbers
-    left, one line with every result of the pair; with more, the move's line, then its ``_TRIES_IN_A_DEAD_END``
-    most promising moves (each a dead end in turn, while the budget lasts), then giving it up."""
+def _show_dead_end(target, values, move, after, dead_ends_left, lines, tried):
+    """The lines of ``move`` (``(left, op, right, value)``) from ``values`` into ``after``, a state that cannot
+    reach the target: with two numbers left, one line with every result of the pair; with more, the move's line,
+    then its ``_TRIES_IN_A_DEAD_END`` most promising moves (each a dead end in turn, while the budget lasts), then
+    giving it up. Giving up a state back to the start names every move tried from the start (``tried``, this one
+    added; None below the start): the model, with no list of what it had tried, made its first move again after
+    backing up to the start and went round. A pair's line needs no list (its few results are on it)."""
     dead_ends_left[0] -= 1
+    left_, op, right, value = move
+    if tried is not None:
+        tried.append(f"{left_} {op} {right}")
     left = [value for value, _ in after]
     if len(left) == 2:
         pair = ", ".join(f"{a} {o} {b} = {v}" for o, a, b, v in moves(*left))
-        lines.append(f"{_listed(values)}: {move}, left {_listed(left)}: {pair}; no {target}. Back to "
-                     f"{_listed(values)}.")
+        lines.append(f"{_listed(values)}: {left_} {op} {right} = {value}, left {_listed(left)}: {pair}; "
+                     f"no {target}. Back to {_listed(values)}.")
         return
-    lines.append(f"{_listed(values)}: {move}, left {_listed(left)}")
+    lines.append(f"{_listed(values)}: {left_} {op} {right} = {value}, left {_listed(left)}")
     for op, a, b, value, _, rest in _moves_closest_first(target, after)[:_TRIES_IN_A_DEAD_END]:
         if dead_ends_left[0] <= 0:
             break
-        _show_dead_end(target, left, f"{a} {op} {b} = {value}", rest + [(value, None)], dead_ends_left, lines)
-    lines.append(f"Give up on {_listed(left)}. Back to {_listed(values)}.")
+        _show_dead_end(target, left, (a, op, b, value), rest + [(value, None)], dead_ends_left, lines, None)
+    named = "" if tried is None else f"; tried {_listed(tried)}"
+    lines.append(f"Give up on {_listed(left)}. Back to {_listed(values)}{named}.")

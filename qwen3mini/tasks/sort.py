@@ -4,7 +4,10 @@
 Why not plain selection over the whole list: it rewrites the list that is left after every pick, so a list of n
 numbers is copied about n²/2 times, and the shipped chat model's misses at 10 and 12 items were all copy errors
 in those lists (bench/RESULTS.md, session 14). By tens, each number is copied a fixed few times and only a
-group's few numbers are rewritten between picks.
+group's few numbers are rewritten between picks. Each number's tens digit is written beside it first, where the
+number's own digits are in view: the groups are then gathered by that digit, and the model's misses in grouping
+(a one-digit 6 put with 60 to 69, a group for the digit 2 of a one-digit 2) had it to read off the number
+inside the list.
 """
 from .answers import parse_integer_list
 from .family import Family, Problem, Step, match
@@ -62,7 +65,8 @@ class Sort(Family):
         for item in problem.data:
             groups.setdefault(item // 10, []).append(item)   # in the given order
         tens = sorted(groups)
-        lines = ["Group the numbers by tens, in their order, then sort each group and join the groups."]
+        lines = ["Group the numbers by tens, in their order, then sort each group and join the groups.",
+                 "Tens digits: " + ", ".join(f"{item} ({item // 10})" for item in problem.data)]
         lines += [f"{_group_name(t)}: {_listed(groups[t])}" for t in tens]
         for t in tens:
             left, done = list(groups[t]), []

@@ -68,6 +68,8 @@ class GRPOLoss(LossFunction):
     clip_high: float = 0.28
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
+    entropy_hold_step: float = 0.0      # see hold_entropy
+    entropy_level: float | None = None
 
     def __call__(self, model, micro_batch):
         inputs, targets, positions, advantages, old_logprobs, ref_logprobs = micro_batch
@@ -86,3 +88,22 @@ class GRPOLoss(LossFunction):
         metrics = {name: (value.detach().float() * mask).sum()
                    for name, value in (("clipped", held), ("kl", kl), ("entropy", entropy), ("ratio", ratio))}
         return (per_token * mask).sum(), mask.sum(), metrics
+
+    def hold_entropy(self, entropy: float):
+        """After an RL step whose mean token entropy was ``entropy``: with ``entropy_hold_step``, move the bonus's
+        weight by that step to hold the entropy at the first step's level (up while below it, down while above,
+        never below 0): a weight fixed in advance either lets the entropy fall or makes it climb, and no one
+        value suits every start model."""
+        if not self.entropy_hold_step:
+            return
+        if self.entropy_level is None:
+            self.entropy_level = entropy
+            return
+        change = self.entropy_hold_step if entropy < self.entropy_level else -self.entropy_hold_step
+        self.entropy_coef = max(0.0, self.entropy_coef + change)
+
+    def state_dict(self) -> dict:
+        return {"entropy_coef": self.entropy_coef, "entropy_level": self.entropy_level}
+
+    def load_state_dict(self, state: dict):
+        self.entropy_coef, self.entropy_level = state["entropy_coef"], state["entropy_level"]

@@ -48,6 +48,13 @@ class LossFunction(ABC):
     def end_step(self) -> dict:
         return {}
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs of the loss beyond the model (a weight it adapts as it goes)."""
+        return {}
+
+    def load_state_dict(self, state: dict):
+        pass
+
 
 def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy in fp32, summed over the positions whose target is not ``IGNORE``."""

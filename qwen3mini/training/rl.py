@@ -53,7 +53,9 @@ class RLSettings(TrainSettings):
     clip_low: float = setting(0.2, "lower clip of the ratio: 1 - clip_low")
     clip_high: float = setting(0.28, "upper clip of the ratio: 1 + clip_high (clip-higher)")
     kl_coef: float = setting(0.0, "weight of the KL to the start model in the loss (it is logged either way)")
-    entropy_coef: float = setting(0.0, "weight of an entropy bonus")
+    entropy_coef: float = setting(0.0, "weight of an entropy bonus (at the start, with --entropy_hold_step)")
+    entropy_hold_step: float = setting(0.0, "after every step, move the entropy bonus's weight by this to hold "
+                                       "the mean token entropy at the first step's (0: the weight stays fixed)")
     scale_by_std: bool = setting(False, "divide advantages by the group's standard deviation")
     samples_logged: int = setting(2, "completions per step written to samples.jsonl")
     time_limit: float = setting(0.0, "stop after the step that passes this many seconds of RL (0: no limit; "
@@ -142,16 +144,21 @@ class Objective(ABC):
     def update_batches(self, samples, model, settings, pad_id: int, info, seed: int) -> list[list[tuple]]:
         """The optimizer steps of one rollout batch: lists of micro-batches (rollouts.py)."""
 
+    def after_step(self, record: dict):
+        """After an RL step, before its log ``record`` is written: what the objective adapts from it (and adds
+        to the record)."""
+
 
 class GRPOObjective(Objective):
     """The RL stages' (grpo.py): group-relative advantages, groups of equal rewards dropped, the clipped loss
     with π_old and the KL to the start model ``ref_model``."""
     metrics = ("loss", "kl", "entropy", "clipped", "ratio")
-    curves = ["reward", "entropy", "thinking_tokens", "kl", "equal_groups", "truncated"]
+    curves = ["reward", "entropy", "entropy_coef", "thinking_tokens", "kl", "equal_groups", "truncated"]
 
     def __init__(self, settings, ref_model):
         self.ref_model = ref_model
-        self.loss_fn = GRPOLoss(settings.clip_low, settings.clip_high, settings.kl_coef, settings.entropy_coef)
+        self.loss_fn = GRPOLoss(settings.clip_low, settings.clip_high, settings.kl_coef, settings.entropy_coef,
+                                settings.entropy_hold_step)
 
     def samples(self, groups, advantages, equal):
         return [RolloutSample(prompt + r.tokens, [False] * len(prompt) + r.mask, float(a))
@@ -161,6 +168,10 @@ class GRPOObjective(Objective):
     def update_batches(self, samples, model, settings, pad_id, info, seed):
         return update_batches(samples, model, self.ref_model, settings.seq_len, settings.micro_batch,
                               settings.minibatches, pad_id, info, seed)
+
+    def after_step(self, record):
+        record["entropy_coef"] = self.loss_fn.entropy_coef        # the weight this step used
+        self.loss_fn.hold_entropy(record["entropy"])
 
 
 def grpo_objective(settings, info, tokenizer, previous_stage: str) -> GRPOObjective:
@@ -250,6 +261,7 @@ def run_rl(name: str, settings: RLSettings, make_environment, make_pool, previou
         queries = pool.take(settings.queries)[info.rank::info.world_size]        # each rank owns whole groups
         record, examples = rl_step(settings, step, queries, environment, generator, wrapped, objective, pad_id,
                                    trainer, info)
+        objective.after_step(record)
         trainer.elapsed += record["generate_seconds"] + record["update_seconds"]
         record["time"] = round(trainer.elapsed, 3)
         trainer.log.write(record)

@@ -146,7 +146,7 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints (checkpoints.py)
     def save_checkpoint(self):
         state = {"elapsed": self.elapsed, "schedule": dataclasses.asdict(self.schedule),
-                 "settings": dataclasses.asdict(self.settings)}
+                 "settings": dataclasses.asdict(self.settings), "loss_fn": self.loss_fn.state_dict()}
         rank_state = {"train_data": self.train_data.state_dict(),
                       "val_data": self.val_data.state_dict() if self.val_data is not None else None}
         save_checkpoint(self.ckpt_root, self.step, self.model, self.optimizer, self.info, state, rank_state)
@@ -158,6 +158,7 @@ class Trainer:
             return False
         folder, state, rank_state = restored
         self.step, self.elapsed = state["step"], state["elapsed"]
+        self.loss_fn.load_state_dict(state.get("loss_fn", {}))
         self.train_data.load_state_dict(rank_state["train_data"])
         if self.val_data is not None and rank_state["val_data"] is not None:
             self.val_data.load_state_dict(rank_state["val_data"])

@@ -85,7 +85,8 @@ def test_unsolvable_question_is_refused():
 def test_trace_shows_dead_ends_honestly():
     """The search's trace: each dead end it shows leads to a state that cannot reach the target, at most the
     budget of dead ends is shown, and where the budget was not spent, the moves tried from the start are
-    exactly the first ones in closest-to-target order (no move passed by unseen)."""
+    exactly the first ones in closest-to-target order (no move passed by unseen), none of them twice (equal
+    numbers make equal moves), each give-up back to the start naming them."""
     import re
     from qwen3mini.tasks import countdown
     from qwen3mini.tasks.traces import thinking
@@ -100,8 +101,15 @@ def test_trace_shows_dead_ends_honestly():
             for state in [line.split(", left ")[1].split(":")[0] for line in pairs] + \
                          [line[len("Give up on "):line.index(". Back to")] for line in given_up]:
                 assert not countdown.solvable(tuple(sorted(int(n) for n in state.split(", "))), target), state
+            start, from_start = countdown._listed(numbers), []
+            for line in lines:   # moves from the start: none twice, and each give-up back there names them all
+                m = move.match(line)
+                if m and m.group(1) == start:
+                    assert " ".join(m.groups()[1:4]) not in from_start, problem.question
+                    from_start.append(" ".join(m.groups()[1:4]))
+                if line.startswith("Give up on ") and f". Back to {start};" in line:
+                    assert line.endswith(f"; tried {', '.join(from_start)}."), line
             assert len(pairs) + len(given_up) <= countdown._DEAD_ENDS
-            start = countdown._listed(numbers)
             tried = [m.groups()[1:] for m in map(move.match, lines) if m and m.group(1) == start]
             order = [(str(left), op, str(right), str(value)) for op, left, right, value, *_ in
                      countdown._moves_closest_first(target, [(n, n) for n in numbers])]

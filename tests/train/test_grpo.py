@@ -193,11 +193,13 @@ def test_tiny_stage_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     save_pretrained(model, str(start), TOKENIZER)
     sft_cold_start.main(["--preset", "tiny", "--init_from", str(start), "--out_dir", str(cold), "--steps", "2"])
     args = ["--preset", "tiny", "--init_from", str(cold / "final"), "--cold_start_dir", str(cold), "--group", "4",
-            "--steps", "3", "--pass_low", "0", "--pass_high", "1"]
+            "--entropy_coef", "0.01", "--entropy_hold_step", "0.005", "--steps", "3", "--pass_low", "0",
+            "--pass_high", "1"]
     rl_reasoning.main(args + ["--out_dir", str(tmp_path / "straight")])
     straight = read_log(str(tmp_path / "straight" / "log.jsonl"))
     assert [r["step"] for r in straight] == [1, 2, 3] and os.path.exists(tmp_path / "straight" / "curves.png")
     assert any(r["equal_groups"] < 1 and r["grad_norm"] > 0 and r["ratio"] > 0 for r in straight)
+    assert straight[1]["entropy_coef"] == 0.01 and straight[2]["entropy_coef"] in (0.005, 0.015)  # the held weight
     pool = json.load(open(tmp_path / "straight" / "pool.json"))
     assert pool["kept"] == len(pool["questions"]) > 0
     # a run stopped after step 2 (its checkpoint), then continued, logs what the straight run logged
@@ -209,6 +211,27 @@ def test_tiny_stage_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     timing = {"generate_seconds", "update_seconds", "time"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed] == \
         [{k: v for k, v in r.items() if k not in timing} for r in straight]
+
+
+def test_entropy_hold_moves_the_bonus_toward_the_first_level():
+    """The first step sets the level; each later one moves the weight by the step, up below the level, down
+    above it, never under 0; the state a checkpoint keeps gives a fresh loss the same weight and level."""
+    loss_fn = GRPOLoss(entropy_coef=0.002, entropy_hold_step=0.001)
+    weights = []
+    for entropy in (0.010, 0.008, 0.007, 0.011, 0.012, 0.013, 0.009):
+        loss_fn.hold_entropy(entropy)
+        weights.append(round(loss_fn.entropy_coef, 6))
+    assert weights == [0.002, 0.003, 0.004, 0.003, 0.002, 0.001, 0.002] and loss_fn.entropy_level == 0.010
+    for entropy in (0.02, 0.02, 0.02, 0.02):
+        loss_fn.hold_entropy(entropy)
+    assert loss_fn.entropy_coef == 0.0
+    fresh = GRPOLoss(entropy_hold_step=0.001)
+    fresh.load_state_dict(loss_fn.state_dict())
+    assert (fresh.entropy_coef, fresh.entropy_level) == (0.0, 0.010)
+    fixed = GRPOLoss(entropy_coef=0.01)
+    fixed.hold_entropy(0.001)
+    fixed.hold_entropy(0.0)
+    assert fixed.entropy_coef == 0.01
 
 
 def test_no_sample_anywhere_costs_one_token_per_step():
