@@ -26,7 +26,12 @@
 #                                                         # checkpoints/qwen3mini-base too when the cold start is done
 #                                                         # (a warm machine lost between calls loses nothing else)
 #   RL_SECONDS=140 LIMIT=305 OUT=/tmp/out bash bench/posttrain_device.sh pipeline   # a last call in what is left
-#                                                         # of the slice: shorter RL stages, an earlier archive
+#                                                         # of the slice: shorter RL stages, an earlier archive;
+#                                                         # LIMIT at most the call's limit_s less the archive's
+#                                                         # few seconds, and limit_s is the slice's remainder less
+#                                                         # a fresh start (about 260 s) when the warm machine has
+#                                                         # been let go (session 18's third call found none: its
+#                                                         # limit came to 216 s, under LIMIT, and nothing came back)
 #   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and the evaluation of its
 #                                                         # thinking cells, resumable the same way (about 18 minutes)
 set -uo pipefail

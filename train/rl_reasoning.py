@@ -14,8 +14,9 @@
 3. The GRPO update (qwen3mini/training/grpo.py): group-relative advantages, the clipped ratio with a wider
    upper clip, token-level normalisation over the global mini-batch, ``--minibatches`` optimizer steps per
    rollout batch (off-policy reuse), the KL to the cold-start model logged (and penalised with ``--kl_coef``),
-   and an entropy bonus whose weight moves after every step to hold the mean token entropy at the first step's
-   (``--entropy_hold_step``; 0 turns it off).
+   and, as options, an entropy bonus (``--entropy_coef``) whose weight can move after every step to hold the mean
+   token entropy at the first step's (``--entropy_hold_step``; bench/RESULTS.md, session 18: measured once,
+   it slowed the entropy's fall without holding it, and the edge gain was smaller than without it).
 
     python train/rl_reasoning.py --preset tiny                      # CPU, seconds, after the cold start's tiny preset
     python train/rl_reasoning.py                                    # one GPU, from runs/sft_cold_start/final
@@ -61,8 +62,6 @@ class Settings(RLSettings):
     pass_low: float = setting(1 / 16, "keep candidates solved at least this often ...")
     pass_high: float = setting(12 / 16, "... and at most this often")
     pool_size: int = setting(4000, "queries kept at most, the same number per family")
-    entropy_hold_step: float = 0.001            # the clip-higher alone let the entropy halve (bench/RESULTS.md,
-                                                # sessions 16 and 17); the bonus's weight is held to keep it level
     out_dir: str = "runs/rl_reasoning"
 
     def __post_init__(self):

@@ -63,18 +63,20 @@ class Add(Family):
 
 def comparison(a: int, b: int) -> str:
     """Which of two numbers (at least 0) is larger, as one reads it off: the count of digits first, then the
-    first digit from the left where they differ: ``85624 > 80381 (5 digits each; from the left 8 = 8, 5 > 0)``."""
+    first digit from the left where they differ, and the relation last, drawn from them: ``5 digits each, from
+    the left 8 = 8, 5 > 0, so 85624 > 80381``. (With the relation first, the model wrote it before looking and
+    then digits to fit: ``73695 < 54273 (5 digits each; from the left 7 < 5)``.)"""
     sa, sb = str(a), str(b)
     relation = f"{a} {'<' if a < b else '>' if a > b else '='} {b}"
     if len(sa) != len(sb):
-        return f"{relation} ({len(sa)} digit{'s' * (len(sa) > 1)} against {len(sb)})"
+        return f"{len(sa)} digit{'s' * (len(sa) > 1)} against {len(sb)}, so {relation}"
     if len(sa) == 1:
         return relation
     if a == b:
-        return f"{relation} (the same digits)"
+        return f"the same digits, so {relation}"
     same = next(i for i in range(len(sa)) if sa[i] != sb[i])
     pairs = [f"{x} = {x}" for x in sa[:same]] + [f"{sa[same]} {'<' if sa[same] < sb[same] else '>'} {sb[same]}"]
-    return f"{relation} ({len(sa)} digits each; from the left {', '.join(pairs)})"
+    return f"{len(sa)} digits each, from the left {', '.join(pairs)}, so {relation}"
 
 
 def column_sum(a: str, b: str) -> list:
@@ -176,7 +178,9 @@ def digit_product(a: str, digit: int) -> list:
 
 def long_multiplication(a: int, b: int) -> list:
     """``a * b`` (both >= 0): one partial product per digit of ``b``, each shifted into place and added to the
-    sum so far (the sum's columns written out on the line before it)."""
+    sum so far (the sum's columns written out on the line before it). A digit met again takes its product from
+    the line ``a * digit = partial`` written the first time, unshifted: without that line the model took
+    another digit's (``160 * 779``: ``160 * 7 = 1440, as above``, the line ``160 * 9 = 1440``)."""
     lines, total, done = [f"{a} * {b}: one partial product per digit of {b}, from the right."], 0, set()
     for place, digit in enumerate(reversed(str(b))):
         partial = a * int(digit)
@@ -188,6 +192,8 @@ def long_multiplication(a: int, b: int) -> list:
         else:
             lines += digit_product(str(a), int(digit))
             done.add(digit)
+            if place:
+                lines.append(f"{a} * {digit} = {partial}")
         shifted = partial * 10 ** place
         lines.append(f"{a} * {digit}{'0' * place} = {shifted}")
         if total:

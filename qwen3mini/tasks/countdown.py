@@ -7,7 +7,7 @@ over states (the numbers still available), moves tried closest-to-target first; 
 up to a budget, each dead end it meets: with two numbers left every result of the pair, with more a couple of
 tries before giving the state up, and the backtracking. The last pair of a solution is written like a dead
 end's, its results in order until the target's. A dead end it does not show is a move the model never
-sees made and undone, so the budget is set high enough that most traces show every one (session 12: the old
+sees made and undone, so the budget is as high as a trace's length allows (``_DEAD_ENDS``; session 12: the old
 trace showed none before the last two numbers, and the model could not learn which first move to make).
 """
 import functools
@@ -18,7 +18,11 @@ from . import expressions
 from .family import Family, Problem, Step, match
 
 _LARGE = (25, 50, 75, 100)
-_DEAD_ENDS = 8           # dead ends a trace may show before the search goes straight for a solution
+# Dead ends a trace may show before the search goes straight for a solution. At 8, a tenth of the cold start's
+# 4-number traces were longer than its 1,024-token rows and dropped (the longest searches, never trained) and
+# most 5-number ones passed the 1,024 tokens a reply has to end in; at 6 every 4-number trace fits, and the share
+# of 4-number traces that pass a dead end by unseen stays about a third (bench/RESULTS.md, session 18).
+_DEAD_ENDS = 6
 _TRIES_IN_A_DEAD_END = 2  # moves tried from a dead state of three or more numbers before giving it up
 _QUESTION = (r"Make\s+(\d+)\s+from the numbers\s+(\d+(?:\s*,\s*\d+)+)\.\s*Use each number at most once, "
              r"with \+ - \* / and parentheses\.")

@@ -56,6 +56,9 @@ def test_traces_restate_the_state():
     assert sort[7:9] == ["0 to 9 sorted: 3, 7", "10 to 19 sorted: 19"]
     mul = thinking(FAMILIES["mul"].parse("What is 347 * 86?"))
     assert "347 * 80 = 27760" in mul and "Sum so far: 2082 + 27760 = 29842" in mul
+    mul = thinking(FAMILIES["mul"].parse("What is 160 * 779?")).split("\n")   # a digit met again: its line
+    again = [line for line in mul if line.endswith(", as above")]
+    assert again == ["160 * 7 = 1120, as above"] and mul.index("160 * 7 = 1120") < mul.index(again[0])
     countdown = thinking(FAMILIES["countdown"].parse(
         "Make 100 from the numbers 3, 7, 25, 50. Use each number at most once, with + - * / and parentheses."))
     assert "Give up on 7, 50, 75. Back to 3, 7, 25, 50; tried 25 * 3." in countdown and countdown.endswith("= 100")
@@ -82,30 +85,32 @@ def test_a_difference_decides_its_sign_by_a_written_comparison():
     first = {q: thinking(FAMILIES["add"].parse(f"What is {q}?")).split("\n")[0]
              for q in ("7 - 8", "73695 - 54273", "56 - 1234")}
     assert first["7 - 8"] == "7 - 8: 7 < 8, so 7 - 8 = -(8 - 7). Subtract the columns from the right."
-    assert first["73695 - 54273"] == ("73695 - 54273: 73695 > 54273 (5 digits each; from the left 7 > 5), "
+    assert first["73695 - 54273"] == ("73695 - 54273: 5 digits each, from the left 7 > 5, so 73695 > 54273, "
                                       "so subtract the columns from the right.")
-    assert first["56 - 1234"].startswith("56 - 1234: 56 < 1234 (2 digits against 4), so 56 - 1234 = -(1234 - 56).")
+    assert first["56 - 1234"].startswith("56 - 1234: 2 digits against 4, so 56 < 1234, so 56 - 1234 = -(1234 - 56).")
     inside = {(a, op, b): worked(a, op, b)[0] for a, op, b in ((816, "-", 738), (-466, "+", 460), (2, "-", 18))}
-    assert inside[816, "-", 738] == "816 - 738: 816 > 738 (3 digits each; from the left 8 > 7): 16-8=8, 11-3-1=7, 8-7-1=0"
-    assert inside[-466, "+", 460].startswith("(-466) + 460: 466 > 460 (3 digits each; from the left 4 = 4, 6 = 6, "
-                                             "6 > 0), so (-466) + 460 = -(466 - 460): ")
-    assert inside[2, "-", 18] == "2 - 18: 2 < 18 (1 digit against 2), so 2 - 18 = -(18 - 2): 8-2=6, 1"
+    assert inside[816, "-", 738] == ("816 - 738: 3 digits each, from the left 8 > 7, so 816 > 738: 16-8=8, 11-3-1=7, "
+                                     "8-7-1=0")
+    assert inside[-466, "+", 460].startswith("(-466) + 460: 3 digits each, from the left 4 = 4, 6 = 6, 6 > 0, so "
+                                             "466 > 460, so (-466) + 460 = -(466 - 460): ")
+    assert inside[2, "-", 18] == "2 - 18: 1 digit against 2, so 2 < 18, so 2 - 18 = -(18 - 2): 8-2=6, 1"
 
 
 @given(st.integers(0, 10 ** 8), st.integers(0, 10 ** 8))
 def test_comparison_reads_the_larger_number_off_its_digits(a, b):
-    """The stated relation is the true one, and every digit pair it cites holds, from the left."""
+    """The stated relation is the true one and comes last, after the evidence, and every digit pair cited holds,
+    from the left."""
     line = comparison(a, b)
     relation = "<" if a < b else ">" if a > b else "="
-    assert line.startswith(f"{a} {relation} {b}")
-    cited = re.search(r"from the left (.*)\)$", line)
+    assert line.endswith(f"{a} {relation} {b}")
+    cited = re.search(r"from the left (.*), so ", line)
     if cited:
         pairs = [pair.split(" ") for pair in cited.group(1).split(", ")]
         assert [x for x, _, _ in pairs] == list(str(a)[:len(pairs)])
         assert [y for _, _, y in pairs] == list(str(b)[:len(pairs)])
         assert all(op == "=" for _, op, _ in pairs[:-1]) and pairs[-1][1] == relation
     elif len(str(a)) != len(str(b)):
-        assert line.endswith(f"({len(str(a))} digit{'s' * (len(str(a)) > 1)} against {len(str(b))})")
+        assert line.startswith(f"{len(str(a))} digit{'s' * (len(str(a)) > 1)} against {len(str(b))}, so ")
 
 
 def _read_columns(line: str) -> int:
