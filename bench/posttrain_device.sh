@@ -29,9 +29,9 @@
 #                                                         # of the slice: shorter RL stages, an earlier archive;
 #                                                         # LIMIT at most the call's limit_s less the archive's
 #                                                         # few seconds, and limit_s is the slice's remainder less
-#                                                         # a fresh start (about 260 s) when the warm machine has
-#                                                         # been let go (session 18's third call found none: its
-#                                                         # limit came to 216 s, under LIMIT, and nothing came back)
+#                                                         # a fresh start when the warm machine has been let go
+#                                                         # (session 18's third call found none: its limit came
+#                                                         # under LIMIT, and nothing came back; bench/RESULTS.md)
 #   OUT=/tmp/out bash bench/posttrain_device.sh cold4x    # the 4x longer cold start and the evaluation of its
 #                                                         # thinking cells, resumable the same way (about 18 minutes)
 set -uo pipefail

@@ -18,10 +18,9 @@ from . import expressions
 from .family import Family, Problem, Step, match
 
 _LARGE = (25, 50, 75, 100)
-# Dead ends a trace may show before the search goes straight for a solution. At 8, a tenth of the cold start's
-# 4-number traces were longer than its 1,024-token rows and dropped (the longest searches, never trained) and
-# most 5-number ones passed the 1,024 tokens a reply has to end in; at 6 every 4-number trace fits, and the share
-# of 4-number traces that pass a dead end by unseen stays about a third (bench/RESULTS.md, session 18).
+# Dead ends a trace may show before the search goes straight for a solution: as many as keep a 4-number trace
+# inside the cold start's 1,024-token rows (longer ones are dropped, so the longest searches went untrained) and a
+# 5-number one inside the 1,024 tokens a reply has to end in (bench/RESULTS.md, session 18, gives the lengths).
 _DEAD_ENDS = 6
 _TRIES_IN_A_DEAD_END = 2  # moves tried from a dead state of three or more numbers before giving it up
 _QUESTION = (r"Make\s+(\d+)\s+from the numbers\s+(\d+(?:\s*,\s*\d+)+)\.\s*Use each number at most once, "
