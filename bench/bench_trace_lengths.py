@@ -16,9 +16,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import qwen3mini  # noqa: E402
-from qwen3mini.tasks import FAMILIES  # noqa: E402
 from qwen3mini.evaluation.general import REPLY_TOKENS  # noqa: E402
-from qwen3mini.tasks.traces import answer, thinking  # noqa: E402
+from qwen3mini.evaluation.thinkfollow import reply_in_mode  # noqa: E402
+from qwen3mini.tasks import FAMILIES  # noqa: E402
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     for name, family in FAMILIES.items():
         for difficulty in family.difficulties:
             rng = random.Random(args.seed)
-            lengths = [len(tokenizer.encode(f"<think>\n{thinking(problem)}\n</think>\n\n{answer(problem)}")) + 1
+            lengths = [len(tokenizer.encode(reply_in_mode(problem, "think"))) + 1
                        for problem in (family.generate(rng, difficulty) for _ in range(args.problems))]
             over = sum(length > REPLY_TOKENS for length in lengths)     # (+1: the reply's closing <|im_end|>)
             over_all, count = over_all + over, count + len(lengths)

@@ -236,16 +236,16 @@ def _show_dead_end(target, values, move, after, dead_ends_left, lines, tried):
     added; None below the start): the model, with no list of what it had tried, made its first move again after
     backing up to the start and went round. A pair's line needs no list (its few results are on it)."""
     dead_ends_left[0] -= 1
-    left_, op, right, value = move
+    made, result = " ".join(map(str, move[:3])), move[3]
     if tried is not None:
-        tried.append(f"{left_} {op} {right}")
+        tried.append(made)
     left = [value for value, _ in after]
     if len(left) == 2:
         pair = ", ".join(f"{a} {o} {b} = {v}" for o, a, b, v in moves(*left))
-        lines.append(f"{_listed(values)}: {left_} {op} {right} = {value}, left {_listed(left)}: {pair}; "
-                     f"no {target}. Back to {_listed(values)}.")
+        lines.append(f"{_listed(values)}: {made} = {result}, left {_listed(left)}: {pair}; no {target}. Back to "
+                     f"{_listed(values)}.")
         return
-    lines.append(f"{_listed(values)}: {left_} {op} {right} = {value}, left {_listed(left)}")
+    lines.append(f"{_listed(values)}: {made} = {result}, left {_listed(left)}")
     for op, a, b, value, _, rest in _moves_closest_first(target, after)[:_TRIES_IN_A_DEAD_END]:
         if dead_ends_left[0] <= 0:
             break
