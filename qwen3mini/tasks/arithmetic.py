@@ -65,15 +65,17 @@ def comparison(a: int, b: int) -> str:
     """Which of two numbers (at least 0) is larger, as one reads it off: the count of digits first, then the
     first digit from the left where they differ, and the relation last, drawn from them: ``5 digits each, from
     the left 8 = 8, 5 > 0, so 85624 > 80381``. (With the relation first, the model wrote it before looking and
-    then digits to fit: ``73695 < 54273 (5 digits each; from the left 7 < 5)``.)"""
+    then digits to fit: ``73695 < 54273 (5 digits each; from the left 7 < 5)``.) Two one-digit numbers say so
+    too, and equal ones are called equal: a bare ``5 = 5, so subtract the columns from the right`` at the start
+    of a one-digit trace came back in non-thinking replies as ``5 * 9 = 45, so subtract the columns ...``."""
     sa, sb = str(a), str(b)
-    relation = f"{a} {'<' if a < b else '>' if a > b else '='} {b}"
+    relation = f"{a} {'<' if a < b else '>'} {b}"
     if len(sa) != len(sb):
         return f"{len(sa)} digit{'s' * (len(sa) > 1)} against {len(sb)}, so {relation}"
-    if len(sa) == 1:
-        return relation
     if a == b:
-        return f"the same digits, so {relation}"
+        return "the same digits, so the two are equal"
+    if len(sa) == 1:
+        return f"1 digit each, so {relation}"
     same = next(i for i in range(len(sa)) if sa[i] != sb[i])
     pairs = [f"{x} = {x}" for x in sa[:same]] + [f"{sa[same]} {'<' if sa[same] < sb[same] else '>'} {sb[same]}"]
     return f"{len(sa)} digits each, from the left {', '.join(pairs)}, so {relation}"
@@ -178,22 +180,18 @@ def digit_product(a: str, digit: int) -> list:
 
 def long_multiplication(a: int, b: int) -> list:
     """``a * b`` (both >= 0): one partial product per digit of ``b``, each shifted into place and added to the
-    sum so far (the sum's columns written out on the line before it). A digit met again takes its product from
-    the line ``a * digit = partial`` written the first time, unshifted: without that line the model took
-    another digit's (``160 * 779``: ``160 * 7 = 1440, as above``, the line ``160 * 9 = 1440``)."""
-    lines, total, done = [f"{a} * {b}: one partial product per digit of {b}, from the right."], 0, set()
+    sum so far (the sum's columns written out on the line before it). A digit met again is multiplied out
+    again: a line ``a * digit = partial, as above`` had the model copy the nearest product line instead of the
+    one for that digit (``160 * 779``: ``160 * 7 = 1440, as above``, from the line ``160 * 9 = 1440``)."""
+    lines, total = [f"{a} * {b}: one partial product per digit of {b}, from the right."], 0
     for place, digit in enumerate(reversed(str(b))):
         partial = a * int(digit)
         if digit == "0":
             lines.append(f"Digit 0 in place {place + 1}: nothing to add")
             continue
-        if digit in done:
-            lines.append(f"{a} * {digit} = {partial}, as above")
-        else:
-            lines += digit_product(str(a), int(digit))
-            done.add(digit)
-            if place:
-                lines.append(f"{a} * {digit} = {partial}")
+        lines += digit_product(str(a), int(digit))
+        if place:
+            lines.append(f"{a} * {digit} = {partial}")
         shifted = partial * 10 ** place
         lines.append(f"{a} * {digit}{'0' * place} = {shifted}")
         if total:
@@ -290,9 +288,13 @@ _PLACES = ("ones", "tens", "hundreds", "thousands")
 def worked_division(n: int, d: int) -> list:
     """The work behind an exact division ``n / d`` (linear's last move): the sign, then one quotient digit per
     place, the largest first. Each digit is estimated from the leading digits (what is left at that place over
-    the divisor's first digit, which never comes out too small), lowered while the divisor times it is more
-    than what is left, then its multiple taken away. [] for a fact (a divisor of one digit and a quotient under
-    10). A person cannot see the right digit at once; a trace that wrote it down would teach a guess."""
+    the divisor's first digit, which never comes out too small), then the divisor times each digit tried is
+    multiplied out and compared with what is left, from the estimate down to the first that is not more; its
+    multiple is taken away. [] for a fact (a divisor of one digit and a quotient under 10). A person cannot see
+    the right digit at once; a trace that wrote it down would teach a guess. And every digit tried, the one taken
+    too, gets its product and its verdict on the page: with the product of the digit taken written only after
+    it was taken, the model took the estimate whenever it was too large and wrote a product to fit
+    (``133 / 19, ones: 13 / 1 gives 9``, then ``19 * 9 = 133``)."""
     x, y = abs(n), abs(d)
     if not n or y < 10 and x < 10 * y:
         return []
@@ -308,16 +310,17 @@ def worked_division(n: int, d: int) -> list:
         digit, guess = part // y, min(9, part // shift // lead)
         name = _PLACES[place] if place < len(_PLACES) else f"10^{place}"
         estimate = f"{left} / {y}, {name}: {part // shift} / {lead} gives {guess}"
-        for tried in range(guess, digit, -1):
-            estimate += f"; {y} * {tried} = {y * tried}, more than {part}, so {tried - 1}"
+        for tried in range(guess, max(digit, 1) - 1, -1):
+            product = f"{y} * {tried}: {columns_product(y, tried)}, so {y * tried}" if tried > 1 else f"{y} * 1 = {y}"
+            verdict = f"more than {part}, so {tried - 1}" if tried > digit else f"not more than {part}"
+            estimate += f"; {product}, {verdict}"
         lines.append(estimate)
         if not digit:
             continue
         multiple = y * digit * 10 ** place
-        product = f"{y} * {digit}: {columns_product(y, digit)}, so " if digit > 1 else ""
         taken = f"{left} - {multiple}: {columns_difference(left, multiple)}, {left - multiple} left" \
             if multiple != left else "nothing left"
-        lines.append(f"{x} / {y}: {product}{y} * {digit}{'0' * place} = {multiple}; {taken}")
+        lines.append(f"{x} / {y}: {y} * {digit}{'0' * place} = {multiple}; {taken}")
         left, parts = left - multiple, parts + [str(digit * 10 ** place)]
     if len(parts) > 1:
         lines.append(f"{x} / {y} = {' + '.join(parts)} = {quotient}")
