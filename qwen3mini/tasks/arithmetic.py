@@ -182,7 +182,9 @@ def long_multiplication(a: int, b: int) -> list:
     """``a * b`` (both >= 0): one partial product per digit of ``b``, each shifted into place and added to the
     sum so far (the sum's columns written out on the line before it). A digit met again is multiplied out
     again: a line ``a * digit = partial, as above`` had the model copy the nearest product line instead of the
-    one for that digit (``160 * 779``: ``160 * 7 = 1440, as above``, from the line ``160 * 9 = 1440``)."""
+    one for that digit (``160 * 779``: ``160 * 7 = 1440, as above``, from the line ``160 * 9 = 1440``). A
+    multiplier of one digit three times (``888``) then copies a third of its lines, and the response filters'
+    repetition rule drops the trace: the cold start holds no such product (under 1% of the 3x3 ones)."""
     lines, total = [f"{a} * {b}: one partial product per digit of {b}, from the right."], 0
     for place, digit in enumerate(reversed(str(b))):
         partial = a * int(digit)
