@@ -2,6 +2,9 @@
 # The multi-GPU device calls of issue 22: data-parallel training under torchrun on one host of several H200s
 # (the device kinds nvidia-h200-x2, -x4, -x8), one call a kind. NVLink multicast stays off in NCCL, PyTorch
 # and NVSHMEM (the device documentation: a program that uses it can take the host's GPUs out of service).
+# The calls need the chat model and the dense student, not the rest (the tree that travels is at most 64 MiB):
+# `bash bench/device_tree.sh hide checkpoints/qwen3mini-base checkpoints/qwen3mini-student-moe bench/results`
+# before, `... restore` after.
 #
 #   OUT=/tmp/out bash bench/multigpu_device.sh scaling   # the 100m preset, compiled, DDP on 1, 2, 4, ... up to every
 #                        # GPU (64 x 1,024 tokens a GPU a step), and one GPU with --grad_accum G at the largest
@@ -13,8 +16,8 @@
 #   OUT=/tmp/out bash bench/multigpu_device.sh grpo      # stage 2's GRPO (train/rl_reasoning.py) from the shipped
 #                        # chat model, 8 steps of 64 queries x 16 completions on one GPU and on every GPU (each
 #                        # rank owns whole groups), from one pool: steps/s and each run's log.jsonl
-#
-# Not here yet: on-policy distillation on several GPUs against one.
+#   OUT=/tmp/out bash bench/multigpu_device.sh distill   # on-policy distillation of the shipped dense student from
+#                        # the shipped chat model, 8 steps on one GPU and on every GPU: steps/s and the logs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 R=${RUNS:-/tmp/multigpu}
@@ -60,10 +63,20 @@ call_grpo() {       # the CUDA build first: rollouts go through the generation p
     tail -n 1 "$R/grpo_1.log" "$R/grpo_$GPUS.log"
 }
 
-export -f train call_scaling call_fsdp call_grpo
+call_distill() {
+    build_cuda
+    local args=(--init_from checkpoints/qwen3mini-student --teacher checkpoints/qwen3mini-chat --steps 8
+                --progress false)
+    python train/distill_on_policy.py "${args[@]}" --out_dir "$R/distill_1" > "$R/distill_1.log" 2>&1
+    torchrun --standalone --nproc_per_node "$GPUS" train/distill_on_policy.py "${args[@]}" \
+        --out_dir "$R/distill_$GPUS" > "$R/distill_$GPUS.log" 2>&1
+    tail -n 1 "$R/distill_1.log" "$R/distill_$GPUS.log"
+}
+
+export -f train call_scaling call_fsdp call_grpo call_distill
 export R GPUS
 case ${1:-} in
-    scaling|fsdp|grpo) timeout "$LIMIT" bash -c "call_$1" ;;
-    *) echo "usage: multigpu_device.sh scaling|fsdp|grpo" >&2; exit 2 ;;
+    scaling|fsdp|grpo|distill) timeout "$LIMIT" bash -c "call_$1" ;;
+    *) echo "usage: multigpu_device.sh scaling|fsdp|grpo|distill" >&2; exit 2 ;;
 esac
 archive
