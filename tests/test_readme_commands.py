@@ -90,6 +90,7 @@ COMMANDS = {
     r"bash train/run_pipeline\.sh .*": "gpu",
     r"python bench/bench_training\.py": "gpu",
     r"torchrun --nproc_per_node 8 .*": "gpu8",
+    r"torchrun --nnodes \d+ .*": "nodes",
 }
 GPU_PYTEST = re.compile(r"--backend cuda|-m gpu")
 
@@ -275,6 +276,8 @@ def test_readme_command(step, tmp_path):
         return run_long(step, ROOT, environment(tmp_path), started=lambda run: "\nmachine: " in "\n" + run.output())
     if check == "system":
         pytest.skip(f"`{step}` changes the system (root, network)")
+    if check == "nodes":
+        pytest.skip(f"`{step}` needs several machines, the command run on each")
     needs_gpus(8 if check == "gpu8" else 1)
     if re.search(r"pretrain_|run_pipeline", step) and not os.path.isdir(os.path.join(ROOT, "data", "shards")):
         pytest.skip("needs data/shards (the README's data commands, checked by the sandboxed test below)")
