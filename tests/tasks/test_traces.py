@@ -96,6 +96,19 @@ def test_a_difference_decides_its_sign_by_a_written_comparison():
     assert inside[2, "-", 18] == "2 - 18: 1 digit against 2, so 2 < 18, so 2 - 18 = -(18 - 2): 8-2=6, 1"
 
 
+def test_a_one_digit_trace_does_not_open_like_a_direct_answer():
+    """A non-thinking reply to a one-digit question is ``5 * 9 = 45.``; traces whose first line went on with a
+    bare relation (``5 - 5: 5 = 5, so subtract the columns from the right.``) taught the non-thinking mode to go on
+    ``5 * 9 = 45, so subtract the columns ...`` (bench/RESULTS.md, session 19). After the restated question, a
+    one-digit trace's first line does not start with a relation of two numbers."""
+    for a in range(10):
+        for b in range(10):
+            for family, op in (("add", "+"), ("add", "-"), ("mul", "*")):
+                first = thinking(FAMILIES[family].parse(f"What is {a} {op} {b}?")).split("\n")[0]
+                assert first.startswith(f"{a} {op} {b}: ")
+                assert not re.match(r"\d+ [<>=] \d+", first.split(": ", 1)[1]), first
+
+
 @given(st.integers(0, 10 ** 8), st.integers(0, 10 ** 8))
 def test_comparison_reads_the_larger_number_off_its_digits(a, b):
     """The stated relation is the true one and comes last, after the evidence, and every digit pair cited holds,
