@@ -78,8 +78,7 @@ def matmul_rate(n=8192, repeats=20):
     return 2 * n ** 3 * repeats / (start.elapsed_time(end) / 1e3)
 
 
-def bench(shape, compile, micro_batch, seq_len, warmup, steps, parallel="ddp", grad_accum=1, device="cuda"):
-    info = init_distributed(device)
+def bench(info, shape, compile, micro_batch, seq_len, warmup, steps, parallel="ddp", grad_accum=1):
     cuda = info.device.type == "cuda"
     torch.manual_seed(0)
     vocab = PRESETS[shape].vocab_size if shape.startswith("Qwen3") else 16384     # the released shapes keep theirs
@@ -108,12 +107,12 @@ def bench(shape, compile, micro_batch, seq_len, warmup, steps, parallel="ddp", g
     seconds = (time.perf_counter() - t0) / steps
     tokens = micro_batch * grad_accum * info.world_size * seq_len          # the global batch of a step
     flops_per_gpu = config.training_flops_per_token(seq_len) * tokens / seconds / info.world_size
-    memory = global_max(torch.cuda.max_memory_allocated() / 1e9 if cuda else 0.0, info.device)
+    memory = global_max(torch.cuda.max_memory_allocated() / 1e9, info.device) if cuda else None
     result = {"shape": shape, "compile": compile, "parallel": parallel, "gpus": info.world_size,
               "params": config.num_parameters(), "micro_batch": micro_batch, "grad_accum": grad_accum,
               "seq_len": seq_len, "step_ms": seconds * 1e3, "tokens_per_s": tokens / seconds,
               "tflops_per_gpu": flops_per_gpu / 1e12, "mfu": flops_per_gpu / PEAK_BF16, "warmup_s": warmup_s,
-              "max_memory_gb": memory if cuda else None, "losses": losses}
+              "max_memory_gb": memory, "losses": losses}
     del trainer, wrapped, model, optimizer
     torch._dynamo.reset()
     if cuda:
@@ -153,8 +152,8 @@ def main():
         for compile in (bool(int(c)) for c in args.compile.split(",")):
             if PRESETS[shape].is_moe and compile:
                 continue          # the reference MoE dispatch syncs on the host per layer: nothing to compile
-            r = bench(shape, compile, args.micro_batch, args.seq_len, args.warmup, args.steps, args.parallel,
-                         args.grad_accum, args.device)
+            r = bench(info, shape, compile, args.micro_batch, args.seq_len, args.warmup, args.steps,
+                      args.parallel, args.grad_accum)
             results.append(r)
             memory = f", {r['max_memory_gb']:.1f} GB a GPU at most" if cuda else ""
             say(f"{shape:9s} compile={int(compile)} params={r['params']['total'] / 1e6:6.1f}M "
