@@ -31,6 +31,10 @@ LIMIT=${LIMIT:-570}          # seconds of work before the archive is written (th
 source bench/device_common.sh
 export TEACHER=${TEACHER:-checkpoints/qwen3mini-chat}
 export TOKENIZER=${TOKENIZER:-$TEACHER}      # the students share the teacher's vocabulary (train/run_distill.sh)
+# One slice holds every step of train/run_distill.sh only with these: 10 items a cell in the evaluations (pass@16
+# included) and 100 s of on-policy distillation (the RL control gets at least as much)
+export EVAL=${EVAL:-"--limit 10 --samples 16 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"}
+export DISTILL_SECONDS=${DISTILL_SECONDS:-100}
 [ "${STEPS:-}" = pretrain ] || [ -d "$TEACHER" ] || { echo "no teacher $TEACHER" >&2; exit 2; }
 [ -f "$TOKENIZER/tokenizer.json" ] || { echo "no tokenizer in $TOKENIZER (TOKENIZER: the teacher's)" >&2; exit 2; }
 if [ -f data/students.tar.xz ] && [ ! -f "$R/student/s3/summary.json" ]; then

@@ -18,6 +18,8 @@ The data, all of it sampled from the teacher (a post-trained chat model) and kep
     python train/distill_off_policy.py                   # one GPU, from runs/distill/student/s3/final
     python train/distill_off_policy.py --init_from runs/distill/student-moe/s3/final \
         --out_dir runs/distill/student-moe/off_policy    # the MoE student
+    python train/distill_off_policy.py --init_from checkpoints/qwen3mini-chat --sample_only true \
+        --teacher_samples runs/distill/teacher_samples.pt   # the teacher's samples alone (beside pre-training)
 
 Output: ``out_dir/final`` (HF layout, bf16), ``teacher_samples.pt`` (unless ``--teacher_samples`` puts it
 elsewhere), ``data.json``, ``log.jsonl``, ``loss.png``, ``summary.json``, ``ckpt``.
@@ -62,6 +64,8 @@ class Settings(SFTSettings):
     teacher_samples: str = setting("", "file of the teacher's kept samples: read when it was written with the same "
                                    "sampling settings (a resumed run, another student), else written after "
                                    "sampling (empty: out_dir/teacher_samples.pt)")
+    sample_only: bool = setting(False, "sample the teacher into --teacher_samples and stop (no student is loaded: "
+                                "--init_from only lends its tokenizer), so sampling can run beside pre-training")
     out_dir: str = "runs/distill/student/off_policy"
     steps: int = 300
     lr: float = 5e-4
@@ -152,8 +156,10 @@ def main(argv=None):
         raise ValueError(f"--init_from {settings.init_from}: no such folder (pre-train the student first: "
                          f"train/run_distill.sh)")
     tokenizer = qwen3mini.load_tokenizer(settings.init_from)
-    model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="the student's pre-training")
     samples, stats = sampled_once(settings, tokenizer, info.device, info.is_main)
+    if settings.sample_only:
+        return close_distributed()
+    model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="the student's pre-training")
     train, val = split_samples(samples, settings.seq_len, settings.val_share, settings.seed, stats,
                                "distill_off_policy")
     if info.is_main:

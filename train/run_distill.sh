@@ -3,9 +3,11 @@
 #   1. pretrain: the students (config.py PRESETS "student", a quarter of the teacher, and "student-moe", the
 #      same active parameters in top-2 of 8 experts) through S1 -> S2 -> S3 (shortened: the stage scripts'
 #      "student" presets; S3 with half of it synthetic retrieval samples), side by side, each then measured by
-#      train/eval_long_context.py (passkey at 1x, 2x, 4x the S3 length, with and without YaRN);
-#   2. offpolicy: train/distill_off_policy.py on each student (side by side; the first samples the teacher, the
-#      others start once its samples are written and read them: OUT/teacher_samples.pt);
+#      train/eval_long_context.py (passkey at 1x, 2x, 4x the S3 length, with and without YaRN); beside them,
+#      when off-policy distillation follows, the teacher samples its replies (OUT/teacher_samples.pt): three
+#      small models share the GPU;
+#   2. offpolicy: train/distill_off_policy.py on each student (side by side; without the teacher's samples yet,
+#      the first samples the teacher, the others start once its samples are written and read them);
 #   3. onpolicy: train/distill_on_policy.py on the dense student, alone on the GPU (its GPU time is a result),
 #      under DISTILL_SECONDS;
 #   4. control: stage 2's GRPO (train/rl_reasoning.py) from the same off-policy student, alone on the GPU, for
@@ -59,6 +61,12 @@ pretrain() {
         --model "$d/s3/final" --data data/shards/s3/val --seeds 8 --out_dir "$d/long_context"
 }
 
+teacher_sampling() {
+    [ -f "$OUT/teacher_samples.pt" ] || timed teacher_samples python train/distill_off_policy.py \
+        --init_from "$TEACHER" --teacher "$TEACHER" --teacher_samples "$OUT/teacher_samples.pt" --sample_only true \
+        --out_dir "$OUT/teacher_sampling" --progress false
+}
+
 off_policy() {
     finished "$OUT/$1/off_policy" || timed "$1_off_policy" python train/distill_off_policy.py \
         --init_from "$OUT/$1/s3/final" --teacher "$TEACHER" --teacher_samples "$OUT/teacher_samples.pt" \
@@ -84,7 +92,11 @@ evaluation() {   # evaluation MODEL_DIR NAME: train/evaluate.py of MODEL_DIR/fin
 }
 
 for step in $STEPS; do case $step in
-  pretrain) side_by_side pretrain ;;
+  pretrain)
+    pids=()
+    [[ " $STEPS " != *" offpolicy "* ]] || { teacher_sampling & pids+=($!); }
+    side_by_side pretrain
+    for pid in "${pids[@]}"; do wait "$pid"; done ;;
   offpolicy)
     first=${STUDENTS%% *}
     off_policy "$first" & pids=($!)

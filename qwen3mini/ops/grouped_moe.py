@@ -4,17 +4,17 @@ The reference ``moe_experts`` loops over the experts: per expert a ``torch.where
 two small matrix products, so a training step of an MoE spends its time launching and waiting. Here every
 (token, slot) assignment is sorted by expert once, each expert's rows padded to a multiple of ``ALIGN`` (the
 alignment the grouped kernel wants), and the two projections of all experts run as two grouped GEMMs
-(``torch._grouped_mm``: one kernel per projection for every expert, differentiable), then the rows are weighted
-and added back to their tokens:
+(``torch._grouped_mm``: one kernel per projection for every expert, differentiable), then each token's k rows
+are weighted and summed:
 
-    rows      = x[token of each assignment, sorted by expert]          [M, H]   (M = N·k plus padding)
-    gate_up   = grouped_mm(rows, W_gate_up[e]ᵀ per group)              [M, 2I]
-    hidden    = silu(gate) · up                                         [M, I]
-    out[t]   += weight · grouped_mm(hidden, W_down[e]ᵀ per group)       [N, H]
+    rows[row(t, j)] = x[t]                          for each token t and slot j    [M, H]   (M = N·k plus padding)
+    gate_up   = grouped_mm(rows, W_gate_up[e]ᵀ per group)                          [M, 2I]
+    hidden    = silu(gate) · up                                                     [M, I]
+    out[t]    = Σ_j weight[t, j] · grouped_mm(hidden, W_down[e]ᵀ per group)[row(t, j)]   [N, H]
 
 The backward pass is autograd's through the same ops, so it is grouped too. The reference rounds each expert's
-output to the model dtype before weighting and accumulates in ascending expert order; this path accumulates
-in another order, so the two agree within the conformance tolerance, not bit for bit
+output to the model dtype before weighting and accumulates in ascending expert order; this path rounds the
+same way and sums a token's k outputs in slot order, so the two agree within the conformance tolerance, not bit for bit
 (tests/model/test_grouped_moe.py). ``grouped_mm`` uses ``torch._grouped_mm`` on a GPU that has it and a loop of
 per-group products elsewhere (the CPU test's stand-in: same arithmetic, one product per expert).
 """
@@ -56,29 +56,29 @@ def grouped_mm(rows: torch.Tensor, weights: torch.Tensor, ends: torch.Tensor) ->
 
 def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
     """``ops.moe_experts``'s contract (reference.py), computed with two grouped GEMMs."""
-    experts, inter = w_gate_up.shape[0], w_down.shape[-1]
-    flat = topk_ids.flatten()
+    experts, inter, top_k = w_gate_up.shape[0], w_down.shape[-1], topk_ids.shape[1]
+    flat = topk_ids.flatten()                       # assignment j = (token j // k, slot j % k)
     order = torch.argsort(flat, stable=True)
     counts = torch.zeros(experts, dtype=flat.dtype, device=flat.device).index_add_(0, flat, torch.ones_like(flat))
     padded = (counts + ALIGN - 1) // ALIGN * ALIGN
     ends = padded.cumsum(0)
-    group_starts = ends - padded
-    # assignment order[i] (the i-th in expert order) goes to row group_start[e] + its rank inside expert e
+    # the row of each assignment: its expert's group start plus its rank inside the expert (in token order)
     expert = flat[order]
     rank_in_expert = torch.arange(flat.numel(), device=x.device) - (counts.cumsum(0) - counts)[expert]
-    slots = group_starts[expert] + rank_in_expert
-    token = order // topk_ids.shape[1]
+    row = torch.empty_like(flat).index_copy_(0, order, (ends - padded)[expert] + rank_in_expert)
     dtype = computes_in(x)      # (under autocast the grouped GEMM's operands are cast by hand)
     # Every shape is known before the routing is (the padded total is at most this bound; the grouped GEMM leaves
     # the rows past the last group alone and nothing reads them), so nothing waits on the host and the step
     # compiles into one graph.
     bound = flat.numel() + experts * (ALIGN - 1)
-    # The gathers are index_select, not x[token]: indexing's backward is a sorting, deterministic index_put
-    # that compiled stays an eager kernel, index_select's an index_add (bench_moe_training.py --explain).
-    rows = x.new_zeros(bound, x.shape[1], dtype=dtype).index_copy(0, slots, x.index_select(0, token).to(dtype))
+    # Data moves in assignment order, where every row is one token's copy: the rows are scattered in (index_copy,
+    # whose gradient is a gather) and gathered out (index_select); a token's k outputs are then a sum over a
+    # dimension. No gradient adds into a row that another assignment shares, so the backward has no sorting
+    # index_put and no contended atomic add (bench_moe_training.py --explain shows the kernels).
+    copies = x.to(dtype).repeat_interleave(top_k, dim=0)
+    rows = x.new_zeros(bound, x.shape[1], dtype=dtype).index_copy(0, row, copies)
     ends32 = ends.to(torch.int32)
     gate_up = grouped_mm(rows, w_gate_up.transpose(1, 2).to(dtype), ends32)
     hidden = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
-    y = grouped_mm(hidden, w_down.transpose(1, 2).to(dtype), ends32).index_select(0, slots)
-    y = y * topk_weights.flatten().index_select(0, order)[:, None]
-    return torch.zeros_like(x).index_add(0, token, y.to(x.dtype))
+    y = grouped_mm(hidden, w_down.transpose(1, 2).to(dtype), ends32).index_select(0, row).to(x.dtype)
+    return (y.view(-1, top_k, x.shape[1]) * topk_weights[..., None]).sum(1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import qwen3mini
-from train.data.retrieval import retrieval_question, retrieval_window, with_retrieval
+from train.data.retrieval import fact_count, retrieval_question, retrieval_window, with_retrieval
 
 from test_stages import TOKENIZER
 
@@ -29,9 +29,15 @@ def test_facts_far_back_and_answers_at_the_end(tok):
         text = tok.decode(made.tolist())
         facts = dict(re.findall(r"\(Note: the code of the (\w+ \w+) is (\d+)\.\)", text))
         answers = dict(re.findall(r"Question: what is the code of the (\w+ \w+)\? Answer: (\d+)\.", text))
-        assert 2 <= len(facts) <= 5 and answers == facts
+        assert 2 <= len(facts) <= 2049 // 256 and answers == facts
         last_fact = max(text.index(f"the {name} is") for name in facts)
         assert last_fact < len(text) / 2 < text.index("Question:")        # hidden in the first half
+
+
+def test_facts_grow_with_the_window():
+    rng = np.random.default_rng(0)
+    assert {fact_count(513, rng) for _ in range(50)} == {2}
+    assert {fact_count(4097, rng) for _ in range(400)} == set(range(2, 17))
 
 
 def test_share_and_determinism(tok):

@@ -164,6 +164,15 @@ def test_off_policy_stage_end_to_end(tmp_path, monkeypatch, capsys):
     distill_off_policy.main(second + ["--out_dir", str(tmp_path / "third"), "--per_cell", "1"])
     assert len(calls) == 2 and "sampling again" in capsys.readouterr().out
 
+    # Sampling alone (run_distill.sh does it beside pre-training): the samples are written, no student is
+    # trained, and a student then reads them instead of sampling.
+    alone = tmp_path / "alone.pt"
+    distill_off_policy.main(["--preset", "tiny", "--teacher", teacher, "--init_from", teacher, "--sample_only",
+                             "true", "--teacher_samples", str(alone), "--out_dir", str(tmp_path / "sampling")])
+    assert len(calls) == 4 and alone.exists() and not (tmp_path / "sampling" / "final").exists()
+    distill_off_policy.main(second[:-1] + [str(alone), "--out_dir", str(tmp_path / "fourth")])
+    assert len(calls) == 4 and json.load(open(tmp_path / "fourth" / "data.json")) == data
+
 
 def test_bad_settings(tmp_path):
     from train import distill_off_policy, distill_on_policy

@@ -3,11 +3,11 @@ them at its end, so that long-context training asks for what the long-context ev
 
 The report's S3 (paper §3) trains on long documents; whether a small model learns to *use* a far context
 depends on whether anything in its data needs it, and the shipped base model's passkey accuracy was 0 at
-every length. A retrieval sample is an S3 window (real text, ``TokenShards.long_window``) with 2 to 5 short
-facts ("the code of the green lamp is 48213") inserted into its first half, and at its end a question about
-each fact followed by the answer, so the answers' tokens are predictable only by looking far back. The forms
-differ from the passkey evaluation's (train/data/synthetic.py: other sentences, several facts, real text
-around them), so the evaluation measures a transfer, not a memorised template.
+every length. A retrieval sample is an S3 window (real text, ``TokenShards.long_window``) with short facts
+("the code of the green lamp is 48213"; 2 to 16 in a 4k window) inserted into its first half, and at its end a
+question about each fact followed by the answer, so the answers' tokens are predictable only by looking far
+back. The forms differ from the passkey evaluation's (train/data/synthetic.py: other sentences, several facts,
+real text around them), so the evaluation measures a transfer, not a memorised template.
 
     rows = with_retrieval(rows, samples, share=0.25, encode=tokenizer.encode, seed=seed)   # [B, T + 1] int64
 
@@ -19,6 +19,7 @@ import torch
 
 COLOURS = ("red", "green", "blue", "yellow", "black", "white", "orange", "purple", "grey", "brown")
 THINGS = ("lamp", "door", "box", "key", "book", "chair", "clock", "ship", "tower", "garden", "river", "engine")
+MAX_FACTS, TOKENS_PER_FACT = 16, 256
 
 
 def retrieval_window(window: np.ndarray, encode, rng: np.random.Generator) -> np.ndarray:
@@ -34,8 +35,15 @@ def retrieval_question(window: np.ndarray, encode, rng: np.random.Generator) -> 
     return _retrieval_document(window, encode, rng, answer_last=False)
 
 
+def fact_count(length: int, rng: np.random.Generator) -> int:
+    """How many facts a window of ``length`` tokens hides: 2 up to one per ``TOKENS_PER_FACT`` tokens, at most
+    ``MAX_FACTS``. Only the answers' digits are predictable from far back, so each fact asked is more of the
+    signal that teaches retrieval (2 to 5 facts a 4k window left S3 unable to answer its own questions)."""
+    return int(rng.integers(2, max(2, min(MAX_FACTS, length // TOKENS_PER_FACT)) + 1))
+
+
 def _retrieval_document(window, encode, rng, answer_last: bool) -> tuple[np.ndarray, str]:
-    names = rng.choice(len(COLOURS) * len(THINGS), size=int(rng.integers(2, 6)), replace=False)
+    names = rng.choice(len(COLOURS) * len(THINGS), size=fact_count(len(window), rng), replace=False)
     facts = [(f"{COLOURS[n // len(THINGS)]} {THINGS[n % len(THINGS)]}", int(rng.integers(10_000, 100_000)))
              for n in names]
     inserted = [encode(f" (Note: the code of the {name} is {code}.) ") for name, code in facts]
