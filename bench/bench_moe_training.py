@@ -14,6 +14,7 @@ against the dense student's; the issue's goal is at least 0.7.
 import argparse
 import json
 import os
+import platform
 import sys
 
 import torch
@@ -24,6 +25,7 @@ from bench.bench_training import bench                                         #
 from qwen3mini import ops                                                      # noqa: E402
 from qwen3mini.model import Qwen3ForCausalLM                                   # noqa: E402
 from qwen3mini.ops.grouped_moe import grouped_mm_available                     # noqa: E402
+from qwen3mini.training.distributed import init_distributed                    # noqa: E402
 from qwen3mini.training.stage import scratch_config                           # noqa: E402
 
 # (label, shape, compile, the op backend forced during the step or None)
@@ -32,7 +34,7 @@ RUNS = [("dense", "student", False, None), ("dense compiled", "student", True, N
         ("MoE reference dispatch", "student-moe", False, "reference")]
 
 
-def explain(micro_batch, seq_len, vocab=16384):
+def explain(info, micro_batch, seq_len, vocab=16384):
     """The compiler's view of the MoE student's forward (graphs, breaks and why), then the compiled training
     step under the profiler: its kernels by GPU time, the lead for why compiling helps the MoE less."""
     model = Qwen3ForCausalLM(scratch_config("student-moe", vocab, seq_len)).cuda()
@@ -47,13 +49,13 @@ def explain(micro_batch, seq_len, vocab=16384):
     del model
     torch._dynamo.reset()
     from torch.profiler import ProfilerActivity, profile
-    bench("student-moe", True, micro_batch, seq_len, 3, 1)     # compiled and autotuned here, outside the profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:    # (the compile cache answers this one)
-        bench("student-moe", True, micro_batch, seq_len, 1, 3)
+    bench(info, "student-moe", True, micro_batch, seq_len, 3, 1)   # compiled and autotuned here, outside the profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:      # (the compile cache answers this one)
+        bench(info, "student-moe", True, micro_batch, seq_len, 1, 3)
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--micro_batch", type=int, default=64)
     parser.add_argument("--seq_len", type=int, default=1024)
@@ -61,18 +63,22 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", default="bench_moe_training.json")
     parser.add_argument("--explain", action="store_true", help="graph breaks and kernel profile instead")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("bench_moe_training.py: error: needs a CUDA GPU")
+    parser.add_argument("--device", default="cuda", help="cuda (the measurement); cpu runs the script through "
+                        "(a check of the script: the CPU has no grouped kernel and its figures mean nothing)")
+    args = parser.parse_args(argv)
+    if args.explain and args.device != "cuda":
+        parser.error("--explain profiles the GPU's kernels: it needs --device cuda")
+    info = init_distributed(args.device)
     if args.explain:
-        return explain(args.micro_batch, args.seq_len)
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; grouped GEMM kernel: "
-          f"{grouped_mm_available(torch.device('cuda'))}", flush=True)
+        return explain(info, args.micro_batch, args.seq_len)
+    name = torch.cuda.get_device_name() if info.device.type == "cuda" else platform.processor() or "CPU"
+    print(f"{name}, torch {torch.__version__}; grouped GEMM kernel: {grouped_mm_available(info.device)}",
+          flush=True)
     results = []
     for label, shape, compile, forced in RUNS:
         try:
             with ops.backend(forced):                   # (None: the automatic choice)
-                r = bench(shape, compile, args.micro_batch, args.seq_len, args.warmup, args.steps)
+                r = bench(info, shape, compile, args.micro_batch, args.seq_len, args.warmup, args.steps)
         except Exception as error:                      # (a side that fails to compile: the others still run)
             print(f"{label}: failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}", flush=True)
             continue
@@ -86,7 +92,7 @@ def main():
               f"{r['tokens_per_s'] / 1e6:6.3f}M tok/s  x active params vs the best dense: {r['vs_dense']:.2f}",
               flush=True)
     with open(args.json, "w") as f:
-        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}, f,
+        json.dump({"device": name, "torch": torch.__version__, "results": results}, f,
                   indent=2)
 
 

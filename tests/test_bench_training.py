@@ -54,3 +54,18 @@ def test_a_file_that_is_no_benchmark_is_named(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "scaling_table.py"), str(bad)],
                             capture_output=True, text=True)
     assert result.returncode != 0 and f"{bad}: not a bench_training.py JSON" in result.stderr
+
+
+def test_moe_benchmark_runs_through_on_the_cpu(tmp_path, monkeypatch, capsys):
+    """bench/bench_moe_training.py calls bench_training.py's step as it is now (its figures are the H200's; here
+    the uncompiled sides of its table run, tiny, on the CPU, and none may fail)."""
+    sys.path.insert(0, ROOT)
+    from bench import bench_moe_training
+    monkeypatch.setattr(bench_moe_training, "RUNS", [run for run in bench_moe_training.RUNS if not run[2]])
+    out = tmp_path / "moe.json"
+    bench_moe_training.main(["--device", "cpu", "--micro_batch", "1", "--seq_len", "16", "--warmup", "0",
+                             "--steps", "1", "--json", str(out)])
+    assert "failed" not in capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    assert [r["label"] for r in results] == ["dense", "MoE grouped GEMMs", "MoE reference dispatch"]
+    assert results[0]["vs_dense"] == 1.0 and all(r["vs_dense"] > 0 for r in results)

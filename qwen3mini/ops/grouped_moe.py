@@ -31,9 +31,10 @@ def grouped_mm_available(device: torch.device) -> bool:
 
 
 def computes_in(x: torch.Tensor) -> torch.dtype:
-    """The dtype the experts' products run in: autocast's on the GPU when it is on (the reference's F.linear
+    """The dtype the experts' products run in: autocast's on x's device when it is on (the reference's F.linear
     computes in it), else x's."""
-    return torch.get_autocast_dtype("cuda") if x.is_cuda and torch.is_autocast_enabled("cuda") else x.dtype
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
 
 def serves(x: torch.Tensor) -> bool:
@@ -75,10 +76,12 @@ def moe_experts(x, topk_ids, topk_weights, w_gate_up, w_down) -> torch.Tensor:
     # whose gradient is a gather) and gathered out (index_select); a token's k outputs are then a sum over a
     # dimension. No gradient adds into a row that another assignment shares, so the backward has no sorting
     # index_put and no contended atomic add (bench_moe_training.py --explain shows the kernels).
-    copies = x.to(dtype).repeat_interleave(top_k, dim=0)
+    # (copied before the cast, so that the gradient's sum over a token's copies is taken in x's dtype)
+    copies = x.repeat_interleave(top_k, dim=0).to(dtype)
     rows = x.new_zeros(bound, x.shape[1], dtype=dtype).index_copy(0, row, copies)
     ends32 = ends.to(torch.int32)
     gate_up = grouped_mm(rows, w_gate_up.transpose(1, 2).to(dtype), ends32)
     hidden = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
-    y = grouped_mm(hidden, w_down.transpose(1, 2).to(dtype), ends32).index_select(0, row).to(x.dtype)
-    return (y.view(-1, top_k, x.shape[1]) * topk_weights[..., None]).sum(1)
+    y = grouped_mm(hidden, w_down.transpose(1, 2).to(dtype), ends32).index_select(0, row)
+    # weighted in the product's promoted dtype and then cast, as the reference does (bf16 weights: a bf16 product)
+    return (y.view(-1, top_k, x.shape[1]) * topk_weights[..., None]).to(x.dtype).sum(1)

@@ -111,11 +111,23 @@ def test_grouped_gemm_on_the_gpu(tokens):
 def test_gpu_training_step_takes_the_grouped_path(monkeypatch):
     """The student MoE's training forward and backward under bf16 autocast: the grouped path runs, and its
     loss and gradients stay beside the reference dispatch's (forced) ones."""
+    check_training_step(monkeypatch, GPU)
+
+
+def test_training_step_on_the_cpu(monkeypatch):
+    """The same under the CPU's bf16 autocast, the grouped GEMM's per-group stand-in serving. The path rounds where
+    the reference does: bf16 routing weights times bf16 outputs is a bf16 product, and a token's copies sum their
+    gradients in the activations' fp32 (a version that weighted in fp32 left the gradients beyond this bound)."""
+    monkeypatch.setattr(grouped_moe, "serves", lambda x: grouped_moe.computes_in(x) == torch.bfloat16)
+    check_training_step(monkeypatch, torch.device("cpu"))
+
+
+def check_training_step(monkeypatch, device):
     calls, grouped_experts = [], grouped_moe.moe_experts
     monkeypatch.setattr(grouped_moe, "moe_experts", lambda *a: calls.append(1) or grouped_experts(*a))
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["student-moe"], num_hidden_layers=2)).to(GPU)
-    tokens = torch.randint(0, model.config.vocab_size, (4, 128), device=GPU)
+    model = Qwen3ForCausalLM(dataclasses.replace(PRESETS["student-moe"], num_hidden_layers=2)).to(device)
+    tokens = torch.randint(0, model.config.vocab_size, (4, 128), device=device)
     grouped = loss_and_grads(model, tokens)
     assert len(calls) == 2                                  # one per MoE layer
     with ops.backend("reference"):
@@ -149,7 +161,7 @@ def test_float32_training_keeps_the_reference_dispatch(monkeypatch):
 def loss_and_grads(model, tokens):
     """The next-token loss and every parameter's gradient of one bf16-autocast step."""
     model.zero_grad()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(tokens.device.type, dtype=torch.bfloat16):
         loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).float().flatten(0, 1), tokens[:, 1:].flatten())
     loss.backward()
     return loss.item(), {n: p.grad.float().clone() for n, p in model.named_parameters()}
