@@ -8,7 +8,7 @@ minimises the reverse KL to the teacher on its own samples.
    generation path (a bf16 copy of the student that gets the fp32 master weights first) at temperature 1,
    a tool's replies answered by the environment and left out of the loss.
 3. The loss (qwen3mini/training/distill.py): Σ over the sampled tokens of KL(student ‖ teacher) over the
-   whole vocabulary, the teacher's logits computed on the same packed rows, divided by the count of those
+   whole vocabulary (``--divergence forward``: KL(teacher ‖ student)), the teacher's logits computed on the same packed rows, divided by the count of those
    tokens over every micro-batch and rank. The samples' rewards (general RL's rules) are logged for
    information; nothing is rewarded.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qwen3mini.training.distill import DISTILL_RANGES, distill_objective         # noqa: E402
+from qwen3mini.training.distill import DISTILL_RANGES, DIVERGENCES, distill_objective  # noqa: E402
 from qwen3mini.training.general_rl import GeneralEnvironment, GeneralRLSettings  # noqa: E402
 from qwen3mini.training.rl import run_rl                                           # noqa: E402
 from qwen3mini.training.settings import parse_settings, setting                   # noqa: E402
@@ -45,8 +45,15 @@ class Settings(GeneralRLSettings):
     mix: str = MIX
     ranges: str = DISTILL_RANGES
     out_dir: str = "runs/distill/student/on_policy"
+    divergence: str = setting("reverse", "reverse: KL(student ‖ teacher), mode-seeking; forward: "
+                              "KL(teacher ‖ student) on the same samples (qwen3mini/training/distill.py)")
     lr: float = 5e-5
     min_lr: float = 5e-5
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"--divergence {self.divergence}: expected one of {', '.join(DIVERGENCES)}")
 
 
 PRESETS = {

@@ -30,6 +30,7 @@ TOKENIZER=${TOKENIZER:-$TEACHER}            # the students' tokenizer: the teach
 STUDENTS=${STUDENTS:-"student student-moe"}
 STEPS=${STEPS:-"pretrain offpolicy onpolicy control evaluate"}
 DISTILL_SECONDS=${DISTILL_SECONDS:-150}     # on-policy distillation's training time; RL gets at least as much
+DIVERGENCE=${DIVERGENCE:-reverse}           # on-policy distillation's KL: reverse (student ‖ teacher) or forward
 EVAL=${EVAL:-"--limit 20 --samples 16 --difficulties 1-14 --thinkfollow 100 --budgets 0,32,128,512,unlimited"}
 mkdir -p "$OUT"
 
@@ -76,7 +77,7 @@ off_policy() {
 on_policy() {
     finished "$OUT/$1/on_policy" || timed "$1_on_policy" python train/distill_on_policy.py \
         --init_from "$OUT/$1/off_policy/final" --teacher "$TEACHER" --out_dir "$OUT/$1/on_policy" \
-        --steps 100000 --time_limit "$DISTILL_SECONDS" --progress false
+        --steps 100000 --time_limit "$DISTILL_SECONDS" --divergence "$DIVERGENCE" --progress false
 }
 
 control() {   # the same GPU time as on-policy distillation at least (its train_seconds)

@@ -13,7 +13,8 @@
 
   The prefixes are the student's own samples, so minimising it pulls the student towards the teacher where
   the student actually goes (mode-seeking), with no reward needed; the rewards of the samples are logged for
-  information only. The shared RL loop (rl.py) runs it: ``DistillObjective`` in place of GRPO.
+  information only. ``divergence="forward"`` takes KL(π_t ‖ π_s) on the same samples instead (mean-seeking,
+  SFT's direction). The shared RL loop (rl.py) runs it: ``DistillObjective`` in place of GRPO.
 """
 import os
 
@@ -30,22 +31,33 @@ from .rollouts import RolloutSample, packed_steps
 DISTILL_RANGES = "add:1-9,mul:1-4,expr:1-7,linear:1-6,sort:3-13,countdown:3-5,chain:1-7"
 
 
+DIVERGENCES = ("reverse", "forward")
+
+
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """KL(student ‖ teacher) over the whole vocabulary at every position, fp32 [..., ] of logits [..., V]."""
     student, teacher = F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1)
     return (student.exp() * (student - teacher)).sum(-1)
 
 
-class ReverseKLLoss(CausalLMLoss):
-    """The on-policy distillation loss of packed micro-batches (inputs, targets, position_ids, ...): the sum
-    of ``reverse_kl`` over the positions whose target is a sampled token (not IGNORE), the teacher's logits
-    computed here without a graph. An MoE student keeps the global-batch load-balancing loss (losses.py).
-    Metrics: ``kl`` (the loss) and ``teacher_nll``, the teacher's negative log-likelihood of the sampled tokens
-    (how plausible the teacher finds what the student writes)."""
+def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student), the same shapes as ``reverse_kl``."""
+    student, teacher = F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1)
+    return (teacher.exp() * (teacher - student)).sum(-1)
 
-    def __init__(self, config, teacher, lbl_coef: float = 0.0):
+
+class TeacherKLLoss(CausalLMLoss):
+    """The on-policy distillation loss of packed micro-batches (inputs, targets, position_ids, ...): the sum
+    of the KL (``divergence``: ``reverse_kl`` or ``forward_kl``) over the positions whose target is a sampled
+    token (not IGNORE), the teacher's logits computed here without a graph. An MoE student keeps the global-batch
+    load-balancing loss (losses.py). Metrics: ``kl`` (the loss) and ``teacher_nll``, the teacher's negative
+    log-likelihood of the sampled tokens (how plausible the teacher finds what the student writes)."""
+
+    def __init__(self, config, teacher, lbl_coef: float = 0.0, divergence: str = "reverse"):
         super().__init__(config, lbl_coef)
-        self.teacher = teacher
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"--divergence {divergence}: expected one of {', '.join(DIVERGENCES)}")
+        self.teacher, self.kl = teacher, reverse_kl if divergence == "reverse" else forward_kl
 
     def token_loss(self, logits, micro_batch):
         inputs, targets, positions = micro_batch[:3]
@@ -54,18 +66,18 @@ class ReverseKLLoss(CausalLMLoss):
             teacher_logits = self.teacher(inputs, position_ids=positions)
             teacher_logp = F.log_softmax(teacher_logits.float(), dim=-1)
             nll = -(teacher_logp.gather(-1, targets.clamp_min(0)[..., None])[..., 0] * mask).sum()
-        kl = (reverse_kl(logits, teacher_logits) * mask).sum()
+        kl = (self.kl(logits, teacher_logits) * mask).sum()
         return kl, {"loss": kl.detach(), "kl": kl.detach(), "teacher_nll": nll}
 
 
 class DistillObjective(Objective):
     """On-policy distillation in the RL loop: every sampled completion is trained on (no advantage: the
-    teacher's distribution is the signal), packed like GRPO's rollouts, with ``ReverseKLLoss``."""
+    teacher's distribution is the signal), packed like GRPO's rollouts, with ``TeacherKLLoss``."""
     metrics = ("loss", "kl", "teacher_nll", "lbl")
     curves = ["kl", "teacher_nll", "reward", "thinking_tokens", "truncated", "generate_seconds", "update_seconds"]
 
-    def __init__(self, config, teacher, lbl_coef: float):
-        self.loss_fn = ReverseKLLoss(config, teacher, lbl_coef)
+    def __init__(self, config, teacher, lbl_coef: float, divergence: str = "reverse"):
+        self.loss_fn = TeacherKLLoss(config, teacher, lbl_coef, divergence)
 
     def samples(self, groups, advantages, equal):
         return [RolloutSample(prompt + r.tokens, [False] * len(prompt) + r.mask, 0.0)
@@ -100,7 +112,7 @@ def distill_objective(settings, info, tokenizer, previous_stage: str) -> Distill
     GPU (the student's autocast computes in bf16 anyway), fp32 on the CPU."""
     dtype = torch.bfloat16 if info.device.type == "cuda" else torch.float32
     teacher = load_teacher(settings.teacher, tokenizer, info.device, dtype)
-    return DistillObjective(Qwen3Config.load(settings.init_from), teacher, settings.lbl_coef)
+    return DistillObjective(Qwen3Config.load(settings.init_from), teacher, settings.lbl_coef, settings.divergence)
 
 
 def rewarded_replies(environment, generator, queries: list, tries: int, sampling, seed: int,

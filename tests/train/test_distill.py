@@ -12,7 +12,7 @@ from qwen3mini.config import PRESETS
 from qwen3mini.model import Qwen3ForCausalLM
 from qwen3mini.tasks import traces
 from qwen3mini.training import distributed
-from qwen3mini.training.distill import ReverseKLLoss
+from qwen3mini.training.distill import TeacherKLLoss
 from qwen3mini.training.distributed import DistInfo
 from qwen3mini.training.logs import read_log
 from qwen3mini.training.losses import IGNORE
@@ -35,9 +35,10 @@ def sgd_trainer(model, info, loss_fn):
                    TrainSettings(**SETTINGS), info, train_data=None, loss_fn=loss_fn)
 
 
-def direct_loss(student, teacher, micro_batches):
-    """The reverse KL written out position by position: Σ_v p_s(v) (log p_s(v) - log p_t(v)) at each position
-    whose target is a sampled token, averaged over those positions of every micro-batch."""
+def direct_loss(student, teacher, micro_batches, divergence="reverse"):
+    """The KL written out position by position: Σ_v p_s(v) (log p_s(v) - log p_t(v)) (reverse; forward swaps
+    p_s and p_t) at each position whose target is a sampled token, averaged over those positions of every
+    micro-batch."""
     total, count = 0.0, 0
     for inputs, targets, positions, _ in micro_batches:
         s_logits = student(inputs, position_ids=positions).float()
@@ -48,11 +49,14 @@ def direct_loss(student, teacher, micro_batches):
                     continue
                 p = torch.exp(s_logits[b, t]) / torch.exp(s_logits[b, t]).sum()
                 q = torch.exp(t_logits[b, t]) / torch.exp(t_logits[b, t]).sum()
+                if divergence == "forward":
+                    p, q = q, p
                 total, count = total + (p * (torch.log(p) - torch.log(q))).sum(), count + 1
     return total / count
 
 
-def test_reverse_kl_equals_the_direct_computation():
+@pytest.mark.parametrize("divergence", ["reverse", "forward"])
+def test_kl_equals_the_direct_computation(divergence):
     """Masking of prompts and padding, the KL over the whole vocabulary and the division by the token count of
     the whole step (two micro-batches of unequal counts): the trainer's step moves the weights as a step on the
     directly computed mean does."""
@@ -60,8 +64,8 @@ def test_reverse_kl_equals_the_direct_computation():
     model, reference = tiny_model(), tiny_model()
     steps = packed_steps(samples(6), seq_len=16, micro_batch=2, minibatches=1, pad_id=0, info=info, seed=0)
     assert len(steps) == 1 and len(steps[0]) >= 2
-    record = sgd_trainer(model, info, ReverseKLLoss(model.config, teacher)).train_step(steps[0])
-    expected = direct_loss(reference, teacher, steps[0])
+    record = sgd_trainer(model, info, TeacherKLLoss(model.config, teacher, divergence=divergence)).train_step(steps[0])
+    expected = direct_loss(reference, teacher, steps[0], divergence)
     assert record["loss"] == pytest.approx(expected.item(), rel=1e-5) and record["kl"] == record["loss"] > 0
     assert record["loss_tokens"] == sum(sum(s.mask[1:]) for s in samples(6))
     optimizer = torch.optim.SGD(reference.parameters(), lr=1e-2)
@@ -71,11 +75,13 @@ def test_reverse_kl_equals_the_direct_computation():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_zero_when_student_and_teacher_agree():
+@pytest.mark.parametrize("divergence", ["reverse", "forward"])
+def test_zero_when_student_and_teacher_agree(divergence):
     info, model = DistInfo(), tiny_model()
     before = copy.deepcopy(model.state_dict())
     steps = packed_steps(samples(4), seq_len=16, micro_batch=2, minibatches=1, pad_id=0, info=info, seed=0)
-    record = sgd_trainer(model, info, ReverseKLLoss(model.config, copy.deepcopy(model))).train_step(steps[0])
+    loss = TeacherKLLoss(model.config, copy.deepcopy(model), divergence=divergence)
+    record = sgd_trainer(model, info, loss).train_step(steps[0])
     assert abs(record["kl"]) < 1e-6 and record["grad_norm"] < 1e-5 and record["teacher_nll"] > 0
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, before[name], rtol=0, atol=1e-7, msg=name)
@@ -87,7 +93,7 @@ def one_distill_update(info):
     model = tiny_model()
     wrapped = distributed.wrap_model(model, info)
     mine = [s for i, s in enumerate(samples(12, seed=5)) if (i // 2) % info.world_size == info.rank]
-    trainer = sgd_trainer(wrapped, info, ReverseKLLoss(model.config, tiny_model(7)))
+    trainer = sgd_trainer(wrapped, info, TeacherKLLoss(model.config, tiny_model(7)))
     for micro_batches in packed_steps(mine, 16, 2, 1, 0, info, seed=0):
         trainer.train_step(micro_batches)
     return {k: v.clone() for k, v in model.state_dict().items()}
@@ -181,6 +187,8 @@ def test_bad_settings(tmp_path):
         distill_on_policy.main(["--preset", "tiny", "--init_from", student, "--teacher", "/nonexistent"])
     with pytest.raises(ValueError, match="--general_mix"):
         distill_off_policy.main(["--preset", "tiny", "--general_mix", "chess:1"])
+    with pytest.raises(ValueError, match="--divergence sideways: expected one of reverse, forward"):
+        distill_on_policy.main(["--preset", "tiny", "--divergence", "sideways"])
     teacher = saved_tiny(tmp_path / "teacher", 1)    # the same special tokens, two ordinary ids swapped
     for name in ("tokenizer.json", "vocab.json"):
         data = json.load(open(os.path.join(teacher, name)))
