@@ -8,9 +8,9 @@ minimises the reverse KL to the teacher on its own samples.
    generation path (a bf16 copy of the student that gets the fp32 master weights first) at temperature 1,
    a tool's replies answered by the environment and left out of the loss.
 3. The loss (qwen3mini/training/distill.py): Σ over the sampled tokens of KL(student ‖ teacher) over the
-   whole vocabulary (``--divergence forward``: KL(teacher ‖ student)), the teacher's logits computed on the same packed rows, divided by the count of those
-   tokens over every micro-batch and rank. The samples' rewards (general RL's rules) are logged for
-   information; nothing is rewarded.
+   whole vocabulary (``--divergence forward``: KL(teacher ‖ student)), the teacher's logits computed on the
+   same packed rows, divided by the count of those tokens over every micro-batch and rank. The samples'
+   rewards (general RL's rules) are logged for information; nothing is rewarded.
 
 The loop, logs (``log.jsonl`` with the KL, the teacher's NLL of the samples, reward and accuracy per kind,
 lengths, generation vs update time; ``samples.jsonl``; ``curves.png``), checkpoints and ``torchrun`` behaviour are

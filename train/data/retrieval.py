@@ -38,7 +38,8 @@ def retrieval_question(window: np.ndarray, encode, rng: np.random.Generator) -> 
 def fact_count(length: int, rng: np.random.Generator) -> int:
     """How many facts a window of ``length`` tokens hides: 2 up to one per ``TOKENS_PER_FACT`` tokens, at most
     ``MAX_FACTS``. Only the answers' digits are predictable from far back, so each fact asked is more of the
-    signal that teaches retrieval (2 to 5 facts a 4k window left S3 unable to answer its own questions)."""
+    signal that retrieval is learnt from (neither 2 to 5 facts a 4k window nor up to 16 taught the distillation
+    students to answer S3's own questions: bench/RESULTS.md, sessions 14 and 20)."""
     return int(rng.integers(2, max(2, min(MAX_FACTS, length // TOKENS_PER_FACT)) + 1))
 
 
