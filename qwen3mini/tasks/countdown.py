@@ -4,8 +4,9 @@ The answer is any expression: the verifier evaluates it exactly (fractions) and 
 uses are a sub-multiset of the given ones. The generator builds the target from a random sequence of moves, so
 every problem has a solution; the canonical answer is the one the solver finds. The solver is a depth-first search
 over states (the numbers still available), moves tried closest-to-target first; the trace shows each move and,
-up to a budget, each dead end it meets: with two numbers left every result of the pair, with more a couple of
-tries before giving the state up, and the backtracking. The last pair of a solution is written like a dead
+up to a budget, each dead end it meets: with two numbers left every result of the pair (a product evidently over
+the target said to be, ``pair_result``), with more a couple of tries before giving the state up, and the
+backtracking. The last pair of a solution is written like a dead
 end's, its results in order until the target's. A dead end it does not show is a move the model never
 sees made and undone, so the budget is as high as a trace's length allows (``_DEAD_ENDS``; session 12: the old
 trace showed none before the last two numbers, and the model could not learn which first move to make).
@@ -43,6 +44,16 @@ def moves(a: int, b: int) -> list[tuple[str, int, int, int]]:
         if high % low == 0:
             found.append(("/", high, low, high // low))
     return found
+
+
+def pair_result(op: str, high: int, low: int, value: int, target: int) -> str:
+    """A result on a pair's line. A product that is evidently over the target is said to be, not worked out
+    (``65 * 60 > 61``): a factor over the target times at least 2, or two numbers of two digits or more (at least
+    100) against a target under 100. Such products were the head-worked results the model got wrong on dead ends'
+    pair lines (``725 * 8 = 5700``), and their value never matters there."""
+    if op == "*" and (high > target or (low >= 10 and target < 100)):
+        return f"{high} * {low} > {target}"
+    return f"{high} {op} {low} = {value}"
 
 
 @functools.lru_cache(maxsize=100_000)
@@ -224,7 +235,7 @@ def _last_pair(target, state, lines):
             if lines is not None:
                 lines.append(Step(f"{_listed([a, b])}: {tried}", f"{left} {op} {right}", value, ". Found it."))
             return [(op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)]
-        tried += f"{left} {op} {right} = {value}, "
+        tried += pair_result(op, left, right, value, target) + ", "
     raise AssertionError(f"{a}, {b} cannot make {target}: the state was checked solvable")
 
 
@@ -241,7 +252,7 @@ def _show_dead_end(target, values, move, after, dead_ends_left, lines, tried):
         tried.append(made)
     left = [value for value, _ in after]
     if len(left) == 2:
-        pair = ", ".join(f"{a} {o} {b} = {v}" for o, a, b, v in moves(*left))
+        pair = ", ".join(pair_result(o, a, b, v, target) for o, a, b, v in moves(*left))
         lines.append(f"{_listed(values)}: {made} = {result}, left {_listed(left)}: {pair}; no {target}. Back to "
                      f"{_listed(values)}.")
         return

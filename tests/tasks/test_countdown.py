@@ -117,6 +117,24 @@ def test_trace_shows_dead_ends_honestly():
                 assert tried == order[:len(tried)], problem.question
 
 
+def test_pair_results_worked_out_or_evidently_over():
+    """A pair's product is written out unless it is evidently over the target (a factor over it, or two factors
+    of two digits against a target under 100: ``65 * 60 > 61``); every other result is worked out, and right."""
+    from qwen3mini.tasks import countdown
+    assert countdown.pair_result("*", 65, 60, 3900, 61) == "65 * 60 > 61"
+    assert countdown.pair_result("*", 58, 2, 116, 61) == "58 * 2 = 116"           # not evident: worked out
+    assert countdown.pair_result("*", 12, 11, 132, 250) == "12 * 11 = 132"
+    assert countdown.pair_result("+", 65, 60, 125, 61) == "65 + 60 = 125"
+    rng = random.Random(11)
+    for _ in range(2000):
+        high, low, target = rng.randint(2, 999), rng.randint(2, 999), rng.randint(1, 999)
+        high, low = max(high, low), min(high, low)
+        for op, left, right, value in countdown.moves(high, low):
+            shown = countdown.pair_result(op, left, right, value, target)
+            assert shown == f"{left} {op} {right} = {value}" or (op == "*" and value > target
+                                                                  and shown == f"{left} * {right} > {target}")
+
+
 def test_last_pair_in_order_and_the_check_worked_out():
     """The solution's last pair shows its results in the pair's fixed order until the target's, each right (in
     closest-first order the target's move came first, and the model learned to write the target there); the
@@ -138,10 +156,11 @@ def test_last_pair_in_order_and_the_check_worked_out():
             if pair.count(",") > 1:
                 continue            # made with numbers left over (the closest move first)
             a, b = map(int, pair.split(", "))
-            written = [re.fullmatch(r"(\d+) ([-+*/]) (\d+) = (\d+)", r).groups() for r in results.split(", ")]
-            expected = [(str(left), op, str(right), str(value)) for op, left, right, value in countdown.moves(a, b)]
-            assert written == expected[:len(written)] and written[-1][3] == str(target), found[0]
-            assert str(target) not in [w[3] for w in written[:-1]]
+            written = results.split(", ")
+            expected = [countdown.pair_result(op, left, right, value, target)
+                        for op, left, right, value in countdown.moves(a, b)]
+            assert written == expected[:len(written)] and written[-1].endswith(f" = {target}"), found[0]
+            assert all(not w.endswith(f" = {target}") for w in written[:-1])
             check = next(line for line in thinking(problem).split("\n") if line.startswith("Check: "))
             worked = re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", check.split("each given; ")[1])
             assert worked and all(evaluate(parse(f"{a} {op} {b}")) == int(v) for a, op, b, v in worked), check

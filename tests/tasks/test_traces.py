@@ -64,7 +64,7 @@ def test_traces_restate_the_state():
     assert "Give up on 7, 50, 75. Back to 3, 7, 25, 50; tried 25 * 3." in countdown and countdown.endswith("= 100")
     assert "Give up on 3, 7, 75. Back to 3, 7, 25, 50; tried 25 * 3, 50 + 25." in countdown
     assert "7, 50, 75: 75 + 7 = 82, left 50, 82: 82 + 50 = 132, 82 - 50 = 32, 82 * 50 = 4100; no 100. Back to " \
-           "7, 50, 75." in countdown
+           "7, 50, 75." in countdown              # (a target of 100: two two-digit factors are not evidently over)
     linear = thinking(FAMILIES["linear"].parse("Solve for x: -3x + 5 = 7x - 25.")).split("\n")
     assert linear[1:10] == ["Subtract 7x from both sides: -3 - 7 = -10, so -10x + 5 = -25",
                             "Subtract 5 from both sides:",
