@@ -7,7 +7,8 @@
 # conformance tests, while the CPU makes the shards (BENCH_MOE=0 skips them). Every call ends by archiving the
 # results so far (logs, JSON, PNG; no weights) into OUT/results.tar.gz; LIMIT (seconds of work before that) fits
 # the call's time. The students' weights come back in 15 MB parts, every one a stage made (NAME-off-policy,
-# NAME-on-policy, and student-rl, the control), else the pre-trained ones (NAME-s3); cat the parts together.
+# NAME-on-policy, and student-rl, the control; the continued off-policy control is evaluated on the GPU and not
+# returned, for the 8 files a call brings back), else the pre-trained ones (NAME-s3); cat the parts together.
 # The tree that travels, carry included, is at most 64 MiB: the teacher's weights go, the base model and
 # bench/results stay behind, and only 45% of the corpus's documents travel (20.1 MiB; the full carry is
 # 42.5 MiB), so the students' shortened pre-training sees that share of the stage corpora, several times over.

@@ -23,6 +23,7 @@ from qwen3mini.training.checkpoints import write_atomic
 ARMS = {"off-policy": ("student", "off_policy", "student_off_policy"),       # label: (student, stage, eval name)
         "+ RL": ("student", "rl", "student_rl"),
         "+ on-policy": ("student", "on_policy", "student_on_policy"),
+        "+ off-policy, continued": ("student", "off_policy_more", "student_off_policy_more"),
         "MoE off-policy": ("student-moe", "off_policy", "student-moe_off_policy"),
         "MoE + on-policy": ("student-moe", "on_policy", "student-moe_on_policy")}
 MULTI_STEP = ("mul", "expr", "linear", "countdown")         # the families that take several steps to solve
@@ -112,8 +113,9 @@ def markdown(findings: dict) -> str:
         if label in models:
             m, g = models[label]["think"], gpu.get(label, {})
             p16 = f"{100 * m['pass@16']:.1f}" if m["pass@16"] is not None else "-"
-            lines.append(f"| {label} | {percent(m['pass@1'])} | {p16} | {g.get('stage_wall_seconds', '-')} "
-                         f"({g.get('train_seconds', '-')}) |")
+            wall, train = (g.get(key) if g.get(key) is not None else "-" for key in ("stage_wall_seconds",
+                                                                                  "train_seconds"))
+            lines.append(f"| {label} | {percent(m['pass@1'])} | {p16} | {wall} ({train}) |")
     lines += ["", "Both modes, ThinkFollow, the budget curve (greedy accuracy in thinking mode by budget):", "",
               "| model | think pass@1 % | no-think pass@1 % | multi-step think % | multi-step no-think % | "
               "ThinkFollow % | budget curve |", "|---|---|---|---|---|---|---|"]
@@ -156,7 +158,7 @@ def plot(findings: dict, out: str):
     fig.savefig(os.path.join(out, "budget_curves.png"), dpi=110)
     plt.close(fig)
 
-    arms = [a for a in ("off-policy", "+ RL", "+ on-policy") if a in models]
+    arms = [a for a in ("off-policy", "+ RL", "+ on-policy", "+ off-policy, continued") if a in models]
     if not arms:
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))

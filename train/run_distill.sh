@@ -11,8 +11,10 @@
 #   3. onpolicy: train/distill_on_policy.py on the dense student, alone on the GPU (its GPU time is a result),
 #      under DISTILL_SECONDS;
 #   4. control: stage 2's GRPO (train/rl_reasoning.py) from the same off-policy student, alone on the GPU, for
-#      at least the on-policy run's training seconds (read from its summary.json);
-#   5. evaluate: the evaluations (train/evaluate.py, pass@16 included) of the dense student's three models and of
+#      at least the on-policy run's training seconds (read from its summary.json); then a second control, the
+#      same off-policy distillation continued from its model at on-policy's lr for about as many GPU-seconds
+#      (off-policy's own step rate times those seconds), which asks whether any continued training helps;
+#   5. evaluate: the evaluations (train/evaluate.py, pass@16 included) of the dense student's four models and of
 #      the MoE's off-policy one, side by side; then the MoE student's on-policy distillation and its evaluation.
 # Every stage resumes from its checkpoint when run again and a finished one (its summary.json) is skipped, so the
 # script continues across device calls of 10 minutes; wall seconds per stage go to OUT/times.tsv.
@@ -85,6 +87,12 @@ control() {   # the same GPU time as on-policy distillation at least (its train_
     seconds=$(python -c "import json; print(json.load(open('$d/on_policy/summary.json'))['train_seconds'])")
     finished "$d/rl" || timed student_rl python train/rl_reasoning.py --init_from "$d/off_policy/final" \
         --cold_start_dir "" --out_dir "$d/rl" --steps 100000 --time_limit "$seconds" --progress false
+    local steps
+    steps=$(python -c "import json; s = json.load(open('$d/off_policy/summary.json'))
+print(max(1, round(s['steps'] / s['train_seconds'] * $seconds)))")
+    finished "$d/off_policy_more" || timed student_off_policy_more python train/distill_off_policy.py \
+        --init_from "$d/off_policy/final" --teacher "$TEACHER" --teacher_samples "$OUT/teacher_samples.pt" \
+        --steps "$steps" --warmup_steps 0 --lr 5e-5 --min_lr 5e-5 --out_dir "$d/off_policy_more" --progress false
 }
 
 evaluation() {   # evaluation MODEL_DIR NAME: train/evaluate.py of MODEL_DIR/final into OUT/eval_NAME
@@ -108,11 +116,12 @@ for step in $STEPS; do case $step in
     for pid in "${pids[@]}"; do wait "$pid"; done ;;
   onpolicy) on_policy student ;;
   control) control ;;
-  evaluate)     # the dense student's three arms and the MoE's off-policy model side by side, then the MoE's on-policy
+  evaluate)     # the dense student's four models and the MoE's off-policy model side by side, then the MoE's on-policy
     pids=()
     for s in $STUDENTS; do evaluation "$OUT/$s/off_policy" "${s}_off_policy" & pids+=($!); done
     evaluation "$OUT/student/on_policy" student_on_policy & pids+=($!)
     evaluation "$OUT/student/rl" student_rl & pids+=($!)
+    evaluation "$OUT/student/off_policy_more" student_off_policy_more & pids+=($!)
     for pid in "${pids[@]}"; do wait "$pid"; done
     for s in $STUDENTS; do
         [ "$s" = student ] || { on_policy "$s"; evaluation "$OUT/$s/on_policy" "${s}_on_policy"; }

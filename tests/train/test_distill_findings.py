@@ -41,10 +41,16 @@ def test_findings_of_a_run(tmp_path, capsys):
     assert on["no-think"]["multi_step"]["accuracy"] == 1 / 10
     assert on["budget_curve"] == {"32": 2 / 20, "unlimited": 12 / 20}
     assert findings["gpu_seconds"]["+ on-policy"] == {"stage_wall_seconds": 140, "train_seconds": 120.0}
-    assert "+ RL" not in findings["models"]
+    assert "+ RL" not in findings["models"] and "+ off-policy, continued" not in findings["models"]
     assert findings["students"]["student"]["val_loss"] == {"s1": 3.5, "s2": None, "s3": None, "off_policy": 1.0}
     out = capsys.readouterr().out
     assert "| + on-policy | 60.0 [39, 78] | 90.0 | 140 (120.0) |" in out
     assert "| student | 3.500 | - | - | 1.000 | 1x 0%, 2x 0% | 1x 25% | 1x 50% | - |" in out
     assert os.path.getsize(tmp_path / "out" / "table21.png") > 0
+
+    # The second control, off-policy distillation continued, joins Table 21 once it is evaluated.
+    write(runs / "eval_student_off_policy_more" / "evaluation.json", evaluation(7, 0.85, 9))
+    write(runs / "student" / "off_policy_more" / "summary.json", {"train_seconds": 118.0})
+    distill_findings.main([str(runs), "--out", str(tmp_path / "out")])
+    assert "| + off-policy, continued | 55.0 [34, 74] | 85.0 | - (118.0) |" in capsys.readouterr().out
     assert os.path.getsize(tmp_path / "out" / "budget_curves.png") > 0
