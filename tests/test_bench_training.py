@@ -59,7 +59,7 @@ def test_a_file_that_is_no_benchmark_is_named(tmp_path):
 def test_moe_benchmark_runs_through_on_the_cpu(tmp_path, monkeypatch, capsys):
     """bench/bench_moe_training.py calls bench_training.py's step as it is now (its figures are the H200's; here
     the uncompiled sides of its table run, tiny, on the CPU, and none may fail)."""
-    sys.path.insert(0, ROOT)
+    monkeypatch.syspath_prepend(ROOT)
     from bench import bench_moe_training
     monkeypatch.setattr(bench_moe_training, "RUNS", [run for run in bench_moe_training.RUNS if not run[2]])
     out = tmp_path / "moe.json"

@@ -158,7 +158,8 @@ def main(argv=None):
     tokenizer = qwen3mini.load_tokenizer(settings.init_from)
     samples, stats = sampled_once(settings, tokenizer, info.device, info.is_main)
     if settings.sample_only:
-        return close_distributed()
+        close_distributed()
+        return
     model = load_start(settings.init_from, tokenizer.vocab_size, previous_stage="the student's pre-training")
     train, val = split_samples(samples, settings.seq_len, settings.val_share, settings.seed, stats,
                                "distill_off_policy")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qwen3mini.training.distill import DISTILL_RANGES, DIVERGENCES, distill_objective  # noqa: E402
+from qwen3mini.training.distill import DISTILL_RANGES, check_divergence, distill_objective  # noqa: E402
 from qwen3mini.training.general_rl import GeneralEnvironment, GeneralRLSettings  # noqa: E402
 from qwen3mini.training.rl import run_rl                                           # noqa: E402
 from qwen3mini.training.settings import parse_settings, setting                   # noqa: E402
@@ -52,8 +52,7 @@ class Settings(GeneralRLSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.divergence not in DIVERGENCES:
-            raise ValueError(f"--divergence {self.divergence}: expected one of {', '.join(DIVERGENCES)}")
+        check_divergence(self.divergence)
 
 
 PRESETS = {

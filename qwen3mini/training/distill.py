@@ -41,9 +41,13 @@ def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
 
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """KL(teacher ‖ student), the same shapes as ``reverse_kl``."""
-    student, teacher = F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1)
-    return (teacher.exp() * (teacher - student)).sum(-1)
+    """KL(teacher ‖ student), the same shapes as ``reverse_kl``: the same divergence with the roles swapped."""
+    return reverse_kl(teacher_logits, student_logits)
+
+
+def check_divergence(divergence: str):
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"--divergence {divergence}: expected one of {', '.join(DIVERGENCES)}")
 
 
 class TeacherKLLoss(CausalLMLoss):
@@ -55,8 +59,7 @@ class TeacherKLLoss(CausalLMLoss):
 
     def __init__(self, config, teacher, lbl_coef: float = 0.0, divergence: str = "reverse"):
         super().__init__(config, lbl_coef)
-        if divergence not in DIVERGENCES:
-            raise ValueError(f"--divergence {divergence}: expected one of {', '.join(DIVERGENCES)}")
+        check_divergence(divergence)
         self.teacher, self.kl = teacher, reverse_kl if divergence == "reverse" else forward_kl
 
     def token_loss(self, logits, micro_batch):
