@@ -7,7 +7,8 @@ The data, all of it sampled from the teacher (a post-trained chat model) and kep
   right reply that passes the response filters kept (rejection sampling, qwen3mini/training/fusion_samples.py);
   a ``--unflagged_share`` of them without a flag (thinking is the default), the rest with ``/think``;
 * non-thinking samples: other queries of the same cells (``--no_think_per_cell``), asked in non-thinking mode
-  at the paper's non-thinking settings, kept the same way, trained under ``/no_think``;
+  at the paper's non-thinking settings, kept the same way, trained under ``/no_think`` or, a
+  ``--template_switch_share`` of them, after no flag and the template's empty think block (``--no-think``);
 * ``--general`` queries of general RL's other kinds (``--general_mix``: multi-turn dialogues with random flags,
   instructions, calculator calls; qwen3mini/training/general_rl.py), the first reply that earns general RL's
   reward kept (a tool's replies are prompt, not trained);
@@ -40,12 +41,13 @@ from qwen3mini.sampling import SamplingParams                                   
 from qwen3mini.training.checkpoints import write_atomic                          # noqa: E402
 from qwen3mini.training.distill import DISTILL_RANGES, load_teacher, rewarded_replies  # noqa: E402
 from qwen3mini.training.distributed import barrier, close_distributed, init_distributed, seed_everything  # noqa: E402
-from qwen3mini.training.fusion_samples import flagged_turn, rejection_sampled, split_by_mode  # noqa: E402
+from qwen3mini.training.fusion_samples import rejection_sampled, split_by_mode  # noqa: E402
 from qwen3mini.training.general_rl import GeneralEnvironment, parse_mix, query_pool  # noqa: E402
 from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_least, setting  # noqa: E402
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
-from qwen3mini.training.task_samples import SampleStats, evaluation_items, parse_ranges, fresh_queries  # noqa: E402
+from qwen3mini.training.task_samples import (SampleStats, evaluation_items, flagged_turn, fresh_queries,  # noqa: E402
+                                              parse_ranges, switched_by_template)
 
 
 @dataclass
@@ -108,7 +110,9 @@ def teacher_samples(settings, tokenizer, teacher) -> tuple[list, SampleStats]:
                 stats.add(*cell, f"{mode}_rejected")
                 continue
             turn = flagged_turn(problem.question, mode, rng, settings.unflagged_share if mode == "think" else 0.0)
-            samples.append((*render_sample(tokenizer, [turn, reply]), cell, mode))
+            messages, enable_thinking = switched_by_template([turn], reply, rng, settings.template_switch_share)
+            samples.append((*render_sample(tokenizer, messages + [reply], enable_thinking=enable_thinking), cell,
+                            mode))
     queries, _ = query_pool(settings.general_mix, settings.ranges, max(1, settings.per_cell), settings.general,
                             settings.seed, "distill-off-general") if settings.general else ([], {})
     kept = rewarded_replies(GeneralEnvironment(tokenizer, settings.max_new_tokens), teacher, queries,

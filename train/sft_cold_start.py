@@ -10,7 +10,8 @@ and corrects it. The data (qwen3mini/training/task_samples.py):
   (family, difficulty), with a unique answer, none of them an evaluation item, and none that the base model
   already answers without thinking (``--drop_answered``, measured through the chat's generation path);
 * replies in thinking mode (``/think`` or no flag) and, a ``--no_think_share`` of them, in non-thinking mode
-  (``/no_think``: the answer line alone), each passed through the response filters (tasks.filters);
+  (the answer line alone: after ``/no_think``, or a ``--template_switch_share`` of them after no flag and the
+  template's empty think block, as ``infer/chat.py --no-think`` asks), each through the response filters;
 * rendered with the chat template exactly as inference sees them, the loss on the reply's tokens only, many
   conversations packed per row with attention kept inside each (qwen3mini/training/sft.py).
 
@@ -37,8 +38,9 @@ from qwen3mini.training.settings import TrainSettings, parse_settings, setting  
 from qwen3mini.training.sft import render_sample                                  # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
 from qwen3mini.training.task_samples import (NO_THINK, THINK, SampleStats, answered_directly,  # noqa: E402
-                                             cell_rng, draw_queries, evaluation_items, flagged, parse_ranges,
-                                             reply_message, response_rejected)
+                                             cell_rng, draw_queries, evaluation_items, flagged_turn,
+                                             parse_ranges, reply_message, response_rejected,
+                                             switched_by_template)
 
 # The cold start's share of each ladder (issue 17 §3): RL gets the rest (add 7-10 digits, mul 4x4 and 5x5,
 # expr 6-8 operations, sort 11-20 items, countdown with 5 numbers, chain 6-8 steps). Linear's whole ladder
@@ -54,7 +56,9 @@ class Settings(TrainSettings):
     ranges: str = setting(COLD_START_RANGES, "family:low-high difficulties of the cold start, comma-separated")
     queries_per_cell: int = setting(3500, "training queries per (family, difficulty) before filtering")
     val_per_cell: int = setting(8, "validation queries per (family, difficulty)")
-    no_think_share: float = setting(0.2, "share of replies in non-thinking mode (/no_think)")
+    no_think_share: float = setting(0.2, "share of replies in non-thinking mode")
+    template_switch_share: float = setting(0.5, "share of non-thinking replies asked with no flag and the "
+                                                "template's empty think block (enable_thinking=False)")
     unflagged_share: float = setting(0.5, "share of thinking queries without /think (thinking is the default)")
     slip_share: float = setting(0.15, "share of thinking traces with a slip that the trace notices and corrects")
     small_cell_replies: int = setting(8, "replies per query, at most, in a cell with fewer training queries than "
@@ -77,7 +81,7 @@ class Settings(TrainSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("no_think_share", "unflagged_share", "slip_share"):
+        for name in ("no_think_share", "template_switch_share", "unflagged_share", "slip_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"--{name} {getattr(self, name)}: expected a share in [0, 1]")
         if not self.steps_scale > 0 or min(self.queries_per_cell, self.val_per_cell, self.small_cell_replies) < 1:
@@ -123,14 +127,17 @@ def build_samples(settings, tokenizer, judge=None):
                     if response_rejected(problem, reply):
                         stats.add(family, difficulty, "rejected_reply")
                         continue
-                    user = {"role": "user", "content": flagged(problem.question, mode, rng, settings.unflagged_share)}
-                    ids, mask = render_sample(tokenizer, [user, reply])
+                    user = flagged_turn(problem.question, mode, rng, settings.unflagged_share)
+                    messages, enable_thinking = switched_by_template([user], reply, rng,
+                                                                     settings.template_switch_share)
+                    ids, mask = render_sample(tokenizer, messages + [reply], enable_thinking=enable_thinking)
                     if len(ids) > settings.seq_len:
                         stats.add(family, difficulty, "longer_than_row")
                         continue
                     split.append((ids, mask))
                     if split is train:
                         stats.add(family, difficulty, mode)
+                        stats.add(family, difficulty, "template_switch", int(not enable_thinking))
                         stats.add(family, difficulty, "tokens", len(ids))
                         stats.add(family, difficulty, "reply_tokens", sum(mask))
     if not train:

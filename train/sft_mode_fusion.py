@@ -8,7 +8,9 @@ The data (qwen3mini/training/fusion_samples.py):
   response filters kept (rejection sampling); a ``--unflagged_share`` of them without a flag (thinking is the
   default), the rest with ``/think``; and the same for the questions of stage 2's pool (``--rl_pool``: the
   edge, where RL made its gains, which fusion at its larger learning rate otherwise washed out);
-* non-thinking samples: ``/no_think`` and the solver's answer line, on other queries of the same cells and on
+* non-thinking samples: ``/no_think`` and the solver's answer line (a ``--template_switch_share`` of these and of
+  every single-turn non-thinking sample below asked instead with no flag and the template's empty think block,
+  as ``infer/chat.py --no-think`` asks), on other queries of the same cells and on
   fresh queries of the cells past the cold start's range (``--direct_past_range``), so that a direct answer ends
   however long the number it writes: asked only the cold start's range, the non-thinking model met a 10-digit
   answer in no training sample and ran into repeated digits;
@@ -44,7 +46,7 @@ from qwen3mini.training.distributed import barrier, close_distributed, init_dist
 from qwen3mini.tasks import FAMILIES, parse_question, problem_hash               # noqa: E402
 from qwen3mini.tasks.instructions import CONSTRAINTS                               # noqa: E402
 from qwen3mini.tasks.knowledge import load_knowledge                              # noqa: E402
-from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn,  # noqa: E402
+from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer,  # noqa: E402
                                                instruction_sample, knowledge_sample, rejection_sampled,
                                                small_talk_sample, split_by_mode, tool_problem,
                                                tool_samples)
@@ -52,7 +54,7 @@ from qwen3mini.training.settings import SFTSettings, parse_settings, require_at_
 from qwen3mini.training.sft import render_sample, split_samples                   # noqa: E402
 from qwen3mini.training.stage import fine_tune, load_start, run_script            # noqa: E402
 from qwen3mini.training.task_samples import (SampleStats, cold_start_queries, evaluation_items,  # noqa: E402
-                                              parse_ranges, fresh_queries)
+                                              flagged_turn, fresh_queries, parse_ranges, switched_by_template)
 
 
 @dataclass
@@ -168,8 +170,12 @@ def conversations(settings, tokenizer, model) -> tuple[list, SampleStats]:
 def build_samples(settings, tokenizer, model) -> tuple[list, list, SampleStats]:
     """(train, val, stats): the rendered (ids, mask) samples, a ``val_share`` of them held out by index."""
     items, stats = conversations(settings, tokenizer, model)
-    rendered = [(*render_sample(tokenizer, messages + [reply], tools), cell.split("/"), kind)
-                for messages, reply, kind, cell, tools in items]
+    rng, rendered = random.Random(f"{settings.seed}|template switch"), []
+    for messages, reply, kind, cell, tools in items:
+        messages, enable_thinking = switched_by_template(messages, reply, rng, settings.template_switch_share)
+        if not enable_thinking:
+            stats.add(*cell.split("/"), "template_switch")
+        rendered.append((*render_sample(tokenizer, messages + [reply], tools, enable_thinking), cell.split("/"), kind))
     train, val = split_samples(rendered, settings.seq_len, settings.val_share, settings.seed, stats, "sft_mode_fusion")
     return train, val, stats
 

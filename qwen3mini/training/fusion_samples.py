@@ -28,6 +28,8 @@ from ..tasks.knowledge import knowledge_reply, subject_of
 from ..tasks.small_talk import small_talk
 from ..tools import TOOLS
 from .rollouts import sample_task_groups
+from .task_samples import flagged_turn
+
 
 def rejection_sampled(model, tokenizer, problems: list[Problem], samples: int, sampling: dict, seed: int,
                       max_new_tokens: int = 2048, batch_rows: int = 2048, mode: str = "think") -> list[dict | None]:
@@ -64,14 +66,6 @@ def _assistant_message(parts) -> dict:
 def direct_answer(problem: Problem) -> dict:
     """The non-thinking reply: the solver's answer line (the template adds the empty think block)."""
     return {"role": "assistant", "content": traces.answer(problem)}
-
-
-def flagged_turn(question: str, mode: str, rng: random.Random, unflagged_share: float) -> dict:
-    """The user turn of a single-turn sample: the mode's flag at the end; a share of thinking turns without
-    one (thinking is the default)."""
-    if mode == "think" and rng.random() < unflagged_share:
-        return {"role": "user", "content": question}
-    return {"role": "user", "content": f"{question} {FLAGS[mode]}"}
 
 
 def dialogue_sample(rng: random.Random, problems: list[Problem]) -> tuple[list[dict], dict]:

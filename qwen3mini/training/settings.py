@@ -66,8 +66,10 @@ class TrainSettings:
 @dataclass
 class SFTSettings(TrainSettings):
     """What the post-training SFT stages over sampled replies share (thinking-mode fusion, off-policy
-    distillation): the flags of the thinking samples, the held-out share, rows of whole conversations."""
+    distillation): the flags of the samples, the held-out share, rows of whole conversations."""
     unflagged_share: float = setting(0.3, "share of thinking samples without a flag (thinking is the default)")
+    template_switch_share: float = setting(0.5, "share of single-turn non-thinking samples asked with no flag and "
+                                                "the template's empty think block (enable_thinking=False)")
     val_share: float = setting(0.02, "share of samples held out for the validation loss")
     seq_len: int = 1024
     micro_batch: int = 64
@@ -78,7 +80,7 @@ class SFTSettings(TrainSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("unflagged_share", "val_share"):
+        for name in ("unflagged_share", "template_switch_share", "val_share"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name} {getattr(self, name)}: expected a share in [0, 1)")
 

@@ -15,8 +15,9 @@ Three steps, each usable alone:
 What is trained (the mask): every token of the final reply, ``<|im_end|>`` included, nothing of the prompt.
 A non-thinking reply is trained with its empty think block ``<think>\\n\\n</think>\\n\\n``: under a ``/no_think``
 flag the model writes that block itself (paper Table 9), so it has to learn it. Under ``enable_thinking=False``
-the template puts the same tokens into the prompt instead, and since ``<think>`` and ``</think>`` are single
-added tokens the ids are identical either way (tests/train/test_sft.py checks it), so one sample serves both.
+(the hard switch: ``infer/chat.py --no-think``, the harness's non-thinking mode) the template puts the same
+tokens into the prompt, after a user turn with no flag: rendered with ``enable_thinking=False`` the block is
+prompt and the reply is the answer alone (``task_samples.switched_by_template`` picks such samples).
 Earlier turns of a multi-turn sample are prompt: the template drops their thinking, so training on them would
 teach the model to answer without thinking; a dialogue whose every turn should be learned makes one sample
 per assistant turn.
@@ -30,15 +31,16 @@ from .losses import IGNORE
 END_OF_TURN = "<|im_end|>"
 
 
-def render_sample(tokenizer, messages, tools=None) -> tuple[list[int], list[bool]]:
+def render_sample(tokenizer, messages, tools=None, enable_thinking=True) -> tuple[list[int], list[bool]]:
     """(ids, mask) of a conversation whose last message is the assistant reply to learn (a dict with
     ``content`` and, for a thinking reply, ``reasoning_content``; ``tool_calls`` for a reply that calls a tool
     of ``tools``, the schemas the template shows). ``mask[i]`` says whether token i is the model's to write (a
-    loss target)."""
+    loss target). ``enable_thinking=False``: the prompt the hard switch opens, the empty think block in it."""
     if not messages or messages[-1].get("role") != "assistant":
         raise ValueError("render_sample: the conversation must end with the assistant reply to learn")
     history = messages[:-1]
-    prompt = tokenizer.apply_chat_template(history, tools, tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(history, tools, tokenize=False, add_generation_prompt=True,
+                                           enable_thinking=enable_thinking)
     text = tokenizer.apply_chat_template(messages, tools, tokenize=False, add_generation_prompt=False)
     # The template closes the turn with "<|im_end|>\n"; the newline comes after the stop token, never generated.
     if not (text.startswith(prompt) and text.endswith(END_OF_TURN + "\n")):

@@ -15,6 +15,7 @@ judges model samples.
 import random
 from dataclasses import dataclass, field
 
+from ..evaluation.thinkfollow import FLAGS
 from ..tasks import FAMILIES, Problem, family_of, problem_hash, verify
 from ..tasks import filters, traces
 from ..tasks.answers import last_boxed
@@ -128,12 +129,26 @@ def answered_directly(model, tokenizer, problems: list, batch_size: int = 2048) 
     return right
 
 
-def flagged(question: str, mode: str, rng: random.Random, unflagged_share: float) -> str:
-    """The user's turn: the question with the mode's flag at the end (paper §4.3); thinking being the
-    default, a share of thinking queries carries no flag."""
-    if mode == THINK:
-        return question if rng.random() < unflagged_share else f"{question} /think"
-    return f"{question} /no_think"
+def flagged_turn(question: str, mode: str, rng: random.Random, unflagged_share: float) -> dict:
+    """The user turn of a single-turn sample: the mode's flag at the end (paper §4.3, Table 9); a share of
+    thinking turns without one (thinking is the default)."""
+    if mode == THINK and rng.random() < unflagged_share:
+        return {"role": "user", "content": question}
+    return {"role": "user", "content": f"{question} {FLAGS[mode]}"}
+
+
+def switched_by_template(messages: list, reply: dict, rng: random.Random, share: float) -> tuple[list, bool]:
+    """(messages, enable_thinking) to render a sample with (``sft.render_sample``): a ``share`` of the
+    single-turn non-thinking samples asked the way ``infer/chat.py --no-think`` and the harness ask, with no
+    flag and the template's empty think block in the prompt (``enable_thinking=False``), the rest unchanged.
+    Trained only under ``/no_think``, the model answered directly after the flag and ran on as a trace after
+    the template's block (bench/RESULTS.md, session 21). The block stays prompt, not a target: learnt after an
+    unflagged question it would teach the model to skip thinking where thinking is the default."""
+    flag = f" {FLAGS[NO_THINK]}"
+    if (len(messages) != 1 or "reasoning_content" in reply or reply.get("tool_calls")
+            or not messages[0]["content"].endswith(flag) or not rng.random() < share):
+        return messages, True
+    return [{**messages[0], "content": messages[0]["content"].removesuffix(flag)}], False
 
 
 def reply_message(problem: Problem, mode: str, rng: random.Random, slip_share: float) -> dict:

@@ -13,9 +13,9 @@ from qwen3mini.generation import Completion
 from qwen3mini.model import Qwen3ForCausalLM
 from qwen3mini.tasks import FAMILIES, traces
 from qwen3mini.training import rollouts
-from qwen3mini.training.fusion_samples import (dialogue_sample, direct_answer, flagged_turn, rejection_sampled,
-                                               split_by_mode)
+from qwen3mini.training.fusion_samples import dialogue_sample, direct_answer, rejection_sampled, split_by_mode
 from qwen3mini.training.sft import render_sample
+from qwen3mini.training.task_samples import flagged_turn
 from qwen3mini.training.stage import save_pretrained
 
 from test_sft import TOKENIZER, tok  # noqa: F401  (the tokenizer fixture)
@@ -138,7 +138,9 @@ def test_tiny_stage_end_to_end(tmp_path, monkeypatch, capsys):
     data = json.load(open(out / "data.json"))
     assert data["add/5"].get("think", 0) + data["add/5"].get("no_reply_kept", 0) == 2      # the pool's, sampled
     assert data["add/2"]["think"] == 1 and data["add/2"]["no_reply_kept"] == 1 and data["add/2"]["no-think"] == 2
+    switched = data["add/3"].pop("template_switch", 0)          # some asked as --no-think asks (no flag)
     assert data["add/3"] == {"no-think": 2, "tokens": data["add/3"]["tokens"]}     # past the range: answered directly
+    assert 0 < switched + sum(cell.get("template_switch", 0) for cell in data.values()) < 16
     assert sum(cell.get("dialogue", 0) for cell in data.values()) == 6
     assert sum(cell.get("knowledge", 0) for cell in data.values()) == 4
     assert sum(cell.get("instruction", 0) for cell in data.values()) == 4      # one per cell, and its twin

@@ -15,7 +15,7 @@ from qwen3mini.training.distributed import DistInfo
 from qwen3mini.training.losses import IGNORE, CausalLMLoss
 from qwen3mini.training.sft import PackedBatches, pack_rows, packed_row, render_sample
 from qwen3mini.training.stage import save_pretrained
-from qwen3mini.training.task_samples import parse_ranges, unique_answer
+from qwen3mini.training.task_samples import parse_ranges, switched_by_template, unique_answer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOKENIZER = os.path.join(ROOT, "checkpoints", "tokenizer-16k")
@@ -51,13 +51,38 @@ def test_prompt_tokens_are_what_inference_sees(tok, think, flag):
     assert reply == expected + traces.answer(p) + "<|im_end|>"
 
 
-def test_no_think_reply_matches_the_hard_switch_prompt(tok):
-    """enable_thinking=False puts the empty think block into the prompt: the same ids as the trained reply's."""
-    messages = conversation(problem(), think=False, flag="")
-    ids, mask = render_sample(tok, messages)
+def test_hard_switch_sample_keeps_the_empty_block_in_the_prompt(tok):
+    """enable_thinking=False: the prompt is what the hard switch opens (no flag, the template's empty think block)
+    and only the answer is learnt; the same tokens rendered the default way learn the block too."""
+    p = problem()
+    messages = conversation(p, think=False, flag="")
+    ids, mask = render_sample(tok, messages, enable_thinking=False)
     hard = tok.encode(tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True,
                                               enable_thinking=False))
-    assert ids[:len(hard)] == hard and mask[len(hard) - 1] and not mask[len(hard) - 5]
+    first = mask.index(True)
+    assert ids[:first] == hard and all(mask[first:])
+    assert tok.decode(ids[first:]) == traces.answer(p) + "<|im_end|>"
+    default_ids, default_mask = render_sample(tok, messages)
+    assert default_ids == ids and tok.decode(ids[default_mask.index(True):]).startswith("<think>\n\n</think>")
+    with pytest.raises(ValueError, match="differently"):             # a thinking reply under the hard switch
+        render_sample(tok, conversation(p, think=True, flag=""), enable_thinking=False)
+
+
+def test_switched_by_template_takes_single_turn_no_think_samples_only():
+    p, rng = problem(), random.Random(0)
+    direct = conversation(p, think=False, flag=" /no_think")
+    assert switched_by_template(direct[:-1], direct[-1], rng, 0.0) == (direct[:-1], True)
+    messages, enable_thinking = switched_by_template(direct[:-1], direct[-1], rng, 0.99)
+    assert messages == [{"role": "user", "content": p.question}] and enable_thinking is False
+    assert direct[0]["content"].endswith(" /no_think")                # the sample itself is left as it was
+    thinking = conversation(p, think=True, flag=" /think")
+    dialogue = conversation(p, think=False, flag=" /no_think", history=conversation(problem(1), think=False))
+    call = [{"role": "user", "content": p.question + " /no_think"},
+            {"role": "assistant", "content": "", "tool_calls": [{"name": "calculator", "arguments": {}}]}]
+    for sample in (thinking, dialogue, call):
+        assert switched_by_template(sample[:-1], sample[-1], rng, 0.99) == (sample[:-1], True)
+    shares = [switched_by_template(direct[:-1], direct[-1], random.Random(i), 0.5)[1] for i in range(200)]
+    assert 60 < shares.count(False) < 140
 
 
 def test_multi_turn_history_drops_earlier_thinking(tok):
@@ -272,6 +297,10 @@ def test_build_samples_gives_a_small_cell_several_replies_per_query(tok):
     settings = stage.Settings(**{**stage.PRESETS["tiny"], "ranges": "mul:1", "val_per_cell": 8})
     train, val, stats = stage.build_samples(settings, tok)          # 11 one-digit products outside the test set
     assert len(val) == stats.cells["mul/1"]["drawn"] // 4 < 8 and len(train) > len(val)
+    cell = stats.cells["mul/1"]                                     # some direct answers under the hard switch
+    assert 0 < cell["template_switch"] < cell["no-think"]
+    switched = [tok.decode(ids) for ids, mask in train if tok.decode([t for t, m in zip(ids, mask) if m])[0] != "<"]
+    assert len(switched) == cell["template_switch"] and all("/no_think" not in text for text in switched)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
