@@ -128,7 +128,7 @@ def teacher_samples(settings, tokenizer, teacher) -> tuple[list, SampleStats]:
 
 
 SAMPLED_BY = ("teacher", "ranges", "per_cell", "no_think_per_cell", "samples", "max_new_tokens", "general",
-              "general_mix", "unflagged_share", "seed")     # the settings that decide the teacher's samples
+              "general_mix", "unflagged_share", "template_switch_share", "seed")   # what decides the teacher's samples
 
 
 def sampled_once(settings, tokenizer, device, is_main) -> tuple[list, SampleStats]:

@@ -2,7 +2,7 @@
 minimises the reverse KL to the teacher on its own samples.
 
 1. The queries: general RL's mix over fresh task problems (qwen3mini/training/general_rl.py): reasoning with a
-   random ``/think``, ``/no_think`` or no flag, multi-turn dialogues whose last flag decides the mode,
+   random ``/think``, ``/no_think``, no flag or the hard switch, multi-turn dialogues whose last flag decides the mode,
    instructions and calculator calls, so the student samples in both modes.
 2. Every step: ``--queries`` queries, ``--group`` completions of each sampled by the student through the one
    generation path (a bf16 copy of the student that gets the fp32 master weights first) at temperature 1,

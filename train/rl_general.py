@@ -1,8 +1,9 @@
 """Stage 4 of post-training, general RL (paper §4.4): the GRPO of stage 2 with rule-based rewards over a mix of
 tasks, from the thinking-mode fusion model (qwen3mini/training/general_rl.py has the tasks and the rewards):
 
-* reasoning with a random ``/think``, ``/no_think`` or no flag, and multi-turn dialogues whose last flag decides
-  the mode (format following; the reasoning slice that keeps accuracy from falling away);
+* reasoning with a random ``/think``, ``/no_think``, no flag or the hard switch (``enable_thinking=False``), and
+  multi-turn dialogues whose last flag decides the mode (format following; the reasoning slice that keeps
+  accuracy from falling away);
 * instruction following: a task question with one of the five constraints appended;
 * tool use: 4- to 6-digit products with the ``calculator`` tool offered; calls answered by the safe evaluator.
 

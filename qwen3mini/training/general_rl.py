@@ -1,21 +1,23 @@
 """The tasks and rule-based rewards of general RL (paper §4.4), mixed in one pool:
 
-* ``reasoning``: a verifiable task with a random ``/think``, ``/no_think`` or no flag (the reasoning slice,
-  so that accuracy does not fall away, and format following at once);
+* ``reasoning``: a verifiable task asked with a random ``/think``, ``/no_think``, no flag, or the hard switch
+  (``enable_thinking=False``: no flag, the template's empty think block in the prompt, as ``infer/chat.py
+  --no-think`` asks) (the reasoning slice, so that accuracy does not fall away, and format following at once);
 * ``dialogue``: 2 to 4 turns with random flags, the reply due in the mode of the last flag (format following
   across turns, as ThinkFollow measures it);
-* ``instruction``: a task question with one of the five constraints appended (tasks/instructions.py);
+* ``instruction``: a task question with one of the five constraints appended (tasks/instructions.py), asked the
+  same four ways;
 * ``tool``: a product of two 4- to 6-digit numbers with the ``calculator`` tool offered; the model calls it
   (Qwen3's ``<tool_call>``), the environment answers with the safe evaluator's result (qwen3mini/tools.py).
 
 A completion earns 1 when every rule of its kind holds: it ended by itself (``<|im_end|>``, not the token cap);
-its mode is the one the last flag asks for (a thinking reply has a non-empty, closed think block, a non-thinking
-one the empty block); the final answer is right (``\\boxed{}`` unless the instruction asks for another form); an
-instruction's constraint holds; a tool reply made at least one call, and only valid ones. A reply that keeps
-the format rules (ended, in the right mode, the answer in ``\\boxed{}`` or in the form the instruction asks
-for) but not the answer earns ``FORMAT_CREDIT`` (§4.4 rewards format following on its own): on a problem past
-the model's reach every answer is wrong, and without it a group that ended and one that ran to the token cap
-would score alike, so nothing would teach the model to end. Else 0.
+its mode is the one asked for (a thinking reply has a non-empty, closed think block, a non-thinking one the empty
+block; after the hard switch, no think tag at all); the final answer is right (``\\boxed{}`` unless the
+instruction asks for another form); an instruction's constraint holds; a tool reply made at least one call,
+and only valid ones. A reply that keeps the format rules (ended, in the right mode, the answer in ``\\boxed{}``
+or in the form the instruction asks for) but not the answer earns ``FORMAT_CREDIT`` (§4.4 rewards format
+following on its own): on a problem past the model's reach every answer is wrong, and without it a group that
+ended and one that ran to the token cap would score alike, so nothing would teach the model to end. Else 0.
 """
 import random
 from dataclasses import dataclass, field
@@ -47,12 +49,18 @@ class Query:
     mode: str                           # the mode the reply is due in ("think" or "no-think")
     constraint: str | None = None       # instruction: the constraint's name
     tools: list = field(default_factory=list)     # names of the tools offered (qwen3mini/tools.py)
+    enable_thinking: bool = True        # False: the hard switch, the template's empty think block in the prompt
 
 
-def flag(rng: random.Random) -> tuple[str, str]:
-    """(suffix, mode) of a random flag: /think, /no_think or none (thinking is the default)."""
+def flag(rng: random.Random, hard_switch: bool = True) -> tuple[str, str, bool]:
+    """(suffix, mode, enable_thinking) of a random way to ask for a mode: /think, /no_think or no flag (thinking
+    is the default), a third each; with ``hard_switch``, half of the non-thinking ones asked instead the template's
+    way (no flag, enable_thinking=False). Asked only by flag, the models ran on as a trace after the template's
+    block (bench/RESULTS.md, session 21)."""
     choice = rng.choice(("think", "no-think", None))
-    return (f" {FLAGS[choice]}" if choice else ""), (choice or "think")
+    if choice == "no-think" and hard_switch and rng.random() < 0.5:
+        return "", "no-think", False
+    return (f" {FLAGS[choice]}" if choice else ""), (choice or "think"), True
 
 
 def make_query(kind: str, rng: random.Random, problems: list[Problem]) -> Query:
@@ -63,16 +71,17 @@ def make_query(kind: str, rng: random.Random, problems: list[Problem]) -> Query:
         for text in FLAGS.values():
             last = last.removesuffix(f" {text}")
         return Query(kind, dialogue.messages, parse_question(last), dialogue.expected)
-    if kind == "tool":
-        problem, (suffix, mode) = tool_problem(rng), flag(rng)
+    if kind == "tool":      # (the tool loop opens every row of a batch in one mode: flags only)
+        problem, (suffix, mode, _) = tool_problem(rng), flag(rng, hard_switch=False)
         return Query(kind, [{"role": "user", "content": problem.question + suffix}], problem, mode,
                      tools=["calculator"])
-    problem, (suffix, mode) = rng.choice(problems), flag(rng)
+    problem, (suffix, mode, enable_thinking) = rng.choice(problems), flag(rng)
     if kind == "instruction":
         name = rng.choice(list(CONSTRAINTS))
         return Query(kind, [{"role": "user", "content": constrained(problem.question, name) + suffix}], problem,
-                     mode, constraint=name)
-    return Query(kind, [{"role": "user", "content": problem.question + suffix}], problem, mode)
+                     mode, constraint=name, enable_thinking=enable_thinking)
+    return Query(kind, [{"role": "user", "content": problem.question + suffix}], problem, mode,
+                 enable_thinking=enable_thinking)
 
 
 def parse_mix(text: str, option: str = "--mix") -> dict[str, float]:
@@ -120,10 +129,19 @@ def query_pool(mix: str, ranges: str, per_cell: int, size: int, seed: int, stage
     return queries, {"problems": len(problems), "queries": counts}
 
 
+def replied_mode(query: Query, text: str) -> str | None:
+    """The mode of a reply to ``query``: ``reply_mode``'s, or after the hard switch (the empty think block already
+    in the prompt) "no-think" for a reply with no think tag; one that writes them (thinking after the block) is
+    in neither mode."""
+    if query.enable_thinking:
+        return reply_mode(text)
+    return None if "<think>" in text or "</think>" in text else "no-think"
+
+
 def reward(query: Query, text: str, ended: bool) -> float:
     """1.0 when every rule of the query's kind holds, ``FORMAT_CREDIT`` when only the format rules do (module
     docstring), else 0.0."""
-    if not ended or reply_mode(text) != query.mode:
+    if not ended or replied_mode(query, text) != query.mode:
         return 0.0
     answer = split_completion(text).answer
     if query.kind == "instruction":
@@ -153,7 +171,7 @@ class GeneralEnvironment(Environment):
         plain = [i for i, q in enumerate(queries) if not q.tools]
         tooled = [i for i, q in enumerate(queries) if q.tools]
         if plain:
-            prompts = [render(self.tokenizer, queries[i].messages, think=True) for i in plain]
+            prompts = [render(self.tokenizer, queries[i].messages, think=queries[i].enable_thinking) for i in plain]
             groups = sample_groups(generator, self.tokenizer, prompts, group, [self.limit(queries[i]) for i in plain],
                                    sampling, seed, batch_rows)
             for i, prompt, replies in zip(plain, prompts, groups):

@@ -35,6 +35,11 @@ def test_queries_of_every_kind(kind):
         last = query.messages[-1]["content"]
         if last.endswith(FLAGS["no-think"]):
             assert query.mode == "no-think"
+        if not query.enable_thinking:                      # the hard switch: no flag, non-thinking mode
+            assert kind in ("reasoning", "instruction") and query.mode == "no-think"
+            assert not any(last.endswith(f) for f in FLAGS.values())
+    if kind in ("reasoning", "instruction"):
+        assert {make_query(kind, random.Random(i), PROBLEMS).enable_thinking for i in range(40)} == {True, False}
         if kind == "instruction":
             assert CONSTRAINTS[query.constraint] in last
         if kind == "tool":
@@ -63,6 +68,12 @@ def test_rewards_need_every_rule():
     assert reward(Query("instruction", [], p, "no-think", constraint="capitals"),
                   direct(p, f"the answer is {p.answer}"), ended=True) == 0.0      # lower case under "capitals"
     assert reward(no_think, direct(p, f"The answer is {int(p.answer) + 1}."), ended=True) == 0.0   # no \boxed{}
+    hard = Query("reasoning", [], p, "no-think", enable_thinking=False)     # the empty block is in the prompt
+    assert reward(hard, traces.answer(p), ended=True) == 1.0
+    assert reward(hard, wrong, ended=True) == FORMAT_CREDIT
+    assert reward(hard, direct(p), ended=True) == 0.0                     # a second block of its own
+    after = f"{traces.thinking(p)}\n</think>\n\n{traces.answer(p)}"       # thinking written after the block
+    assert reward(hard, after, ended=True) == 0.0
     assert 0 < FORMAT_CREDIT < 1
 
 
