@@ -6,23 +6,26 @@ every problem has a solution; the canonical answer is the one the solver finds. 
 over states (the numbers still available), moves tried closest-to-target first; the trace shows each move and,
 up to a budget, each dead end it meets: with two numbers left every result of the pair (a product evidently over
 the target said to be, ``pair_result``), with more a couple of tries before giving the state up, and the
-backtracking. The last pair of a solution is written like a dead
-end's, its results in order until the target's. A dead end it does not show is a move the model never
-sees made and undone, so the budget is as high as a trace's length allows (``_DEAD_ENDS``; session 12: the old
-trace showed none before the last two numbers, and the model could not learn which first move to make).
+backtracking; a product of several digits by one digit is written with its columns (``shown``). The last pair
+of a solution is written like a dead end's, its results in order until the target's. A dead end it does not show
+is a move the model never sees made and undone, so the budget is as high as a trace's length allows
+(``_DEAD_ENDS``; session 12: the old trace showed none before the last two numbers, and the model could not learn
+which first move to make).
 """
 import functools
 import itertools
 from collections import Counter
 
 from . import expressions
+from .arithmetic import columns_product
 from .family import Family, Problem, Step, match
 
 _LARGE = (25, 50, 75, 100)
 # Dead ends a trace may show before the search goes straight for a solution: as many as keep a 4-number trace
 # inside the cold start's 1,024-token rows (longer ones are dropped, so the longest searches went untrained) and a
-# 5-number one inside the 1,024 tokens a reply has to end in (bench/RESULTS.md, session 18, gives the lengths).
-_DEAD_ENDS = 6
+# 5-number one inside the 1,024 tokens a reply has to end in (bench/RESULTS.md, sessions 18 and 21, give the
+# lengths).
+_DEAD_ENDS = 5
 _TRIES_IN_A_DEAD_END = 2  # moves tried from a dead state of three or more numbers before giving it up
 _QUESTION = (r"Make\s+(\d+)\s+from the numbers\s+(\d+(?:\s*,\s*\d+)+)\.\s*Use each number at most once, "
              r"with \+ - \* / and parentheses\.")
@@ -46,6 +49,16 @@ def moves(a: int, b: int) -> list[tuple[str, int, int, int]]:
     return found
 
 
+def shown(op: str, high: int, low: int) -> str:
+    """A move's operation as a line writes it before its ``= value``: a product of a number of several digits by
+    a one-digit one with its columns (``62 * 4 (2*4=8, 6*4=24)``), as expr and linear write theirs; worked in the
+    head, such products were most of the wrong results that ended countdown replies (``62 * 4 = 256. Found
+    it.``; bench/RESULTS.md, session 21). A digit and zeros (10, 50, 100) times a digit is a fact."""
+    if op == "*" and 2 <= low < 10 <= high and high % 10 ** (len(str(high)) - 1):
+        return f"{high} * {low} ({columns_product(high, low)})"
+    return f"{high} {op} {low}"
+
+
 def pair_result(op: str, high: int, low: int, value: int, target: int) -> str:
     """A result on a pair's line. A product that is evidently over the target is said to be, not worked out
     (``65 * 60 > 61``): a factor over the target times at least 2, or two numbers of two digits or more (at least
@@ -53,7 +66,7 @@ def pair_result(op: str, high: int, low: int, value: int, target: int) -> str:
     pair lines (``725 * 8 = 5700``), and their value never matters there."""
     if op == "*" and (high > target or (low >= 10 and target < 100)):
         return f"{high} * {low} > {target}"
-    return f"{high} {op} {low} = {value}"
+    return f"{shown(op, high, low)} = {value}"
 
 
 @functools.lru_cache(maxsize=100_000)
@@ -214,7 +227,7 @@ def _search(target, state, dead_ends_left, lines=None, at_start=True):
             continue
         if lines is not None:
             done = ". Found it." if value == target else f", left {_listed(v for v, _ in after)}"
-            lines.append(Step(f"{_listed(values)}: ", f"{left} {op} {right}", value, done))
+            lines.append(Step(f"{_listed(values)}: ", shown(op, left, right), value, done))
         if value == target:
             return [tree]
         path = _search(target, after, dead_ends_left, lines, at_start=False)
@@ -233,7 +246,7 @@ def _last_pair(target, state, lines):
     for op, left, right, value in moves(a, b):
         if value == target:
             if lines is not None:
-                lines.append(Step(f"{_listed([a, b])}: {tried}", f"{left} {op} {right}", value, ". Found it."))
+                lines.append(Step(f"{_listed([a, b])}: {tried}", shown(op, left, right), value, ". Found it."))
             return [(op, a_tree, b_tree) if left == a else (op, b_tree, a_tree)]
         tried += pair_result(op, left, right, value, target) + ", "
     raise AssertionError(f"{a}, {b} cannot make {target}: the state was checked solvable")
@@ -250,13 +263,13 @@ def _show_dead_end(target, values, move, after, dead_ends_left, lines, tried):
     made, result = " ".join(map(str, move[:3])), move[3]
     if tried is not None:
         tried.append(made)
-    left = [value for value, _ in after]
+    work, left = shown(move[1], move[0], move[2]), [value for value, _ in after]
     if len(left) == 2:
         pair = ", ".join(pair_result(o, a, b, v, target) for o, a, b, v in moves(*left))
-        lines.append(f"{_listed(values)}: {made} = {result}, left {_listed(left)}: {pair}; no {target}. Back to "
+        lines.append(f"{_listed(values)}: {work} = {result}, left {_listed(left)}: {pair}; no {target}. Back to "
                      f"{_listed(values)}.")
         return
-    lines.append(f"{_listed(values)}: {made} = {result}, left {_listed(left)}")
+    lines.append(f"{_listed(values)}: {work} = {result}, left {_listed(left)}")
     for op, a, b, value, _, rest in _moves_closest_first(target, after)[:_TRIES_IN_A_DEAD_END]:
         if dead_ends_left[0] <= 0:
             break

@@ -90,7 +90,7 @@ def test_trace_shows_dead_ends_honestly():
     import re
     from qwen3mini.tasks import countdown
     from qwen3mini.tasks.traces import thinking
-    rng, move = random.Random(3), re.compile(r"^([\d, ]+): (\d+) ([-+*/]) (\d+) = (\d+)")
+    rng, move = random.Random(3), re.compile(r"^([\d, ]+): (\d+) ([-+*/]) (\d+)(?: \([^)]*\))? = (\d+)")
     for difficulty in (3, 4, 5):
         for _ in range(40):
             problem = COUNTDOWN.generate(rng, difficulty)
@@ -119,20 +119,31 @@ def test_trace_shows_dead_ends_honestly():
 
 def test_pair_results_worked_out_or_evidently_over():
     """A pair's product is written out unless it is evidently over the target (a factor over it, or two factors
-    of two digits against a target under 100: ``65 * 60 > 61``); every other result is worked out, and right."""
+    of two digits against a target under 100: ``65 * 60 > 61``); every other result is worked out, and right,
+    a product of several digits by one digit with its columns (a digit and zeros times a digit is a fact)."""
+    import re
     from qwen3mini.tasks import countdown
     assert countdown.pair_result("*", 65, 60, 3900, 61) == "65 * 60 > 61"
-    assert countdown.pair_result("*", 58, 2, 116, 61) == "58 * 2 = 116"           # not evident: worked out
+    assert countdown.pair_result("*", 58, 2, 116, 61) == "58 * 2 (8*2=16, 5*2+1=11) = 116"   # not evident: worked
     assert countdown.pair_result("*", 12, 11, 132, 250) == "12 * 11 = 132"
     assert countdown.pair_result("+", 65, 60, 125, 61) == "65 + 60 = 125"
+    assert countdown.pair_result("*", 62, 4, 248, 256) == "62 * 4 (2*4=8, 6*4=24) = 248"
+    assert countdown.pair_result("*", 50, 4, 200, 256) == "50 * 4 = 200"
     rng = random.Random(11)
     for _ in range(2000):
         high, low, target = rng.randint(2, 999), rng.randint(2, 999), rng.randint(1, 999)
         high, low = max(high, low), min(high, low)
         for op, left, right, value in countdown.moves(high, low):
             shown = countdown.pair_result(op, left, right, value, target)
-            assert shown == f"{left} {op} {right} = {value}" or (op == "*" and value > target
-                                                                  and shown == f"{left} * {right} > {target}")
+            if op == "*" and shown == f"{left} * {right} > {target}":
+                assert value > target
+                continue
+            work = re.fullmatch(rf"{left} \{op} {right}(?: \((.*)\))? = {value}", shown)
+            assert work, shown
+            if work.group(1):                    # the columns: each digit of the larger times the smaller, carried
+                assert right < 10 <= left and work.group(1).count("=") == len(str(left))
+                assert int(work.group(1).split("=")[-1] + "".join(c.split("=")[1][-1] for c in
+                                                                 reversed(work.group(1).split(", ")[:-1]))) == value
 
 
 def test_last_pair_in_order_and_the_check_worked_out():
@@ -156,10 +167,11 @@ def test_last_pair_in_order_and_the_check_worked_out():
             if pair.count(",") > 1:
                 continue            # made with numbers left over (the closest move first)
             a, b = map(int, pair.split(", "))
-            written = results.split(", ")
             expected = [countdown.pair_result(op, left, right, value, target)
                         for op, left, right, value in countdown.moves(a, b)]
-            assert written == expected[:len(written)] and written[-1].endswith(f" = {target}"), found[0]
+            n = next(n for n in range(1, len(expected) + 1) if ", ".join(expected[:n]) == results)
+            written = expected[:n]
+            assert written[-1].endswith(f" = {target}"), found[0]
             assert all(not w.endswith(f" = {target}") for w in written[:-1])
             check = next(line for line in thinking(problem).split("\n") if line.startswith("Check: "))
             worked = re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", check.split("each given; ")[1])
