@@ -52,7 +52,7 @@ def moves(a: int, b: int) -> list[tuple[str, int, int, int]]:
 def shown(op: str, high: int, low: int) -> str:
     """A move's operation as a line writes it before its ``= value``: a product of a number of several digits by
     a one-digit one with its columns (``62 * 4 (2*4=8, 6*4=24)``), as expr and linear write theirs; worked in the
-    head, such products were most of the wrong results that ended countdown replies (``62 * 4 = 256. Found
+    head, such products were most of the wrong last moves that ended countdown replies (``62 * 4 = 256. Found
     it.``; bench/RESULTS.md, session 21). A digit and zeros (10, 50, 100) times a digit is a fact."""
     if op == "*" and 2 <= low < 10 <= high and high % 10 ** (len(str(high)) - 1):
         return f"{high} * {low} ({columns_product(high, low)})"
