@@ -137,7 +137,8 @@ def build_samples(settings, tokenizer, judge=None):
                     split.append((ids, mask))
                     if split is train:
                         stats.add(family, difficulty, mode)
-                        stats.add(family, difficulty, "template_switch", int(not enable_thinking))
+                        if not enable_thinking:
+                            stats.add(family, difficulty, "template_switch")
                         stats.add(family, difficulty, "tokens", len(ids))
                         stats.add(family, difficulty, "reply_tokens", sum(mask))
     if not train:
