@@ -38,14 +38,14 @@ def test_queries_of_every_kind(kind):
         if not query.enable_thinking:                      # the hard switch: no flag, non-thinking mode
             assert kind in ("reasoning", "instruction") and query.mode == "no-think"
             assert not any(last.endswith(f) for f in FLAGS.values())
-    if kind in ("reasoning", "instruction"):
-        assert {make_query(kind, random.Random(i), PROBLEMS).enable_thinking for i in range(40)} == {True, False}
         if kind == "instruction":
             assert CONSTRAINTS[query.constraint] in last
         if kind == "tool":
             assert query.tools == ["calculator"] and 4 <= query.problem.difficulty <= 6
         else:
             assert query.problem.question in last and not query.tools
+    if kind in ("reasoning", "instruction"):
+        assert {make_query(kind, random.Random(i), PROBLEMS).enable_thinking for i in range(40)} == {True, False}
 
 
 def test_rewards_need_every_rule():
