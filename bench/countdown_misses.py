@@ -1,0 +1,160 @@
+"""Countdown replies read by what went wrong (issue 19's countdown floor). A model's greedy thinking replies to
+the test problems of one size and to held-out generated ones (none a test item, none a query of the default
+cold start), each read as: right; does not end; a number not given, or one used twice; the last move's result
+worked wrong (by operation); an earlier worked result wrong; or wrong otherwise. The same split again by how many
+dead ends the closest-first search meets before its solution with no budget: more than the trace shows
+(``countdown._DEAD_ENDS``) is where the trace goes straight for the solution, as if it had known. And the results
+the replies work out wrong, by operation.
+
+    python bench/countdown_misses.py --model M --out replies.jsonl [--numbers 4] [--extra 200]
+    python bench/countdown_misses.py --read replies.jsonl        # the tables again from saved replies
+"""
+import argparse
+import json
+import os
+import re
+import sys
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from qwen3mini.chat import split_completion  # noqa: E402
+from qwen3mini.tasks import countdown, expressions, verify  # noqa: E402
+from qwen3mini.tasks.answers import last_boxed  # noqa: E402
+
+COLD_START_QUERIES = 3508     # the default cold start's queries a cell (queries_per_cell 3500 + val_per_cell 8)
+# a result a line works out (its columns too), where a pair's result starts: not the end of a longer expression
+WORKED = re.compile(r"(?:^|(?<=: )|(?<=, )|(?<=; ))(\d+) ([-+*/]) (\d+)(?: \([^)]*\))? = (\d+)", re.M)
+
+
+def problems(numbers: int, extra: int, seed: int) -> list:
+    """The test set of ``numbers`` numbers, then ``extra`` generated problems held out from training."""
+    from qwen3mini.tasks.splits import evaluation_set
+    from qwen3mini.training.task_samples import evaluation_items, fresh_queries, held_out
+    ranges = f"countdown:{numbers}"
+    cold = fresh_queries(ranges, COLD_START_QUERIES, seed, evaluation_items(), "cold-start")
+    return evaluation_set("countdown", numbers) + fresh_queries(ranges, extra, seed, evaluation_items() |
+                                                                held_out([cold]), "countdown-misses")
+
+
+def _wrong(a: str, op: str, b: str, value: str) -> bool:
+    try:
+        return expressions.evaluate(expressions.parse(f"{a} {op} {b}")) != int(value)
+    except ZeroDivisionError:
+        return True
+
+
+def kind(problem, text: str, ended: bool) -> str:
+    """What a reply to ``problem`` did (module docstring)."""
+    if verify(problem, text):
+        return "right"
+    if not ended:
+        return "does not end"
+    parts = split_completion(text)
+    try:
+        used = expressions.numbers(expressions.parse(last_boxed(parts.answer or "") or ""))
+    except ValueError:
+        return "no answer read"
+    if Counter(used) - Counter(problem.data[1]):
+        return "a number not given, or one twice"
+    thinking = parts.thinking or ""
+    found = re.findall(WORKED.pattern + r"\. Found it", thinking, re.M)
+    if found and _wrong(*found[-1]):
+        return f"last move wrong ({found[-1][1]})"
+    if any(_wrong(*result) for result in WORKED.findall(thinking)):
+        return "an earlier result wrong"
+    return "wrong otherwise"
+
+
+def wrong_results(text: str) -> Counter:
+    """The results a reply works out wrong, by operation, a product of several digits by one digit on its own
+    (the trace writes its columns since session 21's change); a line that the next one corrects (``Wait, ...``:
+    the slips the traces plant and mend) does not count."""
+    wrong, lines = Counter(), (split_completion(text).thinking or "").split("\n")
+    for line, after in zip(lines, lines[1:] + [""]):
+        for a, op, b, value in [] if after.startswith("Wait,") else WORKED.findall(line):
+            if _wrong(a, op, b, value):
+                columns = op == "*" and min(int(a), int(b)) < 10 <= max(int(a), int(b))
+                inexact = op == "/" and (int(b) == 0 or int(a) % int(b) != 0)
+                wrong["* by one digit" if columns else "/ not exact" if inexact else op] += 1
+    return wrong
+
+
+def going_round(text: str) -> tuple[bool, bool]:
+    """(more dead ends shown than the trace ever shows, a first move made again after a back-up named it)."""
+    lines = text.split("\n")
+    dead_ends = sum(bool(re.search(r"; no \d+\. Back to|^Give up on ", line)) for line in lines)
+    start = re.search(r"^Target \d+ from ([\d, ]+)\. Search", text, re.M)
+    named, again = set(), False
+    for line in lines:
+        move = re.match(r"^([\d, ]+): (\d+ [-+*/] \d+)", line)
+        again = again or bool(start and move and move.group(1) == start.group(1) and move.group(2) in named)
+        named.update(*[tried.split(", ") for tried in re.findall(r"; tried ([^.]*)\.", line)])
+    return dead_ends > countdown._DEAD_ENDS, again
+
+
+def beyond_budget(problem) -> bool:
+    """Whether the closest-first search meets more dead ends before its solution than the trace shows."""
+    target, numbers = problem.data
+    budget = [10 ** 6]
+    countdown._search(target, [(n, n) for n in numbers], budget, [])
+    return 10 ** 6 - budget[0] > countdown._DEAD_ENDS
+
+
+def report(records: list, tests: int) -> None:
+    kinds = [r["kind"] for r in records]
+    print(f"right: test {kinds[:tests].count('right')} of {tests}, held out {kinds[tests:].count('right')} of "
+          f"{len(kinds) - tests}, all {kinds.count('right')} of {len(kinds)}")
+    print("by kind:", dict(Counter(kinds).most_common()))
+    having = sum((Counter(set(wrong_results(r["text"]))) for r in records), Counter())   # (loops repeat lines)
+    print("replies with a result worked out wrong, by operation:", dict(having.most_common()))
+    endless = [going_round(r["text"]) for r in records if r["kind"] == "does not end"]
+    print(f"of the {len(endless)} that do not end: {sum(more for more, _ in endless)} show more than "
+          f"{countdown._DEAD_ENDS} dead ends, {sum(again for _, again in endless)} make a first move again after a "
+          "back-up named it")
+    for beyond in (False, True):
+        group = Counter(r["kind"] for r in records if r["beyond_budget"] == beyond)
+        label = "more dead ends than the trace shows" if beyond else f"at most {countdown._DEAD_ENDS} dead ends"
+        print(f"{label}: {sum(group.values())}:", dict(group.most_common()))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="the model to ask (HF layout)")
+    p.add_argument("--out", help="where to write the replies (JSONL)")
+    p.add_argument("--read", help="saved replies (JSONL) to read instead of asking a model")
+    p.add_argument("--numbers", type=int, default=4, choices=(3, 4, 5))
+    p.add_argument("--extra", type=int, default=200, help="held-out generated problems beside the test set")
+    p.add_argument("--seed", type=int, default=1337, help="the cold start's seed (its queries are left out)")
+    p.add_argument("--max-new-tokens", type=int, default=1536)
+    p.add_argument("--batch-size", type=int, default=125)
+    args = p.parse_args()
+    if args.read:
+        with open(args.read) as f:
+            records = [json.loads(line) for line in f]
+        return report(records, sum(r["test"] for r in records))
+    if not (args.model and args.out):
+        p.error("--model and --out, or --read")
+    import torch
+    import qwen3mini
+    from qwen3mini.chat import generate_replies, render
+    asked = problems(args.numbers, args.extra, args.seed)
+    model = qwen3mini.load_model(args.model, dtype=torch.float32).eval()
+    tokenizer = qwen3mini.load_tokenizer(args.model)
+    prompts = [render(tokenizer, [{"role": "user", "content": q.question}], think=True) for q in asked]
+    replies = []
+    for start in range(0, len(prompts), args.batch_size):
+        replies += generate_replies(model, tokenizer, prompts[start:start + args.batch_size], args.max_new_tokens,
+                                    {"temperature": 0.0})
+    tests = len(asked) - args.extra
+    records = [{"question": q.question, "test": i < tests, "beyond_budget": beyond_budget(q),
+                "kind": kind(q, r.text, r.completion.finish_reason == "stop"), "tokens": len(r.completion.tokens),
+                "text": r.text} for i, (q, r) in enumerate(zip(asked, replies))]
+    partial = args.out + ".partial"
+    with open(partial, "w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+    os.replace(partial, args.out)
+    report(records, tests)
+
+
+if __name__ == "__main__":
+    main()
