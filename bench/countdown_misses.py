@@ -112,9 +112,11 @@ def report(records: list, tests: int) -> None:
           f"{countdown._DEAD_ENDS} dead ends, {sum(again for _, again in endless)} make a first move again after a "
           "back-up named it")
     for beyond in (False, True):
-        group = Counter(r["kind"] for r in records if r["beyond_budget"] == beyond)
+        group = [r for r in records if r["beyond_budget"] == beyond]
+        test = [r for r in group if r["test"]]
         label = "more dead ends than the trace shows" if beyond else f"at most {countdown._DEAD_ENDS} dead ends"
-        print(f"{label}: {sum(group.values())}:", dict(group.most_common()))
+        print(f"{label}: {len(group)} (right: {sum(r['kind'] == 'right' for r in test)} of its {len(test)} test "
+              "problems):", dict(Counter(r["kind"] for r in group).most_common()))
 
 
 def main():
