@@ -20,20 +20,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from qwen3mini.chat import split_completion  # noqa: E402
 from qwen3mini.tasks import countdown, expressions, verify  # noqa: E402
 from qwen3mini.tasks.answers import last_boxed  # noqa: E402
+from train.sft_cold_start import Settings as ColdStart  # noqa: E402
 
-COLD_START_QUERIES = 3508     # the default cold start's queries a cell (queries_per_cell 3500 + val_per_cell 8)
 # a result a line works out (its columns too), where a pair's result starts: not the end of a longer expression
 WORKED = re.compile(r"(?:^|(?<=: )|(?<=, )|(?<=; ))(\d+) ([-+*/]) (\d+)(?: \([^)]*\))? = (\d+)", re.M)
 
 
-def problems(numbers: int, extra: int, seed: int) -> list:
-    """The test set of ``numbers`` numbers, then ``extra`` generated problems held out from training."""
+def problems(numbers: int, extra: int) -> list:
+    """The test set of ``numbers`` numbers, then ``extra`` generated problems held out from training: none a test
+    item, none of the queries (training and validation) that the cold start draws with its default settings."""
     from qwen3mini.tasks.splits import evaluation_set
     from qwen3mini.training.task_samples import evaluation_items, fresh_queries, held_out
-    ranges = f"countdown:{numbers}"
-    cold = fresh_queries(ranges, COLD_START_QUERIES, seed, evaluation_items(), "cold-start")
-    return evaluation_set("countdown", numbers) + fresh_queries(ranges, extra, seed, evaluation_items() |
-                                                                held_out([cold]), "countdown-misses")
+    ranges, cold = f"countdown:{numbers}", ColdStart()
+    drawn = fresh_queries(ranges, cold.queries_per_cell + cold.val_per_cell, cold.seed, evaluation_items(),
+                          "cold-start")
+    return evaluation_set("countdown", numbers) + fresh_queries(ranges, extra, cold.seed, evaluation_items() |
+                                                                held_out([drawn]), "countdown-misses")
 
 
 def _wrong(a: str, op: str, b: str, value: str) -> bool:
@@ -100,11 +102,13 @@ def beyond_budget(problem) -> bool:
     return 10 ** 6 - budget[0] > countdown._DEAD_ENDS
 
 
-def report(records: list, tests: int) -> None:
-    kinds = [r["kind"] for r in records]
-    print(f"right: test {kinds[:tests].count('right')} of {tests}, held out {kinds[tests:].count('right')} of "
-          f"{len(kinds) - tests}, all {kinds.count('right')} of {len(kinds)}")
-    print("by kind:", dict(Counter(kinds).most_common()))
+def report(records: list) -> None:
+    kinds = Counter(r["kind"] for r in records)
+    right = [r for r in records if r["kind"] == "right"]
+    tests = sum(r["test"] for r in records)
+    print(f"right: test {sum(r['test'] for r in right)} of {tests}, held out {sum(not r['test'] for r in right)} "
+          f"of {len(records) - tests}, all {len(right)} of {len(records)}")
+    print("by kind:", dict(kinds.most_common()))
     having = sum((Counter(set(wrong_results(r["text"]))) for r in records), Counter())   # (loops repeat lines)
     print("replies with a result worked out wrong, by operation:", dict(having.most_common()))
     endless = [going_round(r["text"]) for r in records if r["kind"] == "does not end"]
@@ -126,22 +130,27 @@ def main():
     p.add_argument("--read", help="saved replies (JSONL) to read instead of asking a model")
     p.add_argument("--numbers", type=int, default=4, choices=(3, 4, 5))
     p.add_argument("--extra", type=int, default=200, help="held-out generated problems beside the test set")
-    p.add_argument("--seed", type=int, default=1337, help="the cold start's seed (its queries are left out)")
     p.add_argument("--max-new-tokens", type=int, default=1536)
     p.add_argument("--batch-size", type=int, default=125)
     args = p.parse_args()
     if args.read:
-        with open(args.read) as f:
-            records = [json.loads(line) for line in f]
-        return report(records, sum(r["test"] for r in records))
+        try:
+            with open(args.read) as f:
+                records = [json.loads(line) for line in f]
+        except (OSError, ValueError) as error:
+            p.error(f"--read {args.read}: not this script's replies ({error!r})")
+        return report(records)
     if not (args.model and args.out):
         p.error("--model and --out, or --read")
     import torch
     import qwen3mini
     from qwen3mini.chat import generate_replies, render
-    asked = problems(args.numbers, args.extra, args.seed)
-    model = qwen3mini.load_model(args.model, dtype=torch.float32).eval()
-    tokenizer = qwen3mini.load_tokenizer(args.model)
+    asked = problems(args.numbers, args.extra)
+    try:
+        model = qwen3mini.load_model(args.model, dtype=torch.float32).eval()
+        tokenizer = qwen3mini.load_tokenizer(args.model)
+    except (OSError, ValueError) as error:
+        p.error(f"--model {args.model}: {error}")
     prompts = [render(tokenizer, [{"role": "user", "content": q.question}], think=True) for q in asked]
     replies = []
     for start in range(0, len(prompts), args.batch_size):
@@ -155,7 +164,7 @@ def main():
     with open(partial, "w") as f:
         f.writelines(json.dumps(record) + "\n" for record in records)
     os.replace(partial, args.out)
-    report(records, tests)
+    report(records)
 
 
 if __name__ == "__main__":
