@@ -53,7 +53,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
 def close_distributed():
     """Leave the process group together. Every rank first waits at a barrier: a gloo rank that tears the group
     down while its peer's last collective is still completing can abort (SIGABRT, "terminate called without
-    an active exception", seen once in CI after an FSDP run's final state-dict gather)."""
+    an active exception", seen in CI after an FSDP run's final state-dict gather). The barrier makes it rarer,
+    not impossible (seen again with it, 2026-12-05): the abort is in torch's teardown, after the work is done,
+    and the 2-process tests accept it only then (tests/train/test_training.py, ``_run_ddp``)."""
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -127,13 +127,22 @@ def _ddp_worker(rank, world_size, port, out_dir, kwargs, result_path):
     model = distributed.gathered_model(trainer.model, trainer.info)     # FSDP shards gathered on rank 0
     if rank == 0:
         torch.save({"records": records, "params": model.state_dict()}, result_path)
+    open(f"{result_path}.done{rank}", "w").close()     # this rank's work is over: only the teardown is left
     distributed.close_distributed()
 
 
 def _run_ddp(tmp_path, world_size, **kwargs):
+    """The ranks' result. A rank killed by SIGABRT after every rank finished its work is gloo's teardown race
+    (``terminate called without an active exception`` while the group is destroyed; distributed.close_distributed
+    says more), not a wrong update: the saved result stands. Any other failure fails the test."""
     result = str(tmp_path / "result.pt")
-    mp.spawn(_ddp_worker, args=(world_size, _free_port(), str(tmp_path / "ddp"), kwargs, result),
-             nprocs=world_size, join=True)
+    try:
+        mp.spawn(_ddp_worker, args=(world_size, _free_port(), str(tmp_path / "ddp"), kwargs, result),
+                 nprocs=world_size, join=True)
+    except mp.ProcessExitedException as error:
+        finished = all(os.path.exists(f"{result}.done{rank}") for rank in range(world_size))
+        if not (finished and error.signal_name == "SIGABRT"):
+            raise
     return torch.load(result, weights_only=False)
 
 
