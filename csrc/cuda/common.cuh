@@ -56,6 +56,10 @@ __device__ __forceinline__ void rms_scale8(uint4& raw, const uint4& wraw, float 
   }
 }
 
+// The most experts a token may select: the MoE combine keeps a token's slots in shared arrays of this size
+// (moe.cu), and the router (moe_router.cu) routes no more than the dispatch takes.
+constexpr int MAX_TOP_K = 64;
+
 // ------------------------------------------------------------------ tensor-core MMA: D = A @ B + D (fp32)
 template <typename T>
 __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
