@@ -1,10 +1,10 @@
 """Countdown replies read by what went wrong (issue 19's countdown floor). A model's greedy thinking replies to
 the test problems of one size and to held-out generated ones (none a test item, none a query of the default
-cold start), each read as: right; does not end; a number not given, or one used twice; the last move's result
-worked wrong (by operation); an earlier worked result wrong; or wrong otherwise. The same split again by how many
-dead ends the closest-first search meets before its solution with no budget: more than the trace shows
-(``countdown._DEAD_ENDS``) is where the trace goes straight for the solution, as if it had known. And the results
-the replies work out wrong, by operation.
+cold start), each read as: right; does not end; gave up (the search stopped at its budget, as the trace does
+where it needs more dead ends); a number not given, or one used twice; the last move's result worked wrong (by
+operation); an earlier worked result wrong; or wrong otherwise. The same split again by whether the trace's own
+search needs more dead ends than its budget (``countdown._DEAD_ENDS``; the trace gives up there). And the
+results the replies work out wrong, by operation.
 
     python bench/countdown_misses.py --model M --out replies.jsonl [--numbers 4] [--extra 200]
     python bench/countdown_misses.py --read replies.jsonl        # the tables again from saved replies
@@ -52,6 +52,8 @@ def kind(problem, text: str, ended: bool) -> str:
     if not ended:
         return "does not end"
     parts = split_completion(text)
+    if "the search stops here" in (parts.thinking or ""):
+        return "gave up"
     try:
         used = expressions.numbers(expressions.parse(last_boxed(parts.answer or "") or ""))
     except ValueError:
@@ -84,7 +86,8 @@ def wrong_results(text: str) -> Counter:
 def going_round(text: str) -> tuple[bool, bool]:
     """(more dead ends shown than the trace ever shows, a first move made again after a back-up named it)."""
     lines = text.split("\n")
-    dead_ends = sum(bool(re.search(r"; no \d+\. Back to|^Give up on ", line)) for line in lines)
+    dead_ends = sum(bool(re.search(r"; no \d+(?: \(dead end \d+ of \d+\))?\. Back to|^Give up on ", line))
+                    for line in lines)
     start = re.search(r"^Target \d+ from ([\d, ]+)\. Search", text, re.M)
     named, again = set(), False
     for line in lines:
@@ -95,11 +98,9 @@ def going_round(text: str) -> tuple[bool, bool]:
 
 
 def beyond_budget(problem) -> bool:
-    """Whether the closest-first search meets more dead ends before its solution than the trace shows."""
-    target, numbers = problem.data
-    budget = [10 ** 6]
-    countdown._search(target, [(n, n) for n in numbers], budget, [])
-    return 10 ** 6 - budget[0] > countdown._DEAD_ENDS
+    """Whether the closest-first search meets more dead ends before its solution than the trace's budget (the
+    trace gives up)."""
+    return countdown.Countdown().gives_up(problem)
 
 
 def report(records: list) -> None:
@@ -118,7 +119,8 @@ def report(records: list) -> None:
     for beyond in (False, True):
         group = [r for r in records if r["beyond_budget"] == beyond]
         test = [r for r in group if r["test"]]
-        label = "more dead ends than the trace shows" if beyond else f"at most {countdown._DEAD_ENDS} dead ends"
+        label = "more dead ends than the budget (the trace gives up)" if beyond else \
+            f"at most {countdown._DEAD_ENDS} dead ends"
         print(f"{label}: {len(group)} (right: {sum(r['kind'] == 'right' for r in test)} of its {len(test)} test "
               "problems):", dict(Counter(r["kind"] for r in group).most_common()))
 

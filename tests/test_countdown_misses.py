@@ -1,5 +1,5 @@
-"""bench/countdown_misses.py: how a countdown reply is read, and which problems need more search than the trace
-shows."""
+"""bench/countdown_misses.py: how a countdown reply is read, and which problems need more search than the trace's
+budget."""
 import os
 import re
 import sys
@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import countdown_misses  # noqa: E402
 from qwen3mini.tasks import countdown, parse_question  # noqa: E402
 from qwen3mini.tasks.splits import evaluation_set  # noqa: E402
-from qwen3mini.tasks.traces import thinking  # noqa: E402
+from qwen3mini.tasks.traces import answer, thinking  # noqa: E402
 
 PROBLEM = parse_question("Make 248 from the numbers 62, 4, 1, 9. Use each number at most once, with + - * / and "
                          "parentheses.")
@@ -33,17 +33,14 @@ def test_each_kind_of_reply():
     assert kind(PROBLEM, reply("62, 4: 62 * 4 = 248. Found it.", "62 *"), True) == "no answer read"
 
 
-def test_beyond_budget_is_where_the_trace_spends_its_dead_ends():
-    """A problem needs more search than the trace shows only where the trace shows the whole budget of dead
-    ends (a pair's line given up, or a state given up); with budget left, the trace's search was whole."""
+def test_beyond_budget_is_where_the_trace_gives_up():
+    """A problem needs more search than the trace's budget exactly where the trace stops and gives up (its
+    reply read as "gave up"), for some of the test problems and not for all."""
     beyond = 0
     for problem in evaluation_set("countdown", 4)[:25]:
-        lines = thinking(problem).split("\n")
-        shown = sum(bool(re.search(r"; no \d+\. Back to [\d, ]+\.$", line)) or line.startswith("Give up on ")
-                    for line in lines)
-        if countdown_misses.beyond_budget(problem):
-            assert shown == countdown._DEAD_ENDS, problem.question
-            beyond += 1
+        text = f"<think>\n{thinking(problem)}\n</think>\n\n{answer(problem, after_trace=True)}"
+        assert countdown_misses.beyond_budget(problem) == (countdown_misses.kind(problem, text, True) == "gave up")
+        beyond += countdown_misses.beyond_budget(problem)
     assert 0 < beyond < 25
     assert not countdown_misses.beyond_budget(parse_question(
         "Make 10 from the numbers 10, 3, 7. Use each number at most once, with + - * / and parentheses."))

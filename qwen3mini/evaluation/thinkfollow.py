@@ -27,9 +27,9 @@ class Dialogue:
 
 
 def reply_in_mode(problem: Problem, mode: str) -> str:
-    """A correct assistant reply to ``problem`` in ``mode``, in the reply format (paper §4.3)."""
+    """The solver's assistant reply to ``problem`` in ``mode``, in the reply format (paper §4.3)."""
     thinking = f"\n{traces.thinking(problem)}\n" if mode == "think" else "\n\n"
-    return f"<think>{thinking}</think>\n\n{traces.answer(problem)}"
+    return f"<think>{thinking}</think>\n\n{traces.answer(problem, after_trace=mode == 'think')}"
 
 
 def make_dialogue(rng: random.Random, problems: list[Problem]) -> Dialogue:

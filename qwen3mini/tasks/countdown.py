@@ -7,25 +7,26 @@ over states (the numbers still available), moves tried closest-to-target first; 
 up to a budget, each dead end it meets: with two numbers left every result of the pair (a product evidently over
 the target said to be, ``pair_result``), with more a couple of tries before giving the state up, and the
 backtracking; a product of several digits by one digit is written with its columns (``shown``). The last pair
-of a solution is written like a dead end's, its results in order until the target's. A dead end it does not show
-is a move the model never sees made and undone, so the budget is as high as a trace's length allows
-(``_DEAD_ENDS``; session 12: the old trace showed none before the last two numbers, and the model could not learn
-which first move to make).
+of a solution is written like a dead end's, its results in order until the target's. Each dead end is numbered
+as it is closed (``dead end 2 of 6``), and a search that meets one more than its budget (``_DEAD_ENDS``) stops
+and says so: the reply gives up rather than claim a solution it did not find (``gives_up``; bench/RESULTS.md,
+session 26: a trace that went straight for the solution past its budget, as if it had known, taught a model
+whose own search needed more to search on and never end).
 """
 import functools
 import itertools
 from collections import Counter
+from dataclasses import dataclass
 
 from . import expressions
 from .arithmetic import columns_product
 from .family import Family, Problem, Step, match
 
 _LARGE = (25, 50, 75, 100)
-# Dead ends a trace may show before the search goes straight for a solution: as many as keep a 4-number trace
-# inside the cold start's 1,024-token rows (longer ones are dropped, so the longest searches went untrained) and a
-# 5-number one inside the 1,024 tokens a reply has to end in (bench/RESULTS.md, sessions 18 and 21, give the
-# lengths).
-_DEAD_ENDS = 5
+# Dead ends a trace may show before its search stops: as many as keep nearly every 4- and 5-number reply within the
+# 1,024 tokens a reply has to end in, and its cold-start row with the prompt within 1,024 (about 1% are longer and
+# dropped; bench/RESULTS.md, session 26).
+_DEAD_ENDS = 6
 _TRIES_IN_A_DEAD_END = 2  # moves tried from a dead state of three or more numbers before giving it up
 _QUESTION = (r"Make\s+(\d+)\s+from the numbers\s+(\d+(?:\s*,\s*\d+)+)\.\s*Use each number at most once, "
              r"with \+ - \* / and parentheses\.")
@@ -105,7 +106,7 @@ class Countdown(Family):
 
     def _problem(self, target, numbers):
         """The canonical answer is the solver's solution (the one its trace arrives at)."""
-        path = _search(target, [(n, n) for n in numbers], [0])
+        path = _search(target, [(n, n) for n in numbers])
         if path is None:
             raise ValueError(f"countdown: {target} cannot be made from {_listed(numbers)}")
         return Problem(self.name, len(numbers),
@@ -161,10 +162,15 @@ class Countdown(Family):
 
     def solve(self, problem):
         target, numbers = problem.data
-        lines = [f"Target {target} from {_listed(numbers)}. Search: combine two numbers, promising moves first; "
-                 "back up at a dead end."]
-        _search(target, [(n, n) for n in numbers], [_DEAD_ENDS], lines)
-        return lines
+        return list(_trace(target, numbers)[0])
+
+    def gives_up(self, problem):
+        return _trace(*problem.data)[1]
+
+    def given_up(self, problem):
+        target, numbers = problem.data
+        return (f"I could not make {target} from {_listed(numbers)}: my search stopped at its {_DEAD_ENDS} dead "
+                "ends before it found a way.\n\n\\boxed{none found}")
 
     def check(self, problem):
         """The numbers the answer uses, and its value worked out again operation by operation (not the target
@@ -177,6 +183,30 @@ class Countdown(Family):
             steps.append(f"{left} {op} {right} = {value}")
         value = ", ".join(steps) if steps else f"its value is {target}"
         return f"Check: {problem.answer} uses {_listed(used)}, each given; {value}. Correct."
+
+
+@functools.lru_cache(maxsize=10_000)
+def _trace(target: int, numbers: tuple) -> tuple[tuple, bool]:
+    """(the trace's lines, whether its search stopped at the budget before a solution)."""
+    lines = [f"Target {target} from {_listed(numbers)}. Search: combine two numbers, promising moves first; "
+             "back up at a dead end."]
+    try:
+        _search(target, [(n, n) for n in numbers], _Budget(_DEAD_ENDS), lines)
+        return tuple(lines), False
+    except _BudgetSpent:
+        lines.append(f"No {target} within {_DEAD_ENDS} dead ends: the search stops here.")
+        return tuple(lines), True
+
+
+@dataclass
+class _Budget:
+    """The dead ends a trace may still show (``left``) and those it has closed (``closed``: their numbers)."""
+    left: int
+    closed: int = 0
+
+
+class _BudgetSpent(Exception):
+    """The trace's search met a dead end past its budget."""
 
 
 def _needs_fewer(numbers, target) -> bool:
@@ -203,12 +233,12 @@ def _moves_closest_first(target, state):
     return [move for *_, move in sorted(candidates)]
 
 
-def _search(target, state, dead_ends_left, lines=None, at_start=True):
+def _search(target, state, budget: _Budget | None = None, lines=None, at_start=True):
     """Depth-first search from ``state`` (``(value, tree)`` pairs), moves closest to the target first. Returns
     the moves' trees down to the solution (last one = the answer), None if there is none. With ``lines``, writes
-    the trace: each move into a state that cannot reach the target is shown while ``dead_ends_left[0]`` lasts
-    (one line per dead end, a state of two numbers with all its results, a larger one tried a little and given
-    up, see ``_show_dead_end``); once it is spent, the search passes such moves by, as if it had known."""
+    the trace: each move into a state that cannot reach the target is shown against ``budget`` (one line per
+    dead end, a state of two numbers with all its results, a larger one tried a little and given up, see
+    ``_show_dead_end``); a dead end met once the budget is spent raises ``_BudgetSpent``."""
     values = [value for value, _ in state]
     if not solvable(tuple(sorted(values)), target):
         return None
@@ -222,15 +252,17 @@ def _search(target, state, dead_ends_left, lines=None, at_start=True):
     for op, left, right, value, tree, rest in _moves_closest_first(target, state):
         after = rest + [(value, tree)]
         if value != target and not solvable(tuple(sorted(v for v, _ in after)), target):
-            if lines is not None and dead_ends_left[0] > 0:
-                _show_dead_end(target, values, (left, op, right, value), after, dead_ends_left, lines, tried)
+            if lines is not None:
+                if budget.left == 0:
+                    raise _BudgetSpent
+                _show_dead_end(target, values, (left, op, right, value), after, budget, lines, tried)
             continue
         if lines is not None:
             done = ". Found it." if value == target else f", left {_listed(v for v, _ in after)}"
             lines.append(Step(f"{_listed(values)}: ", shown(op, left, right), value, done))
         if value == target:
             return [tree]
-        path = _search(target, after, dead_ends_left, lines, at_start=False)
+        path = _search(target, after, budget, lines, at_start=False)
         if path is not None:
             return [tree] + path
     return None
@@ -252,27 +284,35 @@ def _last_pair(target, state, lines):
     raise AssertionError(f"{a}, {b} cannot make {target}: the state was checked solvable")
 
 
-def _show_dead_end(target, values, move, after, dead_ends_left, lines, tried):
+def _show_dead_end(target, values, move, after, budget, lines, tried):
     """The lines of ``move`` (``(left, op, right, value)``) from ``values`` into ``after``, a state that cannot
     reach the target: with two numbers left, one line with every result of the pair; with more, the move's line,
     then its ``_TRIES_IN_A_DEAD_END`` most promising moves (each a dead end in turn, while the budget lasts), then
-    giving it up. Giving up a state back to the start names every move tried from the start (``tried``, this one
-    added; None below the start): the model, with no list of what it had tried, made its first move again after
-    backing up to the start and went round. A pair's line needs no list (its few results are on it)."""
-    dead_ends_left[0] -= 1
+    giving it up. The line that closes a dead end numbers it (``_counted``). Giving up a state back to the start
+    names every move tried from the start (``tried``, this one added; None below the start): the model, with no
+    list of what it had tried, made its first move again after backing up to the start and went round. A pair's
+    line needs no list (its few results are on it)."""
+    budget.left -= 1
     made, result = " ".join(map(str, move[:3])), move[3]
     if tried is not None:
         tried.append(made)
     work, left = shown(move[1], move[0], move[2]), [value for value, _ in after]
     if len(left) == 2:
         pair = ", ".join(pair_result(o, a, b, v, target) for o, a, b, v in moves(*left))
-        lines.append(f"{_listed(values)}: {work} = {result}, left {_listed(left)}: {pair}; no {target}. Back to "
-                     f"{_listed(values)}.")
+        lines.append(f"{_listed(values)}: {work} = {result}, left {_listed(left)}: {pair}; no {target}"
+                     f"{_counted(budget)}. Back to {_listed(values)}.")
         return
     lines.append(f"{_listed(values)}: {work} = {result}, left {_listed(left)}")
     for op, a, b, value, _, rest in _moves_closest_first(target, after)[:_TRIES_IN_A_DEAD_END]:
-        if dead_ends_left[0] <= 0:
+        if budget.left <= 0:
             break
-        _show_dead_end(target, left, (a, op, b, value), rest + [(value, None)], dead_ends_left, lines, None)
+        _show_dead_end(target, left, (a, op, b, value), rest + [(value, None)], budget, lines, None)
     named = "" if tried is None else f"; tried {_listed(tried)}"
-    lines.append(f"Give up on {_listed(left)}. Back to {_listed(values)}{named}.")
+    lines.append(f"Give up on {_listed(left)}{_counted(budget)}. Back to {_listed(values)}{named}.")
+
+
+def _counted(budget: _Budget) -> str:
+    """The number of the dead end being closed, against the budget (`` (dead end 2 of 6)``): the model sees when
+    its search must stop (session 26: without it, the model searched on past the budget and went round)."""
+    budget.closed += 1
+    return f" (dead end {budget.closed} of {_DEAD_ENDS})"

@@ -96,6 +96,15 @@ class Family(ABC):
         """The sentence after the thinking, before \\boxed{}."""
         return f"{self.restated(problem)}."
 
+    def gives_up(self, problem: Problem) -> bool:
+        """Whether the trace stops before the result (a search that spends its budget): its reply then says so
+        (``given_up``) in place of ``check``, ``restated`` and the answer."""
+        return False
+
+    def given_up(self, problem: Problem) -> str:
+        """The reply after a trace that stopped before the result."""
+        raise NotImplementedError(f"{self.name}: its traces always reach the result")
+
     @abstractmethod
     def restated(self, problem: Problem) -> str:
         """``question = answer`` in the family's words, e.g. ``48213 + 9377 = 57590``."""

@@ -1,6 +1,7 @@
 """The cold start's replies, written by the programmatic solvers (paper §4.1; they replace the report's
 teacher model): the thinking (every step restating where the work stands, a check, the result), the short
-answer after ``</think>``, and a share of traces with a planted slip that the trace notices and corrects."""
+answer after ``</think>``, and a share of traces with a planted slip that the trace notices and corrects. A
+trace whose search stops at its budget (countdown's) has no result: its reply says so (``gives_up``)."""
 import random
 
 from .family import Problem, Step
@@ -11,7 +12,8 @@ def thinking(problem: Problem, rng: random.Random | None = None, slip_share: flo
     """The thinking block's text. With ``rng``, a ``slip_share`` of traces writes one step's result wrong,
     then ``Wait, ...`` and the step again, right."""
     family = family_of(problem)
-    lines = family.solve(problem) + [family.check(problem), family.restated(problem)]
+    lines = family.solve(problem) + ([] if family.gives_up(problem) else [family.check(problem),
+                                                                         family.restated(problem)])
     steps = [i for i, line in enumerate(lines) if isinstance(line, Step)]
     slip_at = rng.choice(steps) if rng is not None and steps and rng.random() < slip_share else None
     out = []
@@ -31,6 +33,15 @@ def _slip(step: Step, rng: random.Random) -> int:
     return step.value + rng.choice((1, 2, 10)) if step.value >= 0 > wrong else wrong
 
 
-def answer(problem: Problem) -> str:
-    """What follows the thinking, and the whole non-thinking reply: one sentence, then ``\\boxed{}``."""
-    return f"{family_of(problem).summary(problem)}\n\n\\boxed{{{problem.answer}}}"
+def gives_up(problem: Problem) -> bool:
+    """Whether the problem's trace stops before its result (``Family.gives_up``)."""
+    return family_of(problem).gives_up(problem)
+
+
+def answer(problem: Problem, after_trace: bool = False) -> str:
+    """The whole non-thinking reply, and what follows the thinking (``after_trace``): one sentence, then
+    ``\\boxed{}``; after a trace that stopped before its result, the family's words for that."""
+    family = family_of(problem)
+    if after_trace and family.gives_up(problem):
+        return family.given_up(problem)
+    return f"{family.summary(problem)}\n\n\\boxed{{{problem.answer}}}"

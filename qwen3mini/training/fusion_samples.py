@@ -78,7 +78,7 @@ def dialogue_sample(rng: random.Random, problems: list[Problem]) -> tuple[list[d
     problem = parse_question(last)
     if dialogue.expected == "think":
         reply = {"role": "assistant", "reasoning_content": traces.thinking(problem, rng),
-                 "content": traces.answer(problem)}
+                 "content": traces.answer(problem, after_trace=True)}
     else:
         reply = direct_answer(problem)
     return dialogue.messages, reply
@@ -114,9 +114,12 @@ def instruction_sample(problem: Problem, name: str | None, mode: str, rng: rando
     instruction and the default answer (a sentence, then ``\\boxed{}``), the twin that makes a minimal pair
     with an instructed sample, so that the instruction, not the question, is what changes the answer's form
     (without it the fused model answered some plain questions with the bare number "only the final number"
-    asks)."""
+    asks). A trace that stops at its budget has no answer to put in a constraint's form: that sample is asked in
+    non-thinking mode."""
+    if mode == "think" and name is not None and traces.gives_up(problem):
+        mode = "no-think"
     if name is None:
-        question, answer = problem.question, traces.answer(problem)
+        question, answer = problem.question, traces.answer(problem, after_trace=mode == "think")
     else:
         question, answer = constrained(problem.question, name), reply_following(problem, name)
     reply = {"role": "assistant", "content": answer}

@@ -155,13 +155,17 @@ def reply_message(problem: Problem, mode: str, rng: random.Random, slip_share: f
     """The solver's reply as an assistant message (the chat template adds the think block around it)."""
     if mode == THINK:
         return {"role": "assistant", "reasoning_content": traces.thinking(problem, rng, slip_share),
-                "content": traces.answer(problem)}
+                "content": traces.answer(problem, after_trace=True)}
     return {"role": "assistant", "content": traces.answer(problem)}
 
 
 def response_rejected(problem: Problem, message: dict) -> str | None:
-    """The response filters (tasks.filters) on one reply; None when it is kept."""
-    return filters.reject_reason(problem, message.get("reasoning_content", ""), message["content"])
+    """The response filters (tasks.filters) on one reply; None when it is kept. A trace that stops at its budget
+    gives no answer to check: only its repetition is."""
+    thinking = message.get("reasoning_content", "")
+    if thinking and traces.gives_up(problem):
+        return filters.repetition(f"{thinking}\n{message['content']}")
+    return filters.reject_reason(problem, thinking, message["content"])
 
 
 def fresh_queries(ranges: str, per_cell: int, seed: int, exclude: frozenset, stage: str) -> list:

@@ -83,24 +83,31 @@ def test_unsolvable_question_is_refused():
 
 
 def test_trace_shows_dead_ends_honestly():
-    """The search's trace: each dead end it shows leads to a state that cannot reach the target, at most the
-    budget of dead ends is shown, and where the budget was not spent, the moves tried from the start are
-    exactly the first ones in closest-to-target order (no move passed by unseen), none of them twice (equal
-    numbers make equal moves), each give-up back to the start naming them."""
+    """The search's trace: each dead end it shows leads to a state that cannot reach the target and is numbered
+    1, 2, ... as it is closed, at most the budget; the moves tried from the start are exactly the first ones in
+    closest-to-target order (no move passed by unseen), none of them twice (equal numbers make equal moves), each
+    give-up back to the start naming them; a search that meets one more dead end than its budget stops and says
+    so, with no check and no result."""
     import re
     from qwen3mini.tasks import countdown
     from qwen3mini.tasks.traces import thinking
     rng, move = random.Random(3), re.compile(r"^([\d, ]+): (\d+) ([-+*/]) (\d+)(?: \([^)]*\))? = (\d+)")
+    counted = re.compile(r" \(dead end (\d+) of (\d+)\)\. Back to ")
+    stopped = 0
     for difficulty in (3, 4, 5):
         for _ in range(40):
             problem = COUNTDOWN.generate(rng, difficulty)
             target, numbers = problem.data
             lines = thinking(problem).split("\n")
-            pairs = [line for line in lines if re.search(rf"; no {target}\. Back to [\d, ]+\.$", line)]
+            pairs = [line for line in lines if re.search(rf"; no {target} \(dead end \d+ of \d+\)\. Back to "
+                                                         rf"[\d, ]+\.$", line)]
             given_up = [line for line in lines if line.startswith("Give up on ")]
             for state in [line.split(", left ")[1].split(":")[0] for line in pairs] + \
-                         [line[len("Give up on "):line.index(". Back to")] for line in given_up]:
+                         [line[len("Give up on "):line.index(" (dead end")] for line in given_up]:
                 assert not countdown.solvable(tuple(sorted(int(n) for n in state.split(", "))), target), state
+            numbers_closed = [int(m.group(1)) for m in map(counted.search, lines) if m]
+            assert numbers_closed == list(range(1, len(pairs) + len(given_up) + 1)) and \
+                {int(m.group(2)) for m in map(counted.search, lines) if m} <= {countdown._DEAD_ENDS}
             start, from_start = countdown._listed(numbers), []
             for line in lines:   # moves from the start: none twice, and each give-up back there names them all
                 m = move.match(line)
@@ -109,12 +116,42 @@ def test_trace_shows_dead_ends_honestly():
                     from_start.append(" ".join(m.groups()[1:4]))
                 if line.startswith("Give up on ") and f". Back to {start};" in line:
                     assert line.endswith(f"; tried {', '.join(from_start)}."), line
-            assert len(pairs) + len(given_up) <= countdown._DEAD_ENDS
             tried = [m.groups()[1:] for m in map(move.match, lines) if m and m.group(1) == start]
             order = [(str(left), op, str(right), str(value)) for op, left, right, value, *_ in
                      countdown._moves_closest_first(target, [(n, n) for n in numbers])]
-            if len(pairs) + len(given_up) < countdown._DEAD_ENDS and target not in numbers:
-                assert tried == order[:len(tried)], problem.question
+            assert tried == order[:len(tried)], problem.question
+            if COUNTDOWN.gives_up(problem):
+                stopped += 1
+                assert len(numbers_closed) == countdown._DEAD_ENDS, problem.question
+                assert lines[-1] == f"No {target} within {countdown._DEAD_ENDS} dead ends: the search stops here."
+            else:
+                assert len(numbers_closed) <= countdown._DEAD_ENDS and lines[-1].startswith("Solution: ")
+    assert 0 < stopped < 120
+
+
+def test_a_trace_that_stops_gives_up_in_its_reply():
+    """After a trace that stops at its budget, the reply says so (no answer claimed; the verifier counts it
+    wrong); the same problem asked without thinking is answered directly; the cold start keeps such a reply
+    (its response filters have no answer to check), and a thinking-mode instruction sample on it is asked in
+    non-thinking mode (a constraint's form needs an answer)."""
+    from qwen3mini.tasks import traces, verify
+    from qwen3mini.tasks.instructions import answer_right
+    from qwen3mini.training.fusion_samples import instruction_sample
+    from qwen3mini.training.task_samples import reply_message, response_rejected
+    question = "Make 98 from the numbers 6, 1, 2, 75, 6. Use each number at most once, with + - * / and parentheses."
+    problem = COUNTDOWN.parse(question)
+    assert COUNTDOWN.gives_up(problem) and traces.gives_up(problem)
+    after = traces.answer(problem, after_trace=True)
+    assert after.startswith("I could not make 98 from 6, 1, 2, 75, 6") and after.endswith("\\boxed{none found}")
+    assert not verify(problem, after) and verify(problem, traces.answer(problem))
+    reply = reply_message(problem, "think", random.Random(0), 0.0)
+    assert reply["content"] == after and "Check:" not in reply["reasoning_content"]
+    assert response_rejected(problem, reply) is None
+    assert response_rejected(problem, dict(reply, content=traces.answer(problem))) is None   # (not checked)
+    messages, sample = instruction_sample(problem, "json", "think", random.Random(0), 0.0)
+    assert "reasoning_content" not in sample and answer_right(problem, "json", sample["content"])
+    solved = COUNTDOWN.parse(question.replace("98", "898").replace("6, 1, 2, 75, 6", "6, 9, 100, 4"))
+    assert not COUNTDOWN.gives_up(solved) and traces.answer(solved, after_trace=True) == traces.answer(solved)
 
 
 def test_pair_results_worked_out_or_evidently_over():
@@ -160,8 +197,8 @@ def test_last_pair_in_order_and_the_check_worked_out():
             problem = COUNTDOWN.generate(rng, difficulty)
             target = problem.data[0]
             found = [line for line in thinking(problem).split("\n") if line.endswith(". Found it.")]
-            assert len(found) == 1
-            if found[0].endswith("is one of the numbers. Found it."):
+            assert len(found) == (0 if COUNTDOWN.gives_up(problem) else 1)
+            if not found or found[0].endswith("is one of the numbers. Found it."):
                 continue
             pair, results = found[0].removesuffix(". Found it.").split(": ", 1)
             if pair.count(",") > 1:

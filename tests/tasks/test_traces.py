@@ -22,10 +22,13 @@ def test_traces_verify_and_pass_the_filters(name, difficulty):
         for _ in range(4):
             problem = family.generate(rng, difficulty)
             think, reply = thinking(problem, rng, slip_share), answer(problem)
-            assert verify(problem, reply) and verify(problem, f"<think>\n{think}\n</think>\n\n{reply}")
+            assert verify(problem, reply) and reject_reason(problem, "", reply) is None  # the non-thinking reply
+            if family.gives_up(problem):       # (test_countdown.py: the trace stops, the reply after it says so)
+                continue
+            assert answer(problem, after_trace=True) == reply
+            assert verify(problem, f"<think>\n{think}\n</think>\n\n{reply}")
             assert family.is_correct(problem, family.stated_answer(think))
             assert reject_reason(problem, think, reply) is None, think
-            assert reject_reason(problem, "", reply) is None  # the non-thinking reply
             assert reply.count("\n") <= 3 and reply.endswith(f"\\boxed{{{problem.answer}}}")
 
 
@@ -61,10 +64,11 @@ def test_traces_restate_the_state():
     assert not [line for line in mul if "as above" in line]
     countdown = thinking(FAMILIES["countdown"].parse(
         "Make 100 from the numbers 3, 7, 25, 50. Use each number at most once, with + - * / and parentheses."))
-    assert "Give up on 7, 50, 75. Back to 3, 7, 25, 50; tried 25 * 3." in countdown and countdown.endswith("= 100")
-    assert "Give up on 3, 7, 75. Back to 3, 7, 25, 50; tried 25 * 3, 50 + 25." in countdown
-    assert "7, 50, 75: 75 + 7 = 82, left 50, 82: 82 + 50 = 132, 82 - 50 = 32, 82 * 50 = 4100; no 100. Back to " \
-           "7, 50, 75." in countdown              # (a target of 100: two two-digit factors are not evidently over)
+    assert "Give up on 7, 50, 75 (dead end 3 of 6). Back to 3, 7, 25, 50; tried 25 * 3." in countdown
+    assert "Give up on 3, 7, 75 (dead end 6 of 6). Back to 3, 7, 25, 50; tried 25 * 3, 50 + 25." in countdown
+    assert "7, 50, 75: 75 + 7 = 82, left 50, 82: 82 + 50 = 132, 82 - 50 = 32, 82 * 50 = 4100; no 100 (dead end 1 " \
+           "of 6). Back to 7, 50, 75." in countdown    # (a target of 100: two two-digit factors are not evidently over)
+    assert countdown.endswith("No 100 within 6 dead ends: the search stops here.")
     linear = thinking(FAMILIES["linear"].parse("Solve for x: -3x + 5 = 7x - 25.")).split("\n")
     assert linear[1:10] == ["Subtract 7x from both sides: -3 - 7 = -10, so -10x + 5 = -25",
                             "Subtract 5 from both sides:",
