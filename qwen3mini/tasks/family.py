@@ -98,12 +98,9 @@ class Family(ABC):
 
     def gives_up(self, problem: Problem) -> bool:
         """Whether the trace stops before the result (a search that spends its budget): its reply then says so
-        (``given_up``) in place of ``check``, ``restated`` and the answer."""
+        in place of ``check``, ``restated`` and the answer, in the words of the family's ``given_up(problem)``,
+        which a family whose traces can stop writes (countdown's)."""
         return False
-
-    def given_up(self, problem: Problem) -> str:
-        """The reply after a trace that stopped before the result."""
-        raise NotImplementedError(f"{self.name}: its traces always reach the result")
 
     @abstractmethod
     def restated(self, problem: Problem) -> str:
