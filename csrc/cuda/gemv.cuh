@@ -48,10 +48,4 @@ __device__ __forceinline__ void gemv_fma(float (&acc)[R][MAXB], const uint4 (&v)
   }
 }
 
-// The sum of v over the warp's 32 lanes, in every lane.
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-  return v;
-}
-
 }  // namespace q3
