@@ -1,5 +1,5 @@
 // The matrix-vector core shared by the batch-1 GEMV of the linear op (gemv.cu) and the fused decode step's
-// projections (decode_step.cu): one warp per output row (a row of W), its 32 lanes reading the row in 16-byte
+// projections (decode_step_gemv.cuh): one warp per output row (a row of W), its 32 lanes reading the row in 16-byte
 // vectors of 8 elements, lane l owning columns l*8 .. l*8+7 of every 256-column slice, fp32 accumulation. A
 // kernel loads a round of U vectors per lane (gemv_load) before it multiplies any (gemv_fma), so that U loads
 // per lane are in flight at once; the lanes' partial sums are then added with shuffles (warp_sum).
