@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call: build the CUDA extension, run its tests and the model's GPU parity tests (plain and under
 # compute-sanitizer memcheck), the conformance suite with --backend cuda, and the benchmarks. Logs go to $OUT (the device tool's folder)
-# or bench/results/. Usage: bench/bench_cuda_device.sh [build|test|gpu|memcheck|conformance|e2e|bench]...
-# (gpu: every GPU-marked test of the repository, tests/ -m gpu)
+# or bench/results/. Usage: bench/bench_cuda_device.sh [build|test|gpu|memcheck|conformance|e2e|bench|rollouts|moe]...
+# (gpu: every GPU-marked test of the repository, tests/ -m gpu; rollouts: issue 18's rollout throughput on the
+# shipped chat model, with the kernel profile; moe: issue 20's MoE training step against the dense student)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}
@@ -28,5 +29,10 @@ for step in "${@:-build test memcheck conformance bench}"; do for s in $step; do
             $PY -m pytest tests/kernels --backend cuda -q -p no:cacheprovider -rf --hypothesis-show-statistics -k "not test_required_extensions_built" 2>&1 | tee "$OUT/conformance.log" | tail -4 ;;
     e2e) timeout ${E2E_TIMEOUT:-240} $PY bench/bench_cuda_e2e.py ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e.log" ;;
     bench) timeout ${BENCH_TIMEOUT:-240} $PY bench/bench_cuda_kernels.py ${BENCH_ARGS:-} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" ;;
+    rollouts) timeout ${ROLLOUTS_TIMEOUT:-300} $PY bench/bench_rollouts.py --model checkpoints/qwen3mini-chat --queries 64 \
+            --group 16 --max-new-tokens 768 --repeats 3 --peers ${PEERS:-generate} --profile --out "$OUT/rollouts.json" \
+            2>&1 | tee "$OUT/rollouts.log" | tail -60 ;;
+    moe) timeout ${MOE_TIMEOUT:-240} $PY bench/bench_moe_training.py --json "$OUT/moe_training.json" 2>&1 \
+            | tee "$OUT/moe_training.log" | tail -20 ;;
   esac
 done; done

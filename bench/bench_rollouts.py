@@ -13,7 +13,9 @@ is generated tokens over the wall time of the whole call (prefill included): the
 after one warm-up call (which compiles and captures graphs).
 
 * ours: ``generate_completions`` (one packed prefill, CUDA-graph decode steps, sampling on the device). Timed
-  once more with the chat's real stop ids, the RL case where finished rows retire (mean completion length shown).
+  once more with the chat's real stop ids, the RL case where finished rows retire (mean completion length shown),
+  and on a GPU once more over the op path (``QWEN3MINI_FUSED_STEP=0``: ``model.decode_step`` captured instead of
+  the backend's ``CudaBatchDecodeStep``), a before/after of that step.
 * transformers ``generate(cache_implementation="static")``: with a static cache, generate compiles the model's
   forward for the decode steps by itself (transformers 5.x's documented way: no compile_config given, so the
   default ``CompileConfig``: inductor, mode="reduce-overhead", i.e. CUDA graphs). Left-padded prompts with their
@@ -228,6 +230,15 @@ def main():
     real = dict(name="ours, real stop ids (finished rows retire)", seconds=seconds, tokens=tokens,
                 tokens_per_s=tokens / seconds, mean_completion=tokens / rows,
                 stopped=sum(c.finish_reason == "stop" for c in done))
+    if device.type == "cuda":  # the same generation over the op path: what the backend's own batch step gives
+        os.environ["QWEN3MINI_FUSED_STEP"] = "0"
+        try:
+            sides.append(dict(name="ours over the op path (QWEN3MINI_FUSED_STEP=0)",
+                              seconds=median_seconds(ours, args.repeats, device)))
+            if args.profile:
+                kernel_breakdown(ours, f"our generation over the op path, {rows} rows x {new} tokens", top=16)
+        finally:
+            del os.environ["QWEN3MINI_FUSED_STEP"]
     if args.profile and device.type == "cuda":
         kernel_breakdown(ours, f"our generation, {rows} rows x {new} tokens", top=16)
     del done, model

@@ -6,9 +6,9 @@ host synchronisation (positions come from ``cache.lengths`` on the device, the C
 size their grids from shapes only), so the whole step can be captured in a CUDA graph and replayed with one
 launch. The KV cache is static (allocated once by ``generation.KVCache``), which is what makes the captured
 addresses valid for every later step. The step captured is the backend's own where it offers one for that
-bucket (``ops.decode_step``: on CUDA, ``ops.cuda.CudaDecodeStep``, 5 kernels a layer instead of ~12), else
-``model.decode_step``; ``GraphedDecodeStep(..., fused=False)`` or ``QWEN3MINI_FUSED_STEP=0`` capture the op
-path.
+bucket (``ops.decode_step``: on CUDA, ``ops.cuda.CudaDecodeStep``, 5 kernels a layer instead of ~12, up to 8
+rows, and ``ops.cuda.CudaBatchDecodeStep``, 8 a layer, above), else ``model.decode_step``;
+``GraphedDecodeStep(..., fused=False)`` or ``QWEN3MINI_FUSED_STEP=0`` capture the op path.
 
     graphed = GraphedDecodeStep(model, cache)     # cache: qwen3mini.generation.KVCache on the GPU
     logits = graphed.step(tokens)                 # tokens LongTensor [n] for cache rows 0..n-1 -> [n, vocab]

@@ -129,17 +129,27 @@ __global__ void __launch_bounds__(WARPS * 32) prefill_kernel(const PrefillParams
 
 // ============================================================================================== decode kernels
 struct DecodeParams {
-  const void *q, *k, *v;
-  const int* seqlens;
+  const void* q;             // [B, nH, D]; from the qkv projection: that projection, [B, (nH + 2 nKV) D]
+  void *k, *v;               // the cache (written only by the kernel that starts from the projection)
+  const int* seqlens;        // positions to attend; from the projection: the lengths, the new token's positions
   float *o_part, *lse_part;  // [B, nH, splits, D], [B, nH, splits]; unused with one split
   void* o;                   // [B, nH, D]: written directly with one split
   AttnStrides sq, so;        // q and o [B, nH, D]: tok = batch stride
   int64_t kb, ks, kh, vb, vs, vh;  // cache strides (batch, position, head)
   int capacity, group, n_heads, splits, chunk;
   float scale_log2;
+  const void *q_norm, *k_norm, *cos, *sin;  // from the projection only: QK-Norm weights [D], rotary tables [S, D]
+  float eps;
 };
 
-template <typename T, int D>
+// One warp per (split, KV head, row), as the top of this file describes.
+// FROM_QKV: the kernel starts from the new token's fused qkv projection instead of a finished q, and does what
+// qk_norm_rope and the cache write do before attention_decode: QK-Norm + RoPE of the group's queries and the key
+// at position lengths[b] (TokenHeads, attention_tiles.cuh), the key and value written into the cache there by
+// the block whose split holds it, which also puts them into its own shared tile in place of what it fetched (the
+// fetch and the write are not ordered). It attends to lengths[b] + 1 positions. Every block of a row normalises
+// the queries again: a few hundred bytes from L2, against a split of at least a tile of the cache.
+template <typename T, int D, bool FROM_QKV>
 __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) {
   pdl_launch_dependents();  // the combine's (or the next op's) blocks may be scheduled now; they wait for this grid
   pdl_wait();               // q, the cache and the lengths are written by the kernels before
@@ -147,9 +157,12 @@ __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) 
   T* qs = reinterpret_cast<T*>(smem_raw);  // 16 x D
   T* ks = qs + 16 * D;                     // 2 stages of BLOCK_N x D
   T* vs = ks + 2 * BLOCK_N * D;
+  T* knew = vs + 2 * BLOCK_N * D;          // FROM_QKV: the new token's K and V (D each)
+  T* vnew = knew + D;
 
   const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, lane = threadIdx.x, g = lane / 4, t = lane % 4;
-  const int len = min(p.seqlens[b], p.capacity);
+  const int pos = FROM_QKV ? p.seqlens[b] : 0;  // the new token's position (the caller keeps it < capacity)
+  const int len = FROM_QKV ? min(pos + 1, p.capacity) : min(p.seqlens[b], p.capacity);
   const int s0 = split * p.chunk, s1 = min(s0 + p.chunk, len);
   const int h0 = kvh * p.group;
   const bool alone = p.splits == 1;  // this block's output is the final one: no combine follows
@@ -164,13 +177,31 @@ __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) 
     return;
   }
   const T* qg = static_cast<const T*>(p.q) + (int64_t)b * p.sq.tok;
-  load_tile<T, D, 32>(qs, qg, AttnStrides{p.sq.head, 0}, h0, 0, 16, p.group);  // rows = the group's heads
-  const T* kg = static_cast<const T*>(p.k) + (int64_t)b * p.kb + (int64_t)kvh * p.kh;
-  const T* vg = static_cast<const T*>(p.v) + (int64_t)b * p.vb + (int64_t)kvh * p.vh;
+  if constexpr (!FROM_QKV)
+    load_tile<T, D, 32>(qs, qg, AttnStrides{p.sq.head, 0}, h0, 0, 16, p.group);  // rows = the group's heads
+  T* kg = static_cast<T*>(p.k) + (int64_t)b * p.kb + (int64_t)kvh * p.kh;
+  T* vg = static_cast<T*>(p.v) + (int64_t)b * p.vb + (int64_t)kvh * p.vh;
   const AttnStrides sk{p.ks, 0}, sv{p.vs, 0};
   load_tile<T, D, 32>(ks, kg, sk, s0, 0, BLOCK_N, s1 - s0);
   load_tile<T, D, 32>(vs, vg, sv, s0, 0, BLOCK_N, s1 - s0);
   cp_async_commit();
+  const bool holds_new = FROM_QKV && pos < p.capacity && pos >= s0 && pos < s1;
+  if constexpr (FROM_QKV) {  // while the first tile streams in: this token's heads, into qs (and the cache)
+    RopeConsts<T, D> rc;
+    const int64_t rope_row = (int64_t)min(pos, p.capacity - 1) * D;
+    rc.load(static_cast<const T*>(p.q_norm), static_cast<const T*>(p.k_norm), static_cast<const T*>(p.cos) + rope_row,
+            static_cast<const T*>(p.sin) + rope_row, lane);
+    const int n_kv = p.n_heads / p.group;
+    for (int i = lane; i < (16 - p.group) * (D / 8); i += 32)  // the zero rows that pad the group to the MMA tile
+      *reinterpret_cast<uint4*>(qs + swz<D>(p.group + i / (D / 8), (i % (D / 8)) * 8)) = make_uint4(0, 0, 0, 0);
+    constexpr int PASS = 6;  // heads a pass: registers for 6, and one pass for groups of up to 4 queries
+    TokenHeads<T, D, 1, PASS> heads;
+    for (int first = 0; first < p.group + 2; first += PASS) {
+      heads.load(qg, h0, p.n_heads + kvh, p.n_heads + n_kv + kvh, p.group, first, lane);
+      heads.finish(qs, knew, vnew, holds_new ? kg + (int64_t)pos * p.ks : nullptr,
+                   holds_new ? vg + (int64_t)pos * p.vs : nullptr, rc, p.group, p.eps, first, lane);
+    }
+  }
 
   uint32_t qf[D / 16][4];
   float o[D / 8][4] = {};
@@ -188,6 +219,13 @@ __global__ void __launch_bounds__(32) decode_split_kernel(const DecodeParams p) 
       cp_async_wait<0>();
     }
     __syncwarp();
+    if (holds_new && pos >= n0 && pos < n0 + BLOCK_N) {  // the new row, as computed (not as fetched)
+      for (int c = lane; c < D; c += 32) {
+        const int at = stage * BLOCK_N * D + swz<D>(pos - n0, c);
+        ks[at] = knew[c], vs[at] = vnew[c];
+      }
+      __syncwarp();
+    }
     if (j == 0) load_q_frags<T, D>(qf, qs, 0, lane);
     float s[BLOCK_N / 8][4];
     qk_tile<T, D>(s, qf, ks + stage * BLOCK_N * D, lane);
@@ -324,47 +362,32 @@ torch::Tensor attention_prefill_cuda(torch::Tensor q, torch::Tensor k, torch::Te
   return out;
 }
 
-torch::Tensor attention_decode_cuda(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
-                                    torch::Tensor cache_seqlens, double scale) {
-  check_attn_tensor(q, "q", 3);
-  check_attn_tensor(k_cache, "k_cache", 4);
-  check_attn_tensor(v_cache, "v_cache", 4);
-  TORCH_CHECK(k_cache.scalar_type() == q.scalar_type() && v_cache.scalar_type() == q.scalar_type(),
-              "attention_decode: q, k_cache, v_cache must share a dtype");
-  TORCH_CHECK(k_cache.sizes() == v_cache.sizes(), "attention_decode: k_cache and v_cache shapes differ");
-  const int64_t batch = q.size(0), n_heads = q.size(1), d = q.size(2);
-  const int64_t capacity = k_cache.size(1), n_kv = k_cache.size(2);
-  TORCH_CHECK(k_cache.size(0) == batch && k_cache.size(3) == d, "attention_decode: k_cache must be [B, S, nKV, ",
-              d, "], got ", k_cache.sizes());
-  TORCH_CHECK(n_heads % n_kv == 0 && n_heads / n_kv <= 16, "attention_decode: query heads per KV head must divide ",
-              "evenly and be at most 16, got ", n_heads, "/", n_kv);
-  TORCH_CHECK(cache_seqlens.is_cuda() && cache_seqlens.scalar_type() == at::kInt && cache_seqlens.numel() == batch,
-              "attention_decode: cache_seqlens must be an int32 CUDA tensor of B entries");
-  const c10::cuda::CUDAGuard guard(q.device());
-  auto out = torch::empty({batch, n_heads, d}, q.options());
-  if (batch == 0) return out;
-  auto seqlens = cache_seqlens.contiguous();
+namespace {
 
-  const std::pair<int64_t, int64_t> plan = decode_split_plan(batch, n_kv, capacity, q.get_device());
+// attention_decode and attention_decode_qkv past their checks: p holds the inputs, the cache and the lengths; the
+// split plan, the partials and the output [B, nH, D] are filled in here.
+template <bool FROM_QKV>
+torch::Tensor launch_decode(DecodeParams p, at::ScalarType dtype, int64_t batch, int64_t n_kv, int64_t d,
+                            const torch::Tensor& like) {
+  const int64_t n_heads = p.n_heads;
+  auto out = torch::empty({batch, n_heads, d}, like.options().dtype(dtype));
+  if (batch == 0) return out;
+  const std::pair<int64_t, int64_t> plan = decode_split_plan(batch, n_kv, p.capacity, like.get_device());
   const int64_t splits = plan.first, chunk = plan.second;
   torch::Tensor o_part, lse_part;  // the combine's inputs: only with several splits
   if (splits > 1) {
-    o_part = torch::empty({batch, n_heads, splits, d}, q.options().dtype(at::kFloat));
-    lse_part = torch::empty({batch, n_heads, splits}, q.options().dtype(at::kFloat));
+    o_part = torch::empty({batch, n_heads, splits, d}, like.options().dtype(at::kFloat));
+    lse_part = torch::empty({batch, n_heads, splits}, like.options().dtype(at::kFloat));
+    p.o_part = o_part.data_ptr<float>(), p.lse_part = lse_part.data_ptr<float>();
   }
-  DecodeParams p{q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), seqlens.data_ptr<int>(),
-                 splits > 1 ? o_part.data_ptr<float>() : nullptr, splits > 1 ? lse_part.data_ptr<float>() : nullptr,
-                 out.data_ptr(), {q.stride(0), q.stride(1)}, {out.stride(0), out.stride(1)},
-                 k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-                 v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-                 static_cast<int>(capacity), static_cast<int>(n_heads / n_kv), static_cast<int>(n_heads),
-                 static_cast<int>(splits), static_cast<int>(chunk), static_cast<float>(scale * 1.4426950408889634)};
+  p.o = out.data_ptr(), p.so = {out.stride(0), out.stride(1)};
+  p.splits = static_cast<int>(splits), p.chunk = static_cast<int>(chunk);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_dtype_dim(q.scalar_type(), d, [&](auto tag, auto dim) {
+  dispatch_dtype_dim(dtype, d, [&](auto tag, auto dim) {
     using T = decltype(tag);
     constexpr int D = decltype(dim)::value;
-    const int smem = (16 + 4 * BLOCK_N) * D * sizeof(T);
-    auto kernel = decode_split_kernel<T, D>;
+    const int smem = (16 + 4 * BLOCK_N + (FROM_QKV ? 2 : 0)) * D * sizeof(T);
+    auto kernel = decode_split_kernel<T, D, FROM_QKV>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     launch_pdl(kernel, dim3(splits, n_kv, batch), dim3(32), smem, stream, p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -376,6 +399,82 @@ torch::Tensor attention_decode_cuda(torch::Tensor q, torch::Tensor k_cache, torc
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
+}
+
+void check_cache(const torch::Tensor& k_cache, const torch::Tensor& v_cache, at::ScalarType dtype, int64_t batch,
+                 int64_t d, const char* op) {
+  check_attn_tensor(k_cache, "k_cache", 4);
+  check_attn_tensor(v_cache, "v_cache", 4);
+  TORCH_CHECK(k_cache.scalar_type() == dtype && v_cache.scalar_type() == dtype, op,
+              ": the input, k_cache and v_cache must share a dtype");
+  TORCH_CHECK(k_cache.sizes() == v_cache.sizes(), op, ": k_cache and v_cache shapes differ");
+  TORCH_CHECK(k_cache.size(0) == batch && k_cache.size(3) == d, op, ": k_cache must be [B, S, nKV, ", d, "] with B = ",
+              batch, ", got ", k_cache.sizes());
+}
+
+DecodeParams cache_params(const torch::Tensor& k_cache, const torch::Tensor& v_cache, const torch::Tensor& seqlens,
+                          int64_t n_heads, double scale) {
+  DecodeParams p{};
+  p.k = k_cache.data_ptr(), p.v = v_cache.data_ptr(), p.seqlens = seqlens.data_ptr<int>();
+  p.kb = k_cache.stride(0), p.ks = k_cache.stride(1), p.kh = k_cache.stride(2);
+  p.vb = v_cache.stride(0), p.vs = v_cache.stride(1), p.vh = v_cache.stride(2);
+  p.capacity = static_cast<int>(k_cache.size(1)), p.n_heads = static_cast<int>(n_heads);
+  p.group = static_cast<int>(n_heads / k_cache.size(2));
+  p.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
+  return p;
+}
+
+}  // namespace
+
+torch::Tensor attention_decode_cuda(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
+                                    torch::Tensor cache_seqlens, double scale) {
+  check_attn_tensor(q, "q", 3);
+  const int64_t batch = q.size(0), n_heads = q.size(1), d = q.size(2);
+  check_cache(k_cache, v_cache, q.scalar_type(), batch, d, "attention_decode");
+  const int64_t n_kv = k_cache.size(2);
+  TORCH_CHECK(n_heads % n_kv == 0 && n_heads / n_kv <= 16, "attention_decode: query heads per KV head must divide ",
+              "evenly and be at most 16, got ", n_heads, "/", n_kv);
+  TORCH_CHECK(cache_seqlens.is_cuda() && cache_seqlens.scalar_type() == at::kInt && cache_seqlens.numel() == batch,
+              "attention_decode: cache_seqlens must be an int32 CUDA tensor of B entries");
+  const c10::cuda::CUDAGuard guard(q.device());
+  auto seqlens = cache_seqlens.contiguous();
+  DecodeParams p = cache_params(k_cache, v_cache, seqlens, n_heads, scale);
+  p.q = q.data_ptr(), p.sq = {q.stride(0), q.stride(1)};
+  return launch_decode<false>(p, q.scalar_type(), batch, n_kv, d, q);
+}
+
+torch::Tensor attention_decode_qkv_cuda(torch::Tensor qkv, torch::Tensor q_norm, torch::Tensor k_norm,
+                                        torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
+                                        torch::Tensor v_cache, torch::Tensor lengths, int64_t n_heads, double eps,
+                                        double scale) {
+  TORCH_CHECK(qkv.is_cuda() && qkv.dim() == 2 && qkv.stride(1) == 1 && qkv.stride(0) % 8 == 0,
+              "attention_decode_qkv: qkv must be a CUDA tensor [B, (nH + 2 nKV) D], dense rows, got ", qkv.sizes());
+  const int64_t batch = qkv.size(0), d = k_cache.dim() == 4 ? k_cache.size(3) : 0;
+  check_cache(k_cache, v_cache, qkv.scalar_type(), batch, d, "attention_decode_qkv");
+  const int64_t n_kv = k_cache.size(2), capacity = k_cache.size(1);
+  TORCH_CHECK(n_heads >= 1 && n_heads % n_kv == 0 && n_heads / n_kv <= 16, "attention_decode_qkv: query heads per ",
+              "KV head must divide evenly and be at most 16, got ", n_heads, "/", n_kv);
+  TORCH_CHECK(qkv.size(1) == (n_heads + 2 * n_kv) * d, "attention_decode_qkv: qkv must have (", n_heads, " + 2 x ",
+              n_kv, ") x ", d, " columns, got ", qkv.size(1));
+  for (const auto* w : {&q_norm, &k_norm})
+    TORCH_CHECK(w->is_cuda() && w->dim() == 1 && w->size(0) == d && w->scalar_type() == qkv.scalar_type() &&
+                    w->is_contiguous(),
+                "attention_decode_qkv: q_norm and k_norm must be contiguous [", d, "] in qkv's dtype, got ",
+                w->sizes());
+  for (const auto* table : {&cos, &sin})
+    TORCH_CHECK(table->is_cuda() && table->dim() == 2 && table->size(0) >= capacity && table->size(1) == d &&
+                    table->scalar_type() == qkv.scalar_type() && table->is_contiguous(),
+                "attention_decode_qkv: cos and sin must be contiguous [>= ", capacity, ", ", d,
+                "] in qkv's dtype (a row per cache position), got ", table->sizes());
+  TORCH_CHECK(lengths.is_cuda() && lengths.scalar_type() == at::kInt && lengths.numel() == batch &&
+                  lengths.is_contiguous(),
+              "attention_decode_qkv: lengths must be a contiguous int32 CUDA tensor of B entries");
+  const c10::cuda::CUDAGuard guard(qkv.device());
+  DecodeParams p = cache_params(k_cache, v_cache, lengths, n_heads, scale);
+  p.q = qkv.data_ptr(), p.sq = {qkv.stride(0), d};
+  p.q_norm = q_norm.data_ptr(), p.k_norm = k_norm.data_ptr(), p.cos = cos.data_ptr(), p.sin = sin.data_ptr();
+  p.eps = static_cast<float>(eps);
+  return launch_decode<true>(p, qkv.scalar_type(), batch, n_kv, d, qkv).view({batch, n_heads * d});
 }
 
 int64_t attention_decode_splits_cuda(int64_t batch, int64_t n_kv_heads, int64_t capacity, int64_t device) {

@@ -1,6 +1,7 @@
 // Tile-level building blocks of the attention kernels: K/V tiles through swizzled shared memory, Q K^T and
-// P V on the tensor cores, the online softmax. Shared by attention.cu (prefill, split-KV decode) and
-// decode_step.cu (the fused decode step). The MMA register layouts are written out in common.cuh.
+// P V on the tensor cores, the online softmax, and QK-Norm + RoPE of the new token's heads for the kernels that
+// start from its fused qkv projection. Shared by attention.cu (prefill, split-KV decode) and decode_step.cu (the
+// fused decode step). The MMA register layouts are written out in common.cuh.
 #pragma once
 
 #include "common.cuh"
@@ -122,5 +123,86 @@ __device__ __forceinline__ void load_q_frags(uint32_t (&qf)[D / 16][4], const T*
 #pragma unroll
   for (int kc = 0; kc < D / 16; ++kc) ldmatrix_x4(qf[kc], qs + swz<D>(row0 + lane % 16, kc * 16 + (lane / 16) * 8));
 }
+
+// Per lane, what QK-Norm + RoPE needs besides the heads: the q and k norm weights and the rotation at one
+// position, for the pairs (j, j + D/2) the lane owns, j = lane + 32 i. Never written by any kernel, so the
+// attention kernel loads them before griddepcontrol.wait.
+template <typename T, int D>
+struct RopeConsts {
+  static constexpr int P = D / 64, HALF = D / 2;
+  float w1[2][P], w2[2][P], c1[P], c2[P], s1[P], s2[P];
+  __device__ __forceinline__ void load(const T* qw, const T* kw, const T* cs, const T* sn, int lane) {
+    auto f = [](T v) { return Traits<T>::to_float(v); };
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      const int j = lane + 32 * i;
+      w1[0][i] = f(qw[j]), w2[0][i] = f(qw[j + HALF]), w1[1][i] = f(kw[j]), w2[1][i] = f(kw[j + HALF]);
+      c1[i] = f(cs[j]), c2[i] = f(cs[j + HALF]), s1[i] = f(sn[j]), s2[i] = f(sn[j + HALF]);
+    }
+  }
+};
+
+// This token's heads of one KV group, spread over the block's WARPS warps: items 0..group-1 are the query heads,
+// item `group` the key, item group + 1 the value; warp w takes items w, w + WARPS, ... (MAX_ITEMS of them: a
+// lone warp goes in passes, passing the pass's first item as `warp`). load() issues all of a warp's loads at
+// once (one round trip to L2), finish() applies QK-Norm + RoPE (reference.qk_norm_rope; rounding
+// as qk_norm_rope_kernel) and stores: queries into the MMA tile `qs` (swizzled), key and value into `knew` /
+// `vnew`, and where this block holds the new position, into the cache rows `kd` / `vd` as well.
+template <typename T, int D, int WARPS, int MAX_ITEMS = (16 + 2 + WARPS - 1) / WARPS>
+struct TokenHeads {
+  static constexpr int P = D / 64, HALF = D / 2, ITEMS = MAX_ITEMS;
+  float x1[ITEMS][P], x2[ITEMS][P];
+  __device__ __forceinline__ void load(const T* row, int q_head0, int k_head, int v_head, int group, int warp,
+                                       int lane) {
+#pragma unroll
+    for (int it = 0; it < ITEMS; ++it) {
+      const int item = warp + it * WARPS;
+      if (item > group + 1) break;
+      const T* in = row + (int64_t)(item < group ? q_head0 + item : item == group ? k_head : v_head) * D;
+#pragma unroll
+      for (int i = 0; i < P; ++i)
+        x1[it][i] = Traits<T>::to_float(__ldcg(in + lane + 32 * i)),
+        x2[it][i] = Traits<T>::to_float(__ldcg(in + lane + 32 * i + HALF));
+    }
+  }
+  __device__ __forceinline__ void finish(T* qs, T* knew, T* vnew, T* kd, T* vd, const RopeConsts<T, D>& rc,
+                                         int group, float eps, int warp, int lane) {
+    auto r = [](float v) { return Traits<T>::to_float(Traits<T>::from_float(v)); };
+#pragma unroll
+    for (int it = 0; it < ITEMS; ++it) {
+      const int item = warp + it * WARPS;
+      if (item > group + 1) break;
+      if (item == group + 1) {  // the value: copied as it is
+#pragma unroll
+        for (int i = 0; i < P; ++i) {
+          const int j = lane + 32 * i;
+          const T o1 = Traits<T>::from_float(x1[it][i]), o2 = Traits<T>::from_float(x2[it][i]);
+          vnew[j] = o1, vnew[j + HALF] = o2;
+          if (vd != nullptr) vd[j] = o1, vd[j + HALF] = o2;
+        }
+        continue;
+      }
+      float sq = 0.f;
+#pragma unroll
+      for (int i = 0; i < P; ++i) sq += x1[it][i] * x1[it][i] + x2[it][i] * x2[it][i];
+      sq = warp_sum(sq);
+      const float inv = rsqrtf(sq / D + eps);
+      const int wi = item < group ? 0 : 1;
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        const int j = lane + 32 * i;
+        const float y1 = r(rc.w1[wi][i] * r(x1[it][i] * inv)), y2 = r(rc.w2[wi][i] * r(x2[it][i] * inv));
+        const T o1 = Traits<T>::from_float(r(y1 * rc.c1[i]) + r(-y2 * rc.s1[i]));
+        const T o2 = Traits<T>::from_float(r(y2 * rc.c2[i]) + r(y1 * rc.s2[i]));
+        if (item < group) {
+          qs[swz<D>(item, j)] = o1, qs[swz<D>(item, j + HALF)] = o2;
+        } else {
+          knew[j] = o1, knew[j + HALF] = o2;
+          if (kd != nullptr) kd[j] = o1, kd[j + HALF] = o2;
+        }
+      }
+    }
+  }
+};
 
 }  // namespace q3

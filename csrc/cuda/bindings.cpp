@@ -5,6 +5,10 @@ torch::Tensor attention_prefill_cuda(torch::Tensor q, torch::Tensor k, torch::Te
                                      torch::Tensor cu_seqlens_k, double scale, int64_t max_seqlen_q);
 torch::Tensor attention_decode_cuda(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache,
                                     torch::Tensor cache_seqlens, double scale);
+torch::Tensor attention_decode_qkv_cuda(torch::Tensor qkv, torch::Tensor q_norm, torch::Tensor k_norm,
+                                        torch::Tensor cos, torch::Tensor sin, torch::Tensor k_cache,
+                                        torch::Tensor v_cache, torch::Tensor lengths, int64_t n_heads, double eps,
+                                        double scale);
 int64_t attention_decode_splits_cuda(int64_t batch, int64_t n_kv_heads, int64_t capacity, int64_t device);
 torch::Tensor moe_experts_cuda(torch::Tensor x, torch::Tensor topk_ids, torch::Tensor topk_weights,
                                torch::Tensor w_gate_up, torch::Tensor w_down);
@@ -22,6 +26,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "qwen3mini CUDA kernels: fused attention (prefill, split-KV decode), MoE router and dispatch, RMSNorm, QK-Norm+RoPE, SiLU*up, GEMV, the fused decode step, sampling";
   m.def("attention_prefill", &attention_prefill_cuda, "varlen causal attention (bottom-right aligned)");
   m.def("attention_decode", &attention_decode_cuda, "decode attention over a KV cache, split-KV");
+  m.def("attention_decode_qkv", &attention_decode_qkv_cuda,
+        "decode attention from the new token's fused qkv projection: QK-Norm + RoPE at position lengths[b], K/V "
+        "written into the cache there, attention over lengths[b] + 1 positions (the batched decode step's)");
   m.def("attention_decode_splits", &attention_decode_splits_cuda,
         "attention_decode's split count for (batch, KV heads, cache capacity, device); 1 launches no combine");
   m.def("moe_experts", &moe_experts_cuda, "MoE dispatch: route, grouped SwiGLU GEMMs, combine");

@@ -179,5 +179,10 @@ __device__ __forceinline__ float warp_sum4(float v) {
   v += __shfl_xor_sync(0xffffffff, v, 1);
   return v + __shfl_xor_sync(0xffffffff, v, 2);
 }
+// The sum of v over the warp's 32 lanes, in every lane.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
 
 }  // namespace q3

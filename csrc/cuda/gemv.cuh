@@ -1,5 +1,5 @@
 // The matrix-vector core shared by the batch-1 GEMV of the linear op (gemv.cu) and the fused decode step's
-// projections (decode_step.cu): one warp per output row (a row of W), its 32 lanes reading the row in 16-byte
+// projections (decode_step_gemv.cuh): one warp per output row (a row of W), its 32 lanes reading the row in 16-byte
 // vectors of 8 elements, lane l owning columns l*8 .. l*8+7 of every 256-column slice, fp32 accumulation. A
 // kernel loads a round of U vectors per lane (gemv_load) before it multiplies any (gemv_fma), so that U loads
 // per lane are in flight at once; the lanes' partial sums are then added with shuffles (warp_sum).
@@ -46,12 +46,6 @@ __device__ __forceinline__ void gemv_fma(float (&acc)[R][MAXB], const uint4 (&v)
       }
     }
   }
-}
-
-// The sum of v over the warp's 32 lanes, in every lane.
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-  return v;
 }
 
 }  // namespace q3

@@ -127,13 +127,14 @@ class CudaBackend(ReferenceBackend):
         return _cuda.moe_experts(x, topk_ids.to(torch.int64), topk_weights, w_gate_up, w_down)
 
     def decode_step(self, model, cache):
-        """The fused decode step (``CudaDecodeStep``) for ``model`` over ``cache``, or None where it does not apply.
+        """The backend's own decode step for ``model`` over ``cache``, or None where it has none.
 
-        It serves dense models in bf16/fp16 on the GPU with head_dim 64 or 128, at most 16 query heads per KV
-        head, hidden and intermediate sizes that are multiples of 8, and caches of 1 to ``_cuda.MAX_ROWS`` rows
-        (batch-1 decode is what it is for: at more rows the projections are matrix products, which cuBLAS does
-        better). MoE models, fp32 models, int8 weights, other shapes and larger batches get None: the op path
-        (``model.decode_step``) runs. ``QWEN3MINI_FUSED_STEP=0`` turns it off (for A/B comparisons)."""
+        Caches of 1 to ``_cuda.MAX_ROWS`` rows get ``CudaDecodeStep`` (batch-1 decode is what it is for); larger
+        ones ``CudaBatchDecodeStep`` (rollouts and evaluation batches: there the projections are matrix products,
+        which cuBLAS does better). Both serve dense models in bf16/fp16 on the GPU with head_dim 64 or 128, at
+        most 16 query heads per KV head, hidden and intermediate sizes that are multiples of 8. MoE models, fp32
+        models, int8 weights and other shapes get None: the op path (``model.decode_step``) runs.
+        ``QWEN3MINI_FUSED_STEP=0`` turns both off (for A/B comparisons)."""
         config = model.config
         if (_cuda is None or os.environ.get("QWEN3MINI_FUSED_STEP", "1") == "0" or not cache.k.is_cuda
                 or model.dtype not in _KERNEL_DTYPES or cache.k.dtype != model.dtype
@@ -142,10 +143,9 @@ class CudaBackend(ReferenceBackend):
                 or config.head_dim not in (64, 128)
                 or config.num_attention_heads % config.num_key_value_heads != 0
                 or config.num_attention_heads // config.num_key_value_heads > 16
-                or config.hidden_size % 8 or config.intermediate_size % 8
-                or not 1 <= cache.batch_size <= _cuda.MAX_ROWS):
+                or config.hidden_size % 8 or config.intermediate_size % 8 or cache.batch_size < 1):
             return None
-        return CudaDecodeStep(model, cache)
+        return CudaDecodeStep(model, cache) if cache.batch_size <= _cuda.MAX_ROWS else CudaBatchDecodeStep(model, cache)
 
 
 class CudaDecodeStep:
@@ -181,17 +181,73 @@ class CudaDecodeStep:
 
         ``next_tokens`` (LongTensor [n] on the GPU, may be ``tokens`` itself): receives ``logits.argmax(-1)``,
         picked inside the LM head kernel, which spares a greedy loop the argmax and copy kernels after the step."""
-        device = self.cache.k.device
-        rows = tokens.shape[0] if tokens.dim() == 1 and 1 <= tokens.shape[0] <= self.max_rows else self.max_rows
-        for name, t in (("tokens", tokens), ("next_tokens", next_tokens)):
-            if t is not None and (t.shape != (rows,) or t.dtype != torch.long or t.device != device):
-                raise ValueError(f"CudaDecodeStep.step: {name} must be a LongTensor [{rows}] on {device} (1 to "
-                                 f"{self.max_rows} ids, one per cache row), got {tuple(t.shape)} {t.dtype} on "
-                                 f"{t.device}")
+        _check_step_ids(self, tokens, next_tokens)
         if next_tokens is not None and not next_tokens.is_contiguous():  # (tokens are made contiguous if need be)
             raise ValueError("CudaDecodeStep.step: next_tokens must be contiguous: the LM head kernel writes it in "
                              "place")
         return self._impl.step(tokens, next_tokens)
+
+
+def _check_step_ids(step, tokens, next_tokens):
+    """One line naming the argument at fault, where a step's tokens or next_tokens are not LongTensors [n] on the
+    cache's device for rows 0..n-1 (1 <= n <= step.max_rows)."""
+    device, who = step.cache.k.device, f"{type(step).__name__}.step"
+    rows = tokens.shape[0] if tokens.dim() == 1 and 1 <= tokens.shape[0] <= step.max_rows else step.max_rows
+    for name, t in (("tokens", tokens), ("next_tokens", next_tokens)):
+        if t is not None and (t.shape != (rows,) or t.dtype != torch.long or t.device != device):
+            raise ValueError(f"{who}: {name} must be a LongTensor [{rows}] on {device} (1 to {step.max_rows} ids, "
+                             f"one per cache row), got {tuple(t.shape)} {t.dtype} on {t.device}")
+
+
+class CudaBatchDecodeStep:
+    """The decode step of a dense model over a batch of rows (a ``DecodeStep``): what ``model.decode_step`` does,
+    in 8 kernels a layer where the op path launches 12, and with none of its per-step position work.
+
+    A layer: RMSNorm (fused with the residual add), the qkv projection (cuBLAS), ``attention_decode_qkv`` (QK-Norm +
+    RoPE of the new token at position ``lengths[b]``, its K/V written into the cache, attention over the row's
+    ``lengths[b] + 1`` positions: csrc/cuda/attention.cu), the output projection, RMSNorm + residual add, gate_up,
+    SiLU * up, down. The rotary rows come from the model's own tables (``rotary_tables``) by position inside the
+    attention kernel, so a step needs no positions, slots or cos/sin of its own; the lengths advance at its end.
+    Every op rounds to the model dtype where the op path does, with the same kernels but the attention, whose
+    QK-Norm + RoPE is qk_norm_rope_kernel's arithmetic. No host sync: ``cuda_graphs.GraphedDecodeStep`` captures
+    it. The weights are held by reference (in-place updates are seen)."""
+
+    def __init__(self, model, cache):
+        config = model.config
+        weights = named_weights(model)
+        self.cache, self.max_rows = cache, cache.batch_size
+        self.cos, self.sin = rotary_tables(model, cache)
+        self.heads, self.eps = config.num_attention_heads, float(config.rms_norm_eps)
+        self.scale = config.head_dim ** -0.5
+        self.embed, self.final_norm, self.head = (weights[name] for name in
+                                                  ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"))
+        names = ("input_layernorm", "self_attn.qkv_proj", "self_attn.q_norm", "self_attn.k_norm", "self_attn.o_proj",
+                 "post_attention_layernorm", "mlp.gate_up_proj", "mlp.down_proj")
+        self.layers = [[weights[f"model.layers.{layer}.{name}.weight"] for name in names]
+                       for layer in range(config.num_hidden_layers)]
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, next_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens LongTensor [n] (cache rows 0..n-1, n <= max_rows) -> logits [n, vocab]; advances cache.lengths[:n].
+        ``next_tokens`` (LongTensor [n]), if given, receives ``logits.argmax(-1)``."""
+        _check_step_ids(self, tokens, next_tokens)
+        n, cache = tokens.shape[0], self.cache
+        lengths = cache.lengths[:n]
+        x, residual = F.embedding(tokens, self.embed), None
+        for layer, (w_in, w_qkv, w_qn, w_kn, w_o, w_post, w_gate_up, w_down) in enumerate(self.layers):
+            if residual is None:                                        # layer 0: the stream is the embedding
+                residual, h = x, _cuda.add_rms_norm(x, None, w_in, self.eps)[0]
+            else:
+                h, residual = _cuda.add_rms_norm(x, residual, w_in, self.eps)
+            attn = _cuda.attention_decode_qkv(F.linear(h, w_qkv), w_qn, w_kn, self.cos, self.sin, cache.k[layer, :n],
+                                              cache.v[layer, :n], lengths, self.heads, self.eps, self.scale)
+            h, residual = _cuda.add_rms_norm(F.linear(attn, w_o), residual, w_post, self.eps)
+            x = F.linear(_cuda.silu_mul(F.linear(h, w_gate_up)), w_down)
+        logits = F.linear(_cuda.add_rms_norm(x, residual, self.final_norm, self.eps)[0], self.head)
+        lengths += 1
+        if next_tokens is not None:
+            next_tokens.copy_(logits.argmax(-1))
+        return logits
 
 
 class GumbelSampler:

@@ -14,7 +14,8 @@ import torch
 
 class DecodeStep(Protocol):
     """``model.decode_step(tokens, cache)`` in one call: what every backend's step (``CppDecodeStep``,
-    ``CudaDecodeStep``) and the CUDA-graph replay of one (``cuda_graphs.GraphedDecodeStep``) offer.
+    ``CudaDecodeStep``, ``CudaBatchDecodeStep``) and the CUDA-graph replay of one
+    (``cuda_graphs.GraphedDecodeStep``) offer.
 
     ``step(tokens)``: tokens LongTensor [n], one per cache row 0..n-1 (1 <= n <= ``max_rows``). Writes each
     row's K/V at position ``cache.lengths[b]``, advances ``cache.lengths[:n]`` by one, returns the next-token

@@ -45,3 +45,19 @@ class SyncFreeOps:
             hidden = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
             out = out + torch.nn.functional.linear(hidden, w_down[e]) * weight
         return out
+
+
+def attention_decode_qkv_reference(qkv, q_norm, k_norm, cos, sin, k_cache, v_cache, lengths, n_heads, eps, scale):
+    """What ``_cuda.attention_decode_qkv`` computes, in the reference ops (csrc/cuda/attention.cu): the new token's
+    fused projection ``qkv`` [B, (nH + 2 nKV) D] split into heads, QK-Norm + RoPE at position ``lengths[b]`` (rows
+    of the rotary tables), its K/V written into the caches there, attention over ``lengths[b] + 1`` positions;
+    returns [B, nH * D]. The caches are written in place, as the kernel writes them."""
+    reference = ops.get_backend("reference")
+    rows, n_kv, dim = qkv.shape[0], k_cache.shape[2], k_cache.shape[3]
+    q, k, v = qkv.view(rows, n_heads + 2 * n_kv, dim).split([n_heads, n_kv, n_kv], dim=1)
+    positions = lengths.long()
+    q, k = reference.qk_norm_rope(q, k, q_norm, k_norm, eps, cos[positions], sin[positions])
+    every_row = torch.arange(rows, device=qkv.device)
+    k_cache[every_row, positions] = k
+    v_cache[every_row, positions] = v
+    return reference.attention_decode(q, k_cache, v_cache, lengths + 1, scale).reshape(rows, n_heads * dim)

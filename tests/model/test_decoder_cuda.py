@@ -1,6 +1,7 @@
-"""The CUDA backend's fused decode step (``ops.cuda.CudaDecodeStep``, csrc/cuda/decode_step.cu) against the op path.
+"""The CUDA backend's own decode steps against the op path: the fused one (``ops.cuda.CudaDecodeStep``,
+csrc/cuda/decode_step.cu, up to MAX_ROWS rows) and the batched one (``ops.cuda.CudaBatchDecodeStep``, more rows).
 
-``CudaDecodeStep.step`` must do what ``model.decode_step`` does over the CUDA ops: the same logits within the
+A step must do what ``model.decode_step`` does over the CUDA ops: the same logits within the
 dtype's rounding (the fused kernels sum in another order, so not bit for bit), the same K/V written at each
 row's position ``lengths[b]`` and nothing else in the cache touched (free positions are NaN-poisoned: a stray
 write or read shows), the lengths advanced by one. Random small configurations (hypothesis): head_dim 64 and
@@ -24,7 +25,7 @@ from qwen3mini.config import Qwen3Config
 from qwen3mini.generation import KVCache
 from qwen3mini.model import Qwen3ForCausalLM
 from qwen3mini.ops.tolerance import assert_rows_within_tolerance, assert_within_tolerance
-from decode_fixtures import prefilled_cache
+from decode_fixtures import attention_decode_qkv_reference, prefilled_cache
 from hf_fixtures import hf_in_float64, make_hf_model, randomize_, save_hf_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -65,25 +66,19 @@ def in_float64(model, cache):
     return copy.deepcopy(model).double(), exact
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
-       head_dim=st.sampled_from([64, 128]), kv_heads=st.sampled_from([1, 2, 3]),
-       group=st.sampled_from([1, 2, 4, 5, 8]), hidden=st.sampled_from([64, 136, 264, 520, 1032]),
-       inter=st.sampled_from([96, 344, 1096, 2056]), tied=st.booleans(),
-       capacity=st.sampled_from([8, 70, 200, 600]), data=st.data())
-def test_fused_step_equals_the_op_path(seed, dtype, head_dim, kv_heads, group, hidden, inter, tied, capacity, data):
-    rows = data.draw(st.integers(1, 5), label="rows")
-    lengths = data.draw(st.lists(st.integers(0, capacity - 2), min_size=rows, max_size=rows), label="lengths")
-    lengths[data.draw(st.integers(0, rows - 1), label="nearly full row")] = capacity - 2
-    model = random_model(seed, dtype, hidden, inter, kv_heads * group, kv_heads, head_dim, tied=tied)
+def check_step_against_op_path(model, lengths, capacity, seed, step_type, steps=2):
+    """``ops.decode_step`` of ``model`` over a cache holding ``lengths`` is a ``step_type`` and does what the op
+    path does, ``steps`` steps in a row: the logits and the new K/V by the tolerance rule, nothing else in the cache
+    touched, the lengths advanced."""
+    rows = len(lengths)
     ours = prefilled_cache(model, lengths, capacity, seed)
     theirs = copy.deepcopy(ours)
     exact_model, exact_cache = in_float64(model, ours)
     decoder = ops.decode_step(model, ours)
-    assert type(decoder).__name__ == "CudaDecodeStep"
+    assert type(decoder).__name__ == step_type
     g = torch.Generator().manual_seed(seed + 1)
     written = torch.zeros(ours.k.shape[1:3], dtype=torch.bool, device="cuda")  # [rows, positions] stepped
-    for step in range(2):  # the second step attends to the first one's K/V
+    for step in range(steps):  # the second step attends to the first one's K/V
         tokens = torch.randint(0, model.config.vocab_size, (rows,), generator=g).cuda()
         expected = model.decode_step(tokens, theirs)
         exact = exact_model.decode_step(tokens, exact_cache)
@@ -103,10 +98,95 @@ def test_fused_step_equals_the_op_path(seed, dtype, head_dim, kv_heads, group, h
                                          b[:, written].flatten(1), f"step {step}: new {name} per layer")
 
 
+def draw_lengths(data, rows, capacity):
+    """Cache lengths of ``rows`` rows (0 and nearly full included): each row steps twice."""
+    lengths = data.draw(st.lists(st.integers(0, capacity - 2), min_size=rows, max_size=rows), label="lengths")
+    lengths[data.draw(st.integers(0, rows - 1), label="nearly full row")] = capacity - 2
+    return lengths
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+       head_dim=st.sampled_from([64, 128]), kv_heads=st.sampled_from([1, 2, 3]),
+       group=st.sampled_from([1, 2, 4, 5, 8]), hidden=st.sampled_from([64, 136, 264, 520, 1032]),
+       inter=st.sampled_from([96, 344, 1096, 2056]), tied=st.booleans(),
+       capacity=st.sampled_from([8, 70, 200, 600]), data=st.data())
+def test_fused_step_equals_the_op_path(seed, dtype, head_dim, kv_heads, group, hidden, inter, tied, capacity, data):
+    lengths = draw_lengths(data, data.draw(st.integers(1, 5), label="rows"), capacity)
+    model = random_model(seed, dtype, hidden, inter, kv_heads * group, kv_heads, head_dim, tied=tied)
+    check_step_against_op_path(model, lengths, capacity, seed, "CudaDecodeStep")
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+       head_dim=st.sampled_from([64, 128]), kv_heads=st.sampled_from([1, 2, 3]),
+       group=st.sampled_from([1, 3, 5, 8, 16]), hidden=st.sampled_from([64, 136, 520]),
+       inter=st.sampled_from([96, 344]), tied=st.booleans(), capacity=st.sampled_from([8, 70, 200, 600]),
+       data=st.data())
+def test_batch_step_equals_the_op_path(seed, dtype, head_dim, kv_heads, group, hidden, inter, tied, capacity, data):
+    """Above MAX_ROWS rows the backend's step is CudaBatchDecodeStep. Groups up to 16 take the attention kernel's
+    three passes over a head's items; these row counts give several splits a row (the combine kernel)."""
+    from qwen3mini.ops.cuda import _cuda
+    lengths = draw_lengths(data, data.draw(st.integers(_cuda.MAX_ROWS + 1, 40), label="rows"), capacity)
+    model = random_model(seed, dtype, hidden, inter, kv_heads * group, kv_heads, head_dim, tied=tied)
+    check_step_against_op_path(model, lengths, capacity, seed, "CudaBatchDecodeStep")
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+       head_dim=st.sampled_from([64, 128]), kv_heads=st.sampled_from([1, 2, 3]),
+       group=st.sampled_from([1, 3, 4, 5, 7, 16]), rows=st.integers(1, 40), capacity=st.sampled_from([1, 63, 65, 600]),
+       data=st.data())
+def test_attention_decode_qkv_equals_its_reference(seed, dtype, head_dim, kv_heads, group, rows, capacity, data):
+    """The batch step's attention kernel against ``attention_decode_qkv_reference``: the output by the tolerance
+    rule (against the reference in float64), the new K/V exactly where they belong, every other cache position
+    untouched (NaN-poisoned). Rows at position 0, at the last position, anywhere; caches of one position, a tile
+    and a bit, several splits."""
+    from qwen3mini.ops.cuda import _cuda
+    heads, g = kv_heads * group, torch.Generator(device="cuda").manual_seed(seed)
+    positions = data.draw(st.lists(st.integers(0, capacity - 1), min_size=rows, max_size=rows), label="positions")
+    lengths = torch.tensor(positions, dtype=torch.int32, device="cuda")
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=g, device="cuda", dtype=torch.float64)
+    qkv = normal(rows, (heads + 2 * kv_heads) * head_dim)
+    q_norm, k_norm = normal(head_dim).abs() + 0.5, normal(head_dim).abs() + 0.5
+    angles = torch.arange(capacity, device="cuda", dtype=torch.float64)[:, None] * normal(head_dim // 2).abs()
+    cos, sin = angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)
+    k_cache, v_cache = normal(rows, capacity, kv_heads, head_dim), normal(rows, capacity, kv_heads, head_dim)
+    for row, position in enumerate(positions):   # the positions past each row's new one are garbage
+        k_cache[row, position + 1:], v_cache[row, position + 1:] = float("nan"), float("nan")
+    inputs = [t.to(dtype) for t in (qkv, q_norm, k_norm, cos, sin, k_cache, v_cache)]
+    caches = [t.clone() for t in inputs[5:]]
+    got = _cuda.attention_decode_qkv(*inputs[:5], *caches, lengths, heads, 1e-6, head_dim ** -0.5)
+    expected_caches = [t.clone() for t in inputs[5:]]
+    expected = attention_decode_qkv_reference(*inputs[:5], *expected_caches, lengths, heads, 1e-6, head_dim ** -0.5)
+    exact_caches = [t.double() for t in inputs[5:]]
+    exact = attention_decode_qkv_reference(*[t.double() for t in inputs[:5]], *exact_caches, lengths, heads, 1e-6,
+                                           head_dim ** -0.5)
+    assert_rows_within_tolerance(got, exact, expected, "attention output per row")
+    new = torch.zeros(rows, capacity, dtype=torch.bool, device="cuda")
+    new[torch.arange(rows), lengths.long()] = True
+    for name, ours, theirs, e in zip("kv", caches, expected_caches, exact_caches):
+        torch.testing.assert_close(ours[~new], theirs[~new], rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m: f"{name} cache changed off the new positions: {m}")
+        assert_within_tolerance(ours[new], e[new], theirs[new], f"new {name}")
+
+
+def test_batch_step_at_a_rollout_batch_equals_the_op_path():
+    """A rollout-sized batch, where the attention runs as one split a row and writes its output directly."""
+    from qwen3mini.ops.cuda import _cuda
+    model = random_model(7, torch.bfloat16, 136, 96, 3, 1, 64, layers=1)
+    rows = 8 * torch.cuda.get_device_properties(0).multi_processor_count + 5
+    assert _cuda.attention_decode_splits(rows, 1, 130, 0) == 1
+    lengths = torch.randint(0, 129, (rows,), generator=torch.Generator().manual_seed(8)).tolist()
+    check_step_against_op_path(model, lengths, 130, 9, "CudaBatchDecodeStep")
+
+
 def test_decode_step_is_offered_only_where_it_applies():
     dense = random_model(0, torch.bfloat16, 64, 96, 4, 2, 64)
-    assert ops.decode_step(dense, KVCache.for_model(dense, 8, 16)) is not None
-    assert ops.decode_step(dense, KVCache.for_model(dense, 9, 16)) is None           # more rows than it serves
+    assert type(ops.decode_step(dense, KVCache.for_model(dense, 8, 16))).__name__ == "CudaDecodeStep"
+    assert type(ops.decode_step(dense, KVCache.for_model(dense, 9, 16))).__name__ == "CudaBatchDecodeStep"
     odd = random_model(0, torch.bfloat16, 64, 96, 4, 2, 32)
     assert ops.decode_step(odd, KVCache.for_model(odd, 1, 16)) is None               # head_dim 32
     fp32 = random_model(0, torch.float32, 64, 96, 4, 2, 64)
@@ -114,6 +194,7 @@ def test_decode_step_is_offered_only_where_it_applies():
     os.environ["QWEN3MINI_FUSED_STEP"] = "0"
     try:
         assert ops.decode_step(dense, KVCache.for_model(dense, 1, 16)) is None
+        assert ops.decode_step(dense, KVCache.for_model(dense, 9, 16)) is None
     finally:
         del os.environ["QWEN3MINI_FUSED_STEP"]
     one_row = ops.decode_step(dense, KVCache.for_model(dense, 1, 16))
@@ -121,6 +202,9 @@ def test_decode_step_is_offered_only_where_it_applies():
         one_row.step(torch.zeros(2, dtype=torch.long, device="cuda"))
     with pytest.raises(ValueError, match=r"next_tokens must be a LongTensor \[1\]"):
         one_row.step(torch.zeros(1, dtype=torch.long, device="cuda"), torch.zeros(1, dtype=torch.int, device="cuda"))
+    nine_rows = ops.decode_step(dense, KVCache.for_model(dense, 9, 16))
+    with pytest.raises(ValueError, match=r"CudaBatchDecodeStep.step: tokens must be a LongTensor \[9\]"):
+        nine_rows.step(torch.zeros(10, dtype=torch.long, device="cuda"))
 
 
 def test_a_step_over_the_first_rows_leaves_the_others_alone():
@@ -214,18 +298,22 @@ def test_next_tokens_are_the_argmax_of_the_logits(seed, dtype, vocab, rows, data
             assert next_tokens.tolist() == [nan_columns[0]] * rows
 
 
-def test_graph_replay_equals_eager_fused_steps():
-    """GraphedDecodeStep captures the fused step; its replays equal the same step launched eagerly, bit for bit."""
+@pytest.mark.parametrize("lengths, step_type", [([5, 0, 33], "CudaDecodeStep"),
+                                               ([5, 0, 33, 7, 60, 1, 2, 9, 40, 11, 3, 70], "CudaBatchDecodeStep")])
+def test_graph_replay_equals_eager_steps(lengths, step_type):
+    """GraphedDecodeStep captures the backend's step; its replays equal the same step launched eagerly, bit for
+    bit."""
     from qwen3mini.cuda_graphs import GraphedDecodeStep
     model = random_model(4, torch.bfloat16, 264, 344, 8, 2, 64, layers=3)
-    eager_cache, graph_cache = (prefilled_cache(model, [5, 0, 33], 80, seed=6) for _ in range(2))
+    eager_cache, graph_cache = (prefilled_cache(model, lengths, 80, seed=6) for _ in range(2))
     eager = ops.decode_step(model, eager_cache)
     graphed = GraphedDecodeStep(model, graph_cache)
-    tokens = torch.tensor([1, 2, 3], device="cuda")
+    rows = len(lengths)
+    tokens = torch.arange(1, rows + 1, device="cuda")
     for step in range(5):
         expected = eager.step(tokens).clone()
         got = graphed.step(tokens)
-        assert type(graphed.graphs[3, False][3]).__name__ == "CudaDecodeStep"
+        assert type(graphed.graphs[rows, False][3]).__name__ == step_type
         assert torch.equal(got, expected), f"step {step}: replay differs from the eager fused step"
         tokens = expected.argmax(-1)
     assert torch.equal(graph_cache.lengths, eager_cache.lengths)

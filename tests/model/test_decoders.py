@@ -3,8 +3,9 @@
 The C++ backend's ``CppDecodeStep`` runs the same kernels in the same order as the op path, so its logits, the
 K/V it writes and the lengths it advances must be *equal* to the op path's, bit for bit, over random small
 configurations: dense and MoE (with dense layers mixed in), fp32 and bf16, weights in the model dtype or int8,
-GQA ratios, head_dim 64 and 128, tied and separate heads, several cache rows of different lengths. The op path itself is held to transformers
-by test_model_parity.py. QWEN3MINI_MODEL_EXAMPLES sets the number of hypothesis examples (default 8).
+GQA ratios, head_dim 64 and 128, tied and separate heads, several cache rows of different lengths. The op path
+itself is held to transformers by test_model_parity.py. The CUDA backend's batch step is checked here too, its
+kernels replaced by their references. QWEN3MINI_MODEL_EXAMPLES sets the number of hypothesis examples (default 8).
 """
 import copy
 import os
@@ -18,7 +19,7 @@ from qwen3mini.config import Qwen3Config
 from qwen3mini.generation import Generator, KVCache, SamplingParams, generate
 from qwen3mini.model import Qwen3ForCausalLM
 from qwen3mini.quantize import quantize_model
-from decode_fixtures import prefilled_cache
+from decode_fixtures import attention_decode_qkv_reference, prefilled_cache
 
 EXAMPLES = int(os.environ.get("QWEN3MINI_MODEL_EXAMPLES", "8"))
 
@@ -146,3 +147,37 @@ def test_cpp_decode_step_names_a_bad_quantised_weight(cpp_backend):
     projection.scale = projection.scale.double()
     with pytest.raises(RuntimeError, match="a quantised weight must be a contiguous CPU int8 .* float32 scale"):
         ops.decode_step(model, KVCache.for_model(model, 1, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_batch_step_orders_its_ops_as_the_op_path(monkeypatch, dtype):
+    """The CUDA backend's ``CudaBatchDecodeStep`` (qwen3mini/ops/cuda.py), its Python part checked where CI runs:
+    with its three kernels replaced by their references (``attention_decode_qkv_reference``; the kernels against
+    them are tests/model/test_decoder_cuda.py's, on a GPU), its steps over the first rows of a cache equal the op
+    path's bit for bit: the weights each op takes, the residual stream, the rotary rows, the lengths."""
+    from types import SimpleNamespace
+    from qwen3mini.ops import cuda as cuda_ops
+    reference = ops.get_backend("reference")
+
+    def add_rms_norm(x, residual, weight, eps):
+        return [reference.rms_norm(x, weight, eps), None] if residual is None else \
+            list(reference.add_rms_norm(x, residual, weight, eps))
+    monkeypatch.setattr(cuda_ops, "_cuda", SimpleNamespace(add_rms_norm=add_rms_norm, silu_mul=reference.silu_mul,
+                                                           attention_decode_qkv=attention_decode_qkv_reference))
+    model = random_model(5, dtype, heads=(6, 2), tied=False)
+    lengths = [3, 0, 17, 8, 1, 30, 5, 2, 9, 12, 4]
+    ours = prefilled_cache(model, lengths, 40, seed=5)
+    theirs = copy.deepcopy(ours)
+    decoder = cuda_ops.CudaBatchDecodeStep(model, ours)
+    assert decoder.max_rows == len(lengths)
+    g = torch.Generator().manual_seed(6)
+    with ops.backend("reference"):
+        for rows in (11, 11, 7):
+            tokens = torch.randint(0, model.config.vocab_size, (rows,), generator=g)
+            expected = model.decode_step(tokens, _first_rows(theirs, rows))
+            assert_same(decoder.step(tokens), expected)
+            assert torch.equal(ours.lengths, theirs.lengths)
+            assert_same(ours.k, theirs.k)
+            assert_same(ours.v, theirs.v)
+    with pytest.raises(ValueError, match=r"CudaBatchDecodeStep.step: tokens must be a LongTensor \[11\]"):
+        decoder.step(torch.zeros(12, dtype=torch.long))
