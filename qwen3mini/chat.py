@@ -17,7 +17,7 @@ The reply format is ``<think>\\n{thinking}\\n</think>\\n\\n{answer}`` (paper §4
   ``/think`` and ``/no_think`` at the end of a user or system message are plain text the model was trained to
   obey, the last one winning (paper §4.3); they stay in the message.
 * Thinking budget (paper §4.3): once the model has generated N tokens after ``<think>``, it is stopped and
-  ``STOP_THINKING`` (ending in ``</think>.\\n\\n``) is appended as if generated; the model answers after it.
+  ``STOP_THINKING`` (ending in ``</think>\\n\\n``) is appended as if generated; the model answers after it.
 * Sampling defaults per mode: paper §4.6 (docs/qwen3.md §2.4).
 
 docs/qwen3.md = the repository's notes on Qwen3; paper = the Qwen3 technical report (arXiv 2505.09388).
@@ -34,9 +34,11 @@ from .checkpoint import load_model, read_generation_config, resolve_checkpoint
 from .generation import Completion, Generator, SamplingParams, ThinkingBudget, generate_completions
 from .tokenizer import load_tokenizer
 
-# Paper §4.3, verbatim (the "." after </think> included).
-STOP_THINKING = ("Considering the limited time by the user, I have to give the solution based on the "
-                 "thinking directly now.\n</think>.\n\n")
+# Paper §4.3's sentence in the form of Qwen's own implementation (docs/qwen3.md §4): on a line of its own, and the
+# think block closed as the template closes it. The report's text follows the cut at once and ends "</think>.";
+# the shipped model answers far better after this form at every budget up to 256 (bench/RESULTS.md, session 27).
+STOP_THINKING = ("\n\nConsidering the limited time by the user, I have to give the solution based on the "
+                 "thinking directly now.\n</think>\n\n")
 
 # Paper §4.6 / docs/qwen3.md §2.4: recommended sampling per mode.
 SAMPLING_DEFAULTS = {

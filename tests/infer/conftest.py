@@ -7,7 +7,7 @@ vector e_i and the head row of its successor has a large weight on e_i. Every ot
 embeddings and head rows in the remaining dimensions, so the model babbles there. The scripts:
 
     prompt ends "...assistant\\n"  -> <think> one two three four five six </think> "\\n\\n" -> reply
-    prompt ends "</think>\\n\\n" (--no-think), or the budget's stop text (ends ".\\n\\n") -> reply
+    prompt ends "</think>\\n\\n" (--no-think, and the budget's stop text) -> reply
     reply = the three UTF-8 bytes of "你" as three byte tokens, then " ok", then <|im_end|>
             (the "endless" model repeats " ok" forever instead of ending)
 
@@ -38,11 +38,10 @@ def script_ids(tok, endless=False):
     think = [_one_token(tok, w) for w in THINKING]
     byte = {b: tok.vocab.index(bytes([b])) for b in "你".encode()}      # E4 BD A0
     ok, nl, nlnl = _one_token(tok, " ok"), _one_token(tok, "\n"), _one_token(tok, "\n\n")
-    stop_end = tok.encode("</think>.\n\n")[-1]                            # ".\n\n", the stop text's last token
     chain = [nl, special["<think>"], *think, special["</think>"], nlnl]
     script = dict(zip(chain, chain[1:]))
     reply = list(byte.values()) + [ok]
-    script[nlnl] = script[stop_end] = reply[0]
+    script[nlnl] = reply[0]
     script.update(zip(reply, reply[1:]))
     script[ok] = ok if endless else special["<|im_end|>"]
     return script

@@ -24,8 +24,8 @@ import qwen3mini.chat as protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHAT = os.path.join(REPO, "infer", "chat.py")
-STOP = ("Considering the limited time by the user, I have to give the solution based on the thinking directly "
-        "now.\n</think>.\n\n")
+STOP = ("\n\nConsidering the limited time by the user, I have to give the solution based on the thinking "
+        "directly now.\n</think>\n\n")
 THINKING_TEXT = " one two three four five six"
 SUMMARY = re.compile(r"\[thinking (\d+) tokens( \(budget reached\))? · answer (\d+) tokens · [\d.]+ tokens/s")
 TIMEOUT = 240      # seconds per chat process; generous for a loaded 2-core machine

@@ -12,9 +12,9 @@ STOP = protocol.STOP_THINKING
 PADDING_ID = 151900          # a row of the model's embedding past the tokenizer's 151,669 ids: no text
 
 
-def test_the_stop_text_is_the_papers():
-    assert STOP == ("Considering the limited time by the user, I have to give the solution based on the thinking "
-                    "directly now.\n</think>.\n\n")
+def test_the_stop_text_is_the_papers_sentence_in_qwens_form():
+    assert STOP == ("\n\nConsidering the limited time by the user, I have to give the solution based on the thinking "
+                    "directly now.\n</think>\n\n")
 
 
 def test_sampling_settings_refuse_values_out_of_range():

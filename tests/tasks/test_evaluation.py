@@ -172,7 +172,7 @@ def test_budget_accounting_on_the_scripted_model(results):
         assert cell["pass@k"] == ({"1": 0.0, "2": 0.0} if budget is None else None)
         assert cell["example"]["question"] == evaluation_set(family, difficulty)[0].question
         assert cell["misses"] == [{**cell["example"], "answer": evaluation_set(family, difficulty)[0].answer}]
-    assert cells["add", 3, "think", 2]["example"]["reply"].startswith("<think> one two" + "Considering")
+    assert cells["add", 3, "think", 2]["example"]["reply"].startswith("<think> one two" + "\n\nConsidering")
 
 
 def test_a_cell_keeps_its_first_four_misses(scripted):
